@@ -1,0 +1,178 @@
+//! `weir bench`: throughput of built-in scenarios, each run through the real pipeline parser and
+//! engine, reported as events/s, events per CPU-second ("per core", user+sys from getrusage, the
+//! Nexmark definition) and as a ratio to the floor scenario measured in the same run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::metrics::Role;
+use crate::engine::runner;
+use crate::pipeline;
+
+/// Options of `weir bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Bids per scenario.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: u64,
+    /// Bids in the JSON-file scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    file_events: u64,
+    /// Runs per scenario; the median (by events per CPU-second) is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Only scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    yaml: String,
+    input_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Measurement {
+    events: u64,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Measurement {
+    fn per_second(&self) -> f64 {
+        self.events as f64 / self.wall.as_secs_f64()
+    }
+
+    fn per_cpu_second(&self) -> f64 {
+        self.events as f64 / self.cpu.as_secs_f64()
+    }
+}
+
+/// Generator events that yield `bids` bids (46 of every 50 events are bids).
+fn generator_events(bids: u64) -> u64 {
+    bids.div_ceil(46) * 50
+}
+
+fn scenarios(events: u64, json_path: &Path, out_path: &Path, input_bytes: u64) -> Vec<Scenario> {
+    let source = format!("bids: {{ type: nexmark, kind: bid, events: {} }}", generator_events(events));
+    vec![
+        Scenario {
+            name: "floor",
+            what: "nexmark bids -> blackhole",
+            yaml: format!("sources:\n  {source}\nsinks:\n  out: {{ type: blackhole, inputs: [bids] }}\n"),
+            input_bytes: None,
+        },
+        Scenario {
+            name: "q2-filter",
+            what: "nexmark bids -> filter MOD(auction, 123) = 0 -> blackhole",
+            yaml: format!(
+                "sources:\n  {source}\ntransforms:\n  q2: {{ type: filter, inputs: [bids], where: \"MOD(auction, 123) = 0\" }}\n\
+                 sinks:\n  out: {{ type: blackhole, inputs: [q2] }}\n"
+            ),
+            input_bytes: None,
+        },
+        Scenario {
+            name: "q1-select",
+            what: "nexmark bids -> select 0.908 * price -> blackhole",
+            yaml: format!(
+                "sources:\n  {source}\ntransforms:\n  q1: {{ type: select, inputs: [bids], columns: [auction, bidder, \"0.908 * price AS price\", dateTime, extra] }}\n\
+                 sinks:\n  out: {{ type: blackhole, inputs: [q1] }}\n"
+            ),
+            input_bytes: None,
+        },
+        Scenario {
+            name: "json-file",
+            what: "JSON file -> filter -> JSON file",
+            yaml: format!(
+                "sources:\n  bids:\n    type: file\n    path: {}\n    format: json\n    schema: {{ auction: int64, bidder: int64, price: int64, channel: string, url: string, dateTime: \"timestamp(ms)\", extra: string }}\n\
+                 transforms:\n  q2: {{ type: filter, inputs: [bids], where: \"MOD(auction, 123) = 0\" }}\n\
+                 sinks:\n  out: {{ type: file, inputs: [q2], path: {}, format: json }}\n",
+                json_path.display(),
+                out_path.display()
+            ),
+            input_bytes: Some(input_bytes),
+        },
+    ]
+}
+
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the struct we pass; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+fn run_once(runtime: &tokio::runtime::Runtime, yaml: &str, dir: &Path) -> anyhow::Result<Measurement> {
+    let file = dir.join("bench.yaml");
+    std::fs::write(&file, yaml)?;
+    let pipeline = pipeline::load(&file)?;
+    let metrics = runner::metrics_for(&pipeline);
+    let (wall_start, cpu_start) = (Instant::now(), cpu_time());
+    runtime.block_on(runner::run(&pipeline, &metrics, CancellationToken::new()))?;
+    let (wall, cpu) = (wall_start.elapsed(), cpu_time() - cpu_start);
+    Ok(Measurement { events: metrics.total(Role::Source, |m| m.received_events), wall, cpu })
+}
+
+/// Runs the benchmark and prints a Markdown table.
+pub fn main(args: &BenchArgs) -> std::process::ExitCode {
+    match bench(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let json_path = dir.join("bids.jsonl");
+    let out_path = dir.join("out.jsonl");
+    eprintln!("writing {} bids to {} ...", args.file_events, json_path.display());
+    let writer = format!(
+        "sources:\n  bids: {{ type: nexmark, kind: bid, events: {} }}\nsinks:\n  out: {{ type: file, inputs: [bids], path: {}, format: json }}\n",
+        generator_events(args.file_events),
+        json_path.display()
+    );
+    run_once(&runtime, &writer, &dir)?;
+    let input_bytes = std::fs::metadata(&json_path)?.len();
+
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    println!("weir bench: {} bids per in-memory scenario, {} in the file scenario, median of {} runs, {cores} cores\n", args.events, args.file_events, args.runs);
+    println!("| scenario | pipeline | events/s | events/s per core | vs floor (per core) | MB/s |");
+    println!("|---|---|---:|---:|---:|---:|");
+    let mut floor: Option<f64> = None;
+    for scenario in scenarios(args.events, &json_path, &out_path, input_bytes) {
+        if args.only.as_deref().is_some_and(|only| !scenario.name.contains(only)) && scenario.name != "floor" {
+            continue;
+        }
+        let mut runs = (0..args.runs.max(1)).map(|_| run_once(&runtime, &scenario.yaml, &dir)).collect::<anyhow::Result<Vec<_>>>()?;
+        runs.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
+        let median = runs[runs.len() / 2];
+        let per_core = median.per_cpu_second();
+        let floor_per_core = *floor.get_or_insert(per_core);
+        let mb_per_second = scenario.input_bytes.map_or("".into(), |bytes| format!("{:.0}", bytes as f64 / 1e6 / median.wall.as_secs_f64()));
+        println!(
+            "| {} | {} | {} | {} | {:.2} | {} |",
+            scenario.name,
+            scenario.what,
+            super::progress::human(median.per_second()),
+            super::progress::human(per_core),
+            per_core / floor_per_core,
+            mb_per_second
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! The `weir` command line: `run`, `validate` and `bench`.
+//!
+//! Exit codes: 0 success (also after Ctrl-C with a clean drain), 1 the job failed while running,
+//! 2 the pipeline file was refused.
+
+mod bench;
+mod progress;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::engine::runner;
+use crate::pipeline;
+
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about = "A stream processor with WebAssembly plugins")]
+struct Cli {
+    /// Log filter (`info`, `debug`, `weir_host=trace`); overrides RUST_LOG.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline until its sources end or Ctrl-C.
+    Run {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+        /// No live progress line.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a pipeline file without running it.
+    Validate {
+        /// The pipeline file (YAML).
+        pipeline: PathBuf,
+    },
+    /// Measure throughput of built-in scenarios (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+}
+
+/// Entry point of the `weir` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref(), cli.log_format);
+    match cli.command {
+        Command::Validate { pipeline } => validate(&pipeline),
+        Command::Run { pipeline, quiet } => run(&pipeline, quiet),
+        Command::Bench(args) => bench::main(&args),
+    }
+}
+
+fn init_logging(level: Option<&str>, format: LogFormat) {
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    match pipeline::load(path) {
+        Ok(pipeline) => {
+            println!("{}: ok", path.display());
+            for component in &pipeline.components {
+                let columns: Vec<String> =
+                    component.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+                println!(
+                    "  {:<9} {:<16} {:<10} x{}  [{}]",
+                    format!("{:?}", component.role).to_lowercase(),
+                    component.name,
+                    component.kind,
+                    component.parallelism,
+                    columns.join(", ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: &std::path::Path, quiet: bool) -> ExitCode {
+    let pipeline = match pipeline::load(path) {
+        Ok(pipeline) => pipeline,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = runner::metrics_for(&pipeline);
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let result = runtime.block_on(async {
+        tokio::spawn(stop_on_ctrl_c(stop.clone()));
+        let progress = (!quiet && std::io::stderr().is_terminal()).then(|| tokio::spawn(progress::live(metrics.clone(), started)));
+        let result = runner::run(&pipeline, &metrics, stop.clone()).await;
+        if let Some(progress) = progress {
+            progress.abort();
+            progress::clear_line();
+        }
+        result
+    });
+    eprintln!("{}", progress::summary(&metrics, started.elapsed()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn stop_on_ctrl_c(stop: CancellationToken) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    tracing::info!("stopping: sources stop, in-flight batches drain, sinks flush (Ctrl-C again to abort)");
+    stop.cancel();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("aborted");
+        std::process::exit(130);
+    }
+}

@@ -1,0 +1,81 @@
+//! The live progress line and the final summary of `weir run`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::engine::metrics::{PipelineMetrics, Role};
+
+/// Redraws one status line on stderr every second until aborted.
+pub async fn live(metrics: PipelineMetrics, started: Instant) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let (mut last_in, mut last_out, mut last_at) = (0, 0, Instant::now());
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        let seconds = now.duration_since(last_at).as_secs_f64().max(1e-9);
+        let total_in = metrics.total(Role::Source, |m| m.received_events);
+        let total_out = metrics.total(Role::Sink, |m| m.sent_events);
+        let sinks: Vec<String> = metrics
+            .components
+            .iter()
+            .filter(|(_, role, _)| *role == Role::Sink)
+            .map(|(name, _, m)| format!("{name}={}", m.snapshot().sent_events))
+            .collect();
+        let line = format!(
+            "{:>6.0}s  in {:>10}/s ({})  out {:>10}/s ({})  {}",
+            started.elapsed().as_secs_f64(),
+            human((total_in - last_in) as f64 / seconds),
+            total_in,
+            human((total_out - last_out) as f64 / seconds),
+            total_out,
+            sinks.join(" ")
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+        (last_in, last_out, last_at) = (total_in, total_out, now);
+    }
+}
+
+/// Erases the progress line.
+pub fn clear_line() {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K");
+    let _ = err.flush();
+}
+
+/// The end-of-run summary.
+pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let total_in = metrics.total(Role::Source, |m| m.received_events);
+    let mut text = format!(
+        "done in {:.2}s: {} events in ({}/s)",
+        seconds,
+        total_in,
+        human(total_in as f64 / seconds)
+    );
+    for (name, role, counters) in &metrics.components {
+        let snapshot = counters.snapshot();
+        match role {
+            Role::Sink => text.push_str(&format!("\n  sink {name}: {} written", snapshot.sent_events)),
+            Role::Source if snapshot.errors > 0 => text.push_str(&format!(
+                "\n  source {name}: {} bad records ({} skipped, {} dead-lettered)",
+                snapshot.errors, snapshot.discarded_events, snapshot.dead_lettered_events
+            )),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// `1.23M`, `45.6k`, `789`.
+pub fn human(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{:.2}M", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.1}k", value / 1e3)
+    } else {
+        format!("{value:.0}")
+    }
+}

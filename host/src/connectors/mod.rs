@@ -1,0 +1,17 @@
+//! Built-in connectors: one folder per system, source and sink side by side.
+//!
+//! Adding a connector: a folder here plus one line in [`SOURCES`] and/or [`SINKS`].
+
+pub mod blackhole;
+pub mod file;
+pub mod generator;
+pub mod nexmark;
+pub mod stdio;
+
+use crate::engine::component::{SinkKind, SourceKind};
+
+/// Every built-in source type.
+pub static SOURCES: &[SourceKind] = &[nexmark::SOURCE, generator::SOURCE, file::SOURCE, stdio::SOURCE];
+
+/// Every built-in sink type.
+pub static SINKS: &[SinkKind] = &[file::SINK, stdio::SINK, blackhole::SINK];

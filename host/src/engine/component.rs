@@ -1,0 +1,261 @@
+//! The traits every source, operator and sink implements, and the errors they report.
+//!
+//! A component goes through three stages: a *spec* (its typed YAML config, see
+//! `connectors::registry`), a *plan* (validated against its input schema at load time: output
+//! schema, parallelism, a factory) and *instances* (one per subtask, created when the job starts).
+//! Sources are async (they wait on I/O and on backpressure); operators and sinks are synchronous
+//! per batch and are driven by the engine's task loop.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::ComponentMetrics;
+use super::output::{DownstreamClosed, Output};
+use crate::formats::errors::RecordErrorHandler;
+use crate::pipeline::SpecIssue;
+
+/// A boxed, sendable future (sources are trait objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a component fails with while running. Each variant says whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// An I/O operation failed (files, stdin, stdout).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, with the path or resource.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record could not be decoded and the error policy is `fail`.
+    #[error("bad record at {position}: {reason}")]
+    BadRecord {
+        /// File, line and byte offset (or stream position) of the record.
+        position: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// An Arrow kernel or encoder failed.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    /// Writing Parquet failed.
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// An expression failed while evaluating a batch.
+    #[error("expression `{expression}` failed: {reason}")]
+    Expression {
+        /// The SQL text.
+        expression: String,
+        /// DataFusion's reason.
+        reason: String,
+    },
+    /// A downstream task went away.
+    #[error(transparent)]
+    Downstream(#[from] DownstreamClosed),
+}
+
+impl RuntimeError {
+    /// Whether trying the same thing again could succeed (transient I/O), as opposed to bad
+    /// data or a bad pipeline.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Io { .. })
+    }
+
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io { context: context.into(), source }
+    }
+}
+
+/// Shared facts a component needs while planning.
+#[derive(Debug, Clone)]
+pub struct PlanContext {
+    /// Directory of the pipeline file; relative paths in components resolve against it.
+    pub base_dir: PathBuf,
+    /// Rows per batch that sources aim for.
+    pub batch_size: usize,
+    /// Default parallelism of stateless transforms.
+    pub default_parallelism: usize,
+}
+
+impl PlanContext {
+    /// Resolves a path from the pipeline file against the pipeline's directory.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let path = PathBuf::from(path);
+        if path.is_absolute() { path } else { self.base_dir.join(path) }
+    }
+}
+
+// ---------------------------------------------------------------- sources
+
+/// A source's typed config.
+pub trait SourceSpec: Send + Sync + std::fmt::Debug {
+    /// Validates the config, fixes the output schema.
+    ///
+    /// # Errors
+    /// A [`SpecIssue`] pointing at the offending option.
+    fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue>;
+}
+
+/// A validated source.
+#[derive(Debug, Clone)]
+pub struct PlannedSource {
+    /// Output schema.
+    pub schema: SchemaRef,
+    /// Number of subtasks.
+    pub parallelism: usize,
+    /// Creates one instance per subtask.
+    pub factory: Arc<dyn SourceFactory>,
+}
+
+/// Creates source instances.
+pub trait SourceFactory: Send + Sync + std::fmt::Debug {
+    /// One instance for subtask `subtask` of `parallelism`.
+    fn create(&self, subtask: usize, parallelism: usize) -> Box<dyn Source>;
+}
+
+/// Everything a running source subtask uses.
+#[derive(Debug)]
+pub struct SourceContext {
+    /// Component name.
+    pub component: Arc<str>,
+    /// Where batches go.
+    pub output: Output,
+    /// Bad-record handling (fail / skip / dead-letter).
+    pub errors: RecordErrorHandler,
+    /// Cancelled when the job stops (Ctrl-C): the source returns promptly, without error.
+    pub stop: CancellationToken,
+    /// This component's counters.
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+/// A running source subtask. It returns when its input is exhausted or `stop` is cancelled;
+/// the engine then flushes dead letters and sends `End` downstream.
+pub trait Source: Send {
+    /// Produces batches into `ctx.output` until done.
+    fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>>;
+}
+
+// ---------------------------------------------------------------- transforms
+
+/// A transform's typed config.
+pub trait TransformSpec: Send + Sync + std::fmt::Debug {
+    /// Validates the config against the input schema (expressions type-check here).
+    ///
+    /// # Errors
+    /// A [`SpecIssue`] pointing at the offending option.
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue>;
+}
+
+/// A validated transform.
+#[derive(Debug, Clone)]
+pub struct PlannedTransform {
+    /// Output schema.
+    pub schema: SchemaRef,
+    /// Creates one operator per subtask.
+    pub factory: Arc<dyn OperatorFactory>,
+}
+
+/// Creates operator instances.
+pub trait OperatorFactory: Send + Sync + std::fmt::Debug {
+    /// A fresh operator for one subtask.
+    fn create(&self) -> Box<dyn Operator>;
+}
+
+/// A synchronous, batch-at-a-time operator.
+pub trait Operator: Send {
+    /// Processes one input batch, appending results to `out`.
+    ///
+    /// # Errors
+    /// Evaluation failures; the task stops and the job fails.
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError>;
+
+    /// Called when every input ended; emit anything held back.
+    ///
+    /// # Errors
+    /// As for [`Operator::process`].
+    fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- sinks
+
+/// A sink's typed config.
+pub trait SinkSpec: Send + Sync + std::fmt::Debug {
+    /// Validates the config against the input schema.
+    ///
+    /// # Errors
+    /// A [`SpecIssue`] pointing at the offending option.
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue>;
+}
+
+/// Creates sink instances.
+pub trait SinkFactory: Send + Sync + std::fmt::Debug {
+    /// Opens the sink (files are created here, when the job starts, not at validation).
+    ///
+    /// # Errors
+    /// I/O errors opening the destination.
+    fn create(&self) -> Result<Box<dyn Sink>, RuntimeError>;
+}
+
+/// A synchronous sink, driven batch by batch.
+pub trait Sink: Send {
+    /// Writes one batch.
+    ///
+    /// # Errors
+    /// I/O or encoding failures.
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), RuntimeError>;
+
+    /// Makes everything written so far durable or visible (called at barriers).
+    ///
+    /// # Errors
+    /// I/O failures.
+    fn flush(&mut self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    /// Flushes and completes the output (files are complete when this returns).
+    ///
+    /// # Errors
+    /// I/O failures.
+    fn close(&mut self) -> Result<(), RuntimeError>;
+}
+
+// ---------------------------------------------------------------- registration
+
+/// A registered source type: its `type` name and how to read its config.
+#[derive(Debug)]
+pub struct SourceKind {
+    /// The `type` in pipeline files.
+    pub name: &'static str,
+    /// Deserializes and checks the config.
+    pub parse: fn(&crate::pipeline::yaml::Node) -> Result<Box<dyn SourceSpec>, SpecIssue>,
+}
+
+/// A registered transform type.
+#[derive(Debug)]
+pub struct TransformKind {
+    /// The `type` in pipeline files.
+    pub name: &'static str,
+    /// Deserializes and checks the config.
+    pub parse: fn(&crate::pipeline::yaml::Node) -> Result<Box<dyn TransformSpec>, SpecIssue>,
+}
+
+/// A registered sink type.
+#[derive(Debug)]
+pub struct SinkKind {
+    /// The `type` in pipeline files.
+    pub name: &'static str,
+    /// Deserializes and checks the config.
+    pub parse: fn(&crate::pipeline::yaml::Node) -> Result<Box<dyn SinkSpec>, SpecIssue>,
+}

@@ -1,0 +1,208 @@
+//! The input side of a task: merges its input channels into one ordered event stream.
+//!
+//! Keeps the protocol's promises for multi-input tasks (fan-in, several upstream subtasks):
+//! - a watermark is emitted only when the minimum over all live inputs advances;
+//! - a barrier is emitted once every live input has delivered it; an input that delivered the
+//!   barrier is not read again until alignment completes (Chandy-Lamport / Flink aligned checkpoints);
+//! - `End` is emitted once, after every input ended (a closed channel counts as ended).
+//!
+//! Inputs are polled round-robin so one busy input cannot starve the others.
+
+use std::future::poll_fn;
+use std::task::Poll;
+
+use arrow::array::RecordBatch;
+use tokio::sync::mpsc;
+
+use super::{EventTime, Message};
+
+/// What a task sees next from its inputs.
+#[derive(Debug)]
+pub enum GateEvent {
+    /// A batch and the index of the input it came from.
+    Batch(usize, RecordBatch),
+    /// The minimum watermark over all inputs advanced to this value.
+    Watermark(EventTime),
+    /// Every input delivered the barrier for this epoch.
+    Barrier(u64),
+    /// Every input ended.
+    End,
+}
+
+struct GateInput {
+    receiver: mpsc::Receiver<Message>,
+    ended: bool,
+    watermark: EventTime,
+    barrier: Option<u64>,
+}
+
+/// Merges a task's input channels. Cancel safe: a message is only taken from a channel when
+/// it is returned or fully accounted for.
+pub struct InputGate {
+    inputs: Vec<GateInput>,
+    next_input: usize,
+    watermark: EventTime,
+    end_sent: bool,
+}
+
+impl InputGate {
+    /// A gate over these receivers; the index of each is the input index reported in batches.
+    pub fn new(receivers: Vec<mpsc::Receiver<Message>>) -> Self {
+        let inputs = receivers
+            .into_iter()
+            .map(|receiver| GateInput { receiver, ended: false, watermark: EventTime::MIN, barrier: None })
+            .collect();
+        Self { inputs, next_input: 0, watermark: EventTime::MIN, end_sent: false }
+    }
+
+    /// The current (minimum) watermark.
+    pub fn watermark(&self) -> EventTime {
+        self.watermark
+    }
+
+    /// Waits for the next event. After [`GateEvent::End`] it keeps returning `End`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future loses no message.
+    pub async fn next(&mut self) -> GateEvent {
+        poll_fn(|cx| {
+            loop {
+                if self.end_sent || self.inputs.iter().all(|input| input.ended) {
+                    self.end_sent = true;
+                    return Poll::Ready(GateEvent::End);
+                }
+                let count = self.inputs.len();
+                let mut progressed = false;
+                for step in 0..count {
+                    let index = (self.next_input + step) % count;
+                    let input = &mut self.inputs[index];
+                    if input.ended || input.barrier.is_some() {
+                        continue;
+                    }
+                    let message = match input.receiver.poll_recv(cx) {
+                        Poll::Pending => continue,
+                        Poll::Ready(message) => message.unwrap_or(Message::End),
+                    };
+                    self.next_input = (index + 1) % count;
+                    progressed = true;
+                    if let Some(event) = self.accept(index, message) {
+                        return Poll::Ready(event);
+                    }
+                    break;
+                }
+                if !progressed {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Updates bookkeeping for one message; returns the event to surface, if any.
+    fn accept(&mut self, index: usize, message: Message) -> Option<GateEvent> {
+        match message {
+            Message::Batch(batch) => Some(GateEvent::Batch(index, batch)),
+            Message::Watermark(time) => {
+                let input = &mut self.inputs[index];
+                input.watermark = input.watermark.max(time);
+                self.advance_watermark()
+            }
+            Message::Barrier(epoch) => {
+                self.inputs[index].barrier = Some(epoch);
+                self.complete_barrier()
+            }
+            Message::End => {
+                self.inputs[index].ended = true;
+                self.inputs[index].barrier = None;
+                if self.inputs.iter().all(|input| input.ended) {
+                    return None; // the loop reports End
+                }
+                // An ended input no longer holds back the watermark or an alignment.
+                self.complete_barrier().or_else(|| self.advance_watermark())
+            }
+        }
+    }
+
+    fn advance_watermark(&mut self) -> Option<GateEvent> {
+        let minimum = self.inputs.iter().filter(|input| !input.ended).map(|input| input.watermark).min()?;
+        if minimum > self.watermark {
+            self.watermark = minimum;
+            Some(GateEvent::Watermark(minimum))
+        } else {
+            None
+        }
+    }
+
+    fn complete_barrier(&mut self) -> Option<GateEvent> {
+        let mut live = self.inputs.iter().filter(|input| !input.ended);
+        let epoch = live.next()?.barrier?;
+        if live.all(|input| input.barrier == Some(epoch)) {
+            for input in &mut self.inputs {
+                input.barrier = None;
+            }
+            Some(GateEvent::Barrier(epoch))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use std::sync::Arc;
+
+    fn batch(value: i64) -> RecordBatch {
+        RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from(vec![value])) as _)]).unwrap()
+    }
+
+    fn value(event: &GateEvent) -> i64 {
+        match event {
+            GateEvent::Batch(_, batch) => batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0),
+            other => panic!("expected a batch, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn watermark_is_the_minimum_of_live_inputs() {
+        let (a_tx, a_rx) = mpsc::channel(8);
+        let (b_tx, b_rx) = mpsc::channel(8);
+        let mut gate = InputGate::new(vec![a_rx, b_rx]);
+        a_tx.send(Message::Watermark(10)).await.unwrap();
+        b_tx.send(Message::Watermark(5)).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::Watermark(5)));
+        b_tx.send(Message::Watermark(20)).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::Watermark(10)));
+        // When `a` ends, only `b` holds the watermark back.
+        a_tx.send(Message::End).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::Watermark(20)));
+        b_tx.send(Message::End).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::End));
+        assert!(matches!(gate.next().await, GateEvent::End));
+    }
+
+    #[tokio::test]
+    async fn barrier_aligns_and_blocks_the_early_input() {
+        let (a_tx, a_rx) = mpsc::channel(8);
+        let (b_tx, b_rx) = mpsc::channel(8);
+        let mut gate = InputGate::new(vec![a_rx, b_rx]);
+        a_tx.send(Message::Barrier(1)).await.unwrap();
+        a_tx.send(Message::Batch(batch(2))).await.unwrap(); // after the barrier: must wait
+        b_tx.send(Message::Batch(batch(1))).await.unwrap();
+        b_tx.send(Message::Barrier(1)).await.unwrap();
+        assert_eq!(value(&gate.next().await), 1);
+        assert!(matches!(gate.next().await, GateEvent::Barrier(1)));
+        assert_eq!(value(&gate.next().await), 2);
+    }
+
+    #[tokio::test]
+    async fn closed_channels_count_as_ended() {
+        let (a_tx, a_rx) = mpsc::channel(8);
+        let mut gate = InputGate::new(vec![a_rx]);
+        a_tx.send(Message::Batch(batch(7))).await.unwrap();
+        drop(a_tx);
+        assert_eq!(value(&gate.next().await), 7);
+        assert!(matches!(gate.next().await, GateEvent::End));
+    }
+}

@@ -1,0 +1,32 @@
+//! The dataflow engine: tasks connected by bounded channels carrying Arrow batches.
+//!
+//! Owns the message protocol ([`Message`]), the input side of a task ([`gate::InputGate`]:
+//! fan-in, watermark minimum, barrier alignment, end detection), the output side
+//! ([`output::Output`]: fan-out and partitioning across subtasks), the component traits that
+//! sources, operators and sinks implement ([`component`]), per-component metrics ([`metrics`]),
+//! and the runner that turns a validated pipeline into running tasks ([`runner`]).
+
+pub mod component;
+pub mod gate;
+pub mod metrics;
+pub mod output;
+pub mod runner;
+
+use arrow::array::RecordBatch;
+
+/// Event time in milliseconds since the Unix epoch.
+pub type EventTime = i64;
+
+/// What flows on every edge of the graph. Channels are bounded: a full channel makes the
+/// sender wait, which is how backpressure reaches the sources.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Data; the schema is fixed for the edge when the pipeline starts.
+    Batch(RecordBatch),
+    /// Event time has reached this value on this input: no later row will be older.
+    Watermark(EventTime),
+    /// Checkpoint barrier for an epoch; aligned at multi-input tasks.
+    Barrier(u64),
+    /// This input is exhausted.
+    End,
+}

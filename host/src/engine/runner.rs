@@ -1,0 +1,192 @@
+//! Runs a planned pipeline: creates the channels, spawns one task per subtask, and waits.
+//!
+//! Shutdown is cooperative. Cancelling the stop token makes sources return; each source then
+//! sends `End`, which flows through the graph behind the in-flight batches, so every operator
+//! drains and every sink flushes and closes before [`run`] returns. If a task fails, the stop
+//! token is cancelled and the first root-cause error is returned (errors that are only
+//! consequences, such as a closed downstream channel, are reported only if nothing else failed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::Message;
+use super::component::{Operator, RuntimeError, Sink, SourceContext};
+use super::gate::{GateEvent, InputGate};
+use super::metrics::{ComponentMetrics, PipelineMetrics};
+use super::output::{Edge, Output, Route};
+use crate::formats::errors::RecordErrorHandler;
+use crate::pipeline::{Pipeline, Port, Runnable};
+
+/// A task failed; names the component and subtask.
+#[derive(Debug, thiserror::Error)]
+#[error("component `{component}` (subtask {subtask}): {source}")]
+pub struct RunError {
+    /// The component.
+    pub component: String,
+    /// Which subtask.
+    pub subtask: usize,
+    /// What went wrong.
+    #[source]
+    pub source: TaskFailure,
+}
+
+/// How a task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFailure {
+    /// The component reported an error.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The task panicked (a bug in weir).
+    #[error("panicked: {0}")]
+    Panic(String),
+}
+
+/// Counters for every component of `pipeline`, to pass to [`run`] and read while it runs.
+pub fn metrics_for(pipeline: &Pipeline) -> PipelineMetrics {
+    PipelineMetrics {
+        components: pipeline.components.iter().map(|c| (c.name.clone(), c.role, Arc::new(ComponentMetrics::default()))).collect(),
+    }
+}
+
+/// Runs the pipeline until every source ends (or `stop` is cancelled) and every sink closed.
+///
+/// # Errors
+/// The first component failure.
+pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: CancellationToken) -> Result<(), RunError> {
+    let capacity = pipeline.settings.channel_capacity;
+    let components = &pipeline.components;
+
+    // receivers[c][j]: the input channels of subtask j of component c.
+    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> =
+        components.iter().map(|c| (0..c.parallelism).map(|_| Vec::new()).collect()).collect();
+    // edges[(u, port)][i]: the outgoing edges of subtask i of component u on `port`.
+    let mut edges: HashMap<(usize, Port), Vec<Vec<Edge>>> = HashMap::new();
+    for (c, component) in components.iter().enumerate() {
+        for input in &component.inputs {
+            let upstream = components[input.component].parallelism;
+            let per_upstream = edges.entry((input.component, input.port)).or_insert_with(|| vec![Vec::new(); upstream]);
+            for (i, outgoing) in per_upstream.iter_mut().enumerate() {
+                let mut senders = Vec::with_capacity(component.parallelism);
+                for receivers_of_subtask in receivers[c].iter_mut() {
+                    let (sender, receiver) = mpsc::channel(capacity);
+                    senders.push(sender);
+                    receivers_of_subtask.push(receiver);
+                }
+                let route = if upstream == component.parallelism { Route::Forward(i) } else { Route::RoundRobin(i % component.parallelism) };
+                outgoing.push(Edge::new(senders, route));
+            }
+        }
+    }
+    let mut take_edges = |c: usize, port: Port, subtask: usize| {
+        edges.get_mut(&(c, port)).map(|per_subtask| std::mem::take(&mut per_subtask[subtask])).unwrap_or_default()
+    };
+
+    let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();
+    for (c, component) in components.iter().enumerate() {
+        let name: Arc<str> = Arc::from(component.name.as_str());
+        let component_metrics = Arc::clone(&metrics.components[c].2);
+        for subtask in 0..component.parallelism {
+            let output = Output::new(Arc::clone(&name), take_edges(c, Port::Main, subtask), Arc::clone(&component_metrics));
+            let inputs = std::mem::take(&mut receivers[c][subtask]);
+            let failed = {
+                let name = component.name.clone();
+                move |source: RuntimeError| RunError { component: name.clone(), subtask, source: TaskFailure::Runtime(source) }
+            };
+            match &component.runnable {
+                Runnable::Source { factory, on_error } => {
+                    let dead_letter_edges = take_edges(c, Port::DeadLetter, subtask);
+                    let dead_letter = (!dead_letter_edges.is_empty())
+                        .then(|| Output::new(Arc::clone(&name), dead_letter_edges, Arc::default()));
+                    let errors = RecordErrorHandler::new(Arc::clone(&name), *on_error, Arc::clone(&component_metrics), dead_letter);
+                    let source = factory.create(subtask, component.parallelism);
+                    let mut ctx = SourceContext { component: Arc::clone(&name), output, errors, stop: stop.clone(), metrics: component_metrics.clone() };
+                    tasks.spawn(async move {
+                        source.run(&mut ctx).await.map_err(&failed)?;
+                        ctx.errors.finish().await.map_err(|err| failed(err.into()))?;
+                        ctx.output.broadcast(Message::End).await.map_err(|err| failed(err.into()))
+                    });
+                }
+                Runnable::Transform(factory) => {
+                    let operator = factory.create();
+                    let metrics = Arc::clone(&component_metrics);
+                    tasks.spawn(async move { run_operator(operator, InputGate::new(inputs), output, &metrics).await.map_err(failed) });
+                }
+                Runnable::Sink(factory) => {
+                    let sink = factory.create().map_err(&failed)?;
+                    let metrics = Arc::clone(&component_metrics);
+                    tasks.spawn(async move { run_sink(sink, InputGate::new(inputs), &metrics).await.map_err(failed) });
+                }
+            }
+        }
+    }
+
+    let mut root_cause: Option<RunError> = None;
+    let mut consequence: Option<RunError> = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.unwrap_or_else(|err| {
+            Err(RunError { component: "?".into(), subtask: 0, source: TaskFailure::Panic(err.to_string()) })
+        });
+        if let Err(err) = result {
+            stop.cancel();
+            let is_consequence = matches!(err.source, TaskFailure::Runtime(RuntimeError::Downstream(_)));
+            let slot = if is_consequence { &mut consequence } else { &mut root_cause };
+            if slot.is_none() {
+                tracing::error!(component = %err.component, subtask = err.subtask, error = %err.source, "task failed");
+                *slot = Some(err);
+            }
+        }
+    }
+    match root_cause.or(consequence) {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+async fn run_operator(
+    mut operator: Box<dyn Operator>,
+    mut gate: InputGate,
+    mut output: Output,
+    metrics: &ComponentMetrics,
+) -> Result<(), RuntimeError> {
+    let mut results = Vec::new();
+    loop {
+        match gate.next().await {
+            GateEvent::Batch(_, batch) => {
+                metrics.record_received(batch.num_rows());
+                operator.process(batch, &mut results)?;
+            }
+            GateEvent::Watermark(time) => output.broadcast(Message::Watermark(time)).await?,
+            GateEvent::Barrier(epoch) => output.broadcast(Message::Barrier(epoch)).await?,
+            GateEvent::End => {
+                operator.finish(&mut results)?;
+                for batch in results.drain(..) {
+                    output.send(batch).await?;
+                }
+                output.broadcast(Message::End).await?;
+                return Ok(());
+            }
+        }
+        for batch in results.drain(..) {
+            output.send(batch).await?;
+        }
+    }
+}
+
+async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, metrics: &ComponentMetrics) -> Result<(), RuntimeError> {
+    loop {
+        match gate.next().await {
+            GateEvent::Batch(_, batch) => {
+                metrics.record_received(batch.num_rows());
+                sink.write(&batch)?;
+                metrics.record_sent(batch.num_rows());
+            }
+            GateEvent::Watermark(_) => {}
+            GateEvent::Barrier(_) => sink.flush()?,
+            GateEvent::End => return sink.close(),
+        }
+    }
+}

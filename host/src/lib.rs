@@ -1,0 +1,18 @@
+//! weir host runtime: the library behind the `weir` binary.
+//!
+//! The host owns ingestion, operators, state and sinks; plugins (later) are WebAssembly components.
+//! Module map (see `DESIGN.md` at the workspace root for the contracts):
+//!
+//! - [`pipeline`]: pipeline files (YAML) → validated, typed component graph with source locations.
+//! - [`engine`]: tasks, bounded channels, the Batch/Watermark/Barrier/End protocol, fan-in/fan-out.
+//! - [`ops`]: transforms (filter, select, union) and the SQL expression compiler.
+//! - [`connectors`]: built-in sources and sinks, one folder per system, one registration line each.
+//! - [`formats`]: JSON/CSV/Parquet decoding and encoding with per-record error policies.
+//! - [`cli`]: the `weir` command line (run, validate, bench).
+
+pub mod cli;
+pub mod connectors;
+pub mod engine;
+pub mod formats;
+pub mod ops;
+pub mod pipeline;

@@ -1,0 +1,292 @@
+//! SQL expressions over Arrow batches, compiled once at pipeline load by DataFusion's planner.
+//!
+//! Owns the bridge between a pipeline's expression strings (`price > 1000000`,
+//! `upper(channel) AS channel`) and vectorized [`PhysicalExpr`]s evaluated on whole batches.
+//! Identifiers are case-sensitive (no normalization), so `dateTime` means the column `dateTime`.
+//! String results are plain `Utf8` (not `Utf8View`) so every sink and plugin sees one string layout.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion_common::config::ConfigOptions;
+use datafusion_common::{DFSchema, TableReference};
+use datafusion_expr::execution_props::ExecutionProps;
+use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion_expr::planner::{ContextProvider, ExprPlanner};
+use datafusion_expr::simplify::SimplifyContext;
+use datafusion_expr::{AggregateUDF, Expr, ExprSchemable, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
+use datafusion_optimizer::simplify_expressions::ExprSimplifier;
+use datafusion_physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion_sql::planner::{ParserOptions, PlannerContext, SqlToRel};
+use datafusion_sql::sqlparser::ast::SelectItem;
+use datafusion_sql::sqlparser::dialect::GenericDialect;
+use datafusion_sql::sqlparser::parser::Parser;
+use datafusion_sql::sqlparser::tokenizer::Token;
+
+/// An expression that failed to parse or type-check, with DataFusion's explanation.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ExprError {
+    /// Human-readable reason, e.g. "column `pricee` not found; available: auction, price".
+    pub message: String,
+}
+
+impl ExprError {
+    fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}
+
+impl From<datafusion_common::DataFusionError> for ExprError {
+    fn from(err: datafusion_common::DataFusionError) -> Self {
+        // DataFusion prefixes errors with their category ("Schema error: ..."); keep the reason.
+        let text = err.strip_backtrace();
+        let text = text
+            .split_once(": ")
+            .filter(|(head, _)| head.ends_with("error") || head.ends_with("Error"))
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or(text);
+        Self::new(text)
+    }
+}
+
+impl From<datafusion_sql::sqlparser::parser::ParserError> for ExprError {
+    fn from(err: datafusion_sql::sqlparser::parser::ParserError) -> Self {
+        Self::new(format!("SQL syntax: {err}"))
+    }
+}
+
+/// A compiled expression plus the output field it produces.
+#[derive(Debug, Clone)]
+pub struct CompiledExpr {
+    /// The vectorized expression; evaluate with `evaluate(&batch)`.
+    pub physical: Arc<dyn PhysicalExpr>,
+    /// Output column: name (alias or SQL text), type and nullability.
+    pub field: Field,
+}
+
+/// Compiles a boolean predicate (a `filter`'s `where`).
+///
+/// # Errors
+/// Syntax errors, unknown columns or functions, and non-boolean results.
+pub fn compile_predicate(sql: &str, schema: &SchemaRef) -> Result<CompiledExpr, ExprError> {
+    let mut parser = Parser::new(&GenericDialect {}).try_with_sql(sql)?;
+    let ast = parser.parse_expr()?;
+    expect_end(&mut parser)?;
+    let compiled = compile_ast(ast, None, schema)?;
+    if compiled.field.data_type() != &DataType::Boolean {
+        return Err(ExprError::new(format!(
+            "`{sql}` has type {}; a filter needs a boolean expression",
+            compiled.field.data_type()
+        )));
+    }
+    Ok(compiled)
+}
+
+/// Compiles one `select` item: an expression with an optional `AS alias`, or `*`.
+/// `*` expands to every input column, in order.
+///
+/// # Errors
+/// Syntax errors, unknown columns or functions, type errors.
+pub fn compile_select_item(sql: &str, schema: &SchemaRef) -> Result<Vec<CompiledExpr>, ExprError> {
+    let mut parser = Parser::new(&GenericDialect {}).try_with_sql(sql)?;
+    let item = parser.parse_select_item()?;
+    expect_end(&mut parser)?;
+    match item {
+        SelectItem::UnnamedExpr(ast) => Ok(vec![compile_ast(ast, None, schema)?]),
+        SelectItem::ExprWithAlias { expr, alias } => Ok(vec![compile_ast(expr, Some(alias.value), schema)?]),
+        SelectItem::Wildcard(_) => schema
+            .fields()
+            .iter()
+            .map(|field| compile_ast(datafusion_sql::sqlparser::ast::Expr::Identifier(field.name().as_str().into()), None, schema))
+            .collect(),
+        other => Err(ExprError::new(format!("unsupported select item `{other}`"))),
+    }
+}
+
+fn expect_end(parser: &mut Parser<'_>) -> Result<(), ExprError> {
+    match parser.peek_token().token {
+        Token::EOF => Ok(()),
+        token => Err(ExprError::new(format!("SQL syntax: unexpected `{token}` after the expression"))),
+    }
+}
+
+fn compile_ast(
+    ast: datafusion_sql::sqlparser::ast::Expr,
+    alias: Option<String>,
+    schema: &SchemaRef,
+) -> Result<CompiledExpr, ExprError> {
+    let df_schema = Arc::new(DFSchema::try_from(schema.as_ref().clone())?);
+    let planner = SqlToRel::new_with_options(&*FUNCTIONS, parser_options());
+    let logical = planner.sql_to_expr(ast, &df_schema, &mut PlannerContext::new())?;
+    let name = alias.unwrap_or_else(|| match &logical {
+        Expr::Column(column) => column.name.clone(),
+        other => other.schema_name().to_string(),
+    });
+    let simplifier = ExprSimplifier::new(SimplifyContext::builder().with_schema(Arc::clone(&df_schema)).build());
+    let logical = simplifier.coerce(logical, &df_schema)?;
+    let logical = simplifier.simplify(logical)?;
+    let (_, field) = logical.to_field(&df_schema)?;
+    let (data_type, nullable) = (field.data_type().clone(), field.is_nullable());
+    let physical = create_physical_expr(&logical, &df_schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?;
+    Ok(CompiledExpr { physical, field: Field::new(name, data_type, nullable) })
+}
+
+fn parser_options() -> ParserOptions {
+    ParserOptions {
+        enable_ident_normalization: false,
+        map_string_types_to_utf8view: false,
+        ..ParserOptions::new()
+    }
+}
+
+/// DataFusion's built-in scalar functions (string, math, date/time, regex, unicode, core).
+static FUNCTIONS: LazyLock<FunctionCatalog> = LazyLock::new(FunctionCatalog::builtin);
+
+struct FunctionCatalog {
+    scalar: HashMap<String, Arc<ScalarUDF>>,
+    planners: Vec<Arc<dyn ExprPlanner>>,
+    options: ConfigOptions,
+}
+
+impl FunctionCatalog {
+    fn builtin() -> Self {
+        let mut scalar = HashMap::new();
+        for udf in datafusion_functions::all_default_functions() {
+            for alias in udf.aliases() {
+                scalar.insert(alias.clone(), Arc::clone(&udf));
+            }
+            scalar.insert(udf.name().to_string(), udf);
+        }
+        let planners: Vec<Arc<dyn ExprPlanner>> = vec![
+            Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
+            Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
+            Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),
+        ];
+        let mut options = ConfigOptions::default();
+        options.sql_parser.enable_ident_normalization = false;
+        options.sql_parser.map_string_types_to_utf8view = false;
+        Self { scalar, planners, options }
+    }
+}
+
+impl ContextProvider for FunctionCatalog {
+    fn get_table_source(&self, name: TableReference) -> datafusion_common::Result<Arc<dyn TableSource>> {
+        datafusion_common::plan_err!("tables are not available in expressions (`{name}`)")
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        &self.planners
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.scalar.get(name).cloned()
+    }
+
+    fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
+        None
+    }
+
+    fn get_aggregate_meta(&self, _name: &str) -> Option<Arc<AggregateUDF>> {
+        None
+    }
+
+    fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
+        None
+    }
+
+    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        &self.options
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.scalar.keys().cloned().collect()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::Schema;
+
+    fn bids() -> (SchemaRef, RecordBatch) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("auction", DataType::Int64, false),
+            Field::new("price", DataType::Int64, true),
+            Field::new("channel", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 123, 246])),
+                Arc::new(Int64Array::from(vec![Some(10), None, Some(2_000_000)])),
+                Arc::new(StringArray::from(vec![Some("apple"), Some("baidu"), None])),
+            ],
+        )
+        .unwrap();
+        (schema, batch)
+    }
+
+    #[test]
+    fn predicate_evaluates_on_a_batch() {
+        let (schema, batch) = bids();
+        let predicate = compile_predicate("MOD(auction, 123) = 0", &schema).unwrap();
+        let mask = predicate.physical.evaluate(&batch).unwrap().into_array(3).unwrap();
+        let mask = mask.as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap();
+        assert_eq!(mask.iter().collect::<Vec<_>>(), vec![Some(false), Some(true), Some(true)]);
+    }
+
+    #[test]
+    fn select_items_name_their_output() {
+        let (schema, batch) = bids();
+        let eur = compile_select_item("price * 0.908 AS price_eur", &schema).unwrap();
+        assert_eq!(eur[0].field.name(), "price_eur");
+        assert_eq!(eur[0].field.data_type(), &DataType::Float64);
+        let upper = compile_select_item("upper(channel)", &schema).unwrap();
+        assert_eq!(upper[0].field.data_type(), &DataType::Utf8);
+        let values = upper[0].physical.evaluate(&batch).unwrap().into_array(3).unwrap();
+        let values = values.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(values.value(0), "APPLE");
+        assert!(values.is_null(2));
+        let all = compile_select_item("*", &schema).unwrap();
+        assert_eq!(all.len(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let (schema, _) = bids();
+        let unknown = compile_predicate("pricee > 1", &schema).unwrap_err();
+        assert!(unknown.message.contains("pricee"), "{unknown}");
+        let not_bool = compile_predicate("price + 1", &schema).unwrap_err();
+        assert!(not_bool.message.contains("boolean"), "{not_bool}");
+        let trailing = compile_select_item("price AS p q r", &schema).unwrap_err();
+        assert!(trailing.message.contains("syntax"), "{trailing}");
+        let bad_type = compile_predicate("channel > 'a' AND price", &schema).unwrap_err();
+        assert!(!bad_type.message.is_empty());
+    }
+
+    #[test]
+    fn case_cast_and_case_sensitive_identifiers() {
+        let schema = Arc::new(Schema::new(vec![Field::new("dateTime", DataType::Int64, false)]));
+        let item = compile_select_item("CASE WHEN dateTime > 5 THEN 'late' ELSE CAST(dateTime AS VARCHAR) END AS t", &schema).unwrap();
+        assert_eq!(item[0].field.data_type(), &DataType::Utf8);
+    }
+}

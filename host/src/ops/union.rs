@@ -1,0 +1,51 @@
+//! `union`: merges several inputs with identical columns into one stream.
+//!
+//! Any transform or sink with several `inputs` already reads their union; `union` names it.
+//! Rows keep their order within each input; across inputs the order is not defined.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::engine::component::{Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec};
+use crate::pipeline::SpecIssue;
+
+/// Registration.
+pub const KIND: TransformKind = TransformKind { name: "union", parse: |node| Ok(Box::new(node.deserialize::<UnionConfig>()?)) };
+
+/// `union` options (only the common ones).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnionConfig {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    #[serde(default, rename = "inputs")]
+    _inputs: IgnoredAny,
+    #[serde(default, rename = "parallelism")]
+    _parallelism: IgnoredAny,
+}
+
+impl TransformSpec for UnionConfig {
+    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
+        Ok(PlannedTransform { schema: input.clone(), factory: Arc::new(PassThrough) })
+    }
+}
+
+#[derive(Debug)]
+struct PassThrough;
+
+impl OperatorFactory for PassThrough {
+    fn create(&self) -> Box<dyn Operator> {
+        Box::new(PassThrough)
+    }
+}
+
+impl Operator for PassThrough {
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError> {
+        out.push(batch);
+        Ok(())
+    }
+}

@@ -1,0 +1,347 @@
+//! From a split document to a planned graph: component declarations, input resolution, cycle
+//! detection, topological order, schema propagation and dead-letter wiring.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::yaml::{Document, Node, Spanned};
+use super::{InputRef, PlannedComponent, Port, Runnable, Settings, SpecIssue};
+use crate::engine::component::{PlanContext, SinkSpec, SourceSpec, TransformSpec};
+use crate::engine::metrics::Role;
+use crate::formats::errors::{ErrorPolicy, dead_letter_schema};
+
+/// The options every component shares. Typed configs list the ones they accept, so an option a
+/// component does not take is still reported as an unknown key.
+#[derive(Debug, Deserialize)]
+struct Common {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<String>>,
+    parallelism: Option<Spanned<usize>>,
+    #[serde(default)]
+    on_error: ErrorPolicy,
+    dead_letter: Option<Spanned<String>>,
+}
+
+/// A component's typed config.
+#[derive(Debug)]
+pub enum Spec {
+    /// A source.
+    Source(Box<dyn SourceSpec>),
+    /// A transform.
+    Transform(Box<dyn TransformSpec>),
+    /// A sink.
+    Sink(Box<dyn SinkSpec>),
+}
+
+/// A component as declared, before planning.
+#[derive(Debug)]
+pub struct Declared {
+    name: String,
+    role: Role,
+    kind: String,
+    key_at: (u64, u64),
+    common: Common,
+    spec: Spec,
+}
+
+/// Settings plus declared components in file order.
+#[derive(Debug)]
+pub struct DeclaredPipeline {
+    /// Job-wide settings.
+    pub settings: Settings,
+    /// Components in file order.
+    pub components: Vec<Declared>,
+}
+
+type Located<T> = Result<T, (Option<String>, SpecIssue)>;
+
+/// Types every component's options and checks names.
+///
+/// # Errors
+/// Unknown sections or types, bad options, duplicate names; with the component's name.
+pub fn declare(document: &Document) -> Located<DeclaredPipeline> {
+    let mut settings = Settings::default();
+    let mut components: Vec<Declared> = Vec::new();
+    for (section, section_at, nodes) in &document.sections {
+        let role = match section.as_str() {
+            "sources" => Role::Source,
+            "transforms" => Role::Transform,
+            "sinks" => Role::Sink,
+            "settings" => {
+                settings = settings_from(nodes)?;
+                continue;
+            }
+            other => {
+                let issue = SpecIssue {
+                    at: Some(*section_at),
+                    message: format!("unknown section `{other}`; expected sources, transforms, sinks or settings"),
+                };
+                return Err((None, issue));
+            }
+        };
+        for node in nodes {
+            let label = format!("{section}.{}", node.name);
+            let located = |issue: SpecIssue| (Some(label.clone()), issue.or_at(node.key_at));
+            if components.iter().any(|other| other.name == node.name) {
+                return Err(located(SpecIssue::new(format!("the name `{}` is used twice; component names must be unique", node.name))));
+            }
+            let common: Common = node.deserialize().map_err(located)?;
+            let Some(kind) = &common.kind else {
+                return Err(located(SpecIssue::new("missing `type`")));
+            };
+            let spec = parse_spec(role, kind, node).map_err(located)?;
+            components.push(Declared { name: node.name.clone(), role, kind: kind.value.clone(), key_at: node.key_at, common, spec });
+        }
+    }
+    Ok(DeclaredPipeline { settings, components })
+}
+
+fn settings_from(nodes: &[Node]) -> Located<Settings> {
+    // `settings` is a flat map; rebuild it from its entries so each value keeps its position.
+    let mut settings = Settings::default();
+    for node in nodes {
+        let located = |issue: SpecIssue| (Some(format!("settings.{}", node.name)), issue.or_at(node.key_at));
+        match node.name.as_str() {
+            "parallelism" => settings.parallelism = Some(node.deserialize::<usize>().map_err(located)?),
+            "batch_size" => settings.batch_size = node.deserialize::<usize>().map_err(located)?.max(1),
+            "channel_capacity" => settings.channel_capacity = node.deserialize::<usize>().map_err(located)?.max(1),
+            other => {
+                return Err(located(SpecIssue::new(format!(
+                    "unknown setting `{other}`; expected parallelism, batch_size or channel_capacity"
+                ))));
+            }
+        }
+    }
+    Ok(settings)
+}
+
+fn parse_spec(role: Role, kind: &Spanned<String>, node: &Node) -> Result<Spec, SpecIssue> {
+    let unknown = |known: Vec<&str>| {
+        let role = match role {
+            Role::Source => "source",
+            Role::Transform => "transform",
+            Role::Sink => "sink",
+        };
+        SpecIssue::at(&kind.referenced, format!("unknown {role} type `{}`; known types: {}", kind.value, known.join(", ")))
+    };
+    let name = kind.value.as_str();
+    match role {
+        Role::Source => {
+            let entry = crate::connectors::SOURCES.iter().find(|entry| entry.name == name);
+            let entry = entry.ok_or_else(|| unknown(crate::connectors::SOURCES.iter().map(|entry| entry.name).collect()))?;
+            (entry.parse)(node).map(Spec::Source)
+        }
+        Role::Transform => {
+            let entry = crate::ops::TRANSFORMS.iter().find(|entry| entry.name == name);
+            let entry = entry.ok_or_else(|| unknown(crate::ops::TRANSFORMS.iter().map(|entry| entry.name).collect()))?;
+            (entry.parse)(node).map(Spec::Transform)
+        }
+        Role::Sink => {
+            let entry = crate::connectors::SINKS.iter().find(|entry| entry.name == name);
+            let entry = entry.ok_or_else(|| unknown(crate::connectors::SINKS.iter().map(|entry| entry.name).collect()))?;
+            (entry.parse)(node).map(Spec::Sink)
+        }
+    }
+}
+
+impl SpecIssue {
+    /// Falls back to `at` when the issue has no position of its own.
+    pub fn or_at(mut self, at: (u64, u64)) -> Self {
+        self.at = self.at.or(Some(at));
+        self
+    }
+}
+
+/// Resolves inputs, orders the graph and plans every component against its input schema.
+///
+/// # Errors
+/// Missing or cyclic inputs, dead-letter wiring mistakes, schema mismatches, and every
+/// component's own planning errors (unknown columns, expressions that do not type-check).
+pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedComponent>, (String, SpecIssue)> {
+    let index: HashMap<&str, usize> = declared.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    let label = |c: &Declared| format!("{}.{}", section_of(c.role), c.name);
+
+    // Inputs by index, plus dead-letter edges added to the named sinks.
+    let mut inputs: Vec<Vec<InputRef>> = vec![Vec::new(); declared.len()];
+    for (i, component) in declared.iter().enumerate() {
+        let fail = |issue: SpecIssue| (label(component), issue.or_at(component.key_at));
+        match component.role {
+            Role::Source => {
+                if let Some(first) = component.common.inputs.first() {
+                    return Err(fail(SpecIssue::at(&first.referenced, "sources take no `inputs`")));
+                }
+            }
+            Role::Transform | Role::Sink => {
+                for input in &component.common.inputs {
+                    let upstream = *index.get(input.value.as_str()).ok_or_else(|| {
+                        let known: Vec<&str> = declared.iter().filter(|c| c.role != Role::Sink).map(|c| c.name.as_str()).collect();
+                        fail(SpecIssue::at(
+                            &input.referenced,
+                            format!("unknown input `{}`; components that can be inputs: {}", input.value, known.join(", ")),
+                        ))
+                    })?;
+                    if declared[upstream].role == Role::Sink {
+                        return Err(fail(SpecIssue::at(&input.referenced, format!("`{}` is a sink; sinks have no output", input.value))));
+                    }
+                    if upstream == i {
+                        return Err(fail(SpecIssue::at(&input.referenced, "a component cannot read its own output")));
+                    }
+                    inputs[i].push(InputRef { component: upstream, port: Port::Main });
+                }
+            }
+        }
+        match (component.common.on_error, &component.common.dead_letter) {
+            (ErrorPolicy::DeadLetter, None) => {
+                return Err(fail(SpecIssue::new("`on_error: dead-letter` needs `dead_letter: <sink name>`")));
+            }
+            (ErrorPolicy::DeadLetter, Some(target)) => {
+                let sink = index.get(target.value.as_str()).copied().filter(|&s| declared[s].role == Role::Sink);
+                let sink = sink.ok_or_else(|| fail(SpecIssue::at(&target.referenced, format!("dead_letter `{}` is not a sink of this pipeline", target.value))))?;
+                inputs[sink].push(InputRef { component: i, port: Port::DeadLetter });
+            }
+            (_, Some(target)) => {
+                return Err(fail(SpecIssue::at(&target.referenced, "`dead_letter` is set but `on_error` is not `dead-letter`")));
+            }
+            (_, None) => {}
+        }
+    }
+    for (i, component) in declared.iter().enumerate() {
+        if component.role != Role::Source && inputs[i].is_empty() {
+            return Err((label(component), SpecIssue::new("missing `inputs`").or_at(component.key_at)));
+        }
+    }
+
+    let order = topological_order(&inputs).map_err(|cycle| {
+        let names: Vec<&str> = cycle.iter().map(|&i| declared[i].name.as_str()).collect();
+        let first = &declared[cycle[0]];
+        (label(first), SpecIssue::new(format!("cyclic inputs: {} -> {}", names.join(" -> "), names[0])).or_at(first.key_at))
+    })?;
+
+    // Plan in topological order; remap indices to the new order.
+    let mut position = vec![0; declared.len()];
+    for (new, &old) in order.iter().enumerate() {
+        position[old] = new;
+    }
+    let mut declared: Vec<Option<Declared>> = declared.into_iter().map(Some).collect();
+    let mut planned: Vec<PlannedComponent> = Vec::with_capacity(order.len());
+    for &old in &order {
+        let component = declared[old].take().expect("each component is planned once");
+        let fail = |issue: SpecIssue| (label(&component), issue.or_at(component.key_at));
+        let edges: Vec<InputRef> = inputs[old]
+            .iter()
+            .map(|input| InputRef { component: position[input.component], port: input.port })
+            .collect();
+        let input_schema = match edges.first() {
+            None => None,
+            Some(first) => {
+                let schema_of = |edge: &InputRef| match edge.port {
+                    Port::Main => planned[edge.component].schema.clone(),
+                    Port::DeadLetter => dead_letter_schema(),
+                };
+                let schema = schema_of(first);
+                for edge in &edges[1..] {
+                    let other = schema_of(edge);
+                    if !same_columns(&schema, &other) {
+                        return Err(fail(SpecIssue::new(format!(
+                            "inputs `{}` and `{}` have different schemas ({} vs {}); a union needs identical columns",
+                            planned[first.component].name,
+                            planned[edge.component].name,
+                            describe(&schema),
+                            describe(&other)
+                        ))));
+                    }
+                }
+                Some(schema)
+            }
+        };
+        let parallelism_option = component.common.parallelism.as_ref();
+        if let Some(p) = parallelism_option.filter(|p| p.value == 0) {
+            return Err(fail(SpecIssue::at(&p.referenced, "parallelism must be at least 1")));
+        }
+        let (schema, parallelism, runnable) = match &component.spec {
+            Spec::Source(spec) => {
+                let source = spec.plan(ctx).map_err(fail)?;
+                let runnable = Runnable::Source { factory: source.factory, on_error: component.common.on_error };
+                (source.schema, source.parallelism, runnable)
+            }
+            Spec::Transform(spec) => {
+                let input = input_schema.expect("transforms have inputs");
+                let transform = spec.plan(&input, ctx).map_err(fail)?;
+                let parallelism = parallelism_option.map_or(ctx.default_parallelism, |p| p.value);
+                (transform.schema, parallelism, Runnable::Transform(transform.factory))
+            }
+            Spec::Sink(spec) => {
+                let input = input_schema.expect("sinks have inputs");
+                let factory = spec.plan(&input, ctx).map_err(fail)?;
+                (input, 1, Runnable::Sink(factory))
+            }
+        };
+        planned.push(PlannedComponent {
+            name: component.name.clone(),
+            role: component.role,
+            kind: component.kind.clone(),
+            inputs: edges,
+            parallelism,
+            schema,
+            runnable,
+        });
+    }
+    Ok(planned)
+}
+
+fn section_of(role: Role) -> &'static str {
+    match role {
+        Role::Source => "sources",
+        Role::Transform => "transforms",
+        Role::Sink => "sinks",
+    }
+}
+
+fn same_columns(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+fn describe(schema: &arrow::datatypes::Schema) -> String {
+    let columns: Vec<String> = schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+    format!("[{}]", columns.join(", "))
+}
+
+/// Kahn's algorithm, stable with respect to declaration order. On a cycle, returns one cycle.
+fn topological_order(inputs: &[Vec<InputRef>]) -> Result<Vec<usize>, Vec<usize>> {
+    let count = inputs.len();
+    let mut pending: Vec<usize> = inputs.iter().map(Vec::len).collect();
+    let mut done = vec![false; count];
+    let mut order = Vec::with_capacity(count);
+    while order.len() < count {
+        let Some(next) = (0..count).find(|&i| !done[i] && pending[i] == 0) else {
+            return Err(find_cycle(inputs, &done));
+        };
+        done[next] = true;
+        order.push(next);
+        for (i, edges) in inputs.iter().enumerate() {
+            pending[i] -= edges.iter().filter(|edge| edge.component == next).count();
+        }
+    }
+    Ok(order)
+}
+
+/// Walks upstream from an unplaced component until a component repeats.
+fn find_cycle(inputs: &[Vec<InputRef>], done: &[bool]) -> Vec<usize> {
+    let start = (0..inputs.len()).find(|&i| !done[i]).expect("a cycle exists");
+    let mut path = vec![start];
+    let mut current = start;
+    loop {
+        let upstream = inputs[current].iter().map(|edge| edge.component).find(|&u| !done[u]).expect("cycle continues upstream");
+        if let Some(at) = path.iter().position(|&p| p == upstream) {
+            let mut cycle = path[at..].to_vec();
+            cycle.reverse();
+            return cycle;
+        }
+        path.push(upstream);
+        current = upstream;
+    }
+}

@@ -1,0 +1,175 @@
+//! Pipeline files: parsing, validation and planning.
+//!
+//! A pipeline is a YAML file with `sources`, `transforms` and `sinks` sections (plus optional
+//! `settings`), each a map of named components with a `type` and, for transforms and sinks,
+//! explicit `inputs`. [`load`] turns a file into a [`Pipeline`]: every component's options are
+//! typed, inputs resolved, cycles rejected, and schemas propagated from sources to sinks so that
+//! expressions type-check before anything runs. Every error names the file, line, column and
+//! component.
+
+pub mod graph;
+pub mod settings;
+pub mod yaml;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+
+use crate::engine::component::{PlanContext, SinkFactory, SourceFactory, OperatorFactory};
+use crate::engine::metrics::Role;
+use crate::formats::errors::ErrorPolicy;
+pub use settings::Settings;
+use yaml::Location;
+
+/// A problem found in a pipeline file, at a position when known.
+#[derive(Debug, Clone)]
+pub struct SpecIssue {
+    /// 1-based line and column, when known.
+    pub at: Option<(u64, u64)>,
+    /// The reason.
+    pub message: String,
+}
+
+impl SpecIssue {
+    /// An issue at a YAML location.
+    pub fn at(location: &Location, message: impl Into<String>) -> Self {
+        let at = (location.line() > 0).then(|| (location.line(), location.column()));
+        Self { at, message: message.into() }
+    }
+
+    /// An issue without a position of its own (the component's position is used).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { at: None, message: message.into() }
+    }
+}
+
+/// Why a pipeline file was refused. Displays as `file:line:column: component `name`: reason`.
+#[derive(Debug, Clone)]
+pub struct PipelineError {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// 1-based line and column, when known.
+    pub at: Option<(u64, u64)>,
+    /// The component (`transforms.big`), when the problem is inside one.
+    pub component: Option<String>,
+    /// The reason.
+    pub message: String,
+}
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.at {
+            write!(f, ":{line}:{column}")?;
+        }
+        if let Some(component) = &self.component {
+            write!(f, ": component `{component}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for PipelineError {}
+
+/// Which output of a component an edge reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The component's data.
+    Main,
+    /// The dead-letter rows of a source with `on_error: dead-letter`.
+    DeadLetter,
+}
+
+/// An edge into a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRef {
+    /// Index of the upstream component in [`Pipeline::components`].
+    pub component: usize,
+    /// Which of its outputs.
+    pub port: Port,
+}
+
+/// What a planned component runs.
+#[derive(Debug, Clone)]
+pub enum Runnable {
+    /// A source, with its bad-record policy.
+    Source {
+        /// Creates subtask instances.
+        factory: Arc<dyn SourceFactory>,
+        /// Bad-record policy.
+        on_error: ErrorPolicy,
+    },
+    /// A transform.
+    Transform(Arc<dyn OperatorFactory>),
+    /// A sink.
+    Sink(Arc<dyn SinkFactory>),
+}
+
+/// One validated component.
+#[derive(Debug, Clone)]
+pub struct PlannedComponent {
+    /// Its name (unique across the file).
+    pub name: String,
+    /// Source, transform or sink.
+    pub role: Role,
+    /// Its `type`.
+    pub kind: String,
+    /// Upstream edges (empty for sources).
+    pub inputs: Vec<InputRef>,
+    /// Number of subtasks.
+    pub parallelism: usize,
+    /// Output schema (for sinks: their input schema).
+    pub schema: SchemaRef,
+    /// What to run.
+    pub runnable: Runnable,
+}
+
+/// A validated pipeline, in topological order (every component after its inputs).
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Job-wide settings.
+    pub settings: Settings,
+    /// Components, inputs first.
+    pub components: Vec<PlannedComponent>,
+}
+
+/// Reads, validates and plans a pipeline file.
+///
+/// # Errors
+/// The first problem found, with its position.
+pub fn load(path: &Path) -> Result<Pipeline, PipelineError> {
+    let text = std::fs::read_to_string(path).map_err(|err| PipelineError {
+        file: path.to_path_buf(),
+        at: None,
+        component: None,
+        message: format!("cannot read the pipeline file: {err}"),
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, path, &base_dir)
+}
+
+/// Validates and plans pipeline text; `file` is used in errors, `base_dir` resolves paths.
+///
+/// # Errors
+/// The first problem found, with its position.
+pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Pipeline, PipelineError> {
+    let error = |component: Option<String>, issue: SpecIssue| PipelineError {
+        file: file.to_path_buf(),
+        at: issue.at,
+        component,
+        message: issue.message,
+    };
+    let document = yaml::split(text).map_err(|issue| error(None, issue))?;
+    let declared = graph::declare(&document).map_err(|(component, issue)| error(component, issue))?;
+    let ctx = PlanContext {
+        base_dir: base_dir.to_path_buf(),
+        batch_size: declared.settings.batch_size,
+        default_parallelism: declared.settings.parallelism(),
+    };
+    let components = graph::plan(declared.components, &ctx).map_err(|(component, issue)| error(Some(component), issue))?;
+    Ok(Pipeline { file: file.to_path_buf(), settings: declared.settings, components })
+}

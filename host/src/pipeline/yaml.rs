@@ -1,0 +1,214 @@
+//! The location-aware YAML layer under pipeline files.
+//!
+//! A pipeline file is a map of sections (`sources`, `transforms`, `sinks`, `settings`), each a map
+//! of named components. Every component's options are deserialized into the typed config of its
+//! `type`, and every error must point at the file, line and column. serde loses locations when it
+//! buffers (internally tagged enums, `flatten`), so instead each component node is cut out of the
+//! file into a text that keeps its original line and column (earlier lines blanked, the first line
+//! indented to its column) and deserialized on its own: errors and [`Spanned`] fields inside it
+//! then carry positions in the original file.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+pub use serde_saphyr::{Location, Spanned};
+
+use super::SpecIssue;
+
+impl SpecIssue {
+    fn from_saphyr(err: &serde_saphyr::Error) -> Self {
+        let at = err.location().filter(|loc| loc.line() > 0).map(|loc| (loc.line(), loc.column()));
+        let mut message = err.to_string();
+        // serde-saphyr appends " at line X column Y"; the caller prints the position itself.
+        if let Some(cut) = message.find(" at line ") {
+            message.truncate(cut);
+        }
+        Self { at, message }
+    }
+}
+
+/// A value with no position (for defaults of `Spanned` options).
+pub fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned { value, referenced: Location::UNKNOWN, defined: Location::UNKNOWN }
+}
+
+/// A map that keeps the position of every key and value, in file order.
+#[derive(Debug)]
+pub struct SpannedMap<V>(pub Vec<(Spanned<String>, Spanned<V>)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for SpannedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = SpannedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names to components")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(SpannedMap(Vec::new()))
+            }
+            fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                Ok(SpannedMap(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<Spanned<String>, Spanned<V>>()? {
+                    entries.push(entry);
+                }
+                Ok(SpannedMap(entries))
+            }
+        }
+        deserializer.deserialize_any(MapVisitor(PhantomData))
+    }
+}
+
+/// One named node of the second level (`transforms.big`), ready to deserialize on its own.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The section it is in (`sources`, `transforms`, `sinks`, `settings`).
+    pub section: String,
+    /// Its name (the key).
+    pub name: String,
+    /// Where the key is.
+    pub key_at: (u64, u64),
+    /// The node text, padded so positions match the original file.
+    text: String,
+}
+
+impl Node {
+    /// Deserializes the node into a typed config. Errors carry positions in the original file.
+    ///
+    /// # Errors
+    /// Unknown keys, missing keys, wrong value types.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, SpecIssue> {
+        let mut options = serde_saphyr::Options::default();
+        options.with_snippet = false;
+        serde_saphyr::from_str_with_options(&self.text, options).map_err(|err| SpecIssue::from_saphyr(&err))
+    }
+}
+
+/// A pipeline document split into sections and named nodes.
+#[derive(Debug)]
+pub struct Document {
+    /// Top-level sections in file order: name, key position, nodes.
+    pub sections: Vec<(String, (u64, u64), Vec<Node>)>,
+}
+
+/// Splits a pipeline document into sections and their named nodes.
+///
+/// # Errors
+/// YAML syntax errors and a document that is not a map of maps.
+pub fn split(text: &str) -> Result<Document, SpecIssue> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let top: SpannedMap<SpannedMap<IgnoredAny>> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|err| SpecIssue::from_saphyr(&err))?;
+
+    // Every key's byte offset: a node's text ends where the next key after it begins.
+    let mut key_offsets: Vec<usize> = Vec::new();
+    for (section_key, section) in &top.0 {
+        key_offsets.push(byte_offset(&section_key.referenced));
+        for (key, _) in &section.value.0 {
+            key_offsets.push(byte_offset(&key.referenced));
+        }
+    }
+    key_offsets.sort_unstable();
+
+    let sections = top
+        .0
+        .iter()
+        .map(|(section_key, section)| {
+            let nodes = section
+                .value
+                .0
+                .iter()
+                .map(|(key, value)| {
+                    let start = byte_offset(&value.referenced);
+                    let end = key_offsets.iter().copied().find(|&offset| offset > start).unwrap_or(text.len());
+                    let (line, column) = (value.referenced.line(), value.referenced.column());
+                    let mut node_text = "\n".repeat(line.saturating_sub(1) as usize);
+                    node_text.push_str(&" ".repeat(column.saturating_sub(1) as usize));
+                    node_text.push_str(&text[start..end]);
+                    Node {
+                        section: section_key.value.clone(),
+                        name: key.value.clone(),
+                        key_at: (key.referenced.line(), key.referenced.column()),
+                        text: node_text,
+                    }
+                })
+                .collect();
+            (
+                section_key.value.clone(),
+                (section_key.referenced.line(), section_key.referenced.column()),
+                nodes,
+            )
+        })
+        .collect();
+    Ok(Document { sections })
+}
+
+fn byte_offset(location: &Location) -> usize {
+    location.span().byte_offset().unwrap_or(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Filter {
+        #[serde(rename = "type")]
+        kind: String,
+        inputs: Vec<Spanned<String>>,
+        #[serde(rename = "where")]
+        predicate: Spanned<String>,
+    }
+
+    const DOC: &str = "\
+sources:
+  bids: { type: nexmark, events: 10 }
+transforms:
+  big:
+    type: filter
+    inputs: [bids]
+    where: \"price > 1\"
+  flow: { type: filter, inputs: [big], where: \"price > 2\" }
+sinks:
+  out: { type: blackhole, inputs: [flow] }
+";
+
+    #[test]
+    fn nodes_keep_their_original_positions() {
+        let doc = split(DOC).unwrap();
+        let names: Vec<_> = doc.sections.iter().map(|(name, _, _)| name.as_str()).collect();
+        assert_eq!(names, ["sources", "transforms", "sinks"]);
+        let transforms = &doc.sections[1].2;
+        assert_eq!(transforms[0].name, "big");
+        assert_eq!(transforms[0].key_at, (4, 3));
+        let big: Filter = transforms[0].deserialize().unwrap();
+        assert_eq!(big.predicate.value, "price > 1");
+        assert_eq!(big.predicate.referenced.line(), 7);
+        let flow: Filter = transforms[1].deserialize().unwrap();
+        assert_eq!(flow.inputs[0].referenced.line(), 8);
+        assert_eq!(flow.predicate.referenced.line(), 8);
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key() {
+        let text = DOC.replace("    where:", "    wher:");
+        let doc = split(&text).unwrap();
+        let err = doc.sections[1].2[0].deserialize::<Filter>().unwrap_err();
+        assert_eq!(err.at.map(|(line, _)| line), Some(7), "{err:?}");
+        assert!(err.message.contains("wher"), "{}", err.message);
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let err = split("sources:\n  a: { type: x\n").unwrap_err();
+        assert!(err.at.is_some(), "{err:?}");
+    }
+}

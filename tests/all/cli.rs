@@ -1,0 +1,98 @@
+//! The `weir` binary: exit codes, validate output, stdin to stdout, and Ctrl-C draining.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{Workspace, json_lines};
+
+fn weir() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
+#[test]
+fn validate_reports_ok_or_the_error_with_exit_code_2() {
+    let ws = Workspace::new();
+    let good = ws.write("good.yaml", "sources:\n  g: { type: generator, count: 1, columns: { id: { sequence: {} } } }\nsinks:\n  out: { type: stdout, inputs: [g] }\n");
+    let output = weir().arg("validate").arg(&good).output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("ok"));
+    let bad = ws.write("bad.yaml", "sources:\n  g: { type: generator, count: 1, colums: {} }\n");
+    let output = weir().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.yaml:2:") && stderr.contains("sources.g") && stderr.contains("colums"), "{stderr}");
+}
+
+#[test]
+fn stdin_to_stdout_with_json_logs() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "pipe.yaml",
+        r#"
+sources:
+  lines: { type: stdin, schema: { level: string, msg: string }, on_error: skip }
+transforms:
+  errors: { type: filter, inputs: [lines], where: "level = 'error'" }
+sinks:
+  out: { type: stdout, inputs: [errors] }
+"#,
+    );
+    let mut child = weir()
+        .args(["--log-format", "json", "run", "--quiet"])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"level\":\"info\",\"msg\":\"a\"}\n{\"level\":\"error\",\"msg\":\"b\"}\nnot json\n{\"level\":\"error\",\"msg\":\"c\"}")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows = json_lines(&String::from_utf8(output.stdout).unwrap());
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1]["msg"], "c");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let warning = stderr.lines().find(|line| line.contains("skipping bad record")).expect("a warning for the bad line");
+    let warning: serde_json::Value = serde_json::from_str(warning).expect("JSON log lines");
+    assert_eq!(warning["fields"]["position"], "stdin:3 (byte 55)");
+    assert!(stderr.contains("done in"), "final summary: {stderr}");
+}
+
+#[test]
+fn ctrl_c_drains_in_flight_batches_and_completes_files() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "forever.yaml",
+        r#"
+sources:
+  g: { type: generator, rate: 20000, columns: { id: { sequence: {} } } }
+transforms:
+  all: { type: filter, inputs: [g], where: "id >= 0" }
+sinks:
+  out: { type: file, inputs: [all], path: out/ids.jsonl }
+"#,
+    );
+    let child = weir().args(["run", "--quiet"]).arg(&file).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(ws.path("out/.ids.jsonl.inprogress").exists(), "the file is in progress while running");
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit 0 after Ctrl-C: {stderr}");
+    let mut ids: Vec<i64> = json_lines(&ws.read("out/ids.jsonl")).iter().map(|r| r["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert!(ids.len() > 1000, "rows were written: {}", ids.len());
+    assert_eq!(ids, (0..ids.len() as i64).collect::<Vec<_>>(), "a gap-free prefix: nothing in flight was lost");
+    let written: u64 = stderr.lines().find_map(|l| l.trim().strip_prefix("sink out: ")).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert_eq!(written, ids.len() as u64, "the summary counts what the file holds");
+    assert!(!ws.path("out/.ids.jsonl.inprogress").exists());
+}

@@ -1,0 +1,123 @@
+//! File formats and file behaviour: CSV, Parquet with roll-over, schema inference, and following
+//! a growing, rotating log file.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use weir_host::engine::runner;
+
+use crate::support::{Workspace, counters, json_lines};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parquet_rolls_over_by_size_into_complete_files() {
+    let ws = Workspace::new();
+    let metrics = ws
+        .run(
+            r#"
+sources:
+  bids: { type: nexmark, kind: bid, events: 100000 }
+sinks:
+  out: { type: file, inputs: [bids], path: out/bids.parquet, format: parquet, roll: { max_size: 1MiB } }
+settings: { batch_size: 4096 }
+"#,
+        )
+        .await
+        .unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(ws.path("out")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 3, "several files: {files:?}");
+    assert!(files.iter().all(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.')), "no in-progress file left");
+    let mut rows = 0;
+    for file in &files {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        rows += reader.map(|batch| batch.unwrap().num_rows()).sum::<usize>();
+    }
+    assert_eq!(rows as u64, counters(&metrics, "bids").sent_events);
+    assert!(files[0].to_string_lossy().ends_with("bids-00000.parquet"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_round_trip_with_inferred_schema() {
+    let ws = Workspace::new();
+    ws.write("in.csv", "city;temp;ok\nBerlin;3.5;true\nHangzhou;18.25;false\n");
+    let pipeline = ws
+        .load(
+            r#"
+sources:
+  readings: { type: file, path: in.csv, format: csv, delimiter: ";", infer_schema: true }
+transforms:
+  warm: { type: select, inputs: [readings], columns: ["city", "temp * 1.8 + 32 AS fahrenheit", "NOT ok AS cold"] }
+sinks:
+  out: { type: file, inputs: [warm], path: out.csv, format: csv }
+"#,
+        )
+        .unwrap();
+    let types: Vec<String> = pipeline.components[0].schema.fields().iter().map(|f| f.data_type().to_string()).collect();
+    assert_eq!(types, ["Utf8", "Float64", "Boolean"]);
+    let metrics = runner::metrics_for(&pipeline);
+    runner::run(&pipeline, &metrics, CancellationToken::new()).await.unwrap();
+    assert_eq!(ws.read("out.csv"), "city,fahrenheit,cold\nBerlin,38.3,false\nHangzhou,64.85,true\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_reads_appends_new_files_and_rotation_until_stopped() {
+    let ws = Workspace::new();
+    let log = ws.write("logs/app.log", "{\"n\": 1}\n{\"n\": 2}\n");
+    let pipeline = ws
+        .load(
+            r#"
+sources:
+  logs: { type: file, path: "logs/*.log", follow: true, poll_interval: 20ms, schema: { n: int64 } }
+sinks:
+  out: { type: file, inputs: [logs], path: out.jsonl }
+settings: { batch_size: 1 }
+"#,
+        )
+        .unwrap();
+    let metrics = runner::metrics_for(&pipeline);
+    let stop = CancellationToken::new();
+    let job = {
+        let (pipeline, metrics, stop) = (pipeline.clone(), metrics.clone(), stop.clone());
+        tokio::spawn(async move { runner::run(&pipeline, &metrics, stop).await })
+    };
+    let received = |n: u64| {
+        let metrics = metrics.clone();
+        async move {
+            for _ in 0..500 {
+                if counters(&metrics, "logs").sent_events >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("timed out waiting for {n} rows (have {})", counters(&metrics, "logs").sent_events);
+        }
+    };
+    received(2).await;
+    // An append, in two writes: the half line waits for its end.
+    append(&log, "{\"n\": 3}\n{\"n\"");
+    received(3).await;
+    append(&log, ": 4}\n");
+    received(4).await;
+    // Rotation: the old file is renamed away (and written to once more), a new one appears.
+    std::fs::rename(&log, ws.path("logs/app.log.1")).unwrap();
+    append(&ws.path("logs/app.log.1"), "{\"n\": 5}\n");
+    std::fs::write(&log, "{\"n\": 6}\n").unwrap();
+    received(6).await;
+    // A new file matching the glob.
+    ws.write("logs/other.log", "{\"n\": 7}\n");
+    received(7).await;
+    stop.cancel();
+    job.await.unwrap().unwrap();
+    let mut seen: Vec<i64> = json_lines(&ws.read("out.jsonl")).iter().map(|r| r["n"].as_i64().unwrap()).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![1, 2, 3, 4, 5, 6, 7], "every line once");
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}

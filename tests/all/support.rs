@@ -1,0 +1,81 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+
+use weir_host::engine::metrics::PipelineMetrics;
+use weir_host::engine::runner;
+use weir_host::pipeline::{self, Pipeline, PipelineError};
+
+/// A temporary directory holding a pipeline file and its inputs and outputs.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("temp dir") }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_else(|err| panic!("reading {name}: {err}"))
+    }
+
+    /// Writes `pipeline.yaml` and loads it.
+    pub fn load(&self, yaml: &str) -> Result<Pipeline, PipelineError> {
+        pipeline::load(&self.write("pipeline.yaml", yaml))
+    }
+
+    /// Loads and runs a pipeline to completion.
+    pub async fn run(&self, yaml: &str) -> Result<PipelineMetrics, String> {
+        let pipeline = self.load(yaml).map_err(|err| err.to_string())?;
+        let metrics = runner::metrics_for(&pipeline);
+        runner::run(&pipeline, &metrics, tokio_util::sync::CancellationToken::new()).await.map_err(|err| err.to_string())?;
+        Ok(metrics)
+    }
+}
+
+/// Counter of one component.
+pub fn counters(metrics: &PipelineMetrics, name: &str) -> weir_host::engine::metrics::MetricsSnapshot {
+    metrics.components.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("no component {name}")).2.snapshot()
+}
+
+/// Parses JSON lines.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+/// Compares output lines with a golden file, ignoring order. `WEIR_BLESS=1` rewrites the file.
+pub fn assert_golden_unordered(golden: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(golden);
+    let mut actual_lines: Vec<&str> = actual.lines().collect();
+    actual_lines.sort_unstable();
+    let sorted = actual_lines.join("\n") + "\n";
+    if std::env::var_os("WEIR_BLESS").is_some() {
+        std::fs::write(&path, &sorted).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("golden file {}: {err} (WEIR_BLESS=1 creates it)", path.display()));
+    if expected != sorted {
+        let first_difference = expected.lines().zip(sorted.lines()).position(|(a, b)| a != b);
+        panic!(
+            "output differs from {} ({} expected lines, {} actual); first difference at sorted line {:?}",
+            path.display(),
+            expected.lines().count(),
+            sorted.lines().count(),
+            first_difference
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! A wrong pipeline file is refused before anything runs, with file, line, column and component.
+
+use crate::support::Workspace;
+
+const GOOD: &str = r#"sources:
+  bids: { type: nexmark, kind: bid, events: 1000 }
+transforms:
+  big:
+    type: filter
+    inputs: [bids]
+    where: "price > 1000000"
+  eur: { type: select, inputs: [big], columns: ["auction", "price * 0.908 AS price_eur"] }
+sinks:
+  out: { type: file, inputs: [eur], path: out/eur.jsonl, format: json }
+"#;
+
+/// Loads `GOOD` with one replacement and returns the error text.
+fn refuse(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "fixture lacks {from:?}");
+    let ws = Workspace::new();
+    let err = ws.load(&GOOD.replacen(from, to, 1)).expect_err("the pipeline must be refused");
+    let text = err.to_string();
+    assert!(text.contains("pipeline.yaml:"), "names the file: {text}");
+    assert!(!ws.path("out").exists(), "nothing ran");
+    text
+}
+
+#[test]
+fn the_good_file_is_accepted() {
+    let ws = Workspace::new();
+    let pipeline = ws.load(GOOD).unwrap();
+    let names: Vec<&str> = pipeline.components.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["bids", "big", "eur", "out"]);
+    let eur = &pipeline.components[2];
+    assert_eq!(eur.schema.field(1).name(), "price_eur");
+}
+
+#[test]
+fn unknown_key() {
+    let text = refuse("    where:", "    wher:");
+    assert!(text.contains(":7:5:") && text.contains("transforms.big") && text.contains("wher"), "{text}");
+}
+
+#[test]
+fn unknown_type() {
+    let text = refuse("type: nexmark", "type: nexmarc");
+    assert!(text.contains(":2:15:") && text.contains("sources.bids") && text.contains("unknown source type `nexmarc`"), "{text}");
+    assert!(text.contains("nexmark, generator, file, stdin"), "lists the known types: {text}");
+}
+
+#[test]
+fn missing_input() {
+    let text = refuse("inputs: [big]", "inputs: [bigg]");
+    assert!(text.contains(":8:28:") && text.contains("transforms.eur") && text.contains("unknown input `bigg`"), "{text}");
+}
+
+#[test]
+fn cyclic_inputs() {
+    let text = refuse("inputs: [bids]", "inputs: [eur]");
+    assert!(text.contains("cyclic inputs") && text.contains("big -> eur -> big") || text.contains("eur -> big -> eur"), "{text}");
+    assert!(text.contains(":4:3:") || text.contains(":8:3:"), "points at a component of the cycle: {text}");
+}
+
+#[test]
+fn column_not_in_the_input_schema() {
+    let text = refuse("\"price > 1000000\"", "\"prise > 1000000\"");
+    assert!(text.contains(":7:12:") && text.contains("transforms.big") && text.contains("prise"), "{text}");
+}
+
+#[test]
+fn expression_that_does_not_type_check() {
+    let text = refuse("\"price > 1000000\"", "\"price + 1\"");
+    assert!(text.contains("transforms.big") && text.contains("boolean"), "{text}");
+    let text = refuse("\"price * 0.908 AS price_eur\"", "\"price * 'x' AS price_eur\"");
+    assert!(text.contains(":8:63:") && text.contains("transforms.eur"), "{text}");
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let text = refuse("where: \"price > 1000000\"", "where: \"price > 1000000");
+    assert!(text.contains("pipeline.yaml:"), "{text}");
+}
+
+#[test]
+fn wrong_value_type_and_unknown_section() {
+    let text = refuse("events: 1000", "events: many");
+    assert!(text.contains(":2:"), "{text}");
+    let text = refuse("transforms:", "transformers:");
+    assert!(text.contains(":3:1:") && text.contains("unknown section `transformers`"), "{text}");
+}
+
+#[test]
+fn duplicate_names_sinks_as_inputs_and_dead_letter_wiring() {
+    let text = refuse("  eur: {", "  big: {");
+    assert!(text.contains("used twice"), "{text}");
+    let text = refuse("inputs: [eur]", "inputs: []");
+    assert!(text.contains("sinks.out") && text.contains("missing `inputs`"), "{text}");
+    let ws = Workspace::new();
+    let err = ws.load(&GOOD.replace("type: nexmark, kind: bid, events: 1000", "type: file, path: x.jsonl, schema: { a: int64 }, on_error: dead-letter")).unwrap_err();
+    assert!(err.to_string().contains("needs `dead_letter"), "{err}");
+}
