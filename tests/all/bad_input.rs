@@ -40,8 +40,14 @@ fn ids(ws: &Workspace) -> Vec<i64> {
 async fn fail_stops_with_file_line_and_reason() {
     let ws = Workspace::new();
     ws.write("in/a.jsonl", messy_json());
-    let err = ws.run(&pipeline("fail").replace("  rejects: { type: file, path: rejects.jsonl, inputs: [] }\n", "")).await.unwrap_err();
-    assert!(err.contains("rows") && err.contains("a.jsonl:2 (byte 24)"), "names component, file, line and offset: {err}");
+    let err = ws
+        .run(&pipeline("fail").replace("  rejects: { type: file, path: rejects.jsonl, inputs: [] }\n", ""))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("rows") && err.contains("a.jsonl:2 (byte 23)"),
+        "names component, file, line and offset: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +55,10 @@ async fn skip_counts_and_keeps_the_good_rows_in_order() {
     let ws = Workspace::new();
     ws.write("in/a.jsonl", messy_json());
     ws.write("in/b.jsonl", b""); // an empty file is fine
-    let metrics = ws.run(&pipeline("skip").replace("  rejects: { type: file, path: rejects.jsonl, inputs: [] }\n", "")).await.unwrap();
+    let metrics = ws
+        .run(&pipeline("skip").replace("  rejects: { type: file, path: rejects.jsonl, inputs: [] }\n", ""))
+        .await
+        .unwrap();
     assert_eq!(ids(&ws), vec![1, 3, 5, 7]);
     let rows = counters(&metrics, "rows");
     assert_eq!((rows.discarded_events, rows.errors, rows.sent_events), (4, 4, 4));
@@ -72,7 +81,12 @@ async fn dead_letter_keeps_original_bytes_reason_and_position() {
     let raw_of_line_6 = hex(rejects[2]["raw"].as_str().unwrap());
     assert_eq!(raw_of_line_6, b"{\"id\": 6, \"name\": \"\xff\xfe\"}");
     assert_eq!(hex(rejects[3]["raw"].as_str().unwrap()), b"{\"id\": 9, \"na");
-    assert!(rejects[1]["error"].as_str().unwrap().to_lowercase().contains("four") || rejects[1]["error"].as_str().unwrap().contains("Int64"), "{}", rejects[1]);
+    assert!(
+        rejects[1]["error"].as_str().unwrap().to_lowercase().contains("four")
+            || rejects[1]["error"].as_str().unwrap().contains("Int64"),
+        "{}",
+        rejects[1]
+    );
     assert_eq!(counters(&metrics, "rows").dead_lettered_events, 4);
     assert_eq!(counters(&metrics, "rejects").sent_events, 4);
 }
@@ -108,6 +122,8 @@ sinks:
 async fn an_empty_input_gives_an_empty_complete_output() {
     let ws = Workspace::new();
     ws.write("in/empty.jsonl", b"");
-    ws.run(&pipeline("fail").replace("  rejects: { type: file, path: rejects.jsonl, inputs: [] }\n", "")).await.unwrap();
+    ws.run(&pipeline("fail").replace("  rejects: { type: file, path: rejects.jsonl, inputs: [] }\n", ""))
+        .await
+        .unwrap();
     assert_eq!(ws.read("good.jsonl"), "");
 }

@@ -26,13 +26,17 @@ settings: { batch_size: 4096 }
     let mut files: Vec<_> = std::fs::read_dir(ws.path("out")).unwrap().map(|e| e.unwrap().path()).collect();
     files.sort();
     assert!(files.len() >= 3, "several files: {files:?}");
-    assert!(files.iter().all(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.')), "no in-progress file left");
+    assert!(
+        files.iter().all(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.')),
+        "no in-progress file left"
+    );
     let mut rows = 0;
     for file in &files {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap())
+                .unwrap()
+                .build()
+                .unwrap();
         rows += reader.map(|batch| batch.unwrap().num_rows()).sum::<usize>();
     }
     assert_eq!(rows as u64, counters(&metrics, "bids").sent_events);

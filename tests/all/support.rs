@@ -42,7 +42,9 @@ impl Workspace {
     pub async fn run(&self, yaml: &str) -> Result<PipelineMetrics, String> {
         let pipeline = self.load(yaml).map_err(|err| err.to_string())?;
         let metrics = runner::metrics_for(&pipeline);
-        runner::run(&pipeline, &metrics, tokio_util::sync::CancellationToken::new()).await.map_err(|err| err.to_string())?;
+        runner::run(&pipeline, &metrics, tokio_util::sync::CancellationToken::new())
+            .await
+            .map_err(|err| err.to_string())?;
         Ok(metrics)
     }
 }
@@ -54,7 +56,10 @@ pub fn counters(metrics: &PipelineMetrics, name: &str) -> weir_host::engine::met
 
 /// Parses JSON lines.
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 /// Compares output lines with a golden file, ignoring order. `WEIR_BLESS=1` rewrites the file.
@@ -67,7 +72,8 @@ pub fn assert_golden_unordered(golden: &str, actual: &str) {
         std::fs::write(&path, &sorted).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("golden file {}: {err} (WEIR_BLESS=1 creates it)", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("golden file {}: {err} (WEIR_BLESS=1 creates it)", path.display()));
     if expected != sorted {
         let first_difference = expected.lines().zip(sorted.lines()).position(|(a, b)| a != b);
         panic!(

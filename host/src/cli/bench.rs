@@ -149,7 +149,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let input_bytes = std::fs::metadata(&json_path)?.len();
 
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    println!("weir bench: {} bids per in-memory scenario, {} in the file scenario, median of {} runs, {cores} cores\n", args.events, args.file_events, args.runs);
+    println!(
+        "weir bench: {} bids per in-memory scenario, {} in the file scenario, median of {} runs, {cores} cores\n",
+        args.events, args.file_events, args.runs
+    );
     println!("| scenario | pipeline | events/s | events/s per core | vs floor (per core) | MB/s |");
     println!("|---|---|---:|---:|---:|---:|");
     let mut floor: Option<f64> = None;
@@ -157,12 +160,16 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         if args.only.as_deref().is_some_and(|only| !scenario.name.contains(only)) && scenario.name != "floor" {
             continue;
         }
-        let mut runs = (0..args.runs.max(1)).map(|_| run_once(&runtime, &scenario.yaml, &dir)).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut runs = (0..args.runs.max(1))
+            .map(|_| run_once(&runtime, &scenario.yaml, &dir))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         runs.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
         let median = runs[runs.len() / 2];
         let per_core = median.per_cpu_second();
         let floor_per_core = *floor.get_or_insert(per_core);
-        let mb_per_second = scenario.input_bytes.map_or("".into(), |bytes| format!("{:.0}", bytes as f64 / 1e6 / median.wall.as_secs_f64()));
+        let mb_per_second = scenario
+            .input_bytes
+            .map_or("".into(), |bytes| format!("{:.0}", bytes as f64 / 1e6 / median.wall.as_secs_f64()));
         println!(
             "| {} | {} | {} | {} | {:.2} | {} |",
             scenario.name,

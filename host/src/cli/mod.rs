@@ -126,7 +126,8 @@ fn run(path: &std::path::Path, quiet: bool) -> ExitCode {
     let started = Instant::now();
     let result = runtime.block_on(async {
         tokio::spawn(stop_on_ctrl_c(stop.clone()));
-        let progress = (!quiet && std::io::stderr().is_terminal()).then(|| tokio::spawn(progress::live(metrics.clone(), started)));
+        let progress =
+            (!quiet && std::io::stderr().is_terminal()).then(|| tokio::spawn(progress::live(metrics.clone(), started)));
         let result = runner::run(&pipeline, &metrics, stop.clone()).await;
         if let Some(progress) = progress {
             progress.abort();

@@ -49,12 +49,7 @@ pub fn clear_line() {
 pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let total_in = metrics.total(Role::Source, |m| m.received_events);
-    let mut text = format!(
-        "done in {:.2}s: {} events in ({}/s)",
-        seconds,
-        total_in,
-        human(total_in as f64 / seconds)
-    );
+    let mut text = format!("done in {:.2}s: {} events in ({}/s)", seconds, total_in, human(total_in as f64 / seconds));
     for (name, role, counters) in &metrics.components {
         let snapshot = counters.snapshot();
         match role {

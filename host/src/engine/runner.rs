@@ -48,7 +48,11 @@ pub enum TaskFailure {
 /// Counters for every component of `pipeline`, to pass to [`run`] and read while it runs.
 pub fn metrics_for(pipeline: &Pipeline) -> PipelineMetrics {
     PipelineMetrics {
-        components: pipeline.components.iter().map(|c| (c.name.clone(), c.role, Arc::new(ComponentMetrics::default()))).collect(),
+        components: pipeline
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.role, Arc::new(ComponentMetrics::default())))
+            .collect(),
     }
 }
 
@@ -76,7 +80,11 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                     senders.push(sender);
                     receivers_of_subtask.push(receiver);
                 }
-                let route = if upstream == component.parallelism { Route::Forward(i) } else { Route::RoundRobin(i % component.parallelism) };
+                let route = if upstream == component.parallelism {
+                    Route::Forward(i)
+                } else {
+                    Route::RoundRobin(i % component.parallelism)
+                };
                 outgoing.push(Edge::new(senders, route));
             }
         }
@@ -90,20 +98,36 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
         let name: Arc<str> = Arc::from(component.name.as_str());
         let component_metrics = Arc::clone(&metrics.components[c].2);
         for subtask in 0..component.parallelism {
-            let output = Output::new(Arc::clone(&name), take_edges(c, Port::Main, subtask), Arc::clone(&component_metrics));
+            let output =
+                Output::new(Arc::clone(&name), take_edges(c, Port::Main, subtask), Arc::clone(&component_metrics));
             let inputs = std::mem::take(&mut receivers[c][subtask]);
             let failed = {
                 let name = component.name.clone();
-                move |source: RuntimeError| RunError { component: name.clone(), subtask, source: TaskFailure::Runtime(source) }
+                move |source: RuntimeError| RunError {
+                    component: name.clone(),
+                    subtask,
+                    source: TaskFailure::Runtime(source),
+                }
             };
             match &component.runnable {
                 Runnable::Source { factory, on_error } => {
                     let dead_letter_edges = take_edges(c, Port::DeadLetter, subtask);
                     let dead_letter = (!dead_letter_edges.is_empty())
                         .then(|| Output::new(Arc::clone(&name), dead_letter_edges, Arc::default()));
-                    let errors = RecordErrorHandler::new(Arc::clone(&name), *on_error, Arc::clone(&component_metrics), dead_letter);
+                    let errors = RecordErrorHandler::new(
+                        Arc::clone(&name),
+                        *on_error,
+                        Arc::clone(&component_metrics),
+                        dead_letter,
+                    );
                     let source = factory.create(subtask, component.parallelism);
-                    let mut ctx = SourceContext { component: Arc::clone(&name), output, errors, stop: stop.clone(), metrics: component_metrics.clone() };
+                    let mut ctx = SourceContext {
+                        component: Arc::clone(&name),
+                        output,
+                        errors,
+                        stop: stop.clone(),
+                        metrics: component_metrics.clone(),
+                    };
                     tasks.spawn(async move {
                         source.run(&mut ctx).await.map_err(&failed)?;
                         ctx.errors.finish().await.map_err(|err| failed(err.into()))?;
@@ -113,7 +137,9 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                 Runnable::Transform(factory) => {
                     let operator = factory.create();
                     let metrics = Arc::clone(&component_metrics);
-                    tasks.spawn(async move { run_operator(operator, InputGate::new(inputs), output, &metrics).await.map_err(failed) });
+                    tasks.spawn(async move {
+                        run_operator(operator, InputGate::new(inputs), output, &metrics).await.map_err(failed)
+                    });
                 }
                 Runnable::Sink(factory) => {
                     let sink = factory.create().map_err(&failed)?;
@@ -176,7 +202,11 @@ async fn run_operator(
     }
 }
 
-async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, metrics: &ComponentMetrics) -> Result<(), RuntimeError> {
+async fn run_sink(
+    mut sink: Box<dyn Sink>,
+    mut gate: InputGate,
+    metrics: &ComponentMetrics,
+) -> Result<(), RuntimeError> {
     loop {
         match gate.next().await {
             GateEvent::Batch(_, batch) => {

@@ -84,7 +84,13 @@ impl LineDecoder {
     ///
     /// # Errors
     /// A schema arrow cannot decode into.
-    pub fn new(schema: SchemaRef, format: LineFormat, csv: CsvOptions, origin: String, batch_size: usize) -> Result<Self, ArrowError> {
+    pub fn new(
+        schema: SchemaRef,
+        format: LineFormat,
+        csv: CsvOptions,
+        origin: String,
+        batch_size: usize,
+    ) -> Result<Self, ArrowError> {
         let decoder = build(&schema, format, csv, batch_size)?;
         Ok(Self { schema, format, csv, origin, batch_size, decoder })
     }
@@ -98,7 +104,11 @@ impl LineDecoder {
     ///
     /// # Errors
     /// A bad line under the `fail` policy.
-    pub fn decode(&mut self, chunk: &LineChunk, errors: &mut RecordErrorHandler) -> Result<Vec<RecordBatch>, RuntimeError> {
+    pub fn decode(
+        &mut self,
+        chunk: &LineChunk,
+        errors: &mut RecordErrorHandler,
+    ) -> Result<Vec<RecordBatch>, RuntimeError> {
         match self.decode_all(&chunk.bytes) {
             Ok(batches) => Ok(batches),
             Err(_) => {
@@ -133,7 +143,11 @@ impl LineDecoder {
         Ok(batches)
     }
 
-    fn decode_line_by_line(&mut self, chunk: &LineChunk, errors: &mut RecordErrorHandler) -> Result<Vec<RecordBatch>, RuntimeError> {
+    fn decode_line_by_line(
+        &mut self,
+        chunk: &LineChunk,
+        errors: &mut RecordErrorHandler,
+    ) -> Result<Vec<RecordBatch>, RuntimeError> {
         let mut batches = Vec::new();
         let mut offset = chunk.first_offset;
         for (index, line) in chunk.bytes.split_inclusive(|&byte| byte == b'\n').enumerate() {
@@ -185,7 +199,12 @@ impl LineDecoder {
     }
 }
 
-fn build(schema: &SchemaRef, format: LineFormat, csv: CsvOptions, batch_size: usize) -> Result<FormatDecoder, ArrowError> {
+fn build(
+    schema: &SchemaRef,
+    format: LineFormat,
+    csv: CsvOptions,
+    batch_size: usize,
+) -> Result<FormatDecoder, ArrowError> {
     Ok(match format {
         LineFormat::Json => FormatDecoder::Json(
             arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(batch_size).build_decoder()?,
@@ -246,7 +265,11 @@ impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
     ///
     /// # Errors
     /// I/O errors.
-    pub async fn next_chunk(&mut self, min_lines: usize, partial_last_line: bool) -> std::io::Result<Option<LineChunk>> {
+    pub async fn next_chunk(
+        &mut self,
+        min_lines: usize,
+        partial_last_line: bool,
+    ) -> std::io::Result<Option<LineChunk>> {
         use tokio::io::AsyncReadExt;
         let mut scanned = 0;
         let mut lines = 0;
@@ -273,7 +296,8 @@ impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
         let rest = self.buffer.split_off(end);
         let bytes = std::mem::replace(&mut self.buffer, rest);
         let chunk = LineChunk { first_line: self.next_line, first_offset: self.next_offset, bytes };
-        self.next_line += memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64 + u64::from(!chunk.bytes.ends_with(b"\n"));
+        self.next_line +=
+            memchr::memchr_iter(b'\n', &chunk.bytes).count() as u64 + u64::from(!chunk.bytes.ends_with(b"\n"));
         self.next_offset += chunk.bytes.len() as u64;
         Ok(Some(chunk))
     }

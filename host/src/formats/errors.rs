@@ -81,7 +81,12 @@ struct DeadLetterRows {
 impl RecordErrorHandler {
     /// A handler; `dead_letter` must be connected when the policy is `dead-letter` (the
     /// pipeline validator guarantees it).
-    pub fn new(component: Arc<str>, policy: ErrorPolicy, metrics: Arc<ComponentMetrics>, dead_letter: Option<Output>) -> Self {
+    pub fn new(
+        component: Arc<str>,
+        policy: ErrorPolicy,
+        metrics: Arc<ComponentMetrics>,
+        dead_letter: Option<Output>,
+    ) -> Self {
         Self {
             component,
             policy,

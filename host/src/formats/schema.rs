@@ -9,8 +9,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use indexmap::IndexMap;
 
-use crate::pipeline::yaml::Spanned;
 use crate::pipeline::SpecIssue;
+use crate::pipeline::yaml::Spanned;
 
 /// A schema as written in a pipeline: column name → type name, in order.
 pub type SchemaSpec = IndexMap<String, Spanned<String>>;

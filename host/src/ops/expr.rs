@@ -40,14 +40,17 @@ impl ExprError {
 
 impl From<datafusion_common::DataFusionError> for ExprError {
     fn from(err: datafusion_common::DataFusionError) -> Self {
-        // DataFusion prefixes errors with their category ("Schema error: ..."); keep the reason.
-        let text = err.strip_backtrace();
-        let text = text
-            .split_once(": ")
-            .filter(|(head, _)| head.ends_with("error") || head.ends_with("Error"))
-            .map(|(_, rest)| rest.to_string())
-            .unwrap_or(text);
-        Self::new(text)
+        use datafusion_common::DataFusionError;
+        // Keep DataFusion's reason, without its category prefix ("Error during planning: ").
+        let message = match err.find_root() {
+            DataFusionError::Plan(message)
+            | DataFusionError::Execution(message)
+            | DataFusionError::NotImplemented(message)
+            | DataFusionError::Configuration(message) => message.clone(),
+            DataFusionError::SchemaError(schema_error, _) => schema_error.to_string(),
+            other => other.strip_backtrace(),
+        };
+        Self::new(message)
     }
 }
 
@@ -99,7 +102,13 @@ pub fn compile_select_item(sql: &str, schema: &SchemaRef) -> Result<Vec<Compiled
         SelectItem::Wildcard(_) => schema
             .fields()
             .iter()
-            .map(|field| compile_ast(datafusion_sql::sqlparser::ast::Expr::Identifier(field.name().as_str().into()), None, schema))
+            .map(|field| {
+                compile_ast(
+                    datafusion_sql::sqlparser::ast::Expr::Identifier(field.name().as_str().into()),
+                    None,
+                    schema,
+                )
+            })
             .collect(),
         other => Err(ExprError::new(format!("unsupported select item `{other}`"))),
     }
@@ -112,11 +121,38 @@ fn expect_end(parser: &mut Parser<'_>) -> Result<(), ExprError> {
     }
 }
 
+/// Rewrites SQL dialect functions DataFusion lacks into what it has: `MOD(a, b)` (Flink SQL,
+/// MySQL, Nexmark q2) becomes `a % b`.
+fn rewrite_dialect(ast: &mut datafusion_sql::sqlparser::ast::Expr) {
+    use datafusion_sql::sqlparser::ast::{
+        BinaryOperator, Expr as Sql, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
+    let _ = datafusion_sql::sqlparser::ast::visit_expressions_mut(ast, |expr| {
+        if let Sql::Function(function) = expr
+            && function.name.to_string().eq_ignore_ascii_case("mod")
+            && let FunctionArguments::List(list) = &function.args
+            && let [
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(left)),
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(right)),
+            ] = list.args.as_slice()
+        {
+            let modulo = Sql::BinaryOp {
+                left: Box::new(left.clone()),
+                op: BinaryOperator::Modulo,
+                right: Box::new(right.clone()),
+            };
+            *expr = Sql::Nested(Box::new(modulo));
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
 fn compile_ast(
-    ast: datafusion_sql::sqlparser::ast::Expr,
+    mut ast: datafusion_sql::sqlparser::ast::Expr,
     alias: Option<String>,
     schema: &SchemaRef,
 ) -> Result<CompiledExpr, ExprError> {
+    rewrite_dialect(&mut ast);
     let df_schema = Arc::new(DFSchema::try_from(schema.as_ref().clone())?);
     let planner = SqlToRel::new_with_options(&*FUNCTIONS, parser_options());
     let logical = planner.sql_to_expr(ast, &df_schema, &mut PlannerContext::new())?;
@@ -129,16 +165,13 @@ fn compile_ast(
     let logical = simplifier.simplify(logical)?;
     let (_, field) = logical.to_field(&df_schema)?;
     let (data_type, nullable) = (field.data_type().clone(), field.is_nullable());
-    let physical = create_physical_expr(&logical, &df_schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?;
+    let physical =
+        create_physical_expr(&logical, &df_schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?;
     Ok(CompiledExpr { physical, field: Field::new(name, data_type, nullable) })
 }
 
 fn parser_options() -> ParserOptions {
-    ParserOptions {
-        enable_ident_normalization: false,
-        map_string_types_to_utf8view: false,
-        ..ParserOptions::new()
-    }
+    ParserOptions { enable_ident_normalization: false, map_string_types_to_utf8view: false, ..ParserOptions::new() }
 }
 
 /// DataFusion's built-in scalar functions (string, math, date/time, regex, unicode, core).
@@ -286,7 +319,9 @@ mod tests {
     #[test]
     fn case_cast_and_case_sensitive_identifiers() {
         let schema = Arc::new(Schema::new(vec![Field::new("dateTime", DataType::Int64, false)]));
-        let item = compile_select_item("CASE WHEN dateTime > 5 THEN 'late' ELSE CAST(dateTime AS VARCHAR) END AS t", &schema).unwrap();
+        let item =
+            compile_select_item("CASE WHEN dateTime > 5 THEN 'late' ELSE CAST(dateTime AS VARCHAR) END AS t", &schema)
+                .unwrap();
         assert_eq!(item[0].field.data_type(), &DataType::Utf8);
     }
 }

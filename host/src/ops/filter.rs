@@ -14,12 +14,15 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::expr::compile_predicate;
-use crate::engine::component::{Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec};
+use crate::engine::component::{
+    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 
 /// Registration.
-pub const KIND: TransformKind = TransformKind { name: "filter", parse: |node| Ok(Box::new(node.deserialize::<FilterConfig>()?)) };
+pub const KIND: TransformKind =
+    TransformKind { name: "filter", parse: |node| Ok(Box::new(node.deserialize::<FilterConfig>()?)) };
 
 /// `filter` options.
 #[derive(Debug, Deserialize)]
@@ -64,8 +67,12 @@ struct Filter {
 
 impl Operator for Filter {
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError> {
-        let failed = |err: datafusion_common::DataFusionError| RuntimeError::Expression { expression: self.sql.clone(), reason: err.to_string() };
-        let mask = self.predicate.evaluate(&batch).and_then(|value| value.into_array(batch.num_rows())).map_err(failed)?;
+        let failed = |err: datafusion_common::DataFusionError| RuntimeError::Expression {
+            expression: self.sql.clone(),
+            reason: err.to_string(),
+        };
+        let mask =
+            self.predicate.evaluate(&batch).and_then(|value| value.into_array(batch.num_rows())).map_err(failed)?;
         let mask = mask.as_boolean();
         if mask.true_count() == batch.num_rows() {
             out.push(batch);

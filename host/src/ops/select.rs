@@ -14,12 +14,15 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::expr::compile_select_item;
-use crate::engine::component::{Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec};
+use crate::engine::component::{
+    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 
 /// Registration.
-pub const KIND: TransformKind = TransformKind { name: "select", parse: |node| Ok(Box::new(node.deserialize::<SelectConfig>()?)) };
+pub const KIND: TransformKind =
+    TransformKind { name: "select", parse: |node| Ok(Box::new(node.deserialize::<SelectConfig>()?)) };
 
 /// `select` options.
 #[derive(Debug, Deserialize)]
@@ -50,7 +53,10 @@ impl TransformSpec for SelectConfig {
                 if fields.iter().any(|field: &arrow::datatypes::Field| field.name() == column.field.name()) {
                     return Err(SpecIssue::at(
                         &item.referenced,
-                        format!("`columns`: the output column `{}` appears twice; rename one with AS", column.field.name()),
+                        format!(
+                            "`columns`: the output column `{}` appears twice; rename one with AS",
+                            column.field.name()
+                        ),
                     ));
                 }
                 fields.push(column.field);

@@ -10,11 +10,14 @@ use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::engine::component::{Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec};
+use crate::engine::component::{
+    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+};
 use crate::pipeline::SpecIssue;
 
 /// Registration.
-pub const KIND: TransformKind = TransformKind { name: "union", parse: |node| Ok(Box::new(node.deserialize::<UnionConfig>()?)) };
+pub const KIND: TransformKind =
+    TransformKind { name: "union", parse: |node| Ok(Box::new(node.deserialize::<UnionConfig>()?)) };
 
 /// `union` options (only the common ones).
 #[derive(Debug, Deserialize)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::yaml::{Document, Node, Spanned};
-use super::{InputRef, PlannedComponent, Port, Runnable, Settings, SpecIssue};
+use super::{InputRef, PlannedComponent, Port, Runnable, SpecIssue};
 use crate::engine::component::{PlanContext, SinkSpec, SourceSpec, TransformSpec};
 use crate::engine::metrics::Role;
 use crate::formats::errors::{ErrorPolicy, dead_letter_schema};
@@ -47,11 +47,9 @@ pub struct Declared {
     spec: Spec,
 }
 
-/// Settings plus declared components in file order.
+/// Declared components in file order.
 #[derive(Debug)]
 pub struct DeclaredPipeline {
-    /// Job-wide settings.
-    pub settings: Settings,
     /// Components in file order.
     pub components: Vec<Declared>,
 }
@@ -63,17 +61,13 @@ type Located<T> = Result<T, (Option<String>, SpecIssue)>;
 /// # Errors
 /// Unknown sections or types, bad options, duplicate names; with the component's name.
 pub fn declare(document: &Document) -> Located<DeclaredPipeline> {
-    let mut settings = Settings::default();
     let mut components: Vec<Declared> = Vec::new();
     for (section, section_at, nodes) in &document.sections {
         let role = match section.as_str() {
             "sources" => Role::Source,
             "transforms" => Role::Transform,
             "sinks" => Role::Sink,
-            "settings" => {
-                settings = settings_from(nodes)?;
-                continue;
-            }
+            "settings" => continue, // read by `super::parse` from the whole document
             other => {
                 let issue = SpecIssue {
                     at: Some(*section_at),
@@ -86,36 +80,27 @@ pub fn declare(document: &Document) -> Located<DeclaredPipeline> {
             let label = format!("{section}.{}", node.name);
             let located = |issue: SpecIssue| (Some(label.clone()), issue.or_at(node.key_at));
             if components.iter().any(|other| other.name == node.name) {
-                return Err(located(SpecIssue::new(format!("the name `{}` is used twice; component names must be unique", node.name))));
+                return Err(located(SpecIssue::new(format!(
+                    "the name `{}` is used twice; component names must be unique",
+                    node.name
+                ))));
             }
             let common: Common = node.deserialize().map_err(located)?;
             let Some(kind) = &common.kind else {
                 return Err(located(SpecIssue::new("missing `type`")));
             };
             let spec = parse_spec(role, kind, node).map_err(located)?;
-            components.push(Declared { name: node.name.clone(), role, kind: kind.value.clone(), key_at: node.key_at, common, spec });
+            components.push(Declared {
+                name: node.name.clone(),
+                role,
+                kind: kind.value.clone(),
+                key_at: node.key_at,
+                common,
+                spec,
+            });
         }
     }
-    Ok(DeclaredPipeline { settings, components })
-}
-
-fn settings_from(nodes: &[Node]) -> Located<Settings> {
-    // `settings` is a flat map; rebuild it from its entries so each value keeps its position.
-    let mut settings = Settings::default();
-    for node in nodes {
-        let located = |issue: SpecIssue| (Some(format!("settings.{}", node.name)), issue.or_at(node.key_at));
-        match node.name.as_str() {
-            "parallelism" => settings.parallelism = Some(node.deserialize::<usize>().map_err(located)?),
-            "batch_size" => settings.batch_size = node.deserialize::<usize>().map_err(located)?.max(1),
-            "channel_capacity" => settings.channel_capacity = node.deserialize::<usize>().map_err(located)?.max(1),
-            other => {
-                return Err(located(SpecIssue::new(format!(
-                    "unknown setting `{other}`; expected parallelism, batch_size or channel_capacity"
-                ))));
-            }
-        }
-    }
-    Ok(settings)
+    Ok(DeclaredPipeline { components })
 }
 
 fn parse_spec(role: Role, kind: &Spanned<String>, node: &Node) -> Result<Spec, SpecIssue> {
@@ -125,23 +110,29 @@ fn parse_spec(role: Role, kind: &Spanned<String>, node: &Node) -> Result<Spec, S
             Role::Transform => "transform",
             Role::Sink => "sink",
         };
-        SpecIssue::at(&kind.referenced, format!("unknown {role} type `{}`; known types: {}", kind.value, known.join(", ")))
+        SpecIssue::at(
+            &kind.referenced,
+            format!("unknown {role} type `{}`; known types: {}", kind.value, known.join(", ")),
+        )
     };
     let name = kind.value.as_str();
     match role {
         Role::Source => {
             let entry = crate::connectors::SOURCES.iter().find(|entry| entry.name == name);
-            let entry = entry.ok_or_else(|| unknown(crate::connectors::SOURCES.iter().map(|entry| entry.name).collect()))?;
+            let entry =
+                entry.ok_or_else(|| unknown(crate::connectors::SOURCES.iter().map(|entry| entry.name).collect()))?;
             (entry.parse)(node).map(Spec::Source)
         }
         Role::Transform => {
             let entry = crate::ops::TRANSFORMS.iter().find(|entry| entry.name == name);
-            let entry = entry.ok_or_else(|| unknown(crate::ops::TRANSFORMS.iter().map(|entry| entry.name).collect()))?;
+            let entry =
+                entry.ok_or_else(|| unknown(crate::ops::TRANSFORMS.iter().map(|entry| entry.name).collect()))?;
             (entry.parse)(node).map(Spec::Transform)
         }
         Role::Sink => {
             let entry = crate::connectors::SINKS.iter().find(|entry| entry.name == name);
-            let entry = entry.ok_or_else(|| unknown(crate::connectors::SINKS.iter().map(|entry| entry.name).collect()))?;
+            let entry =
+                entry.ok_or_else(|| unknown(crate::connectors::SINKS.iter().map(|entry| entry.name).collect()))?;
             (entry.parse)(node).map(Spec::Sink)
         }
     }
@@ -177,14 +168,22 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             Role::Transform | Role::Sink => {
                 for input in &component.common.inputs {
                     let upstream = *index.get(input.value.as_str()).ok_or_else(|| {
-                        let known: Vec<&str> = declared.iter().filter(|c| c.role != Role::Sink).map(|c| c.name.as_str()).collect();
+                        let known: Vec<&str> =
+                            declared.iter().filter(|c| c.role != Role::Sink).map(|c| c.name.as_str()).collect();
                         fail(SpecIssue::at(
                             &input.referenced,
-                            format!("unknown input `{}`; components that can be inputs: {}", input.value, known.join(", ")),
+                            format!(
+                                "unknown input `{}`; components that can be inputs: {}",
+                                input.value,
+                                known.join(", ")
+                            ),
                         ))
                     })?;
                     if declared[upstream].role == Role::Sink {
-                        return Err(fail(SpecIssue::at(&input.referenced, format!("`{}` is a sink; sinks have no output", input.value))));
+                        return Err(fail(SpecIssue::at(
+                            &input.referenced,
+                            format!("`{}` is a sink; sinks have no output", input.value),
+                        )));
                     }
                     if upstream == i {
                         return Err(fail(SpecIssue::at(&input.referenced, "a component cannot read its own output")));
@@ -199,11 +198,19 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             }
             (ErrorPolicy::DeadLetter, Some(target)) => {
                 let sink = index.get(target.value.as_str()).copied().filter(|&s| declared[s].role == Role::Sink);
-                let sink = sink.ok_or_else(|| fail(SpecIssue::at(&target.referenced, format!("dead_letter `{}` is not a sink of this pipeline", target.value))))?;
+                let sink = sink.ok_or_else(|| {
+                    fail(SpecIssue::at(
+                        &target.referenced,
+                        format!("dead_letter `{}` is not a sink of this pipeline", target.value),
+                    ))
+                })?;
                 inputs[sink].push(InputRef { component: i, port: Port::DeadLetter });
             }
             (_, Some(target)) => {
-                return Err(fail(SpecIssue::at(&target.referenced, "`dead_letter` is set but `on_error` is not `dead-letter`")));
+                return Err(fail(SpecIssue::at(
+                    &target.referenced,
+                    "`dead_letter` is set but `on_error` is not `dead-letter`",
+                )));
             }
             (_, None) => {}
         }
@@ -217,7 +224,10 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
     let order = topological_order(&inputs).map_err(|cycle| {
         let names: Vec<&str> = cycle.iter().map(|&i| declared[i].name.as_str()).collect();
         let first = &declared[cycle[0]];
-        (label(first), SpecIssue::new(format!("cyclic inputs: {} -> {}", names.join(" -> "), names[0])).or_at(first.key_at))
+        (
+            label(first),
+            SpecIssue::new(format!("cyclic inputs: {} -> {}", names.join(" -> "), names[0])).or_at(first.key_at),
+        )
     })?;
 
     // Plan in topological order; remap indices to the new order.
@@ -335,7 +345,8 @@ fn find_cycle(inputs: &[Vec<InputRef>], done: &[bool]) -> Vec<usize> {
     let mut path = vec![start];
     let mut current = start;
     loop {
-        let upstream = inputs[current].iter().map(|edge| edge.component).find(|&u| !done[u]).expect("cycle continues upstream");
+        let upstream =
+            inputs[current].iter().map(|edge| edge.component).find(|&u| !done[u]).expect("cycle continues upstream");
         if let Some(at) = path.iter().position(|&p| p == upstream) {
             let mut cycle = path[at..].to_vec();
             cycle.reverse();

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 
-use crate::engine::component::{PlanContext, SinkFactory, SourceFactory, OperatorFactory};
+use crate::engine::component::{OperatorFactory, PlanContext, SinkFactory, SourceFactory};
 use crate::engine::metrics::Role;
 use crate::formats::errors::ErrorPolicy;
 pub use settings::Settings;
@@ -164,12 +164,22 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Pipeline, Pipel
         message: issue.message,
     };
     let document = yaml::split(text).map_err(|issue| error(None, issue))?;
+    let settings =
+        yaml::deserialize::<SettingsSection>(text).map_err(|issue| error(Some("settings".into()), issue))?.settings;
     let declared = graph::declare(&document).map_err(|(component, issue)| error(component, issue))?;
     let ctx = PlanContext {
         base_dir: base_dir.to_path_buf(),
-        batch_size: declared.settings.batch_size,
-        default_parallelism: declared.settings.parallelism(),
+        batch_size: settings.batch_size,
+        default_parallelism: settings.parallelism(),
     };
-    let components = graph::plan(declared.components, &ctx).map_err(|(component, issue)| error(Some(component), issue))?;
-    Ok(Pipeline { file: file.to_path_buf(), settings: declared.settings, components })
+    let components =
+        graph::plan(declared.components, &ctx).map_err(|(component, issue)| error(Some(component), issue))?;
+    Ok(Pipeline { file: file.to_path_buf(), settings, components })
+}
+
+/// The `settings` section, read from the whole document (other sections are ignored here).
+#[derive(Debug, serde::Deserialize)]
+struct SettingsSection {
+    #[serde(default)]
+    settings: Settings,
 }

@@ -25,6 +25,10 @@ impl SpecIssue {
         if let Some(cut) = message.find(" at line ") {
             message.truncate(cut);
         }
+        if let Some(key) = message.strip_prefix("duplicate mapping key: ") {
+            let key = key.split(',').next().unwrap_or(key);
+            message = format!("the name `{key}` is used twice; names must be unique");
+        }
         Self { at, message }
     }
 }
@@ -83,10 +87,18 @@ impl Node {
     /// # Errors
     /// Unknown keys, missing keys, wrong value types.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, SpecIssue> {
-        let mut options = serde_saphyr::Options::default();
-        options.with_snippet = false;
-        serde_saphyr::from_str_with_options(&self.text, options).map_err(|err| SpecIssue::from_saphyr(&err))
+        deserialize(&self.text)
     }
+}
+
+/// Deserializes a whole document.
+///
+/// # Errors
+/// YAML errors with their positions.
+pub fn deserialize<T: DeserializeOwned>(text: &str) -> Result<T, SpecIssue> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    serde_saphyr::from_str_with_options(text, options).map_err(|err| SpecIssue::from_saphyr(&err))
 }
 
 /// A pipeline document split into sections and named nodes.
@@ -101,10 +113,7 @@ pub struct Document {
 /// # Errors
 /// YAML syntax errors and a document that is not a map of maps.
 pub fn split(text: &str) -> Result<Document, SpecIssue> {
-    let mut options = serde_saphyr::Options::default();
-    options.with_snippet = false;
-    let top: SpannedMap<SpannedMap<IgnoredAny>> =
-        serde_saphyr::from_str_with_options(text, options).map_err(|err| SpecIssue::from_saphyr(&err))?;
+    let top: SpannedMap<SpannedMap<IgnoredAny>> = deserialize(text)?;
 
     // Every key's byte offset: a node's text ends where the next key after it begins.
     let mut key_offsets: Vec<usize> = Vec::new();
@@ -130,7 +139,7 @@ pub fn split(text: &str) -> Result<Document, SpecIssue> {
                     let (line, column) = (value.referenced.line(), value.referenced.column());
                     let mut node_text = "\n".repeat(line.saturating_sub(1) as usize);
                     node_text.push_str(&" ".repeat(column.saturating_sub(1) as usize));
-                    node_text.push_str(&text[start..end]);
+                    node_text.push_str(flow_node(&text[start..end]));
                     Node {
                         section: section_key.value.clone(),
                         name: key.value.clone(),
@@ -139,14 +148,43 @@ pub fn split(text: &str) -> Result<Document, SpecIssue> {
                     }
                 })
                 .collect();
-            (
-                section_key.value.clone(),
-                (section_key.referenced.line(), section_key.referenced.column()),
-                nodes,
-            )
+            (section_key.value.clone(), (section_key.referenced.line(), section_key.referenced.column()), nodes)
         })
         .collect();
     Ok(Document { sections })
+}
+
+/// A flow node (`{ ... }` or `[ ... ]`) ends at its closing bracket, not at the next key: in a
+/// flow-style section the text up to the next key also holds `,` or the parent's `}`.
+fn flow_node(text: &str) -> &str {
+    let (open, close) = match text.as_bytes().first() {
+        Some(b'{') => (b'{', b'}'),
+        Some(b'[') => (b'[', b']'),
+        _ => return text,
+    };
+    let mut depth = 0usize;
+    let mut quote: Option<u8> = None;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        match quote {
+            Some(b'"') if byte == b'\\' => i += 1,
+            Some(q) if byte == q => quote = None,
+            Some(_) => {}
+            None if byte == b'"' || byte == b'\'' => quote = Some(byte),
+            None if byte == open || byte == b'{' || byte == b'[' => depth += 1,
+            None if byte == close || byte == b'}' || byte == b']' => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return &text[..=i];
+                }
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    text
 }
 
 fn byte_offset(location: &Location) -> usize {

@@ -16,7 +16,8 @@ use crate::engine::component::{PlanContext, RuntimeError, Sink, SinkFactory, Sin
 use crate::pipeline::SpecIssue;
 
 /// Registration.
-pub const SINK: SinkKind = SinkKind { name: "blackhole", parse: |node| Ok(Box::new(node.deserialize::<BlackholeConfig>()?)) };
+pub const SINK: SinkKind =
+    SinkKind { name: "blackhole", parse: |node| Ok(Box::new(node.deserialize::<BlackholeConfig>()?)) };
 
 /// `blackhole` options (only the common ones).
 #[derive(Debug, Deserialize)]

@@ -69,8 +69,9 @@ impl SinkSpec for FileSinkConfig {
         };
         if self.format == OutputFormat::Parquet {
             // Parquet rejects some types up front; find out now rather than at the first batch.
-            RecordWriter::new(self.format, input, std::io::sink())
-                .map_err(|err| SpecIssue::at(&self.path.referenced, format!("cannot write these columns as Parquet: {err}")))?;
+            RecordWriter::new(self.format, input, std::io::sink()).map_err(|err| {
+                SpecIssue::at(&self.path.referenced, format!("cannot write these columns as Parquet: {err}"))
+            })?;
         }
         Ok(Arc::new(FileSinkFactory {
             path: ctx.resolve(&self.path.value),
@@ -96,7 +97,8 @@ struct FileSinkFactory {
 impl SinkFactory for FileSinkFactory {
     fn create(&self) -> Result<Box<dyn Sink>, RuntimeError> {
         if let Some(parent) = self.path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|err| RuntimeError::io(format!("creating {}", parent.display()), err))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|err| RuntimeError::io(format!("creating {}", parent.display()), err))?;
         }
         Ok(Box::new(FileSink {
             path: self.path.clone(),
@@ -179,7 +181,10 @@ impl FileSink {
     fn complete_current(&mut self) -> Result<(), RuntimeError> {
         let Some(output) = self.current.take() else { return Ok(()) };
         let out = output.writer.finish()?;
-        let file = out.inner.into_inner().map_err(|err| RuntimeError::io(format!("writing {}", output.in_progress.display()), err.into_error()))?;
+        let file = out
+            .inner
+            .into_inner()
+            .map_err(|err| RuntimeError::io(format!("writing {}", output.in_progress.display()), err.into_error()))?;
         file.sync_all().map_err(|err| RuntimeError::io(format!("syncing {}", output.in_progress.display()), err))?;
         std::fs::rename(&output.in_progress, &output.final_path)
             .map_err(|err| RuntimeError::io(format!("renaming to {}", output.final_path.display()), err))?;

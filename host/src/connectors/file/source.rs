@@ -19,14 +19,17 @@ use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceKind, SourceSpec};
+use crate::engine::component::{
+    BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
+};
 use crate::formats::decode::{ChunkReader, CsvOptions, LineDecoder, LineFormat};
 use crate::formats::schema::{SchemaSpec, build_schema};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 
 /// Registration.
-pub const SOURCE: SourceKind = SourceKind { name: "file", parse: |node| Ok(Box::new(node.deserialize::<FileSourceConfig>()?)) };
+pub const SOURCE: SourceKind =
+    SourceKind { name: "file", parse: |node| Ok(Box::new(node.deserialize::<FileSourceConfig>()?)) };
 
 /// `file` source options.
 #[derive(Debug, Deserialize)]
@@ -93,10 +96,14 @@ impl SourceSpec for FileSourceConfig {
             (Some(spec), false) => build_schema(&spec.value)?,
             (None, true) => {
                 let files = matching_files(&pattern_text).map_err(at_path)?;
-                let first = files.first().ok_or_else(|| at_path(format!("no file matches `{pattern_text}` to infer a schema from")))?;
+                let first = files
+                    .first()
+                    .ok_or_else(|| at_path(format!("no file matches `{pattern_text}` to infer a schema from")))?;
                 infer_schema(first, self.format, self.header, delimiter).map_err(at_path)?
             }
-            (Some(spec), true) => return Err(SpecIssue::at(&spec.referenced, "give either `schema` or `infer_schema: true`, not both")),
+            (Some(spec), true) => {
+                return Err(SpecIssue::at(&spec.referenced, "give either `schema` or `infer_schema: true`, not both"));
+            }
             (None, false) => return Err(SpecIssue::new("`schema` is required (or set `infer_schema: true`)")),
         };
         if !self.follow && !pattern_text.contains(['*', '?', '[']) && !Path::new(&pattern_text).exists() {
@@ -130,12 +137,18 @@ fn infer_schema(path: &Path, format: LineFormat, header: bool, delimiter: u8) ->
     use std::io::BufRead;
     let file = std::fs::File::open(path).map_err(|err| format!("cannot open {}: {err}", path.display()))?;
     let reader = std::io::BufReader::new(file);
-    let sample: Vec<u8> = reader.split(b'\n').take(INFER_LINES).filter_map(Result::ok).flat_map(|mut line| {
-        line.push(b'\n');
-        line
-    }).collect();
+    let sample: Vec<u8> = reader
+        .split(b'\n')
+        .take(INFER_LINES)
+        .filter_map(Result::ok)
+        .flat_map(|mut line| {
+            line.push(b'\n');
+            line
+        })
+        .collect();
     let schema = match format {
-        LineFormat::Json => arrow::json::reader::infer_json_schema(std::io::Cursor::new(&sample), Some(INFER_LINES)).map(|(schema, _)| schema),
+        LineFormat::Json => arrow::json::reader::infer_json_schema(std::io::Cursor::new(&sample), Some(INFER_LINES))
+            .map(|(schema, _)| schema),
         LineFormat::Csv => arrow::csv::reader::Format::default()
             .with_header(header)
             .with_delimiter(delimiter)
@@ -178,11 +191,27 @@ struct OpenFile {
 
 impl FileSource {
     async fn open(&self, path: &Path) -> Result<OpenFile, RuntimeError> {
-        let file = tokio::fs::File::open(path).await.map_err(|err| RuntimeError::io(format!("opening {}", path.display()), err))?;
-        let identity = identity(&file.metadata().await.map_err(|err| RuntimeError::io(format!("reading {}", path.display()), err))?);
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|err| RuntimeError::io(format!("opening {}", path.display()), err))?;
+        let identity = identity(
+            &file.metadata().await.map_err(|err| RuntimeError::io(format!("reading {}", path.display()), err))?,
+        );
         let config = &self.config;
-        let decoder = LineDecoder::new(config.schema.clone(), config.format, config.csv, path.display().to_string(), config.batch_size)?;
-        Ok(OpenFile { path: path.to_path_buf(), identity, reader: ChunkReader::new(file), decoder, header_pending: config.header })
+        let decoder = LineDecoder::new(
+            config.schema.clone(),
+            config.format,
+            config.csv,
+            path.display().to_string(),
+            config.batch_size,
+        )?;
+        Ok(OpenFile {
+            path: path.to_path_buf(),
+            identity,
+            reader: ChunkReader::new(file),
+            decoder,
+            header_pending: config.header,
+        })
     }
 
     /// Reads what `file` has now; returns whether anything was read.
@@ -215,7 +244,8 @@ impl FileSource {
     }
 
     async fn read_once(&self, ctx: &mut SourceContext) -> Result<(), RuntimeError> {
-        let files = matching_files(&self.config.pattern).map_err(|err| RuntimeError::io(err, std::io::ErrorKind::InvalidInput.into()))?;
+        let files = matching_files(&self.config.pattern)
+            .map_err(|err| RuntimeError::io(err, std::io::ErrorKind::InvalidInput.into()))?;
         if files.is_empty() {
             tracing::warn!(component = %ctx.component, pattern = %self.config.pattern, "no file matches");
         }

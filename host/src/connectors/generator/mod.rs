@@ -18,7 +18,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use indexmap::IndexMap;
 use rand::rngs::SmallRng;
@@ -26,12 +28,15 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceKind, SourceSpec};
+use crate::engine::component::{
+    BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
+};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 
 /// Registration.
-pub const SOURCE: SourceKind = SourceKind { name: "generator", parse: |node| Ok(Box::new(node.deserialize::<GeneratorConfig>()?)) };
+pub const SOURCE: SourceKind =
+    SourceKind { name: "generator", parse: |node| Ok(Box::new(node.deserialize::<GeneratorConfig>()?)) };
 
 /// `generator` options.
 #[derive(Debug, Deserialize)]
@@ -115,7 +120,9 @@ enum Column {
 impl Column {
     fn plan(name: &str, generator: &ColumnGenerator) -> Result<(Self, DataType), String> {
         Ok(match generator {
-            ColumnGenerator::Sequence { start, step } => (Self::Sequence { start: *start, step: *step }, DataType::Int64),
+            ColumnGenerator::Sequence { start, step } => {
+                (Self::Sequence { start: *start, step: *step }, DataType::Int64)
+            }
             ColumnGenerator::Random { min: Scalar::Int(min), max: Scalar::Int(max) } => {
                 if min > max {
                     return Err(format!("column `{name}`: min {min} is above max {max}"));
@@ -167,9 +174,11 @@ impl Column {
 
     fn build(&self, rows: &[u64], rng: &mut SmallRng) -> ArrayRef {
         match self {
-            Self::Sequence { start, step } => {
-                Arc::new(rows.iter().map(|&row| Some(start.wrapping_add(step.wrapping_mul(row as i64)))).collect::<arrow::array::Int64Array>())
-            }
+            Self::Sequence { start, step } => Arc::new(
+                rows.iter()
+                    .map(|&row| Some(start.wrapping_add(step.wrapping_mul(row as i64))))
+                    .collect::<arrow::array::Int64Array>(),
+            ),
             Self::IntRange { min, max } => {
                 let mut builder = Int64Builder::with_capacity(rows.len());
                 rows.iter().for_each(|_| builder.append_value(rng.random_range(*min..=*max)));
@@ -185,7 +194,8 @@ impl Column {
                 match data_type {
                     DataType::Boolean => {
                         let mut builder = BooleanBuilder::with_capacity(rows.len());
-                        picks.for_each(|v| builder.append_option(if let Scalar::Bool(b) = v { Some(*b) } else { None }));
+                        picks
+                            .for_each(|v| builder.append_option(if let Scalar::Bool(b) = v { Some(*b) } else { None }));
                         Arc::new(builder.finish())
                     }
                     DataType::Int64 => {
@@ -200,7 +210,9 @@ impl Column {
                     }
                     _ => {
                         let mut builder = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
-                        picks.for_each(|v| builder.append_option(if let Scalar::Text(t) = v { Some(t.as_str()) } else { None }));
+                        picks.for_each(|v| {
+                            builder.append_option(if let Scalar::Text(t) = v { Some(t.as_str()) } else { None })
+                        });
                         Arc::new(builder.finish())
                     }
                 }
@@ -236,7 +248,8 @@ impl SourceSpec for GeneratorConfig {
         let mut columns = Vec::new();
         let mut fields = Vec::new();
         for (name, generator) in &self.columns.value {
-            let (column, data_type) = Column::plan(name, generator).map_err(|message| SpecIssue::at(&self.columns.referenced, message))?;
+            let (column, data_type) =
+                Column::plan(name, generator).map_err(|message| SpecIssue::at(&self.columns.referenced, message))?;
             fields.push(Field::new(name, data_type, false));
             columns.push(column);
         }
@@ -251,7 +264,11 @@ impl SourceSpec for GeneratorConfig {
             seed: self.seed,
             batch_size: ctx.batch_size,
         };
-        Ok(PlannedSource { schema: factory.schema.clone(), parallelism: self.parallelism.unwrap_or(1).max(1), factory: Arc::new(factory) })
+        Ok(PlannedSource {
+            schema: factory.schema.clone(),
+            parallelism: self.parallelism.unwrap_or(1).max(1),
+            factory: Arc::new(factory),
+        })
     }
 }
 
@@ -285,7 +302,8 @@ impl Source for GeneratorSource {
             let count = config.count.unwrap_or(u64::MAX);
             let per_subtask_rate = config.rate.map(|rate| rate / self.parallelism as f64);
             // With a rate, batches are small enough to keep latency near 100 ms.
-            let batch_size = per_subtask_rate.map_or(config.batch_size, |rate| ((rate / 10.0).ceil() as usize).clamp(1, config.batch_size));
+            let batch_size = per_subtask_rate
+                .map_or(config.batch_size, |rate| ((rate / 10.0).ceil() as usize).clamp(1, config.batch_size));
             let started = Instant::now();
             let mut produced: u64 = 0;
             let mut next_row = self.subtask;

@@ -17,13 +17,16 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-pub use model::{EventKind, Generator, PROPORTION_TOTAL};
-use crate::engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceKind, SourceSpec};
+use crate::engine::component::{
+    BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
+};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::{Spanned, unspanned};
+pub use model::{EventKind, Generator, PROPORTION_TOTAL};
 
 /// Registration.
-pub const SOURCE: SourceKind = SourceKind { name: "nexmark", parse: |node| Ok(Box::new(node.deserialize::<NexmarkConfig>()?)) };
+pub const SOURCE: SourceKind =
+    SourceKind { name: "nexmark", parse: |node| Ok(Box::new(node.deserialize::<NexmarkConfig>()?)) };
 
 /// `nexmark` options.
 #[derive(Debug, Deserialize)]
@@ -73,7 +76,11 @@ impl SourceSpec for NexmarkConfig {
             throttle: self.throttle,
             batch_size: ctx.batch_size,
         };
-        Ok(PlannedSource { schema: self.kind.schema(), parallelism: self.parallelism.unwrap_or(1).max(1), factory: Arc::new(factory) })
+        Ok(PlannedSource {
+            schema: self.kind.schema(),
+            parallelism: self.parallelism.unwrap_or(1).max(1),
+            factory: Arc::new(factory),
+        })
     }
 }
 
@@ -149,4 +156,3 @@ impl Source for NexmarkSource {
         })
     }
 }
-

@@ -42,10 +42,12 @@ const AVG_PERSON_BYTES: usize = 200;
 const AVG_AUCTION_BYTES: usize = 500;
 const AVG_BID_BYTES: usize = 100;
 
-const FIRST_NAMES: &[&str] = &["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
+const FIRST_NAMES: &[&str] =
+    &["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
 const LAST_NAMES: &[&str] = &["Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris"];
 const US_STATES: &[&str] = &["AZ", "CA", "ID", "OR", "WA", "WY"];
-const US_CITIES: &[&str] = &["Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle", "Kent", "Cheyenne"];
+const US_CITIES: &[&str] =
+    &["Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle", "Kent", "Cheyenne"];
 const HOT_CHANNELS: &[&str] = &["Google", "Facebook", "Baidu", "Apple"];
 
 /// The three Nexmark streams.
@@ -122,7 +124,9 @@ fn timestamp() -> DataType {
 }
 
 fn schema_of(columns: &[(&str, DataType)]) -> SchemaRef {
-    Arc::new(Schema::new(columns.iter().map(|(name, data_type)| Field::new(*name, data_type.clone(), false)).collect::<Vec<_>>()))
+    Arc::new(Schema::new(
+        columns.iter().map(|(name, data_type)| Field::new(*name, data_type.clone(), false)).collect::<Vec<_>>(),
+    ))
 }
 
 /// Channel names and URLs: 4 hot channels, then `channel-<n>` for the cold ones.
@@ -132,7 +136,8 @@ struct Channels {
 }
 
 static CHANNEL_TABLE: LazyLock<Channels> = LazyLock::new(|| {
-    let hot_urls = (0..HOT_CHANNELS.len()).map(|i| base_url(&mut SmallRng::seed_from_u64(u64::MAX - i as u64))).collect();
+    let hot_urls =
+        (0..HOT_CHANNELS.len()).map(|i| base_url(&mut SmallRng::seed_from_u64(u64::MAX - i as u64))).collect();
     let cold = (0..CHANNELS)
         .map(|n| {
             let mut rng = SmallRng::seed_from_u64(n as u64);
@@ -158,7 +163,9 @@ fn base_url(rng: &mut SmallRng) -> String {
 /// A string of 3..max_len characters, lowercase letters with the odd space (reference `nextString`).
 fn next_string(rng: &mut SmallRng, max_len: usize) -> String {
     let len = 3 + rng.random_range(0..max_len.saturating_sub(3).max(1));
-    (0..len).map(|_| if rng.random_range(0..13) == 0 { ' ' } else { char::from(b'a' + rng.random_range(0..26u8)) }).collect()
+    (0..len)
+        .map(|_| if rng.random_range(0..13) == 0 { ' ' } else { char::from(b'a' + rng.random_range(0..26u8)) })
+        .collect()
 }
 
 /// Appends `len` random lowercase letters (reference `nextExactString`), 8 letters per draw.
@@ -439,8 +446,15 @@ mod tests {
         let auctions: &Int64Array = batch.column(0).as_primitive::<Int64Type>();
         let bidders: &Int64Array = batch.column(1).as_primitive::<Int64Type>();
         // 1 000 epochs: 3 000 auctions and 1 000 people exist, plus the id lead.
-        assert!(auctions.values().iter().all(|&a| (FIRST_AUCTION_ID..FIRST_AUCTION_ID + 3_000 + AUCTION_ID_LEAD).contains(&a)));
-        assert!(bidders.values().iter().all(|&p| (FIRST_PERSON_ID..FIRST_PERSON_ID + 1_000 + PERSON_ID_LEAD).contains(&p)));
+        assert!(
+            auctions
+                .values()
+                .iter()
+                .all(|&a| (FIRST_AUCTION_ID..FIRST_AUCTION_ID + 3_000 + AUCTION_ID_LEAD).contains(&a))
+        );
+        assert!(
+            bidders.values().iter().all(|&p| (FIRST_PERSON_ID..FIRST_PERSON_ID + 1_000 + PERSON_ID_LEAD).contains(&p))
+        );
         let prices = batch.column(2).as_primitive::<Int64Type>();
         assert!(prices.values().iter().all(|&p| (100..=100_000_000).contains(&p)));
         let hot = batch.column(3).as_string::<i32>().iter().filter(|c| HOT_CHANNELS.contains(&c.unwrap())).count();

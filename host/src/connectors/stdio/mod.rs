@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::engine::component::{
-    BoxFuture, PlanContext, PlannedSource, RuntimeError, Sink, SinkFactory, SinkKind, SinkSpec, Source, SourceContext, SourceFactory,
-    SourceKind, SourceSpec,
+    BoxFuture, PlanContext, PlannedSource, RuntimeError, Sink, SinkFactory, SinkKind, SinkSpec, Source, SourceContext,
+    SourceFactory, SourceKind, SourceSpec,
 };
 use crate::formats::decode::{ChunkReader, CsvOptions, LineDecoder, LineFormat};
 use crate::formats::schema::{SchemaSpec, build_schema};
@@ -25,7 +25,8 @@ use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 
 /// Source registration.
-pub const SOURCE: SourceKind = SourceKind { name: "stdin", parse: |node| Ok(Box::new(node.deserialize::<StdinConfig>()?)) };
+pub const SOURCE: SourceKind =
+    SourceKind { name: "stdin", parse: |node| Ok(Box::new(node.deserialize::<StdinConfig>()?)) };
 
 /// Sink registration.
 pub const SINK: SinkKind = SinkKind { name: "stdout", parse: |node| Ok(Box::new(node.deserialize::<StdoutConfig>()?)) };
@@ -74,7 +75,13 @@ impl Source for StdinSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
             let config = &self.0;
-            let mut decoder = LineDecoder::new(config.schema.clone(), config.format, CsvOptions { delimiter: b',' }, "stdin".into(), config.batch_size)?;
+            let mut decoder = LineDecoder::new(
+                config.schema.clone(),
+                config.format,
+                CsvOptions { delimiter: b',' },
+                "stdin".into(),
+                config.batch_size,
+            )?;
             let mut reader = ChunkReader::new(tokio::io::stdin());
             loop {
                 // Interactive input arrives a line at a time: take whatever complete lines exist.
