@@ -97,10 +97,9 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
     for (c, component) in components.iter().enumerate() {
         let name: Arc<str> = Arc::from(component.name.as_str());
         let component_metrics = Arc::clone(&metrics.components[c].2);
-        for subtask in 0..component.parallelism {
+        for (subtask, inputs) in std::mem::take(&mut receivers[c]).into_iter().enumerate() {
             let output =
                 Output::new(Arc::clone(&name), take_edges(c, Port::Main, subtask), Arc::clone(&component_metrics));
-            let inputs = std::mem::take(&mut receivers[c][subtask]);
             let failed = {
                 let name = component.name.clone();
                 move |source: RuntimeError| RunError {

@@ -54,7 +54,7 @@ pub struct LineDecoder {
 
 enum FormatDecoder {
     Json(arrow::json::reader::Decoder),
-    Csv(arrow::csv::reader::Decoder),
+    Csv(Box<arrow::csv::reader::Decoder>),
 }
 
 impl FormatDecoder {
@@ -190,10 +190,10 @@ impl LineDecoder {
         }
         if self.format == LineFormat::Csv {
             self.decoder.decode(b"\n")?;
-        } else if let FormatDecoder::Json(decoder) = &self.decoder {
-            if decoder.has_partial_record() {
-                return Err(ArrowError::JsonError("truncated record".into()));
-            }
+        } else if let FormatDecoder::Json(decoder) = &self.decoder
+            && decoder.has_partial_record()
+        {
+            return Err(ArrowError::JsonError("truncated record".into()));
         }
         self.decoder.flush()
     }
@@ -209,13 +209,13 @@ fn build(
         LineFormat::Json => FormatDecoder::Json(
             arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(batch_size).build_decoder()?,
         ),
-        LineFormat::Csv => FormatDecoder::Csv(
+        LineFormat::Csv => FormatDecoder::Csv(Box::new(
             arrow::csv::ReaderBuilder::new(schema.clone())
                 .with_header(false)
                 .with_delimiter(csv.delimiter)
                 .with_batch_size(batch_size)
                 .build_decoder(),
-        ),
+        )),
     })
 }
 

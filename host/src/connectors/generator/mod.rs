@@ -253,7 +253,7 @@ impl SourceSpec for GeneratorConfig {
             fields.push(Field::new(name, data_type, false));
             columns.push(column);
         }
-        if let Some(rate) = self.rate.as_ref().filter(|rate| !(rate.value > 0.0)) {
+        if let Some(rate) = self.rate.as_ref().filter(|rate| rate.value.is_nan() || rate.value <= 0.0) {
             return Err(SpecIssue::at(&rate.referenced, "`rate` must be above 0"));
         }
         let factory = GeneratorFactory {

@@ -196,10 +196,12 @@ fn next_price(rng: &mut SmallRng) -> i64 {
     (10f64.powf(rng.random::<f64>() * 6.0) * 100.0).round() as i64
 }
 
+// The reference computes `epoch * persons + min(offset, persons - 1)`; with one person per epoch
+// that is the epoch itself.
+const _: () = assert!(PERSON_PROPORTION == 1);
+
 fn last_base0_person_id(event: u64) -> i64 {
-    let epoch = event / PROPORTION_TOTAL;
-    let offset = (event % PROPORTION_TOTAL).min(PERSON_PROPORTION - 1);
-    (epoch * PERSON_PROPORTION + offset) as i64
+    (event / PROPORTION_TOTAL) as i64
 }
 
 fn last_base0_auction_id(event: u64) -> i64 {
