@@ -147,6 +147,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     );
     run_once(&runtime, &writer, &dir)?;
     let input_bytes = std::fs::metadata(&json_path)?.len();
+    eprintln!("input file: {:.1} MB", input_bytes as f64 / 1e6);
 
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     println!(
