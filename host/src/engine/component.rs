@@ -138,6 +138,19 @@ pub struct SourceContext {
     pub metrics: Arc<ComponentMetrics>,
 }
 
+impl SourceContext {
+    /// Waits until `deadline` (rate limiting). Returns `false`, early, if the job is stopping.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_until(&self, deadline: std::time::Instant) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => true,
+            () = self.stop.cancelled() => false,
+        }
+    }
+}
+
 /// A running source subtask. It returns when its input is exhausted or `stop` is cancelled;
 /// the engine then flushes dead letters and sends `End` downstream.
 pub trait Source: Send {

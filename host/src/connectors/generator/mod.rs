@@ -311,9 +311,8 @@ impl Source for GeneratorSource {
             while next_row < count && !ctx.stop.is_cancelled() {
                 if let Some(rate) = per_subtask_rate {
                     let due = started + Duration::from_secs_f64(produced as f64 / rate);
-                    tokio::select! {
-                        () = tokio::time::sleep_until(due.into()) => {}
-                        () = ctx.stop.cancelled() => break,
+                    if !ctx.wait_until(due).await {
+                        break;
                     }
                 }
                 rows.clear();

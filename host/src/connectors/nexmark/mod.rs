@@ -130,9 +130,8 @@ impl Source for NexmarkSource {
                 if config.throttle {
                     let next = *numbers.peek().expect("peeked");
                     let due = started + Duration::from_micros(next.saturating_mul(1_000_000) / config.rate);
-                    tokio::select! {
-                        () = tokio::time::sleep_until(due.into()) => {}
-                        () = ctx.stop.cancelled() => break,
+                    if !ctx.wait_until(due).await {
+                        break;
                     }
                 }
                 let batch = if config.throttle {
