@@ -125,3 +125,39 @@ fn append(path: &std::path::Path, text: &str) {
     let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     file.write_all(text.as_bytes()).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_declared_type_decodes_and_feeds_expressions() {
+    let ws = Workspace::new();
+    ws.write(
+        "in.jsonl",
+        concat!(
+            r#"{"b": true, "i": 1, "u": 18446744073709551615, "f": 1.5, "s": "x", "bin": "68656c6c6f", "ts": "2024-01-01T10:00:00Z", "d": "2024-01-02", "dec": "12.34"}"#,
+            "\n",
+            r#"{"b": false, "i": 2, "ts": 1700000000000, "dec": 5}"#,
+            "\n"
+        ),
+    );
+    ws.run(
+        r#"
+sources:
+  t: { type: file, path: in.jsonl, schema: { b: bool, i: int32, u: uint64, f: float32, s: string, bin: binary, ts: "timestamp(ms)", d: date, dec: "decimal(10,2)" } }
+transforms:
+  x:
+    type: select
+    inputs: [t]
+    parallelism: 1
+    columns: ["b", "u", "f", "s IS NULL AS no_s", "length(bin) AS n", "date_trunc('day', ts) AS day", "d", "dec * 2 AS dec2", "CAST(i AS BIGINT) + 1 AS j"]
+sinks:
+  out: { type: file, inputs: [x], path: out.csv, format: csv }
+"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ws.read("out.csv"),
+        "b,u,f,no_s,n,day,d,dec2,j\n\
+         true,18446744073709551615,1.5,false,5,2024-01-01T00:00:00,2024-01-02,24.68,2\n\
+         false,,,true,,2023-11-14T00:00:00,,10.00,3\n"
+    );
+}

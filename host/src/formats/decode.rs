@@ -302,6 +302,11 @@ impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
         Ok(Some(chunk))
     }
 
+    /// Bytes read but not yet returned (an incomplete last line).
+    pub fn pending_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// Whether the reader reached the end of its input (followed files: for now).
     pub fn at_eof(&self) -> bool {
         self.eof && self.buffer.is_empty()

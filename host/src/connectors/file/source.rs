@@ -291,7 +291,19 @@ impl FileSource {
                 }
             }
         }
-        // Stopping: what is complete was sent; a partial last line stays unread.
+        // Stopping: what is complete was sent. A last line still being written is not a record
+        // yet: it stays unread, and the log says so.
+        for (path, file) in &files {
+            if file.reader.pending_bytes() > 0 {
+                tracing::warn!(
+                    component = %ctx.component,
+                    path = %path.display(),
+                    offset = file.reader.offset(),
+                    bytes = file.reader.pending_bytes(),
+                    "stopped with an incomplete last line unread"
+                );
+            }
+        }
         Ok(())
     }
 }
