@@ -104,3 +104,26 @@ async fn generator_rate_limit_paces_output() {
     // 300 rows at 1000/s cannot finish in much less than 0.3 s (the last batch is due at ~0.2 s).
     assert!(started.elapsed() >= std::time::Duration::from_millis(190), "took {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nexmark_subtasks_split_the_same_events() {
+    let mut outputs = Vec::new();
+    for parallelism in [1, 3] {
+        let ws = Workspace::new();
+        ws.run(&format!(
+            "sources:\n  a: {{ type: nexmark, kind: auction, events: 5000, parallelism: {parallelism} }}\nsinks:\n  out: {{ type: file, inputs: [a], path: out.jsonl }}\n"
+        ))
+        .await
+        .unwrap();
+        let mut lines: Vec<String> = ws.read("out.jsonl").lines().map(str::to_owned).collect();
+        lines.sort();
+        outputs.push(lines);
+    }
+    assert_eq!(outputs[0].len(), 300, "3 auctions per 50 events");
+    assert_eq!(outputs[0], outputs[1], "parallel subtasks generate exactly the same auctions");
+    let ids: std::collections::BTreeSet<i64> = outputs[0]
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1000..1300).collect(), "auction ids are dense from 1000");
+}
