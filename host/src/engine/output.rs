@@ -60,11 +60,6 @@ impl Output {
         Self { component, edges, metrics }
     }
 
-    /// Whether anything consumes this output.
-    pub fn is_connected(&self) -> bool {
-        !self.edges.is_empty()
-    }
-
     /// Sends a batch to each downstream component (one subtask each). Empty batches are dropped.
     ///
     /// # Errors

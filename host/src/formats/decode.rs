@@ -95,11 +95,6 @@ impl LineDecoder {
         Ok(Self { schema, format, csv, origin, batch_size, decoder })
     }
 
-    /// The schema of produced batches.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
     /// Decodes a chunk into batches of at most the batch size. Bad lines go to `errors`; the result holds the good rows in order.
     ///
     /// # Errors
@@ -307,18 +302,8 @@ impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
         self.buffer.len()
     }
 
-    /// Whether the reader reached the end of its input (followed files: for now).
-    pub fn at_eof(&self) -> bool {
-        self.eof && self.buffer.is_empty()
-    }
-
     /// Forgets an end of input seen earlier, to read what was appended since.
     pub fn rearm(&mut self) {
         self.eof = false;
-    }
-
-    /// Returns the reader.
-    pub fn reader_mut(&mut self) -> &mut R {
-        &mut self.reader
     }
 }

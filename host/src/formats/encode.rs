@@ -24,17 +24,6 @@ pub enum OutputFormat {
     Parquet,
 }
 
-impl OutputFormat {
-    /// The usual file extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Json => "jsonl",
-            Self::Csv => "csv",
-            Self::Parquet => "parquet",
-        }
-    }
-}
-
 /// Writes batches of one schema in one format to `W`.
 pub enum RecordWriter<W: Write + Send> {
     /// JSON lines.
