@@ -16,3 +16,4 @@ pub mod engine;
 pub mod formats;
 pub mod ops;
 pub mod pipeline;
+pub mod plugin;

@@ -9,5 +9,6 @@ mod bad_input;
 mod cli;
 mod files;
 mod graph;
+mod plugins;
 mod support;
 mod validation;

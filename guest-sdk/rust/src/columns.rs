@@ -162,7 +162,9 @@ impl<'a> Arg<'a> for &'a str {
 
     fn check(view: &ColumnView<'a>) -> Result<(), String> {
         match view.values() {
-            ColumnValues::Utf8(data) => std::str::from_utf8(&data.data).map(|_| ()).map_err(|err| format!("invalid UTF-8: {err}")),
+            ColumnValues::Utf8(data) => {
+                std::str::from_utf8(&data.data).map(|_| ()).map_err(|err| format!("invalid UTF-8: {err}"))
+            }
             _ => Err("expected a utf8 column".into()),
         }
     }

@@ -57,10 +57,10 @@ pub mod table {
     });
 }
 
-/// The shared WIT types (`weir:plugin/types`), one copy for every world.
-pub use scalar::weir::plugin::types;
 /// The host's imports: logging, counters, gauges.
 pub use scalar::weir::plugin::host;
+/// The shared WIT types (`weir:plugin/types`), one copy for every world.
+pub use scalar::weir::plugin::types;
 pub use types::{CallError, Column, ColumnValues, DataType, PluginInfo, RowError, TimeUnit, VarData};
 
 /// Logs a message at info level into the host's log, attributed to this plugin.
@@ -246,4 +246,3 @@ macro_rules! table_udfs {
         $crate::table::export_table_udf!(WeirTablePlugin);
     };
 }
-

@@ -4,6 +4,7 @@
 //! 2 the pipeline file was refused.
 
 mod bench;
+mod plugin;
 mod progress;
 
 use std::io::IsTerminal;
@@ -56,6 +57,18 @@ enum Command {
     },
     /// Measure throughput of built-in scenarios (see BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Work with WebAssembly plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print a plugin's world, version, functions with signatures, imports, size and sandbox check.
+    Inspect {
+        /// The component (`.wasm`).
+        file: PathBuf,
+    },
 }
 
 /// Entry point of the `weir` binary.
@@ -66,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Validate { pipeline } => validate(&pipeline),
         Command::Run { pipeline, quiet } => run(&pipeline, quiet),
         Command::Bench(args) => bench::main(&args),
+        Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(&file),
     }
 }
 

@@ -61,6 +61,15 @@ pub enum RuntimeError {
     /// A downstream task went away.
     #[error(transparent)]
     Downstream(#[from] DownstreamClosed),
+    /// A plugin failed in a way that is not about particular rows.
+    #[error(transparent)]
+    Plugin(Box<crate::plugin::PluginError>),
+}
+
+impl From<crate::plugin::PluginError> for RuntimeError {
+    fn from(err: crate::plugin::PluginError) -> Self {
+        Self::Plugin(Box::new(err))
+    }
 }
 
 impl RuntimeError {
@@ -85,6 +94,10 @@ pub struct PlanContext {
     pub batch_size: usize,
     /// Default parallelism of stateless transforms.
     pub default_parallelism: usize,
+    /// The pipeline's plugins (`plugins:`).
+    pub plugins: Arc<crate::plugin::PluginCatalog>,
+    /// Functions expressions can call: built-ins plus the plugins' scalar functions.
+    pub functions: Arc<crate::ops::expr::FunctionCatalog>,
 }
 
 impl PlanContext {
@@ -186,11 +199,23 @@ pub trait OperatorFactory: Send + Sync + std::fmt::Debug {
 
 /// A synchronous, batch-at-a-time operator.
 pub trait Operator: Send {
-    /// Processes one input batch, appending results to `out`.
+    /// Processes one input batch, appending results to `out`; rows that fail go to `errors`
+    /// (the step's `on_error` policy).
     ///
     /// # Errors
-    /// Evaluation failures; the task stops and the job fails.
-    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError>;
+    /// Evaluation failures and failed rows under `fail`; the task stops and the job fails.
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+        errors: &mut RecordErrorHandler,
+    ) -> Result<(), RuntimeError>;
+
+    /// Whether `process` runs plugin code: the engine then runs it off the async workers, so a
+    /// slow plugin never stalls other tasks.
+    fn runs_plugins(&self) -> bool {
+        false
+    }
 
     /// Called when every input ended; emit anything held back.
     ///

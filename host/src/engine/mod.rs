@@ -30,3 +30,14 @@ pub enum Message {
     /// This input is exhausted.
     End,
 }
+
+/// Runs code that may block for a while (plugin calls) without stalling the async workers: on a
+/// multi-threaded runtime, tokio moves the worker's other tasks to another thread first.
+pub fn blocking<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}

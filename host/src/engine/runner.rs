@@ -18,7 +18,7 @@ use super::component::{Operator, RuntimeError, Sink, SourceContext};
 use super::gate::{GateEvent, InputGate};
 use super::metrics::{ComponentMetrics, PipelineMetrics};
 use super::output::{Edge, Output, Route};
-use crate::formats::errors::RecordErrorHandler;
+use crate::formats::errors::{ErrorPolicy, RecordErrorHandler};
 use crate::pipeline::{Pipeline, Port, Runnable};
 
 /// A task failed; names the component and subtask.
@@ -110,15 +110,8 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
             };
             match &component.runnable {
                 Runnable::Source { factory, on_error } => {
-                    let dead_letter_edges = take_edges(c, Port::DeadLetter, subtask);
-                    let dead_letter = (!dead_letter_edges.is_empty())
-                        .then(|| Output::new(Arc::clone(&name), dead_letter_edges, Arc::default()));
-                    let errors = RecordErrorHandler::new(
-                        Arc::clone(&name),
-                        *on_error,
-                        Arc::clone(&component_metrics),
-                        dead_letter,
-                    );
+                    let errors =
+                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
                     let source = factory.create(subtask, component.parallelism);
                     let mut ctx = SourceContext {
                         component: Arc::clone(&name),
@@ -133,11 +126,13 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                         ctx.output.broadcast(Message::End).await.map_err(|err| failed(err.into()))
                     });
                 }
-                Runnable::Transform(factory) => {
+                Runnable::Transform { factory, on_error } => {
                     let operator = factory.create();
+                    let errors =
+                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
                     let metrics = Arc::clone(&component_metrics);
                     tasks.spawn(async move {
-                        run_operator(operator, InputGate::new(inputs), output, &metrics).await.map_err(failed)
+                        run_operator(operator, InputGate::new(inputs), output, errors, &metrics).await.map_err(failed)
                     });
                 }
                 Runnable::Sink(factory) => {
@@ -171,18 +166,36 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
     }
 }
 
+fn error_handler(
+    name: &Arc<str>,
+    policy: ErrorPolicy,
+    metrics: &Arc<ComponentMetrics>,
+    edges: Vec<Edge>,
+) -> RecordErrorHandler {
+    let dead_letter = (!edges.is_empty()).then(|| Output::new(Arc::clone(name), edges, Arc::default()));
+    RecordErrorHandler::new(Arc::clone(name), policy, Arc::clone(metrics), dead_letter)
+}
+
 async fn run_operator(
     mut operator: Box<dyn Operator>,
     mut gate: InputGate,
     mut output: Output,
+    mut errors: RecordErrorHandler,
     metrics: &ComponentMetrics,
 ) -> Result<(), RuntimeError> {
     let mut results = Vec::new();
+    let off_workers = operator.runs_plugins();
     loop {
         match gate.next().await {
             GateEvent::Batch(_, batch) => {
                 metrics.record_received(batch.num_rows());
-                operator.process(batch, &mut results)?;
+                if off_workers {
+                    // Plugin code may run up to its time limit: let tokio move other tasks away.
+                    super::blocking(|| operator.process(batch, &mut results, &mut errors))?;
+                } else {
+                    operator.process(batch, &mut results, &mut errors)?;
+                }
+                errors.flush().await?;
             }
             GateEvent::Watermark(time) => output.broadcast(Message::Watermark(time)).await?,
             GateEvent::Barrier(epoch) => output.broadcast(Message::Barrier(epoch)).await?,
@@ -191,6 +204,7 @@ async fn run_operator(
                 for batch in results.drain(..) {
                     output.send(batch).await?;
                 }
+                errors.finish().await?;
                 output.broadcast(Message::End).await?;
                 return Ok(());
             }

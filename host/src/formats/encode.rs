@@ -24,6 +24,19 @@ pub enum OutputFormat {
     Parquet,
 }
 
+/// One row of a batch as a JSON object (for dead letters of rows that failed in a step).
+pub fn row_as_json(batch: &RecordBatch, row: usize) -> Vec<u8> {
+    let mut writer = arrow::json::LineDelimitedWriter::new(Vec::new());
+    if writer.write(&batch.slice(row, 1)).and_then(|()| writer.finish()).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = writer.into_inner();
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    bytes
+}
+
 /// Writes batches of one schema in one format to `W`.
 pub enum RecordWriter<W: Write + Send> {
     /// JSON lines.

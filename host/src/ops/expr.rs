@@ -73,11 +73,15 @@ pub struct CompiledExpr {
 ///
 /// # Errors
 /// Syntax errors, unknown columns or functions, and non-boolean results.
-pub fn compile_predicate(sql: &str, schema: &SchemaRef) -> Result<CompiledExpr, ExprError> {
+pub fn compile_predicate(
+    sql: &str,
+    schema: &SchemaRef,
+    functions: &FunctionCatalog,
+) -> Result<CompiledExpr, ExprError> {
     let mut parser = Parser::new(&GenericDialect {}).try_with_sql(sql)?;
     let ast = parser.parse_expr()?;
     expect_end(&mut parser)?;
-    let compiled = compile_ast(ast, None, schema)?;
+    let compiled = compile_ast(ast, None, schema, functions)?;
     if compiled.field.data_type() != &DataType::Boolean {
         return Err(ExprError::new(format!(
             "`{sql}` has type {}; a filter needs a boolean expression",
@@ -92,13 +96,17 @@ pub fn compile_predicate(sql: &str, schema: &SchemaRef) -> Result<CompiledExpr, 
 ///
 /// # Errors
 /// Syntax errors, unknown columns or functions, type errors.
-pub fn compile_select_item(sql: &str, schema: &SchemaRef) -> Result<Vec<CompiledExpr>, ExprError> {
+pub fn compile_select_item(
+    sql: &str,
+    schema: &SchemaRef,
+    functions: &FunctionCatalog,
+) -> Result<Vec<CompiledExpr>, ExprError> {
     let mut parser = Parser::new(&GenericDialect {}).try_with_sql(sql)?;
     let item = parser.parse_select_item()?;
     expect_end(&mut parser)?;
     match item {
-        SelectItem::UnnamedExpr(ast) => Ok(vec![compile_ast(ast, None, schema)?]),
-        SelectItem::ExprWithAlias { expr, alias } => Ok(vec![compile_ast(expr, Some(alias.value), schema)?]),
+        SelectItem::UnnamedExpr(ast) => Ok(vec![compile_ast(ast, None, schema, functions)?]),
+        SelectItem::ExprWithAlias { expr, alias } => Ok(vec![compile_ast(expr, Some(alias.value), schema, functions)?]),
         SelectItem::Wildcard(_) => schema
             .fields()
             .iter()
@@ -107,6 +115,7 @@ pub fn compile_select_item(sql: &str, schema: &SchemaRef) -> Result<Vec<Compiled
                     datafusion_sql::sqlparser::ast::Expr::Identifier(field.name().as_str().into()),
                     None,
                     schema,
+                    functions,
                 )
             })
             .collect(),
@@ -151,10 +160,11 @@ fn compile_ast(
     mut ast: datafusion_sql::sqlparser::ast::Expr,
     alias: Option<String>,
     schema: &SchemaRef,
+    functions: &FunctionCatalog,
 ) -> Result<CompiledExpr, ExprError> {
     rewrite_dialect(&mut ast);
     let df_schema = Arc::new(DFSchema::try_from(schema.as_ref().clone())?);
-    let planner = SqlToRel::new_with_options(&*FUNCTIONS, parser_options());
+    let planner = SqlToRel::new_with_options(functions, parser_options());
     let logical = planner.sql_to_expr(ast, &df_schema, &mut PlannerContext::new())?;
     let name = alias.unwrap_or_else(|| match &logical {
         Expr::Column(column) => column.name.clone(),
@@ -174,16 +184,39 @@ fn parser_options() -> ParserOptions {
     ParserOptions { enable_ident_normalization: false, map_string_types_to_utf8view: false, ..ParserOptions::new() }
 }
 
-/// DataFusion's built-in scalar functions (string, math, date/time, regex, unicode, core).
-static FUNCTIONS: LazyLock<FunctionCatalog> = LazyLock::new(FunctionCatalog::builtin);
-
-struct FunctionCatalog {
+/// The functions expressions can call: DataFusion's built-in scalar functions (string, math,
+/// date/time, regex, unicode, core) plus the scalar functions of the pipeline's plugins.
+#[derive(Clone)]
+pub struct FunctionCatalog {
     scalar: HashMap<String, Arc<ScalarUDF>>,
     planners: Vec<Arc<dyn ExprPlanner>>,
     options: ConfigOptions,
 }
 
+impl std::fmt::Debug for FunctionCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionCatalog").field("functions", &self.scalar.len()).finish()
+    }
+}
+
+impl Default for FunctionCatalog {
+    fn default() -> Self {
+        static BUILTIN: LazyLock<FunctionCatalog> = LazyLock::new(FunctionCatalog::builtin);
+        BUILTIN.clone()
+    }
+}
+
 impl FunctionCatalog {
+    /// Adds (or replaces) a function under its name.
+    pub fn register(&mut self, udf: Arc<ScalarUDF>) {
+        self.scalar.insert(udf.name().to_string(), udf);
+    }
+
+    /// Whether a function of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.scalar.contains_key(name)
+    }
+
     fn builtin() -> Self {
         let mut scalar = HashMap::new();
         for udf in datafusion_functions::all_default_functions() {
@@ -281,7 +314,7 @@ mod tests {
     #[test]
     fn predicate_evaluates_on_a_batch() {
         let (schema, batch) = bids();
-        let predicate = compile_predicate("MOD(auction, 123) = 0", &schema).unwrap();
+        let predicate = compile_predicate("MOD(auction, 123) = 0", &schema, &FunctionCatalog::default()).unwrap();
         let mask = predicate.physical.evaluate(&batch).unwrap().into_array(3).unwrap();
         let mask = mask.as_any().downcast_ref::<arrow::array::BooleanArray>().unwrap();
         assert_eq!(mask.iter().collect::<Vec<_>>(), vec![Some(false), Some(true), Some(true)]);
@@ -290,38 +323,41 @@ mod tests {
     #[test]
     fn select_items_name_their_output() {
         let (schema, batch) = bids();
-        let eur = compile_select_item("price * 0.908 AS price_eur", &schema).unwrap();
+        let eur = compile_select_item("price * 0.908 AS price_eur", &schema, &FunctionCatalog::default()).unwrap();
         assert_eq!(eur[0].field.name(), "price_eur");
         assert_eq!(eur[0].field.data_type(), &DataType::Float64);
-        let upper = compile_select_item("upper(channel)", &schema).unwrap();
+        let upper = compile_select_item("upper(channel)", &schema, &FunctionCatalog::default()).unwrap();
         assert_eq!(upper[0].field.data_type(), &DataType::Utf8);
         let values = upper[0].physical.evaluate(&batch).unwrap().into_array(3).unwrap();
         let values = values.as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(values.value(0), "APPLE");
         assert!(values.is_null(2));
-        let all = compile_select_item("*", &schema).unwrap();
+        let all = compile_select_item("*", &schema, &FunctionCatalog::default()).unwrap();
         assert_eq!(all.len(), 3);
     }
 
     #[test]
     fn errors_name_the_problem() {
         let (schema, _) = bids();
-        let unknown = compile_predicate("pricee > 1", &schema).unwrap_err();
+        let unknown = compile_predicate("pricee > 1", &schema, &FunctionCatalog::default()).unwrap_err();
         assert!(unknown.message.contains("pricee"), "{unknown}");
-        let not_bool = compile_predicate("price + 1", &schema).unwrap_err();
+        let not_bool = compile_predicate("price + 1", &schema, &FunctionCatalog::default()).unwrap_err();
         assert!(not_bool.message.contains("boolean"), "{not_bool}");
-        let trailing = compile_select_item("price AS p q r", &schema).unwrap_err();
+        let trailing = compile_select_item("price AS p q r", &schema, &FunctionCatalog::default()).unwrap_err();
         assert!(trailing.message.contains("syntax"), "{trailing}");
-        let bad_type = compile_predicate("channel > 'a' AND price", &schema).unwrap_err();
+        let bad_type = compile_predicate("channel > 'a' AND price", &schema, &FunctionCatalog::default()).unwrap_err();
         assert!(!bad_type.message.is_empty());
     }
 
     #[test]
     fn case_cast_and_case_sensitive_identifiers() {
         let schema = Arc::new(Schema::new(vec![Field::new("dateTime", DataType::Int64, false)]));
-        let item =
-            compile_select_item("CASE WHEN dateTime > 5 THEN 'late' ELSE CAST(dateTime AS VARCHAR) END AS t", &schema)
-                .unwrap();
+        let item = compile_select_item(
+            "CASE WHEN dateTime > 5 THEN 'late' ELSE CAST(dateTime AS VARCHAR) END AS t",
+            &schema,
+            &FunctionCatalog::default(),
+        )
+        .unwrap();
         assert_eq!(item[0].field.data_type(), &DataType::Utf8);
     }
 }

@@ -17,6 +17,7 @@ use super::expr::compile_predicate;
 use crate::engine::component::{
     Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
 };
+use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 
@@ -40,8 +41,8 @@ pub struct FilterConfig {
 }
 
 impl TransformSpec for FilterConfig {
-    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
-        let compiled = compile_predicate(&self.predicate.value, input)
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
+        let compiled = compile_predicate(&self.predicate.value, input, &ctx.functions)
             .map_err(|err| SpecIssue::at(&self.predicate.referenced, format!("`where`: {err}")))?;
         let factory = Arc::new(FilterFactory { sql: self.predicate.value.clone(), predicate: compiled.physical });
         Ok(PlannedTransform { schema: input.clone(), factory })
@@ -66,7 +67,12 @@ struct Filter {
 }
 
 impl Operator for Filter {
-    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError> {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+        _errors: &mut RecordErrorHandler,
+    ) -> Result<(), RuntimeError> {
         let failed = |err: datafusion_common::DataFusionError| RuntimeError::Expression {
             expression: self.sql.clone(),
             reason: err.to_string(),

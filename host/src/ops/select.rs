@@ -17,6 +17,7 @@ use super::expr::compile_select_item;
 use crate::engine::component::{
     Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
 };
+use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 
@@ -39,7 +40,7 @@ pub struct SelectConfig {
 }
 
 impl TransformSpec for SelectConfig {
-    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
         if self.columns.value.is_empty() {
             return Err(SpecIssue::at(&self.columns.referenced, "`columns` is empty"));
         }
@@ -47,7 +48,7 @@ impl TransformSpec for SelectConfig {
         let mut exprs = Vec::new();
         let mut sql = Vec::new();
         for item in &self.columns.value {
-            let compiled = compile_select_item(&item.value, input)
+            let compiled = compile_select_item(&item.value, input, &ctx.functions)
                 .map_err(|err| SpecIssue::at(&item.referenced, format!("`columns`: {err}")))?;
             for column in compiled {
                 if fields.iter().any(|field: &arrow::datatypes::Field| field.name() == column.field.name()) {
@@ -90,7 +91,12 @@ struct Select {
 }
 
 impl Operator for Select {
-    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError> {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+        _errors: &mut RecordErrorHandler,
+    ) -> Result<(), RuntimeError> {
         let rows = batch.num_rows();
         let columns = self
             .exprs

@@ -13,6 +13,7 @@ use serde::de::IgnoredAny;
 use crate::engine::component::{
     Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
 };
+use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
 
 /// Registration.
@@ -47,7 +48,12 @@ impl OperatorFactory for PassThrough {
 }
 
 impl Operator for PassThrough {
-    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError> {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+        _errors: &mut RecordErrorHandler,
+    ) -> Result<(), RuntimeError> {
         out.push(batch);
         Ok(())
     }

@@ -67,11 +67,13 @@ pub fn declare(document: &Document) -> Located<DeclaredPipeline> {
             "sources" => Role::Source,
             "transforms" => Role::Transform,
             "sinks" => Role::Sink,
-            "settings" => continue, // read by `super::parse` from the whole document
+            "settings" | "plugins" => continue, // read by `super::parse` from the whole document
             other => {
                 let issue = SpecIssue {
                     at: Some(*section_at),
-                    message: format!("unknown section `{other}`; expected sources, transforms, sinks or settings"),
+                    message: format!(
+                        "unknown section `{other}`; expected sources, transforms, sinks, plugins or settings"
+                    ),
                 };
                 return Err((None, issue));
             }
@@ -281,7 +283,8 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
                 let input = input_schema.expect("transforms have inputs");
                 let transform = spec.plan(&input, ctx).map_err(fail)?;
                 let parallelism = parallelism_option.map_or(ctx.default_parallelism, |p| p.value);
-                (transform.schema, parallelism, Runnable::Transform(transform.factory))
+                let runnable = Runnable::Transform { factory: transform.factory, on_error: component.common.on_error };
+                (transform.schema, parallelism, runnable)
             }
             Spec::Sink(spec) => {
                 let input = input_schema.expect("sinks have inputs");

@@ -101,8 +101,13 @@ pub enum Runnable {
         /// Bad-record policy.
         on_error: ErrorPolicy,
     },
-    /// A transform.
-    Transform(Arc<dyn OperatorFactory>),
+    /// A transform, with its failed-row policy.
+    Transform {
+        /// Creates subtask instances.
+        factory: Arc<dyn OperatorFactory>,
+        /// Failed-row policy.
+        on_error: ErrorPolicy,
+    },
     /// A sink.
     Sink(Arc<dyn SinkFactory>),
 }
@@ -164,22 +169,61 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Pipeline, Pipel
         message: issue.message,
     };
     let document = yaml::split(text).map_err(|issue| error(None, issue))?;
-    let settings =
-        yaml::deserialize::<SettingsSection>(text).map_err(|issue| error(Some("settings".into()), issue))?.settings;
+    let top = yaml::deserialize::<SettingsSection>(text).map_err(|issue| error(Some("settings".into()), issue))?;
+    let settings = top.settings;
+    let (plugins, functions) =
+        load_plugins(&top.plugins, base_dir).map_err(|(name, issue)| error(Some(format!("plugins.{name}")), issue))?;
     let declared = graph::declare(&document).map_err(|(component, issue)| error(component, issue))?;
     let ctx = PlanContext {
         base_dir: base_dir.to_path_buf(),
         batch_size: settings.batch_size,
         default_parallelism: settings.parallelism(),
+        plugins: Arc::new(plugins),
+        functions: Arc::new(functions),
     };
     let components =
         graph::plan(declared.components, &ctx).map_err(|(component, issue)| error(Some(component), issue))?;
     Ok(Pipeline { file: file.to_path_buf(), settings, components })
 }
 
-/// The `settings` section, read from the whole document (other sections are ignored here).
+/// A plugin declared under `plugins:`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginDecl {
+    /// The `.wasm` component, relative to the pipeline file.
+    path: yaml::Spanned<String>,
+    /// Sandbox limits for every use of the plugin.
+    limits: Option<crate::plugin::sandbox::LimitsConfig>,
+}
+
+/// Loads the declared plugins and registers their scalar functions for expressions.
+fn load_plugins(
+    declared: &indexmap::IndexMap<String, PluginDecl>,
+    base_dir: &Path,
+) -> Result<(crate::plugin::PluginCatalog, crate::ops::expr::FunctionCatalog), (String, SpecIssue)> {
+    let mut catalog = crate::plugin::PluginCatalog::default();
+    let mut functions = crate::ops::expr::FunctionCatalog::default();
+    for (name, decl) in declared {
+        let fail = |message: String| (name.clone(), SpecIssue::at(&decl.path.referenced, message));
+        let limits = decl.limits.as_ref().map(|l| l.resolve()).transpose().map_err(fail)?.unwrap_or_default();
+        let path = base_dir.join(&decl.path.value);
+        let plugin = Arc::new(crate::plugin::load(&path).map_err(|err| fail(err.to_string()))?);
+        tracing::debug!(plugin = %name, version = %plugin.info.version, cached = plugin.cached, "plugin loaded");
+        for index in 0..plugin.scalar.len() {
+            let function = crate::ops::wasm_function::WasmFunction::new(Arc::clone(&plugin), limits, index as u32);
+            functions.register(Arc::new(datafusion_expr::ScalarUDF::new_from_impl(function)));
+        }
+        catalog.insert(name.clone(), plugin, limits);
+    }
+    Ok((catalog, functions))
+}
+
+/// The `settings` and `plugins` sections, read from the whole document (other sections are
+/// ignored here).
 #[derive(Debug, serde::Deserialize)]
 struct SettingsSection {
     #[serde(default)]
     settings: Settings,
+    #[serde(default)]
+    plugins: indexmap::IndexMap<String, PluginDecl>,
 }

@@ -29,4 +29,3 @@ weir_plugin::scalar_udfs! {
         celsius * 1.8 + 32.0
     }
 }
-

@@ -17,4 +17,3 @@ weir_plugin::table_udfs! {
         list.split(delimiter).map(str::trim).filter(|item| !item.is_empty()).map(|item| (item.to_owned(),)).collect::<Vec<_>>()
     }
 }
-

@@ -1,0 +1,146 @@
+//! `flat_map`: a plugin table function emits zero or more rows per input row; each output row
+//! carries the input row's columns followed by the function's output columns.
+//!
+//! ```yaml
+//! tokens: { type: flat_map, inputs: [docs], plugin: words, function: split_words, args: [body] }
+//! ```
+//! Rows the function fails on follow `on_error`, as for `udf`.
+
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, UInt32Array};
+use arrow::compute::take;
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion_physical_expr::PhysicalExpr;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::udf::{compile_args, evaluate_args, report_failures, resolve_function};
+use crate::engine::component::{
+    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+};
+use crate::formats::errors::RecordErrorHandler;
+use crate::pipeline::SpecIssue;
+use crate::pipeline::yaml::Spanned;
+use crate::plugin::convert::{to_arrow_field, type_name};
+use crate::plugin::sandbox::LimitsConfig;
+use crate::plugin::udf::TableCaller;
+use crate::plugin::{Limits, Plugin, PluginKind};
+
+/// Registration.
+pub const KIND: TransformKind =
+    TransformKind { name: "flat_map", parse: |node| Ok(Box::new(node.deserialize::<FlatMapConfig>()?)) };
+
+/// `flat_map` options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlatMapConfig {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    #[serde(default, rename = "inputs")]
+    _inputs: IgnoredAny,
+    #[serde(default, rename = "parallelism")]
+    _parallelism: IgnoredAny,
+    #[serde(default, rename = "on_error")]
+    _on_error: IgnoredAny,
+    #[serde(default, rename = "dead_letter")]
+    _dead_letter: IgnoredAny,
+    /// Declared plugin name or `.wasm` path.
+    pub plugin: Spanned<String>,
+    /// Table function name.
+    pub function: Spanned<String>,
+    /// Argument expressions.
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
+    /// Sandbox limits for this step.
+    pub limits: Option<LimitsConfig>,
+}
+
+impl TransformSpec for FlatMapConfig {
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
+        let (plugin, limits, function) =
+            resolve_function(&self.plugin, &self.function, self.limits.as_ref(), PluginKind::Table, ctx)?;
+        let signature = &plugin.table[function as usize];
+        let described = format!(
+            "{}.{}({})",
+            plugin.info.name,
+            signature.name,
+            signature.args.iter().map(type_name).collect::<Vec<_>>().join(", ")
+        );
+        let args = compile_args(&self.args, &signature.args, &described, input, ctx, &self.function)?;
+        let mut fields: Vec<_> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for field in &signature.output {
+            if fields.iter().any(|f| f.name() == &field.name) {
+                return Err(SpecIssue::at(
+                    &self.function.referenced,
+                    format!(
+                        "the function's output column `{}` is also an input column; rename the input first",
+                        field.name
+                    ),
+                ));
+            }
+            fields.push(to_arrow_field(field));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let factory = Arc::new(FlatMapFactory { schema: schema.clone(), plugin, limits, function, args, described });
+        Ok(PlannedTransform { schema, factory })
+    }
+}
+
+#[derive(Debug)]
+struct FlatMapFactory {
+    schema: SchemaRef,
+    plugin: Arc<Plugin>,
+    limits: Limits,
+    function: u32,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    described: String,
+}
+
+impl OperatorFactory for FlatMapFactory {
+    fn create(&self) -> Box<dyn Operator> {
+        Box::new(FlatMap {
+            schema: self.schema.clone(),
+            caller: TableCaller::new(Arc::clone(&self.plugin), self.limits, self.function),
+            args: self.args.clone(),
+            described: self.described.clone(),
+            rows_seen: 0,
+        })
+    }
+}
+
+struct FlatMap {
+    schema: SchemaRef,
+    caller: TableCaller,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    described: String,
+    rows_seen: u64,
+}
+
+impl Operator for FlatMap {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+        errors: &mut RecordErrorHandler,
+    ) -> Result<(), RuntimeError> {
+        let rows = batch.num_rows();
+        let args = evaluate_args(&self.args, &batch)?;
+        let result = self.caller.call(&args, rows)?;
+        report_failures(&result.failed, &batch, self.rows_seen, &self.described, errors)?;
+        self.rows_seen += rows as u64;
+        if result.parents.is_empty() {
+            return Ok(());
+        }
+        let indices = UInt32Array::from(result.parents);
+        let mut columns =
+            batch.columns().iter().map(|column| take(column, &indices, None)).collect::<Result<Vec<_>, _>>()?;
+        columns.extend(result.columns);
+        out.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+        Ok(())
+    }
+
+    fn runs_plugins(&self) -> bool {
+        true
+    }
+}

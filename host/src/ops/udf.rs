@@ -1,0 +1,265 @@
+//! `udf`: adds (or replaces) a column with a plugin's scalar function.
+//!
+//! ```yaml
+//! eur: { type: udf, inputs: [bids], plugin: currency, function: dollar_to_euro, args: [price], as: price_eur, on_error: skip }
+//! ```
+//! `plugin` is a name declared under `plugins:` or a path to a `.wasm` file; `args` are SQL
+//! expressions over the input. Rows the function rejects or traps on follow `on_error`: `fail`
+//! (the job stops, naming plugin, version, function, trap and row), `skip` (the row is dropped
+//! and counted) or `dead-letter` (the row, as JSON, plus the error go to the `dead_letter` sink).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion_physical_expr::PhysicalExpr;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::expr::compile_select_item;
+use crate::engine::component::{
+    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+};
+use crate::formats::encode::row_as_json;
+use crate::formats::errors::{BadRecord, RecordErrorHandler};
+use crate::pipeline::SpecIssue;
+use crate::pipeline::yaml::Spanned;
+use crate::plugin::convert::type_name;
+use crate::plugin::sandbox::LimitsConfig;
+use crate::plugin::udf::{FailedRow, ScalarCaller};
+use crate::plugin::{Limits, Plugin, PluginKind};
+
+/// Registration.
+pub const KIND: TransformKind =
+    TransformKind { name: "udf", parse: |node| Ok(Box::new(node.deserialize::<UdfConfig>()?)) };
+
+/// `udf` options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UdfConfig {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    #[serde(default, rename = "inputs")]
+    _inputs: IgnoredAny,
+    #[serde(default, rename = "parallelism")]
+    _parallelism: IgnoredAny,
+    #[serde(default, rename = "on_error")]
+    _on_error: IgnoredAny,
+    #[serde(default, rename = "dead_letter")]
+    _dead_letter: IgnoredAny,
+    /// Declared plugin name or `.wasm` path.
+    pub plugin: Spanned<String>,
+    /// Function name.
+    pub function: Spanned<String>,
+    /// Argument expressions.
+    #[serde(default)]
+    pub args: Vec<Spanned<String>>,
+    /// Output column name.
+    #[serde(rename = "as")]
+    pub output: Spanned<String>,
+    /// Sandbox limits for this step (default: the plugin's).
+    pub limits: Option<LimitsConfig>,
+}
+
+/// Resolves `plugin`/`function` of a step to a plugin of `kind`, its limits and function index.
+pub fn resolve_function(
+    plugin: &Spanned<String>,
+    function: &Spanned<String>,
+    limits: Option<&LimitsConfig>,
+    kind: PluginKind,
+    ctx: &PlanContext,
+) -> Result<(Arc<Plugin>, Limits, u32), SpecIssue> {
+    let (loaded, default_limits) = ctx
+        .plugins
+        .resolve(&plugin.value, &ctx.base_dir)
+        .map_err(|message| SpecIssue::at(&plugin.referenced, message))?;
+    if loaded.kind != kind {
+        let (wanted, found) = match kind {
+            PluginKind::Scalar => ("a scalar-udf", "a table-udf"),
+            PluginKind::Table => ("a table-udf", "a scalar-udf"),
+        };
+        return Err(SpecIssue::at(
+            &plugin.referenced,
+            format!("plugin `{}` is {found} plugin; this step needs {wanted} plugin", loaded.info.name),
+        ));
+    }
+    let names: Vec<&str> = match kind {
+        PluginKind::Scalar => loaded.scalar.iter().map(|f| f.name.as_str()).collect(),
+        PluginKind::Table => loaded.table.iter().map(|f| f.name.as_str()).collect(),
+    };
+    let index = names.iter().position(|name| *name == function.value).ok_or_else(|| {
+        SpecIssue::at(
+            &function.referenced,
+            format!("plugin `{}` has no function `{}`; it has: {}", loaded.info.name, function.value, names.join(", ")),
+        )
+    })?;
+    let limits = match limits {
+        None => default_limits,
+        Some(config) => config.resolve().map_err(|message| SpecIssue::at(&plugin.referenced, message))?,
+    };
+    Ok((loaded, limits, index as u32))
+}
+
+/// Compiles argument expressions and checks them against the function's declared types.
+pub fn compile_args(
+    args: &[Spanned<String>],
+    declared: &[crate::plugin::bindings::DataType],
+    signature: &str,
+    input: &SchemaRef,
+    ctx: &PlanContext,
+    at: &Spanned<String>,
+) -> Result<Vec<Arc<dyn PhysicalExpr>>, SpecIssue> {
+    let mut exprs = Vec::new();
+    let mut given = Vec::new();
+    for arg in args {
+        let mut compiled = compile_select_item(&arg.value, input, &ctx.functions)
+            .map_err(|err| SpecIssue::at(&arg.referenced, format!("`args`: {err}")))?;
+        let compiled = compiled
+            .pop()
+            .filter(|_| compiled.is_empty())
+            .ok_or_else(|| SpecIssue::at(&arg.referenced, "`*` is not an argument"))?;
+        given.push(compiled.field.data_type().to_string());
+        exprs.push((compiled, arg));
+    }
+    let matches = exprs.len() == declared.len()
+        && exprs
+            .iter()
+            .zip(declared)
+            .all(|((c, _), d)| c.field.data_type() == &crate::plugin::convert::to_arrow_type(d));
+    if !matches {
+        return Err(SpecIssue::at(&at.referenced, format!("{signature} is called with ({})", given.join(", "))));
+    }
+    Ok(exprs.into_iter().map(|(c, _)| c.physical).collect())
+}
+
+impl TransformSpec for UdfConfig {
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
+        let (plugin, limits, function) =
+            resolve_function(&self.plugin, &self.function, self.limits.as_ref(), PluginKind::Scalar, ctx)?;
+        let signature = &plugin.scalar[function as usize];
+        let described = format!(
+            "{}.{}({}) -> {}",
+            plugin.info.name,
+            signature.name,
+            signature.args.iter().map(type_name).collect::<Vec<_>>().join(", "),
+            type_name(&signature.returns)
+        );
+        let args = compile_args(&self.args, &signature.args, &described, input, ctx, &self.function)?;
+        let output = Field::new(&self.output.value, crate::plugin::convert::to_arrow_type(&signature.returns), true);
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        let position = fields.iter().position(|f| f.name() == output.name());
+        match position {
+            Some(at) => fields[at] = output,
+            None => fields.push(output),
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let replace = position.unwrap_or(input.fields().len());
+        let factory =
+            Arc::new(UdfFactory { schema: schema.clone(), plugin, limits, function, args, replace, described });
+        Ok(PlannedTransform { schema, factory })
+    }
+}
+
+#[derive(Debug)]
+struct UdfFactory {
+    schema: SchemaRef,
+    plugin: Arc<Plugin>,
+    limits: Limits,
+    function: u32,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    replace: usize,
+    described: String,
+}
+
+impl OperatorFactory for UdfFactory {
+    fn create(&self) -> Box<dyn Operator> {
+        Box::new(Udf {
+            schema: self.schema.clone(),
+            caller: ScalarCaller::new(Arc::clone(&self.plugin), self.limits, self.function),
+            args: self.args.clone(),
+            replace: self.replace,
+            described: self.described.clone(),
+            rows_seen: 0,
+        })
+    }
+}
+
+struct Udf {
+    schema: SchemaRef,
+    caller: ScalarCaller,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    replace: usize,
+    described: String,
+    rows_seen: u64,
+}
+
+/// Evaluates argument expressions on a batch.
+pub fn evaluate_args(args: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>, RuntimeError> {
+    args.iter()
+        .map(|expr| {
+            expr.evaluate(batch)
+                .and_then(|value| value.into_array(batch.num_rows()))
+                .map_err(|err| RuntimeError::Expression { expression: expr.to_string(), reason: err.to_string() })
+        })
+        .collect()
+}
+
+/// Applies the error policy to failed rows: each goes to `errors` with the row as JSON.
+///
+/// # Errors
+/// The first failed row under `fail`.
+pub fn report_failures(
+    failed: &[FailedRow],
+    batch: &RecordBatch,
+    first_row: u64,
+    described: &str,
+    errors: &mut RecordErrorHandler,
+) -> Result<(), RuntimeError> {
+    for failure in failed {
+        let raw = row_as_json(batch, failure.row);
+        errors.handle(BadRecord {
+            position: format!("input row {} of {described}", first_row + failure.row as u64),
+            raw: &raw,
+            reason: failure.reason.clone(),
+        })?;
+    }
+    Ok(())
+}
+
+impl Operator for Udf {
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        out: &mut Vec<RecordBatch>,
+        errors: &mut RecordErrorHandler,
+    ) -> Result<(), RuntimeError> {
+        let rows = batch.num_rows();
+        let args = evaluate_args(&self.args, &batch)?;
+        let result = self.caller.call(&args, rows)?;
+        report_failures(&result.failed, &batch, self.rows_seen, &self.described, errors)?;
+        self.rows_seen += rows as u64;
+        let mut columns = batch.columns().to_vec();
+        if self.replace < columns.len() {
+            columns[self.replace] = result.values;
+        } else {
+            columns.push(result.values);
+        }
+        let output = RecordBatch::try_new(self.schema.clone(), columns)?;
+        if result.failed.is_empty() {
+            out.push(output);
+        } else {
+            // Failed rows were handed to the error policy: they do not continue.
+            let mut keep = vec![true; rows];
+            for failure in &result.failed {
+                keep[failure.row] = false;
+            }
+            out.push(filter_record_batch(&output, &BooleanArray::from(keep))?);
+        }
+        Ok(())
+    }
+
+    fn runs_plugins(&self) -> bool {
+        true
+    }
+}

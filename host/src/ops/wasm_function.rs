@@ -1,0 +1,123 @@
+//! Plugin scalar functions callable from SQL expressions (`where: "is_fraud(card, amount)"`).
+//!
+//! Each function of each scalar plugin declared under `plugins:` is registered in the
+//! pipeline's [`FunctionCatalog`](super::expr::FunctionCatalog) under its own name. Inside an
+//! expression there is no per-row error policy: a row error becomes NULL (counted and logged),
+//! a trap fails the job. Use a `udf` step when failing rows should be skipped or dead-lettered.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arrow::array::ArrayRef;
+use arrow::datatypes::DataType as ArrowType;
+use datafusion_common::{DataFusionError, Result};
+use datafusion_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+
+use crate::plugin::convert::to_arrow_type;
+use crate::plugin::udf::ScalarCaller;
+use crate::plugin::{Limits, Plugin};
+
+/// One plugin function as a DataFusion scalar function.
+#[derive(Debug)]
+pub struct WasmFunction {
+    name: String,
+    plugin: Arc<Plugin>,
+    limits: Limits,
+    function: u32,
+    signature: Signature,
+    args: Vec<ArrowType>,
+    return_type: ArrowType,
+    callers: Mutex<Vec<ScalarCaller>>,
+}
+
+impl std::fmt::Debug for ScalarCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScalarCaller")
+    }
+}
+
+impl WasmFunction {
+    /// Function number `function` of a scalar plugin.
+    pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
+        let signature = &plugin.scalar[function as usize];
+        let args: Vec<ArrowType> = signature.args.iter().map(to_arrow_type).collect();
+        Self {
+            name: signature.name.clone(),
+            return_type: to_arrow_type(&signature.returns),
+            signature: Signature::user_defined(Volatility::Immutable),
+            args,
+            plugin,
+            limits,
+            function,
+            callers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl PartialEq for WasmFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.plugin.hash == other.plugin.hash && self.function == other.function
+    }
+}
+
+impl Eq for WasmFunction {}
+
+impl Hash for WasmFunction {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.plugin.hash.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for WasmFunction {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Numbers convert to the declared numeric type (so `f(price, 3)` works for an int32
+    /// parameter); anything else must match exactly: no silent number-to-string casts.
+    fn coerce_types(&self, given: &[ArrowType]) -> Result<Vec<ArrowType>> {
+        let declared = &self.args;
+        let fits = |given: &ArrowType, wanted: &ArrowType| {
+            given == wanted || given.is_null() || (given.is_numeric() && wanted.is_numeric())
+        };
+        if given.len() != declared.len() || !given.iter().zip(declared).all(|(g, w)| fits(g, w)) {
+            let show = |types: &[ArrowType]| types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            return datafusion_common::plan_err!(
+                "plugin function {}({}) -> {} cannot take ({})",
+                self.name,
+                show(declared),
+                self.return_type,
+                show(given)
+            );
+        }
+        Ok(declared.clone())
+    }
+
+    fn return_type(&self, _arg_types: &[ArrowType]) -> Result<ArrowType> {
+        Ok(self.return_type.clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays: Vec<ArrayRef> = args.args.iter().map(|value| value.to_array(rows)).collect::<Result<_>>()?;
+        // One caller (one instance) per concurrent evaluation; idle ones are reused.
+        let taken = self.callers.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut caller =
+            taken.unwrap_or_else(|| ScalarCaller::new(Arc::clone(&self.plugin), self.limits, self.function));
+        let result = crate::engine::blocking(|| caller.call(&arrays, rows));
+        self.callers.lock().unwrap_or_else(PoisonError::into_inner).push(caller);
+        let result = result.map_err(|err| DataFusionError::External(Box::new(err)))?;
+        if let Some(first) = result.failed.first() {
+            if first.reason.contains("trapped") {
+                return Err(DataFusionError::Execution(format!("row {}: {}", first.row, first.reason)));
+            }
+            tracing::warn!(function = %self.name, failed = result.failed.len(), first = %first.reason, "rows failed in a plugin function; their results are NULL");
+        }
+        Ok(ColumnarValue::Array(result.values))
+    }
+}

@@ -1,0 +1,471 @@
+//! The wasmtime embedding: one shared engine, an on-disk cache of compiled components, loading
+//! and describing plugins, and instances that survive traps by being re-created.
+//!
+//! Compiled artifacts are cached under `$WEIR_CACHE_DIR` (default `$XDG_CACHE_HOME/weir` or
+//! `~/.cache/weir`), keyed by the component's SHA-256 and the engine's compatibility hash (which
+//! covers the wasmtime version and configuration), so a restart loads in milliseconds instead of
+//! compiling again. Instances come from an `InstancePre` with the pooling allocator.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use super::bindings::scalar::{ScalarUdf, ScalarUdfPre};
+use super::bindings::table::{TableUdf, TableUdfPre};
+use super::bindings::{PluginInfo, ScalarSignature, TableSignature};
+use super::sandbox::{CAPTURE_CAPACITY, Limits, PluginMetrics, StoreState};
+
+/// How often the epoch advances; call time limits are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Maximum Wasm stack per call.
+pub const WASM_STACK: usize = 512 * 1024;
+
+/// Errors of loading or calling plugins.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// Not a component, or not one wasmtime can compile.
+    #[error("{path} is not a usable WebAssembly component: {reason}")]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A component that does not implement a weir world.
+    #[error(
+        "{path} does not implement a weir plugin world (weir:plugin/scalar@0.1.0 or weir:plugin/table@0.1.0); it exports [{exports}] and imports [{imports}]"
+    )]
+    UnknownWorld {
+        /// The file.
+        path: PathBuf,
+        /// What it exports.
+        exports: String,
+        /// What it imports.
+        imports: String,
+    },
+    /// Linking or instantiating failed (an import weir does not provide, limits at start-up).
+    #[error("plugin `{plugin}` cannot be instantiated: {reason}")]
+    Instantiate {
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        reason: String,
+    },
+    /// A call trapped (the instance is discarded).
+    #[error("plugin `{plugin}` {version} function `{function}` trapped ({trap}): {reason}")]
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// Its version.
+        version: String,
+        /// The function.
+        function: String,
+        /// The trap code (`interrupt` for the time limit, `unreachable` for panics, ...).
+        trap: String,
+        /// Details (backtrace, panic message when captured).
+        reason: String,
+    },
+    /// The plugin returned something that breaks the contract.
+    #[error("plugin `{plugin}` function `{function}` broke the contract: {reason}")]
+    Contract {
+        /// The plugin.
+        plugin: String,
+        /// The function.
+        function: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+/// The engine every plugin shares, with its epoch ticker.
+pub fn engine() -> &'static Engine {
+    static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
+        let mut pooling = PoolingAllocationConfig::default();
+        pooling.total_component_instances(1000).total_core_instances(2000).total_memories(2000).total_tables(2000);
+        pooling.max_memory_size(1 << 32);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(WASM_STACK)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawning the epoch thread");
+        engine
+    });
+    &ENGINE
+}
+
+/// Where compiled components are cached.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WEIR_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("weir");
+    }
+    std::env::var_os("HOME")
+        .map_or_else(|| std::env::temp_dir().join("weir-cache"), |home| PathBuf::from(home).join(".cache/weir"))
+}
+
+/// Which world a plugin implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginKind {
+    /// `scalar-udf`.
+    Scalar,
+    /// `table-udf`.
+    Table,
+}
+
+#[derive(Clone)]
+enum Pre {
+    Scalar(ScalarUdfPre<StoreState>),
+    Table(TableUdfPre<StoreState>),
+}
+
+/// A loaded, described plugin, ready to instantiate.
+#[derive(Clone)]
+pub struct Plugin {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Hex SHA-256 of the component.
+    pub hash: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Its self-description.
+    pub info: PluginInfo,
+    /// Its world.
+    pub kind: PluginKind,
+    /// Scalar functions (scalar world).
+    pub scalar: Vec<ScalarSignature>,
+    /// Table functions (table world).
+    pub table: Vec<TableSignature>,
+    /// What it imports (for `weir plugin inspect`).
+    pub imports: Vec<String>,
+    /// What it exports.
+    pub exports: Vec<String>,
+    /// Time to compile, or to load from the cache.
+    pub load_time: Duration,
+    /// Whether the compiled artifact came from the cache.
+    pub cached: bool,
+    pre: Pre,
+    metrics: Arc<PluginMetrics>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("path", &self.path)
+            .field("name", &self.info.name)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+fn compile_error(path: &Path, reason: impl std::fmt::Display) -> PluginError {
+    PluginError::Compile { path: path.to_path_buf(), reason: reason.to_string() }
+}
+
+/// Loads a component: from the compile cache when possible, then links and describes it.
+///
+/// # Errors
+/// Unreadable files, core modules or broken components, unknown worlds, failing `describe`.
+pub fn load(path: &Path) -> Result<Plugin, PluginError> {
+    let bytes =
+        std::fs::read(path).map_err(|err| PluginError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
+    match bytes.get(4..8) {
+        Some([0x0d, 0x00, 0x01, 0x00]) => {}
+        Some([0x01, 0x00, 0x00, 0x00]) => {
+            return Err(compile_error(
+                path,
+                "it is a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)",
+            ));
+        }
+        _ => return Err(compile_error(path, "not WebAssembly (bad magic number)")),
+    }
+    let engine = engine();
+    let hash = hex(&Sha256::digest(&bytes));
+    let started = Instant::now();
+    let (component, cached) = compile_cached(engine, path, &bytes, &hash)?;
+    let load_time = started.elapsed();
+
+    let component_type = component.component_type();
+    let exports: Vec<String> = component_type.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let imports: Vec<String> = component_type.imports(engine).map(|(name, _)| name.to_string()).collect();
+    let kind = if exports.iter().any(|e| e == "weir:plugin/scalar@0.1.0") {
+        PluginKind::Scalar
+    } else if exports.iter().any(|e| e == "weir:plugin/table@0.1.0") {
+        PluginKind::Table
+    } else {
+        return Err(PluginError::UnknownWorld {
+            path: path.to_path_buf(),
+            exports: exports.join(", "),
+            imports: imports.join(", "),
+        });
+    };
+
+    let instantiate_error = |reason: String| PluginError::Instantiate { plugin: path.display().to_string(), reason };
+    let mut linker: Linker<StoreState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| instantiate_error(format!("{err:#}")))?;
+    let pre = match kind {
+        PluginKind::Scalar => {
+            ScalarUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
+                .map_err(|err| instantiate_error(format!("{err:#}")))?;
+            let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
+            Pre::Scalar(ScalarUdfPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
+        }
+        PluginKind::Table => {
+            TableUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
+                .map_err(|err| instantiate_error(format!("{err:#}")))?;
+            let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
+            Pre::Table(TableUdfPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
+        }
+    };
+    let metrics = Arc::new(PluginMetrics::default());
+    let mut plugin = Plugin {
+        path: path.to_path_buf(),
+        hash,
+        size: bytes.len() as u64,
+        info: PluginInfo { name: String::new(), version: String::new(), description: String::new() },
+        kind,
+        scalar: Vec::new(),
+        table: Vec::new(),
+        imports,
+        exports,
+        load_time,
+        cached,
+        pre,
+        metrics,
+    };
+    let mut instance = Instance::new(Arc::new(plugin.clone()), Limits::default())?;
+    let describe_error = |err: wasmtime::Error| instantiate_error(format!("describe failed: {err:#}"));
+    match &instance.bindings {
+        Bindings::Scalar(bindings) => {
+            let (info, functions) =
+                bindings.weir_plugin_scalar().call_describe(&mut instance.store).map_err(describe_error)?;
+            plugin.info = info;
+            plugin.scalar = functions;
+        }
+        Bindings::Table(bindings) => {
+            let (info, functions) =
+                bindings.weir_plugin_table().call_describe(&mut instance.store).map_err(describe_error)?;
+            plugin.info = info;
+            plugin.table = functions;
+        }
+    }
+    Ok(plugin)
+}
+
+fn compile_cached(engine: &Engine, path: &Path, bytes: &[u8], hash: &str) -> Result<(Component, bool), PluginError> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let dir = cache_dir();
+    let artifact = dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish()));
+    if artifact.exists() {
+        // SAFETY: the artifact was written by `Component::serialize` of this engine
+        // configuration (the file name carries the compatibility hash) and is only read here.
+        match unsafe { Component::deserialize_file(engine, &artifact) } {
+            Ok(component) => return Ok((component, true)),
+            Err(err) => {
+                tracing::warn!(artifact = %artifact.display(), error = %err, "ignoring an unusable cached artifact")
+            }
+        }
+    }
+    let component = Component::new(engine, bytes).map_err(|err| compile_error(path, format!("{err:#}")))?;
+    if let Ok(serialized) = component.serialize() {
+        let temporary = artifact.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&temporary, serialized))
+            .and_then(|()| std::fs::rename(&temporary, &artifact));
+        if let Err(err) = written {
+            tracing::warn!(dir = %dir.display(), error = %err, "cannot cache the compiled plugin");
+        }
+    }
+    Ok((component, false))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+enum Bindings {
+    Scalar(ScalarUdf),
+    Table(TableUdf),
+}
+
+/// One live instance of a plugin, with its own store and limits.
+pub struct Instance {
+    plugin: Arc<Plugin>,
+    limits: Limits,
+    store: Store<StoreState>,
+    bindings: Bindings,
+    logged: (usize, usize),
+}
+
+impl Instance {
+    /// A fresh instance (microseconds with the pooling allocator).
+    ///
+    /// # Errors
+    /// Instantiation failures (for example a start function over the limits).
+    pub fn new(plugin: Arc<Plugin>, limits: Limits) -> Result<Self, PluginError> {
+        let name: Arc<str> = Arc::from(plugin.info.name.as_str());
+        let mut store = Store::new(engine(), StoreState::new(name, &limits, Arc::clone(&plugin.metrics)));
+        store.limiter(StoreState::limiter);
+        store.set_epoch_deadline(deadline_ticks(limits.time));
+        let failed = |err: wasmtime::Error| PluginError::Instantiate {
+            plugin: plugin.path.display().to_string(),
+            reason: format!("{err:#}"),
+        };
+        let bindings = match &plugin.pre {
+            Pre::Scalar(pre) => Bindings::Scalar(pre.instantiate(&mut store).map_err(failed)?),
+            Pre::Table(pre) => Bindings::Table(pre.instantiate(&mut store).map_err(failed)?),
+        };
+        Ok(Self { plugin, limits, store, bindings, logged: (0, 0) })
+    }
+
+    /// The plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// Calls a scalar function.
+    ///
+    /// # Errors
+    /// Traps (the caller must replace this instance) and contract violations.
+    pub fn call_scalar(
+        &mut self,
+        function: u32,
+        rows: u32,
+        args: &[super::bindings::Column],
+    ) -> Result<
+        Result<super::bindings::scalar::exports::weir::plugin::scalar::ScalarOutput, super::bindings::CallError>,
+        PluginError,
+    > {
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
+        let stderr_before = self.logged.1;
+        let result = match &self.bindings {
+            Bindings::Scalar(bindings) => {
+                bindings.weir_plugin_scalar().call_call(&mut self.store, function, rows, args)
+            }
+            Bindings::Table(_) => unreachable!("a table plugin is never called as scalar (checked at load)"),
+        };
+        self.forward_output();
+        result.map_err(|err| self.trap(function, &err, stderr_before))
+    }
+
+    /// Calls a table function.
+    ///
+    /// # Errors
+    /// Traps (the caller must replace this instance) and contract violations.
+    pub fn call_table(
+        &mut self,
+        function: u32,
+        rows: u32,
+        args: &[super::bindings::Column],
+    ) -> Result<
+        Result<super::bindings::table::exports::weir::plugin::table::TableOutput, super::bindings::CallError>,
+        PluginError,
+    > {
+        self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
+        let stderr_before = self.logged.1;
+        let result = match &self.bindings {
+            Bindings::Table(bindings) => bindings.weir_plugin_table().call_call(&mut self.store, function, rows, args),
+            Bindings::Scalar(_) => unreachable!("a scalar plugin is never called as table (checked at load)"),
+        };
+        self.forward_output();
+        result.map_err(|err| self.trap(function, &err, stderr_before))
+    }
+
+    /// Whether captured output is filling up: the caller recycles the instance.
+    pub fn needs_recycling(&self) -> bool {
+        self.logged.0.max(self.logged.1) > CAPTURE_CAPACITY / 2
+    }
+
+    fn function_name(&self, function: u32) -> String {
+        let name = match self.plugin.kind {
+            PluginKind::Scalar => self.plugin.scalar.get(function as usize).map(|f| f.name.clone()),
+            PluginKind::Table => self.plugin.table.get(function as usize).map(|f| f.name.clone()),
+        };
+        name.unwrap_or_else(|| format!("#{function}"))
+    }
+
+    fn trap(&self, function: u32, err: &wasmtime::Error, stderr_before: usize) -> PluginError {
+        let (trap, mut reason) = match err.downcast_ref::<Trap>() {
+            Some(trap) => (trap_name(*trap), trap.to_string()),
+            None => ("error".to_owned(), format!("{err:#}")),
+        };
+        // What the guest printed during this call (a panic message) says more than the trap.
+        let contents = self.store.data().stderr.contents();
+        let printed = String::from_utf8_lossy(contents.get(stderr_before..).unwrap_or_default()).into_owned();
+        let printed: Vec<&str> = printed
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("note: run with"))
+            .collect();
+        if !printed.is_empty() {
+            reason = format!("{} ({reason})", printed.join(" "));
+        }
+        PluginError::Trap {
+            plugin: self.plugin.info.name.clone(),
+            version: self.plugin.info.version.clone(),
+            function: self.function_name(function),
+            trap,
+            reason,
+        }
+    }
+
+    /// Sends new guest stdout/stderr lines to the host log.
+    fn forward_output(&mut self) {
+        let plugin = self.plugin.info.name.as_str();
+        let state = self.store.data();
+        for (stream, pipe, seen) in
+            [("stdout", &state.stdout, &mut self.logged.0), ("stderr", &state.stderr, &mut self.logged.1)]
+        {
+            let contents = pipe.contents();
+            if contents.len() > *seen {
+                for line in String::from_utf8_lossy(&contents[*seen..]).lines() {
+                    tracing::info!(plugin, stream, "{line}");
+                }
+                *seen = contents.len();
+            }
+        }
+    }
+}
+
+fn deadline_ticks(limit: Duration) -> u64 {
+    (limit.as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1
+}
+
+fn trap_name(trap: Trap) -> String {
+    match trap {
+        Trap::Interrupt => "time limit exceeded (interrupt)".into(),
+        Trap::StackOverflow => "stack overflow".into(),
+        Trap::UnreachableCodeReached => "unreachable (a panic or abort in the plugin)".into(),
+        Trap::MemoryOutOfBounds => "memory out of bounds".into(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,300 @@
+//! Wasm plugins end to end: the `udf` and `flat_map` steps, plugin functions in expressions,
+//! load-time checks, and the hostile fixtures (each contained, with a typed error, host alive).
+//! The plugins are built by `tests/run.sh` before the tests run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::support::{Workspace, counters, json_lines};
+
+fn plugin(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run ./tests/run.sh, which builds the plugins", path.display());
+    path.display().to_string()
+}
+
+fn plugins_section() -> String {
+    format!(
+        "plugins:\n  currency: {{ path: {} }}\n  strings: {{ path: {} }}\n  words: {{ path: {} }}\n  hostile: {{ path: {}, limits: {{ time: 200ms, memory: 32MiB }} }}\n",
+        plugin("currency"),
+        plugin("strings"),
+        plugin("words"),
+        plugin("hostile")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udf_step_matches_the_native_expression() {
+    let ws = Workspace::new();
+    let metrics = ws
+        .run(&format!(
+            r#"{}
+sources:
+  bids: {{ type: nexmark, kind: bid, events: 5000 }}
+transforms:
+  eur: {{ type: udf, inputs: [bids], plugin: currency, function: dollar_to_euro, args: [price], as: price_eur, parallelism: 2 }}
+  both: {{ type: select, inputs: [eur], columns: [auction, price_eur, "price * 0.908 AS native"] }}
+sinks:
+  out: {{ type: file, inputs: [both], path: out.jsonl }}
+"#,
+            plugins_section()
+        ))
+        .await
+        .unwrap();
+    let rows = json_lines(&ws.read("out.jsonl"));
+    assert_eq!(rows.len(), 4600);
+    assert!(rows.iter().all(|row| row["price_eur"] == row["native"]), "Wasm and native agree on every row");
+    assert_eq!(counters(&metrics, "eur").errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_functions_work_inside_filter_and_select() {
+    let ws = Workspace::new();
+    ws.run(&format!(
+        r#"{}
+sources:
+  bids: {{ type: nexmark, kind: bid, events: 20000 }}
+transforms:
+  cold: {{ type: filter, inputs: [bids], where: "url_param(url, 'channel_id') IS NOT NULL AND char_count(channel) > 7" }}
+  out: {{ type: select, inputs: [cold], columns: [channel, "url_param(url, 'channel_id') AS channel_id", "url_path_segment(url, 3) AS page", "fnv1a64(channel) AS bucket"] }}
+sinks:
+  file: {{ type: file, inputs: [out], path: out.jsonl }}
+"#,
+        plugins_section()
+    ))
+    .await
+    .unwrap();
+    let rows = json_lines(&ws.read("out.jsonl"));
+    assert!(!rows.is_empty());
+    for row in &rows {
+        assert!(row["channel"].as_str().unwrap().starts_with("channel-"), "{row}");
+        assert!(row["channel_id"].as_str().unwrap().parse::<u64>().is_ok(), "{row}");
+        assert_eq!(row["page"], "item.htm");
+        assert!(row["bucket"].as_u64().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flat_map_emits_rows_per_input_row() {
+    let ws = Workspace::new();
+    ws.run(&format!(
+        r#"{}
+sources:
+  docs: {{ type: generator, count: 3, columns: {{ id: {{ sequence: {{}} }}, body: {{ choice: ["Hello big World"] }} }} }}
+transforms:
+  tokens: {{ type: flat_map, inputs: [docs], plugin: words, function: split_words, args: [body], parallelism: 1 }}
+sinks:
+  out: {{ type: file, inputs: [tokens], path: out.jsonl }}
+"#,
+        plugins_section()
+    ))
+    .await
+    .unwrap();
+    let rows = json_lines(&ws.read("out.jsonl"));
+    assert_eq!(rows.len(), 9);
+    assert_eq!(rows[2]["id"], 0);
+    assert_eq!(rows[2]["word"], "World");
+    assert_eq!(rows[2]["lower"], "world");
+    assert_eq!(rows[2]["position"], 2);
+    assert_eq!(rows[3]["id"], 1);
+}
+
+#[test]
+fn mismatched_uses_are_refused_at_load_time() {
+    let ws = Workspace::new();
+    let pipeline = |step: &str| {
+        format!(
+            "{}\nsources:\n  bids: {{ type: nexmark, kind: bid, events: 10 }}\ntransforms:\n  step: {step}\nsinks:\n  out: {{ type: blackhole, inputs: [step] }}\n",
+            plugins_section()
+        )
+    };
+    let err = ws
+        .load(&pipeline(
+            "{ type: udf, inputs: [bids], plugin: currency, function: dollar_to_euro, args: [channel], as: x }",
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("transforms.step")
+            && err.contains("currency.dollar_to_euro(Int64) -> Float64 is called with (Utf8)"),
+        "{err}"
+    );
+    let err = ws
+        .load(&pipeline("{ type: udf, inputs: [bids], plugin: currency, function: to_yen, args: [price], as: x }"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no function `to_yen`") && err.contains("dollar_to_euro, convert, celsius_to_fahrenheit"),
+        "{err}"
+    );
+    let err = ws
+        .load(&pipeline("{ type: udf, inputs: [bids], plugin: words, function: split_words, args: [url], as: x }"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("table-udf plugin") && err.contains("needs a scalar-udf"), "{err}");
+    let err = ws
+        .load(&pipeline("{ type: filter, inputs: [bids], where: \"char_count(price) > 1\" }"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("transforms.step") && err.contains("char_count"), "{err}");
+    // A core module is not a component.
+    ws.write("core.wasm", b"\0asm\x01\0\0\0");
+    let err = ws
+        .load(&pipeline("{ type: udf, inputs: [bids], plugin: core.wasm, function: f, args: [], as: x }"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("core WebAssembly module, not a component"), "{err}");
+}
+
+/// Runs a single-function hostile pipeline over `count` generated rows.
+async fn hostile(
+    function: &str,
+    arg: &str,
+    count: u64,
+    policy: &str,
+) -> (Workspace, Result<weir_host::engine::metrics::PipelineMetrics, String>) {
+    let ws = Workspace::new();
+    let dead_letter = if policy == "dead-letter" { ", dead_letter: rejects" } else { "" };
+    let yaml = format!(
+        r#"{}
+sources:
+  rows: {{ type: generator, count: {count}, columns: {{ x: {{ sequence: {{}} }} }} }}
+transforms:
+  bad: {{ type: udf, inputs: [rows], plugin: hostile, function: {function}, args: ["{arg}"], as: y, on_error: {policy}{dead_letter}, parallelism: 1 }}
+sinks:
+  out: {{ type: file, inputs: [bad], path: out.jsonl }}
+  rejects: {{ type: file, path: rejects.jsonl }}
+"#,
+        plugins_section(),
+    );
+    let yaml = if policy == "dead-letter" {
+        yaml
+    } else {
+        yaml.replace("  rejects: { type: file, path: rejects.jsonl }\n", "")
+    };
+    let result = ws.run(&yaml).await;
+    (ws, result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_on_one_row_keeps_the_others_and_follows_the_policy() {
+    let (ws, result) = hostile("panic_on_13", "x", 100, "skip").await;
+    let metrics = result.unwrap();
+    let ys: Vec<i64> = json_lines(&ws.read("out.jsonl")).iter().map(|r| r["y"].as_i64().unwrap()).collect();
+    assert_eq!(ys.len(), 99, "bisection isolates the one trapping row");
+    assert!(!ys.contains(&26));
+    assert_eq!(counters(&metrics, "bad").discarded_events, 1);
+
+    let (ws, result) = hostile("panic_on_13", "x", 100, "dead-letter").await;
+    result.unwrap();
+    let rejects = json_lines(&ws.read("rejects.jsonl"));
+    assert_eq!(rejects.len(), 1);
+    assert!(rejects[0]["error"].as_str().unwrap().contains("unreachable"), "{}", rejects[0]);
+    assert!(
+        rejects[0]["error"].as_str().unwrap().contains("13 is unlucky"),
+        "the panic message is kept: {}",
+        rejects[0]
+    );
+    let raw = rejects[0]["raw"].as_str().unwrap();
+    let raw =
+        String::from_utf8((0..raw.len()).step_by(2).map(|i| u8::from_str_radix(&raw[i..i + 2], 16).unwrap()).collect())
+            .unwrap();
+    assert!(raw.contains("\"x\":13"), "the failing row, as JSON: {raw}");
+
+    let (_, result) = hostile("panic_on_13", "x", 100, "fail").await;
+    let err = result.unwrap_err();
+    assert!(
+        err.contains("hostile") && err.contains("0.1.0") && err.contains("panic_on_13") && err.contains("input row 13"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_loop_is_interrupted_by_the_time_limit() {
+    let started = Instant::now();
+    let (_, result) = hostile("spin", "x", 1, "fail").await;
+    let err = result.unwrap_err();
+    assert!(err.contains("spin") && err.contains("time limit exceeded"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the 200ms limit stopped it: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_stack_bomb_and_huge_output_are_contained() {
+    let (_, result) = hostile("hog_memory", "x", 1, "fail").await;
+    let err = result.unwrap_err();
+    assert!(err.contains("hog_memory") && err.contains("trapped"), "{err}");
+    let (_, result) = hostile("deep_recursion", "x", 1, "fail").await;
+    let err = result.unwrap_err();
+    assert!(err.contains("deep_recursion") && err.contains("stack overflow"), "{err}");
+    // 100 MiB for one row, over the 32 MiB limit: the row fails, the job goes on (skip).
+    let (ws, result) = hostile("huge_output", "x + 100", 1, "skip").await;
+    let metrics = result.unwrap_or_else(|err| panic!("skip keeps the job alive: {err}"));
+    assert_eq!(counters(&metrics, "bad").discarded_events, 1);
+    assert_eq!(ws.read("out.jsonl"), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_environment_and_network_are_denied() {
+    for (function, arg) in [("read_file", "'/etc/passwd'"), ("read_env", "'HOME'"), ("connect", "'127.0.0.1:5432'")] {
+        let (ws, result) = hostile(function, arg, 1, "dead-letter").await;
+        result.unwrap();
+        assert_eq!(ws.read("out.jsonl"), "", "{function} produced nothing");
+        let rejects = json_lines(&ws.read("rejects.jsonl"));
+        let error = rejects[0]["error"].as_str().unwrap();
+        assert!(error.starts_with(function), "{error}");
+        assert!(!error.contains("root:"), "no file content leaks: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_plugin_never_stalls_other_work() {
+    // Another pipeline and a ticker keep running while a plugin spins until its limit.
+    let ticker = tokio::spawn(async {
+        let mut worst = Duration::ZERO;
+        let mut interval = tokio::time::interval(Duration::from_millis(10));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let start = Instant::now();
+        let mut last = Instant::now();
+        while start.elapsed() < Duration::from_millis(600) {
+            interval.tick().await;
+            worst = worst.max(last.elapsed());
+            last = Instant::now();
+        }
+        worst
+    });
+    let spinning = tokio::spawn(hostile("spin", "x", 2, "skip"));
+    let ws = Workspace::new();
+    let normal = ws.run("sources:\n  g: { type: generator, count: 100000, columns: { id: { sequence: {} } } }\nsinks:\n  out: { type: blackhole, inputs: [g] }\n").await;
+    assert_eq!(counters(&normal.unwrap(), "out").sent_events, 100_000);
+    let worst = ticker.await.unwrap();
+    assert!(worst < Duration::from_millis(60), "the runtime stalled for {worst:?}");
+    let (_, result) = spinning.await.unwrap();
+    assert_eq!(counters(&result.unwrap(), "bad").discarded_events, 2);
+}
+
+#[test]
+fn inspect_describes_a_plugin_and_the_cache_skips_recompiling() {
+    let cache = tempfile::tempdir().unwrap();
+    let inspect = || {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["plugin", "inspect", &plugin("currency")])
+            .env("WEIR_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let first = inspect();
+    assert!(first.contains("world:    weir:plugin/scalar-udf@0.1.0"), "{first}");
+    assert!(first.contains("dollar_to_euro(Int64) -> Float64"), "{first}");
+    assert!(first.contains("sandbox:  ok"), "{first}");
+    assert!(first.contains("compiled now"), "{first}");
+    assert!(inspect().contains("from the cache"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["plugin", "inspect", "Cargo.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
