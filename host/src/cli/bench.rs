@@ -15,6 +15,12 @@ use crate::pipeline;
 /// Options of `weir bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// Which suite: `pipelines` (built-in scenarios) or `plugins` (the Wasm boundary).
+    #[arg(default_value = "pipelines")]
+    suite: String,
+    /// Where the compiled plugins are (for the `plugins` suite).
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    plugins_dir: std::path::PathBuf,
     /// Bids per scenario.
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
@@ -36,19 +42,22 @@ struct Scenario {
     input_bytes: Option<u64>,
 }
 
+/// One measured run.
 #[derive(Debug, Clone, Copy)]
-struct Measurement {
+pub struct Measurement {
     events: u64,
     wall: Duration,
     cpu: Duration,
 }
 
 impl Measurement {
-    fn per_second(&self) -> f64 {
+    /// Events per second of wall time.
+    pub fn per_second(&self) -> f64 {
         self.events as f64 / self.wall.as_secs_f64()
     }
 
-    fn per_cpu_second(&self) -> f64 {
+    /// Events per CPU-second (user + sys).
+    pub fn per_cpu_second(&self) -> f64 {
         self.events as f64 / self.cpu.as_secs_f64()
     }
 }
@@ -100,7 +109,8 @@ fn scenarios(events: u64, json_path: &Path, out_path: &Path, input_bytes: u64) -
     ]
 }
 
-fn cpu_time() -> Duration {
+/// CPU time (user + sys) of this process so far.
+pub fn cpu_time() -> Duration {
     // SAFETY: getrusage writes into the struct we pass; RUSAGE_SELF is always valid.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
@@ -111,7 +121,11 @@ fn cpu_time() -> Duration {
     Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
-fn run_once(runtime: &tokio::runtime::Runtime, yaml: &str, dir: &Path) -> anyhow::Result<Measurement> {
+/// Runs pipeline text once and measures it.
+///
+/// # Errors
+/// A refused pipeline or a failed run.
+pub fn run_pipeline(runtime: &tokio::runtime::Runtime, yaml: &str, dir: &Path) -> anyhow::Result<Measurement> {
     let file = dir.join("bench.yaml");
     std::fs::write(&file, yaml)?;
     let pipeline = pipeline::load(&file)?;
@@ -134,6 +148,11 @@ pub fn main(args: &BenchArgs) -> std::process::ExitCode {
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    match args.suite.as_str() {
+        "pipelines" => {}
+        "plugins" => return super::bench_plugins::bench(&args.plugins_dir, args.events.min(2_000_000), args.runs),
+        other => anyhow::bail!("unknown benchmark suite `{other}`; expected pipelines or plugins"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -145,7 +164,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         generator_events(args.file_events),
         json_path.display()
     );
-    run_once(&runtime, &writer, &dir)?;
+    run_pipeline(&runtime, &writer, &dir)?;
     let input_bytes = std::fs::metadata(&json_path)?.len();
     eprintln!("input file: {:.1} MB", input_bytes as f64 / 1e6);
 
@@ -162,7 +181,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             continue;
         }
         let mut runs = (0..args.runs.max(1))
-            .map(|_| run_once(&runtime, &scenario.yaml, &dir))
+            .map(|_| run_pipeline(&runtime, &scenario.yaml, &dir))
             .collect::<anyhow::Result<Vec<_>>>()?;
         runs.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
         let median = runs[runs.len() / 2];

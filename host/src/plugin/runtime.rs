@@ -91,19 +91,25 @@ pub enum PluginError {
     },
 }
 
+/// An engine with weir's configuration; `epochs: false` only for measuring what epoch
+/// interruption costs (such an engine cannot stop a runaway plugin).
+pub fn build_engine(epochs: bool) -> Engine {
+    let mut pooling = PoolingAllocationConfig::default();
+    pooling.total_component_instances(1000).total_core_instances(2000).total_memories(2000).total_tables(2000);
+    pooling.max_memory_size(1 << 32);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(epochs)
+        .max_wasm_stack(WASM_STACK)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    Engine::new(&config).expect("the wasmtime configuration is valid")
+}
+
 /// The engine every plugin shares, with its epoch ticker.
 pub fn engine() -> &'static Engine {
     static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
-        let mut pooling = PoolingAllocationConfig::default();
-        pooling.total_component_instances(1000).total_core_instances(2000).total_memories(2000).total_tables(2000);
-        pooling.max_memory_size(1 << 32);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(WASM_STACK)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
+        let engine = build_engine(true);
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("weir-epoch".into())
@@ -174,6 +180,8 @@ pub struct Plugin {
     pub cached: bool,
     pre: Pre,
     metrics: Arc<PluginMetrics>,
+    engine: Engine,
+    epochs: bool,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -195,6 +203,14 @@ fn compile_error(path: &Path, reason: impl std::fmt::Display) -> PluginError {
 /// # Errors
 /// Unreadable files, core modules or broken components, unknown worlds, failing `describe`.
 pub fn load(path: &Path) -> Result<Plugin, PluginError> {
+    load_with(path, engine(), true, true)
+}
+
+/// Loads a component into a given engine, optionally bypassing the compile cache (benchmarks).
+///
+/// # Errors
+/// As for [`load`].
+pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) -> Result<Plugin, PluginError> {
     let bytes =
         std::fs::read(path).map_err(|err| PluginError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
     match bytes.get(4..8) {
@@ -207,10 +223,13 @@ pub fn load(path: &Path) -> Result<Plugin, PluginError> {
         }
         _ => return Err(compile_error(path, "not WebAssembly (bad magic number)")),
     }
-    let engine = engine();
     let hash = hex(&Sha256::digest(&bytes));
     let started = Instant::now();
-    let (component, cached) = compile_cached(engine, path, &bytes, &hash)?;
+    let (component, cached) = if use_cache {
+        compile_cached(engine, path, &bytes, &hash)?
+    } else {
+        (Component::new(engine, &bytes).map_err(|err| compile_error(path, format!("{err:#}")))?, false)
+    };
     let load_time = started.elapsed();
 
     let component_type = component.component_type();
@@ -260,6 +279,8 @@ pub fn load(path: &Path) -> Result<Plugin, PluginError> {
         cached,
         pre,
         metrics,
+        engine: engine.clone(),
+        epochs,
     };
     let mut instance = Instance::new(Arc::new(plugin.clone()), Limits::default())?;
     let describe_error = |err: wasmtime::Error| instantiate_error(format!("describe failed: {err:#}"));
@@ -333,9 +354,11 @@ impl Instance {
     /// Instantiation failures (for example a start function over the limits).
     pub fn new(plugin: Arc<Plugin>, limits: Limits) -> Result<Self, PluginError> {
         let name: Arc<str> = Arc::from(plugin.info.name.as_str());
-        let mut store = Store::new(engine(), StoreState::new(name, &limits, Arc::clone(&plugin.metrics)));
+        let mut store = Store::new(&plugin.engine, StoreState::new(name, &limits, Arc::clone(&plugin.metrics)));
         store.limiter(StoreState::limiter);
-        store.set_epoch_deadline(deadline_ticks(limits.time));
+        if plugin.epochs {
+            store.set_epoch_deadline(deadline_ticks(limits.time));
+        }
         let failed = |err: wasmtime::Error| PluginError::Instantiate {
             plugin: plugin.path.display().to_string(),
             reason: format!("{err:#}"),
@@ -365,7 +388,9 @@ impl Instance {
         Result<super::bindings::scalar::exports::weir::plugin::scalar::ScalarOutput, super::bindings::CallError>,
         PluginError,
     > {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
+        if self.plugin.epochs {
+            self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
+        }
         let stderr_before = self.logged.1;
         let result = match &self.bindings {
             Bindings::Scalar(bindings) => {
@@ -390,7 +415,9 @@ impl Instance {
         Result<super::bindings::table::exports::weir::plugin::table::TableOutput, super::bindings::CallError>,
         PluginError,
     > {
-        self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
+        if self.plugin.epochs {
+            self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
+        }
         let stderr_before = self.logged.1;
         let result = match &self.bindings {
             Bindings::Table(bindings) => bindings.weir_plugin_table().call_call(&mut self.store, function, rows, args),
