@@ -116,3 +116,17 @@ fn duplicate_names_sinks_as_inputs_and_dead_letter_wiring() {
         .unwrap_err();
     assert!(err.to_string().contains("needs `dead_letter"), "{err}");
 }
+
+#[test]
+fn every_example_pipeline_validates() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let file = entry.unwrap().path().join("pipeline.yaml");
+        if file.exists() {
+            weir_host::pipeline::load(&file).unwrap_or_else(|err| panic!("{err}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "quickstart and plugins at least");
+}
