@@ -30,12 +30,6 @@ pub struct WasmFunction {
     callers: Mutex<Vec<ScalarCaller>>,
 }
 
-impl std::fmt::Debug for ScalarCaller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ScalarCaller")
-    }
-}
-
 impl WasmFunction {
     /// Function number `function` of a scalar plugin.
     pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {

@@ -42,6 +42,15 @@ pub struct ScalarCaller {
     instance: Option<Instance>,
 }
 
+impl std::fmt::Debug for ScalarCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScalarCaller")
+            .field("plugin", &self.plugin.info.name)
+            .field("function", &self.function)
+            .finish()
+    }
+}
+
 impl ScalarCaller {
     /// A caller for function number `function`.
     pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
