@@ -221,6 +221,17 @@ async fn infinite_loop_is_interrupted_by_the_time_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_inside_the_host_is_refused_at_once() {
+    // Epoch interruption cannot stop a call blocked in the host, so plugins may not block at
+    // all: a 5 s sleep traps immediately instead of holding the step for 5 s.
+    let started = Instant::now();
+    let (_, result) = hostile("nap", "x + 5000", 1, "fail").await;
+    let err = result.unwrap_err();
+    assert!(err.contains("nap") && err.contains("may not wait"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "refused at once: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_stack_bomb_and_huge_output_are_contained() {
     let (_, result) = hostile("hog_memory", "x", 1, "fail").await;
     let err = result.unwrap_err();

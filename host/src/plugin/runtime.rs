@@ -250,6 +250,7 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
     let instantiate_error = |reason: String| PluginError::Instantiate { plugin: path.display().to_string(), reason };
     let mut linker: Linker<StoreState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| instantiate_error(format!("{err:#}")))?;
+    forbid_blocking(&mut linker).map_err(|err| instantiate_error(format!("{err:#}")))?;
     let pre = match kind {
         PluginKind::Scalar => {
             ScalarUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
@@ -299,6 +300,30 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
         }
     }
     Ok(plugin)
+}
+
+/// Replaces the only WASI functions that can block in the host with ones that trap: waiting on
+/// a pollable (`poll`, `pollable.block`, which is how a guest sleeps). Epoch interruption cannot
+/// stop a call while it waits inside the host, so a UDF may not wait at all; everything else
+/// weir links returns at once (no files, sockets or stdin are granted; output is buffered).
+fn forbid_blocking(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance("wasi:io/poll@0.2.12")?;
+    poll.func_wrap("poll", |_store, (_pollables,): (Vec<Resource<DynPollable>>,)| -> wasmtime::Result<(Vec<u32>,)> {
+        Err(wasmtime::Error::msg("plugins may not wait (wasi:io/poll.poll): a UDF must not sleep or block"))
+    })?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_store, (_pollable,): (Resource<DynPollable>,)| -> wasmtime::Result<()> {
+            Err(wasmtime::Error::msg(
+                "plugins may not wait (wasi:io/poll.pollable.block): a UDF must not sleep or block",
+            ))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
 }
 
 fn compile_cached(engine: &Engine, path: &Path, bytes: &[u8], hash: &str) -> Result<(Component, bool), PluginError> {

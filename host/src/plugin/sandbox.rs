@@ -8,7 +8,9 @@
 //! | captured stdout + stderr | 64 KiB per instance, then the instance is recycled | fixed |
 //!
 //! Files, environment variables, network and the host's stdio are never granted: WASI is linked
-//! with a context that grants nothing, so a plugin that tries gets an error, not access.
+//! with a context that grants nothing, so a plugin that tries gets an error, not access. Waiting
+//! in the host (sleeping through `wasi:io/poll`) traps at once (see `runtime::forbid_blocking`),
+//! so every host call returns immediately and the epoch deadline bounds the whole call.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -56,6 +56,12 @@ weir_plugin::scalar_udfs! {
         std::net::TcpStream::connect(address).map(|_| "connected".to_owned()).map_err(|err| format!("connect: {err}"))
     }
 
+    /// Sleeps for `millis` milliseconds (a call that waits inside the host).
+    fn nap(millis: i64) -> i64 {
+        std::thread::sleep(std::time::Duration::from_millis(millis as u64));
+        millis
+    }
+
     /// Prints to stdout and stderr (captured by the host, capped).
     fn chatty(x: i64) -> i64 {
         println!("chatty says {x} on stdout");
