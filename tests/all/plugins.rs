@@ -309,3 +309,33 @@ fn inspect_describes_a_plugin_and_the_cache_skips_recompiling() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn guest_stdout_and_stderr_go_to_the_host_log() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "chatty.yaml",
+        format!(
+            "{}\nsources:\n  rows: {{ type: generator, count: 3, columns: {{ x: {{ sequence: {{}} }} }} }}\ntransforms:\n  talk: {{ type: udf, inputs: [rows], plugin: hostile, function: chatty, args: [x], as: y }}\nsinks:\n  out: {{ type: blackhole, inputs: [talk] }}\n",
+            plugins_section()
+        ),
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--log-format", "json", "run", "--quiet"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stderr.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let said = |stream: &str| {
+        lines.iter().any(|l| {
+            l["fields"]["stream"] == stream
+                && l["fields"]["plugin"] == "hostile"
+                && l["fields"]["message"].as_str().unwrap_or("").contains("chatty says 2")
+        })
+    };
+    assert!(said("stdout") && said("stderr"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("chatty"), "the guest never writes to weir's stdout");
+}
