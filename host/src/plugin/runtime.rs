@@ -413,18 +413,10 @@ impl Instance {
         Result<super::bindings::scalar::exports::weir::plugin::scalar::ScalarOutput, super::bindings::CallError>,
         PluginError,
     > {
-        if self.plugin.epochs {
-            self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
-        }
-        let stderr_before = self.logged.1;
-        let result = match &self.bindings {
-            Bindings::Scalar(bindings) => {
-                bindings.weir_plugin_scalar().call_call(&mut self.store, function, rows, args)
-            }
+        self.guarded(function, |bindings, store| match bindings {
+            Bindings::Scalar(bindings) => bindings.weir_plugin_scalar().call_call(store, function, rows, args),
             Bindings::Table(_) => unreachable!("a table plugin is never called as scalar (checked at load)"),
-        };
-        self.forward_output();
-        result.map_err(|err| self.trap(function, &err, stderr_before))
+        })
     }
 
     /// Calls a table function.
@@ -440,14 +432,24 @@ impl Instance {
         Result<super::bindings::table::exports::weir::plugin::table::TableOutput, super::bindings::CallError>,
         PluginError,
     > {
+        self.guarded(function, |bindings, store| match bindings {
+            Bindings::Table(bindings) => bindings.weir_plugin_table().call_call(store, function, rows, args),
+            Bindings::Scalar(_) => unreachable!("a scalar plugin is never called as table (checked at load)"),
+        })
+    }
+
+    /// Runs one export call under the time limit, forwards what the guest printed, and turns
+    /// a trap into a [`PluginError::Trap`].
+    fn guarded<R>(
+        &mut self,
+        function: u32,
+        call: impl FnOnce(&Bindings, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
         if self.plugin.epochs {
             self.store.set_epoch_deadline(deadline_ticks(self.limits.time));
         }
         let stderr_before = self.logged.1;
-        let result = match &self.bindings {
-            Bindings::Table(bindings) => bindings.weir_plugin_table().call_call(&mut self.store, function, rows, args),
-            Bindings::Scalar(_) => unreachable!("a scalar plugin is never called as table (checked at load)"),
-        };
+        let result = call(&self.bindings, &mut self.store);
         self.forward_output();
         result.map_err(|err| self.trap(function, &err, stderr_before))
     }
