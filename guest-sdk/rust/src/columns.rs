@@ -59,10 +59,12 @@ impl<'a> ColumnView<'a> {
     /// Whether row `row` holds a value (is not NULL).
     #[inline]
     pub fn is_valid(&self, row: usize) -> bool {
-        match &self.column.validity {
-            None => true,
-            Some(bits) => bits[row / 8] & (1 << (row % 8)) != 0,
-        }
+        is_valid(self.validity(), row)
+    }
+
+    /// The validity bitmap (`None`: no NULLs).
+    pub fn validity(&self) -> Option<&'a [u8]> {
+        self.column.validity.as_deref()
     }
 
     /// The values in Arrow's layout.
@@ -77,19 +79,22 @@ impl<'a> ColumnView<'a> {
     }
 }
 
-/// A Rust type a UDF can take as an argument.
+/// A Rust type a UDF can take as an argument. The generated loop builds one [`Arg::Reader`] per
+/// argument column (checking its type once) and then reads rows from it without further checks.
 pub trait Arg<'a>: Sized {
     /// The weir data type of the argument column.
     const DATA_TYPE: DataType;
+    /// Typed access to the column's buffers.
+    type Reader;
 
-    /// Checks that a column has this type.
+    /// Checks that a column has this type and returns a reader over it.
     ///
     /// # Errors
     /// The mismatch, in words.
-    fn check(view: &ColumnView<'a>) -> Result<(), String>;
+    fn reader(view: &ColumnView<'a>) -> Result<Self::Reader, String>;
 
     /// The value of a row: `None` when the row is NULL and the type cannot hold NULL.
-    fn get(view: &ColumnView<'a>, row: usize) -> Option<Self>;
+    fn read(reader: &Self::Reader, row: usize) -> Option<Self>;
 }
 
 /// Name of a data type, for messages.
@@ -109,24 +114,40 @@ pub fn data_type_name(data_type: &DataType) -> &'static str {
     }
 }
 
+#[inline]
+fn is_valid(validity: Option<&[u8]>, row: usize) -> bool {
+    validity.is_none_or(|bits| bits[row / 8] & (1 << (row % 8)) != 0)
+}
+
+/// Values plus validity of one argument column.
+#[derive(Debug, Clone, Copy)]
+pub struct Values<'a, T: ?Sized> {
+    values: &'a T,
+    validity: Option<&'a [u8]>,
+}
+
+fn mismatch(data_type: &DataType) -> String {
+    format!("expected a {} column", data_type_name(data_type))
+}
+
 macro_rules! primitive_arg {
     ($ty:ty, $data_type:expr, $variant:ident) => {
         impl<'a> Arg<'a> for $ty {
             const DATA_TYPE: DataType = $data_type;
+            type Reader = Values<'a, [$ty]>;
 
-            fn check(view: &ColumnView<'a>) -> Result<(), String> {
+            fn reader(view: &ColumnView<'a>) -> Result<Self::Reader, String> {
                 match view.values() {
-                    ColumnValues::$variant(_) => Ok(()),
-                    _ => Err(format!("expected a {} column", data_type_name(&<Self as Arg<'a>>::DATA_TYPE))),
+                    ColumnValues::$variant(values) => {
+                        Ok(Values { values: values.as_slice(), validity: view.validity() })
+                    }
+                    _ => Err(mismatch(&<Self as Arg<'a>>::DATA_TYPE)),
                 }
             }
 
             #[inline]
-            fn get(view: &ColumnView<'a>, row: usize) -> Option<Self> {
-                match view.values() {
-                    ColumnValues::$variant(values) if view.is_valid(row) => Some(values[row]),
-                    _ => None,
-                }
+            fn read(reader: &Self::Reader, row: usize) -> Option<Self> {
+                is_valid(reader.validity, row).then(|| reader.values[row])
             }
         }
     };
@@ -140,83 +161,77 @@ primitive_arg!(f64, DataType::Float64, Float64);
 
 impl<'a> Arg<'a> for bool {
     const DATA_TYPE: DataType = DataType::Boolean;
+    type Reader = Values<'a, [u8]>;
 
-    fn check(view: &ColumnView<'a>) -> Result<(), String> {
+    fn reader(view: &ColumnView<'a>) -> Result<Self::Reader, String> {
         match view.values() {
-            ColumnValues::Boolean(_) => Ok(()),
-            _ => Err("expected a boolean column".into()),
+            ColumnValues::Boolean(bits) => Ok(Values { values: bits.as_slice(), validity: view.validity() }),
+            _ => Err(mismatch(&<Self as Arg<'a>>::DATA_TYPE)),
         }
     }
 
     #[inline]
-    fn get(view: &ColumnView<'a>, row: usize) -> Option<Self> {
-        match view.values() {
-            ColumnValues::Boolean(bits) if view.is_valid(row) => Some(bits[row / 8] & (1 << (row % 8)) != 0),
-            _ => None,
-        }
+    fn read(reader: &Self::Reader, row: usize) -> Option<Self> {
+        is_valid(reader.validity, row).then(|| reader.values[row / 8] & (1 << (row % 8)) != 0)
     }
 }
 
 impl<'a> Arg<'a> for &'a str {
     const DATA_TYPE: DataType = DataType::Utf8;
+    type Reader = Values<'a, VarData>;
 
-    fn check(view: &ColumnView<'a>) -> Result<(), String> {
+    fn reader(view: &ColumnView<'a>) -> Result<Self::Reader, String> {
         match view.values() {
             ColumnValues::Utf8(data) => {
                 // Valid UTF-8 with every value starting and ending on a character boundary:
-                // then each value is valid UTF-8 and `get` can skip the check per row.
+                // then each value is valid UTF-8 and `read` can skip the check per row.
                 let text = std::str::from_utf8(&data.data).map_err(|err| format!("invalid UTF-8: {err}"))?;
-                match data.offsets.iter().all(|&offset| text.is_char_boundary(offset as usize)) {
-                    true => Ok(()),
-                    false => Err("a string offset splits a character".into()),
+                if !data.offsets.iter().all(|&offset| text.is_char_boundary(offset as usize)) {
+                    return Err("a string offset splits a character".into());
                 }
+                Ok(Values { values: data, validity: view.validity() })
             }
-            _ => Err("expected a utf8 column".into()),
+            _ => Err(mismatch(&Self::DATA_TYPE)),
         }
     }
 
     #[inline]
-    fn get(view: &ColumnView<'a>, row: usize) -> Option<Self> {
-        match view.values() {
-            ColumnValues::Utf8(data) if view.is_valid(row) => {
-                // SAFETY: `check` (called by the generated code before any `get`) verified that
-                // the buffer is UTF-8 and that every offset is a character boundary.
-                Some(unsafe { std::str::from_utf8_unchecked(ColumnView::bytes(data, row)) })
-            }
-            _ => None,
-        }
+    fn read(reader: &Self::Reader, row: usize) -> Option<Self> {
+        // SAFETY: `reader` verified that the buffer is UTF-8 and that every offset is a
+        // character boundary.
+        is_valid(reader.validity, row)
+            .then(|| unsafe { std::str::from_utf8_unchecked(ColumnView::bytes(reader.values, row)) })
     }
 }
 
 impl<'a> Arg<'a> for &'a [u8] {
     const DATA_TYPE: DataType = DataType::Binary;
+    type Reader = Values<'a, VarData>;
 
-    fn check(view: &ColumnView<'a>) -> Result<(), String> {
+    fn reader(view: &ColumnView<'a>) -> Result<Self::Reader, String> {
         match view.values() {
-            ColumnValues::Binary(_) => Ok(()),
-            _ => Err("expected a binary column".into()),
+            ColumnValues::Binary(data) => Ok(Values { values: data, validity: view.validity() }),
+            _ => Err(mismatch(&Self::DATA_TYPE)),
         }
     }
 
     #[inline]
-    fn get(view: &ColumnView<'a>, row: usize) -> Option<Self> {
-        match view.values() {
-            ColumnValues::Binary(data) if view.is_valid(row) => Some(ColumnView::bytes(data, row)),
-            _ => None,
-        }
+    fn read(reader: &Self::Reader, row: usize) -> Option<Self> {
+        is_valid(reader.validity, row).then(|| ColumnView::bytes(reader.values, row))
     }
 }
 
 impl<'a, T: Arg<'a>> Arg<'a> for Option<T> {
     const DATA_TYPE: DataType = T::DATA_TYPE;
+    type Reader = T::Reader;
 
-    fn check(view: &ColumnView<'a>) -> Result<(), String> {
-        T::check(view)
+    fn reader(view: &ColumnView<'a>) -> Result<Self::Reader, String> {
+        T::reader(view)
     }
 
     #[inline]
-    fn get(view: &ColumnView<'a>, row: usize) -> Option<Self> {
-        Some(T::get(view, row))
+    fn read(reader: &Self::Reader, row: usize) -> Option<Self> {
+        Some(T::read(reader, row))
     }
 }
 

@@ -27,7 +27,7 @@
 #[doc(hidden)]
 pub mod columns;
 
-pub use columns::{Arg, ColumnBuilder, ColumnView, OutputValue, Ret, RowTuple, data_type_name};
+pub use columns::{Arg, ColumnBuilder, ColumnView, OutputValue, Ret, RowTuple, Values, data_type_name};
 
 /// Bindings of the `scalar-udf` world.
 pub mod scalar {
@@ -119,13 +119,13 @@ macro_rules! scalar_udfs {
                             let $arg = $crate::ColumnView::new(columns.next().ok_or_else(|| {
                                 $crate::CallError::InvalidInput(::std::format!("{}: missing argument `{}`", names[index as usize], ::std::stringify!($arg)))
                             })?, rows).map_err($crate::CallError::InvalidInput)?;
-                            <$ty as $crate::Arg>::check(&$arg).map_err($crate::CallError::InvalidInput)?;
+                            let $arg = <$ty as $crate::Arg>::reader(&$arg).map_err($crate::CallError::InvalidInput)?;
                         )*
                         let mut out = $crate::ColumnBuilder::<<$ret as $crate::Ret>::Value>::with_capacity(rows);
                         let mut errors = ::std::vec::Vec::new();
                         for row in 0..rows {
                             $(
-                                let ::std::option::Option::Some($arg) = <$ty as $crate::Arg>::get(&$arg, row) else {
+                                let ::std::option::Option::Some($arg) = <$ty as $crate::Arg>::read(&$arg, row) else {
                                     out.push(::std::option::Option::None);
                                     continue;
                                 };
@@ -216,13 +216,13 @@ macro_rules! table_udfs {
                                 columns.next().ok_or_else(|| invalid(::std::format!("missing argument `{}`", ::std::stringify!($arg))))?,
                                 rows,
                             ).map_err(invalid)?;
-                            <$ty as $crate::Arg>::check(&$arg).map_err(invalid)?;
+                            let $arg = <$ty as $crate::Arg>::reader(&$arg).map_err(invalid)?;
                         )*
                         let mut parents = ::std::vec::Vec::new();
                         let mut builders = <( $( $oty, )+ ) as $crate::RowTuple>::builders(rows);
                         for row in 0..rows {
                             $(
-                                let ::std::option::Option::Some($arg) = <$ty as $crate::Arg>::get(&$arg, row) else { continue };
+                                let ::std::option::Option::Some($arg) = <$ty as $crate::Arg>::read(&$arg, row) else { continue };
                             )*
                             for item in $name($($arg),*) {
                                 parents.push(row as u32);
