@@ -339,3 +339,16 @@ fn guest_stdout_and_stderr_go_to_the_host_log() {
     assert!(said("stdout") && said("stderr"), "{stderr}");
     assert!(!String::from_utf8_lossy(&output.stdout).contains("chatty"), "the guest never writes to weir's stdout");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_level_plugin_with_arrow_kernels() {
+    let ws = Workspace::new();
+    ws.write("in.jsonl", "{\"x\": 1}\n{\"x\": null}\n{\"x\": -21}\n");
+    ws.run(&format!(
+        "sources:\n  rows: {{ type: file, path: in.jsonl, schema: {{ x: int64 }} }}\ntransforms:\n  doubled: {{ type: udf, inputs: [rows], plugin: {}, function: times_two, args: [x], as: y, parallelism: 1 }}\nsinks:\n  out: {{ type: file, inputs: [doubled], path: out.jsonl }}\n",
+        plugin("columnar")
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ws.read("out.jsonl"), "{\"x\":1,\"y\":2}\n{}\n{\"x\":-21,\"y\":-42}\n");
+}

@@ -20,12 +20,18 @@
 //! policy (`fail`, `skip`, `dead-letter`) to it.
 //!
 //! For whole columns, implement the generated `Guest` traits directly (see [`scalar`]) and use
-//! [`ColumnView`] / [`ColumnBuilder`] to read and write Arrow-layout columns.
+//! [`ColumnView`] / [`ColumnBuilder`] to read and write Arrow-layout columns, or, with the `arrow`
+//! feature, `ColumnView::to_arrow` and `column_from_arrow` to work with arrow-rs arrays and kernels.
 
 #![warn(missing_docs)]
 
 #[doc(hidden)]
 pub mod columns;
+
+#[cfg(feature = "arrow")]
+mod arrow;
+#[cfg(feature = "arrow")]
+pub use arrow::column_from_arrow;
 
 pub use columns::{Arg, ColumnBuilder, ColumnView, OutputValue, Ret, RowTuple, Values, data_type_name};
 
