@@ -352,3 +352,21 @@ async fn a_column_level_plugin_with_arrow_kernels() {
     .unwrap();
     assert_eq!(ws.read("out.jsonl"), "{\"x\":1,\"y\":2}\n{}\n{\"x\":-21,\"y\":-42}\n");
 }
+
+#[test]
+fn plugin_counters_and_gauges_reach_the_host() {
+    let ws = Workspace::new();
+    ws.write("in.jsonl", "{\"x\": 1}\n{\"x\": 2}\n{\"x\": 3}\n");
+    let file = ws.write(
+        "counted.yaml",
+        format!(
+            "plugins:\n  columnar: {{ path: {} }}\nsources:\n  rows: {{ type: file, path: in.jsonl, schema: {{ x: int64 }} }}\ntransforms:\n  doubled: {{ type: udf, inputs: [rows], plugin: columnar, function: times_two, args: [x], as: y }}\nsinks:\n  out: {{ type: blackhole, inputs: [doubled] }}\n",
+            plugin("columnar")
+        ),
+    );
+    let output =
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir")).args(["run", "--quiet"]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("plugin columnar: rows_doubled=3 last_batch_rows=3"), "{stderr}");
+}

@@ -74,6 +74,16 @@ pub fn log_info(message: &str) {
     host::log(host::Level::Info, message, &[]);
 }
 
+/// Adds to a counter in the host's metrics (call it per batch, not per row: it is a host call).
+pub fn counter_add(name: &str, value: u64) {
+    host::counter_add(name, value);
+}
+
+/// Sets a gauge in the host's metrics.
+pub fn gauge_set(name: &str, value: f64) {
+    host::gauge_set(name, value);
+}
+
 /// Declares a scalar-UDF plugin from plain functions. See the crate documentation.
 #[macro_export]
 macro_rules! scalar_udfs {

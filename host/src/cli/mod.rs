@@ -151,6 +151,9 @@ fn run(path: &std::path::Path, quiet: bool) -> ExitCode {
         result
     });
     eprintln!("{}", progress::summary(&metrics, started.elapsed()));
+    for line in progress::plugin_metrics(&pipeline.plugins) {
+        eprintln!("{line}");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

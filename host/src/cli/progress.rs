@@ -64,6 +64,25 @@ pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
     text
 }
 
+/// One line per declared plugin that reported counters or gauges (`counter-add`, `gauge-set`).
+pub fn plugin_metrics(plugins: &crate::plugin::PluginCatalog) -> Vec<String> {
+    let mut lines: Vec<String> = plugins
+        .iter()
+        .filter_map(|(name, (plugin, _))| {
+            let counters = plugin.metrics.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let gauges = plugin.metrics.gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let values: Vec<String> = counters
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(gauges.iter().map(|(k, v)| format!("{k}={v}")))
+                .collect();
+            (!values.is_empty()).then(|| format!("  plugin {name}: {}", values.join(" ")))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
 /// `1.23M`, `45.6k`, `789`.
 pub fn human(value: f64) -> String {
     if value >= 1e6 {

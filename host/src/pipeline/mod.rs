@@ -140,6 +140,8 @@ pub struct Pipeline {
     pub settings: Settings,
     /// Components, inputs first.
     pub components: Vec<PlannedComponent>,
+    /// The plugins declared under `plugins:`.
+    pub plugins: Arc<crate::plugin::PluginCatalog>,
 }
 
 /// Reads, validates and plans a pipeline file.
@@ -183,7 +185,7 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Pipeline, Pipel
     };
     let components =
         graph::plan(declared.components, &ctx).map_err(|(component, issue)| error(Some(component), issue))?;
-    Ok(Pipeline { file: file.to_path_buf(), settings, components })
+    Ok(Pipeline { file: file.to_path_buf(), settings, components, plugins: Arc::clone(&ctx.plugins) })
 }
 
 /// A plugin declared under `plugins:`.

@@ -179,7 +179,8 @@ pub struct Plugin {
     /// Whether the compiled artifact came from the cache.
     pub cached: bool,
     pre: Pre,
-    metrics: Arc<PluginMetrics>,
+    /// What the plugin reported through `counter-add` and `gauge-set` (all its instances).
+    pub metrics: Arc<PluginMetrics>,
     engine: Engine,
     epochs: bool,
 }

@@ -36,6 +36,8 @@ impl Guest for Columnar {
             return Err(CallError::InvalidInput(format!("expected int64, got {}", array.data_type())));
         };
         let doubled = values.unary::<_, Int64Type>(|value| value.wrapping_mul(2));
+        weir_plugin::counter_add("rows_doubled", u64::from(rows));
+        weir_plugin::gauge_set("last_batch_rows", f64::from(rows));
         let values = column_from_arrow(&doubled).map_err(CallError::Failed)?;
         Ok(ScalarOutput { values, errors: Vec::new() })
     }
