@@ -310,47 +310,33 @@ fn var_buffer(capacity: usize) -> VarBuffer {
     (offsets, Vec::with_capacity(capacity * 8))
 }
 
-impl OutputValue for String {
-    const DATA_TYPE: DataType = DataType::Utf8;
-    type Buffer = VarBuffer;
+macro_rules! var_output {
+    ($ty:ty, $data_type:expr, $variant:ident) => {
+        impl OutputValue for $ty {
+            const DATA_TYPE: DataType = $data_type;
+            type Buffer = VarBuffer;
 
-    fn buffer(capacity: usize) -> Self::Buffer {
-        var_buffer(capacity)
-    }
+            fn buffer(capacity: usize) -> Self::Buffer {
+                var_buffer(capacity)
+            }
 
-    #[inline]
-    fn push((offsets, data): &mut Self::Buffer, value: Option<Self>) {
-        if let Some(value) = value {
-            data.extend_from_slice(value.as_bytes());
+            #[inline]
+            fn push((offsets, data): &mut Self::Buffer, value: Option<Self>) {
+                if let Some(value) = value {
+                    data.extend_from_slice(AsRef::<[u8]>::as_ref(&value));
+                }
+                offsets.push(data.len() as i32);
+            }
+
+            fn finish((offsets, data): Self::Buffer) -> ColumnValues {
+                ColumnValues::$variant(VarData { offsets, data })
+            }
         }
-        offsets.push(data.len() as i32);
-    }
-
-    fn finish((offsets, data): Self::Buffer) -> ColumnValues {
-        ColumnValues::Utf8(VarData { offsets, data })
-    }
+    };
 }
 
-impl OutputValue for Vec<u8> {
-    const DATA_TYPE: DataType = DataType::Binary;
-    type Buffer = VarBuffer;
-
-    fn buffer(capacity: usize) -> Self::Buffer {
-        var_buffer(capacity)
-    }
-
-    #[inline]
-    fn push((offsets, data): &mut Self::Buffer, value: Option<Self>) {
-        if let Some(value) = value {
-            data.extend_from_slice(&value);
-        }
-        offsets.push(data.len() as i32);
-    }
-
-    fn finish((offsets, data): Self::Buffer) -> ColumnValues {
-        ColumnValues::Binary(VarData { offsets, data })
-    }
-}
+var_output!(String, DataType::Utf8, Utf8);
+var_output!(Vec<u8>, DataType::Binary, Binary);
 
 /// Builds one result column.
 pub struct ColumnBuilder<T: OutputValue> {

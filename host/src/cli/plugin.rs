@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::plugin::convert::type_name;
+use crate::plugin::convert::{type_list, type_name};
 use crate::plugin::{self, PluginKind};
 
 /// Imports a plugin may have: weir's host interface, and WASI, which weir links with a context
@@ -36,23 +36,21 @@ pub fn inspect(path: &Path) -> ExitCode {
     );
     println!("  functions:");
     for function in &plugin.scalar {
-        let args: Vec<String> = function.args.iter().map(type_name).collect();
         println!(
             "    {}({}) -> {}    {}",
             function.name,
-            args.join(", "),
+            type_list(&function.args),
             type_name(&function.returns),
             function.description
         );
     }
     for function in &plugin.table {
-        let args: Vec<String> = function.args.iter().map(type_name).collect();
         let output: Vec<String> =
             function.output.iter().map(|f| format!("{} {}", f.name, type_name(&f.data_type))).collect();
         println!(
             "    {}({}) -> rows({})    {}",
             function.name,
-            args.join(", "),
+            type_list(&function.args),
             output.join(", "),
             function.description
         );

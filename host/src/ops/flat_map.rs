@@ -22,7 +22,7 @@ use crate::engine::component::{
 use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
-use crate::plugin::convert::{to_arrow_field, type_name};
+use crate::plugin::convert::{to_arrow_field, type_list};
 use crate::plugin::sandbox::LimitsConfig;
 use crate::plugin::udf::TableCaller;
 use crate::plugin::{Limits, Plugin, PluginKind};
@@ -61,12 +61,7 @@ impl TransformSpec for FlatMapConfig {
         let (plugin, limits, function) =
             resolve_function(&self.plugin, &self.function, self.limits.as_ref(), PluginKind::Table, ctx)?;
         let signature = &plugin.table[function as usize];
-        let described = format!(
-            "{}.{}({})",
-            plugin.info.name,
-            signature.name,
-            signature.args.iter().map(type_name).collect::<Vec<_>>().join(", ")
-        );
+        let described = format!("{}.{}({})", plugin.info.name, signature.name, type_list(&signature.args));
         let args = compile_args(&self.args, &signature.args, &described, input, ctx, &self.function)?;
         let mut fields: Vec<_> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for field in &signature.output {

@@ -25,7 +25,7 @@ use crate::formats::encode::row_as_json;
 use crate::formats::errors::{BadRecord, RecordErrorHandler};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
-use crate::plugin::convert::type_name;
+use crate::plugin::convert::{type_list, type_name};
 use crate::plugin::sandbox::LimitsConfig;
 use crate::plugin::udf::{FailedRow, ScalarCaller};
 use crate::plugin::{Limits, Plugin, PluginKind};
@@ -142,7 +142,7 @@ impl TransformSpec for UdfConfig {
             "{}.{}({}) -> {}",
             plugin.info.name,
             signature.name,
-            signature.args.iter().map(type_name).collect::<Vec<_>>().join(", "),
+            type_list(&signature.args),
             type_name(&signature.returns)
         );
         let args = compile_args(&self.args, &signature.args, &described, input, ctx, &self.function)?;

@@ -67,6 +67,11 @@ pub fn type_name(data_type: &DataType) -> String {
     to_arrow_type(data_type).to_string()
 }
 
+/// Argument types as written in signatures: `Int64, Utf8`.
+pub fn type_list(types: &[DataType]) -> String {
+    types.iter().map(type_name).collect::<Vec<_>>().join(", ")
+}
+
 /// A column of an array, or `None` for types plugins cannot take.
 pub fn to_column(array: &ArrayRef) -> Option<Column> {
     let len = array.len() as u32;

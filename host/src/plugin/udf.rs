@@ -15,6 +15,25 @@ use super::bindings::{CallError, DataType};
 use super::convert::{from_column, to_arrow_type, to_column};
 use super::{Instance, Limits, Plugin, PluginError};
 
+/// Rows `start..start + len` of every argument, as WIT columns.
+fn slice_columns(args: &[ArrayRef], start: usize, len: usize) -> Result<Vec<super::bindings::Column>, String> {
+    args.iter()
+        .map(|array| to_column(&array.slice(start, len)).ok_or_else(|| format!("cannot pass {}", array.data_type())))
+        .collect()
+}
+
+/// The live instance in `slot`, created (or recycled) when needed.
+fn live_instance<'a>(
+    slot: &'a mut Option<Instance>,
+    plugin: &Arc<Plugin>,
+    limits: Limits,
+) -> Result<&'a mut Instance, PluginError> {
+    if slot.as_ref().is_none_or(Instance::needs_recycling) {
+        *slot = Some(Instance::new(Arc::clone(plugin), limits)?);
+    }
+    Ok(slot.as_mut().expect("just created"))
+}
+
 /// A row a function failed on, with why.
 #[derive(Debug, Clone)]
 pub struct FailedRow {
@@ -63,13 +82,6 @@ impl ScalarCaller {
         to_arrow_type(&self.returns)
     }
 
-    fn instance(&mut self) -> Result<&mut Instance, PluginError> {
-        if self.instance.as_ref().is_none_or(Instance::needs_recycling) {
-            self.instance = Some(Instance::new(Arc::clone(&self.plugin), self.limits)?);
-        }
-        Ok(self.instance.as_mut().expect("just created"))
-    }
-
     /// Calls the function on `rows` rows of `args`.
     ///
     /// # Errors
@@ -97,15 +109,9 @@ impl ScalarCaller {
         pieces: &mut Vec<ArrayRef>,
         failed: &mut Vec<FailedRow>,
     ) -> Result<(), PluginError> {
-        let columns = args
-            .iter()
-            .map(|array| {
-                to_column(&array.slice(start, len))
-                    .ok_or_else(|| self.contract(format!("cannot pass {}", array.data_type())))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let function = self.function;
-        let outcome = self.instance()?.call_scalar(function, len as u32, &columns);
+        let columns = slice_columns(args, start, len).map_err(|reason| self.contract(reason))?;
+        let instance = live_instance(&mut self.instance, &self.plugin, self.limits)?;
+        let outcome = instance.call_scalar(self.function, len as u32, &columns);
         match outcome {
             Ok(Ok(output)) => {
                 let values = from_column(output.values, &self.returns, len).map_err(|reason| self.contract(reason))?;
@@ -187,17 +193,9 @@ impl TableCaller {
             if len == 0 {
                 continue;
             }
-            let columns = args
-                .iter()
-                .map(|array| {
-                    to_column(&array.slice(start, len))
-                        .ok_or_else(|| self.contract(format!("cannot pass {}", array.data_type())))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            if self.instance.as_ref().is_none_or(Instance::needs_recycling) {
-                self.instance = Some(Instance::new(Arc::clone(&self.plugin), self.limits)?);
-            }
-            let outcome = self.instance.as_mut().expect("just created").call_table(self.function, len as u32, &columns);
+            let columns = slice_columns(args, start, len).map_err(|reason| self.contract(reason))?;
+            let instance = live_instance(&mut self.instance, &self.plugin, self.limits)?;
+            let outcome = instance.call_table(self.function, len as u32, &columns);
             match outcome {
                 Ok(Ok(output)) => {
                     let produced = output.parents.len();
