@@ -5,10 +5,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Guest plugins: the Wasm target, then every plugin under plugins/ (no prebuilt .wasm is committed).
-rustup target add wasm32-wasip2
-cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+# Guest toolchains into project-local folders (.tools/: componentize-py, ComponentizeJS) plus the
+# wasm32-wasip2 target and Debian's clang for wasm32-wasi; idempotent.
+export WEIR_TOOLS_DIR="$PWD/.tools"
+guest-sdk/install-toolchains.sh "$WEIR_TOOLS_DIR" >/dev/null
 
 cargo fmt --all --check
 cargo fmt --all --check --manifest-path plugins/Cargo.toml
+
+# Guest plugins (no prebuilt .wasm is committed): the Rust workspace under plugins/, then every
+# Python, JavaScript and C plugin folder through `weir plugin build` (which also checks them).
+cargo build --release --target wasm32-wasip2 --manifest-path plugins/Cargo.toml
+cargo build --release --bin weir
+for manifest in plugins/*/weir-plugin.yaml; do
+    dir="$(dirname "$manifest")"
+    grep -q '^language: rust' "$manifest" && continue
+    target/release/weir plugin build "$dir"
+done
+target/release/weir plugin build plugins/parity-rust
+
 cargo test --release --workspace --all-targets "$@"

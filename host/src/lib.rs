@@ -8,12 +8,14 @@
 //! - [`ops`]: transforms (filter, select, union) and the SQL expression compiler.
 //! - [`connectors`]: built-in sources and sinks, one folder per system, one registration line each.
 //! - [`formats`]: JSON/CSV/Parquet decoding and encoding with per-record error policies.
+//! - [`guest`]: plugins from source in Rust, Python, JavaScript and C (`weir plugin new/build/test`).
 //! - [`cli`]: the `weir` command line (run, validate, bench).
 
 pub mod cli;
 pub mod connectors;
 pub mod engine;
 pub mod formats;
+pub mod guest;
 pub mod ops;
 pub mod pipeline;
 pub mod plugin;

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli;
 mod files;
 mod graph;
+mod languages;
 mod plugins;
 mod support;
 mod validation;

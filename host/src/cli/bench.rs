@@ -15,7 +15,8 @@ use crate::pipeline;
 /// Options of `weir bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which suite: `pipelines` (built-in scenarios) or `plugins` (the Wasm boundary).
+    /// Which suite: `pipelines` (built-in scenarios), `plugins` (the Wasm boundary) or
+    /// `languages` (the same UDF in Rust, Python, JavaScript and C; run from the repository root).
     #[arg(default_value = "pipelines")]
     suite: String,
     /// Where the compiled plugins are (for the `plugins` suite).
@@ -151,7 +152,8 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     match args.suite.as_str() {
         "pipelines" => {}
         "plugins" => return super::bench_plugins::bench(&args.plugins_dir, args.events.min(2_000_000), args.runs),
-        other => anyhow::bail!("unknown benchmark suite `{other}`; expected pipelines or plugins"),
+        "languages" => return super::bench_languages::bench(Path::new("plugins")),
+        other => anyhow::bail!("unknown benchmark suite `{other}`; expected pipelines, plugins or languages"),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));

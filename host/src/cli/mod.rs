@@ -4,6 +4,7 @@
 //! 2 the pipeline file was refused.
 
 mod bench;
+mod bench_languages;
 mod bench_plugins;
 mod plugin;
 mod progress;
@@ -70,6 +71,32 @@ enum PluginCommand {
         /// The component (`.wasm`).
         file: PathBuf,
     },
+    /// Create a plugin folder that builds and passes its own test out of the box.
+    New {
+        /// The plugin's name (also the folder, unless --dir).
+        name: String,
+        /// The guest language.
+        #[arg(long, value_enum)]
+        lang: crate::guest::Language,
+        /// Scalar (one value per row) or table (rows per row).
+        #[arg(long, value_enum, default_value = "scalar")]
+        kind: crate::guest::World,
+        /// Where to create it (default: ./<name>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build a plugin folder (weir-plugin.yaml) into build/<name>.wasm and check the result.
+    Build {
+        /// The plugin folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a plugin's test pipeline and compare with its expected output (builds if stale).
+    Test {
+        /// The plugin folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 /// Entry point of the `weir` binary.
@@ -81,6 +108,11 @@ pub fn main() -> ExitCode {
         Command::Run { pipeline, quiet } => run(&pipeline, quiet),
         Command::Bench(args) => bench::main(&args),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(&file),
+        Command::Plugin(PluginCommand::New { name, lang, kind, dir }) => {
+            plugin::new(&name, lang, kind, dir.unwrap_or_else(|| PathBuf::from(&name)))
+        }
+        Command::Plugin(PluginCommand::Build { dir }) => plugin::build(&dir),
+        Command::Plugin(PluginCommand::Test { dir }) => plugin::test(&dir),
     }
 }
 

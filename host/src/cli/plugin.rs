@@ -1,16 +1,11 @@
-//! `weir plugin inspect <file.wasm>`: what a plugin is, offers and needs.
+//! `weir plugin inspect | new | build | test`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::plugin::convert::{type_list, type_name};
+use crate::guest::{self, Language, World};
 use crate::plugin::{self, PluginKind};
-
-/// Imports a plugin may have: weir's host interface, and WASI, which weir links with a context
-/// that grants nothing (no files, environment, network or stdio).
-fn allowed_import(name: &str) -> bool {
-    name.starts_with("weir:plugin/") || name.starts_with("wasi:")
-}
 
 /// Prints the plugin's description; exit code 2 if it cannot be loaded.
 pub fn inspect(path: &Path) -> ExitCode {
@@ -59,12 +54,73 @@ pub fn inspect(path: &Path) -> ExitCode {
     for import in &plugin.imports {
         println!("    {import}");
     }
-    let unexpected: Vec<&String> = plugin.imports.iter().filter(|name| !allowed_import(name)).collect();
+    let unexpected: Vec<&String> = plugin.imports.iter().filter(|name| !plugin::allowed_import(name)).collect();
     if unexpected.is_empty() {
         println!("  sandbox:  ok (WASI is linked with nothing granted: no files, environment, network or stdio)");
         ExitCode::SUCCESS
     } else {
         println!("  sandbox:  refused: imports outside weir and WASI: {unexpected:?}");
         ExitCode::from(2)
+    }
+}
+
+/// `weir plugin new`.
+pub fn new(name: &str, language: Language, world: World, dir: PathBuf) -> ExitCode {
+    match guest::scaffold::create(&dir, name, language, world) {
+        Ok(files) => {
+            println!("created {} ({} {} plugin):", dir.display(), language.name(), world.wit_name());
+            for file in files {
+                println!("  {}", file.display());
+            }
+            println!("next: weir plugin test {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `weir plugin build`: exit 0 built and checked, 1 the build failed, 2 bad manifest.
+pub fn build(dir: &Path) -> ExitCode {
+    match guest::build(dir) {
+        Ok(built) => {
+            println!(
+                "built {} in {:.1} s: {} {} ({} bytes), {} function(s), sandbox ok",
+                built.path.display(),
+                built.build_time.as_secs_f64(),
+                built.plugin.info.name,
+                built.plugin.info.version,
+                built.plugin.size,
+                built.plugin.scalar.len() + built.plugin.table.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => exit_for(&err),
+    }
+}
+
+/// `weir plugin test`: exit 0 passed, 1 failed.
+pub fn test(dir: &Path) -> ExitCode {
+    match guest::test::run(dir) {
+        Ok(passed) => {
+            println!(
+                "ok: {} rows as expected ({}{})",
+                passed.rows,
+                passed.component.display(),
+                if passed.built { ", built first" } else { "" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => exit_for(&err),
+    }
+}
+
+fn exit_for(err: &guest::GuestError) -> ExitCode {
+    eprintln!("error: {err}");
+    match err {
+        guest::GuestError::Manifest { .. } | guest::GuestError::Exists(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
     }
 }

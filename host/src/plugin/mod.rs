@@ -19,6 +19,14 @@ use std::sync::Arc;
 pub use runtime::{Instance, Plugin, PluginError, PluginKind, load};
 pub use sandbox::Limits;
 
+/// Imports a plugin may have: weir's host interface, and WASI, which weir links with a context
+/// that grants nothing (no files, environment, network or stdin; output is captured into the
+/// host log). `wasi:http` (imported by every ComponentizeJS component) is linked to functions
+/// that trap.
+pub fn allowed_import(name: &str) -> bool {
+    name.starts_with("weir:plugin/") || name.starts_with("wasi:")
+}
+
 /// The plugins a pipeline declared under `plugins:`, by name.
 #[derive(Debug, Default, Clone)]
 pub struct PluginCatalog {

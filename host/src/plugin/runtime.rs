@@ -252,6 +252,7 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
     let mut linker: Linker<StoreState> = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| instantiate_error(format!("{err:#}")))?;
     forbid_blocking(&mut linker).map_err(|err| instantiate_error(format!("{err:#}")))?;
+    deny_http(&mut linker, &component, engine).map_err(|err| instantiate_error(format!("{err:#}")))?;
     let pre = match kind {
         PluginKind::Scalar => {
             ScalarUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
@@ -327,6 +328,40 @@ fn forbid_blocking(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// A resource type for `wasi:http` handles no plugin can ever obtain.
+struct HttpDenied;
+
+/// Links whatever the component imports from `wasi:http` to functions that trap.
+///
+/// ComponentizeJS (StarlingMonkey) components import `wasi:http/types` and
+/// `wasi:http/outgoing-handler` even with its http feature disabled; a UDF gets no network, so
+/// the imports exist but every call fails. Only `wasi:http` is stubbed, by its exact imported
+/// names: stubbing other WASI interfaces this way would shadow the semver-compatible real ones.
+fn deny_http(linker: &mut Linker<StoreState>, component: &Component, engine: &Engine) -> wasmtime::Result<()> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+    for (name, item) in component.component_type().imports(engine) {
+        if !name.starts_with("wasi:http/") {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(instance) = item.ty else { continue };
+        let mut linked = linker.instance(name)?;
+        for (export, item) in instance.exports(engine) {
+            match item.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{name}#{export}");
+                    linked.func_new(export, move |_, _, _, _| {
+                        Err(wasmtime::Error::msg(format!("plugins have no network access ({what})")))
+                    })?;
+                }
+                ComponentItem::Resource(_) => linked.resource(export, ResourceType::host::<HttpDenied>(), |_, _| Ok(()))?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn compile_cached(engine: &Engine, path: &Path, bytes: &[u8], hash: &str) -> Result<(Component, bool), PluginError> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
@@ -394,6 +429,11 @@ impl Instance {
             Pre::Table(pre) => Bindings::Table(pre.instantiate(&mut store).map_err(failed)?),
         };
         Ok(Self { plugin, limits, store, bindings, logged: (0, 0) })
+    }
+
+    /// Linear memory this instance holds (bytes).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().memory_bytes()
     }
 
     /// The plugin.

@@ -82,7 +82,7 @@ pub struct StoreState {
     pub(crate) plugin: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: TrackedLimits,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
     pub(crate) metrics: Arc<PluginMetrics>,
@@ -105,7 +105,10 @@ impl StoreState {
             plugin,
             wasi: builder.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory).instances(16).tables(16).memories(4).build(),
+            limits: TrackedLimits {
+                inner: StoreLimitsBuilder::new().memory_size(memory).instances(64).tables(64).memories(4).build(),
+                memory_bytes: 0,
+            },
             stdout,
             stderr,
             metrics,
@@ -115,6 +118,51 @@ impl StoreState {
     /// The resource limiter for `Store::limiter`.
     pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
         &mut self.limits
+    }
+
+    /// Linear memory the instance holds, all its memories together (bytes).
+    pub fn memory_bytes(&self) -> usize {
+        self.limits.memory_bytes
+    }
+}
+
+/// weir's limits, counting the linear memory granted (for `weir bench languages`).
+struct TrackedLimits {
+    inner: StoreLimits,
+    memory_bytes: usize,
+}
+
+impl ResourceLimiter for TrackedLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let granted = self.inner.memory_growing(current, desired, maximum)?;
+        if granted {
+            self.memory_bytes += desired.saturating_sub(current);
+        }
+        Ok(granted)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 

@@ -1,0 +1,660 @@
+/*
+ * weir.c — the C SDK's implementation: the `describe` and `call` exports over the function table
+ * `weir plugin build` generates, the row loop, column reading and writing (Arrow layout) and
+ * the row errors. Compiled with the wit-bindgen C bindings of the plugin's world
+ * (WEIR_WORLD_SCALAR_UDF or WEIR_WORLD_TABLE_UDF).
+ *
+ * Ownership follows wit-bindgen's C conventions: arguments belong to the callee (freed here at
+ * the end of a call), and everything returned is malloc'd and freed by the generated
+ * post-return functions.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "weir.h"
+
+#if defined(WEIR_WORLD_SCALAR_UDF)
+#include "scalar_udf.h"
+#define WEIR_W(name) scalar_udf_##name
+#define WEIR_EXPORT(name) exports_weir_plugin_scalar_##name
+void __component_type_object_force_link_scalar_udf(void) {}
+#elif defined(WEIR_WORLD_TABLE_UDF)
+#include "table_udf.h"
+#define WEIR_W(name) table_udf_##name
+#define WEIR_EXPORT(name) exports_weir_plugin_table_##name
+void __component_type_object_force_link_table_udf(void) {}
+#else
+#error "compile with -DWEIR_WORLD_SCALAR_UDF or -DWEIR_WORLD_TABLE_UDF (weir plugin build does)"
+#endif
+
+typedef weir_plugin_types_column_t column_t;
+typedef WEIR_W(string_t) string_t;
+
+/* ---- memory ------------------------------------------------------------------------------- */
+
+static void *checked(void *ptr) {
+    if (ptr == NULL) abort(); /* out of memory: the host sees a trap and applies the policy */
+    return ptr;
+}
+
+static void *grow(void *ptr, size_t *capacity, size_t needed, size_t element) {
+    if (needed <= *capacity) return ptr;
+    size_t next = *capacity ? *capacity * 2 : 64;
+    while (next < needed) next *= 2;
+    *capacity = next;
+    return checked(realloc(ptr, next * element));
+}
+
+static string_t owned_string(const char *text, size_t len) {
+    string_t out = {NULL, len};
+    out.ptr = checked(malloc(len ? len : 1));
+    memcpy(out.ptr, text, len);
+    return out;
+}
+
+static string_t owned_cstring(const char *text) {
+    return owned_string(text, strlen(text));
+}
+
+/* ---- column builders ---------------------------------------------------------------------- */
+
+typedef struct builder {
+    weir_type type;
+    size_t rows;          /* rows so far */
+    size_t capacity;      /* rows allocated */
+    uint8_t *validity;    /* one bit per row */
+    bool any_null;
+    void *fixed;          /* fixed-width values */
+    int32_t *offsets;     /* var-width: rows + 1 */
+    uint8_t *data;
+    size_t data_len, data_capacity;
+} builder;
+
+static size_t fixed_width(weir_type type) {
+    switch (type) {
+        case WEIR_INT32:
+        case WEIR_DATE32:
+        case WEIR_FLOAT32: return 4;
+        case WEIR_BOOLEAN: return 1; /* one byte per row while building, packed at the end */
+        case WEIR_UTF8:
+        case WEIR_BINARY: return 0;
+        default: return 8;
+    }
+}
+
+static bool is_var(weir_type type) {
+    return type == WEIR_UTF8 || type == WEIR_BINARY;
+}
+
+static void builder_init(builder *b, weir_type type, size_t capacity) {
+    memset(b, 0, sizeof *b);
+    b->type = type;
+    b->capacity = capacity ? capacity : 16;
+    b->validity = checked(calloc((b->capacity + 7) / 8, 1));
+    if (is_var(type)) {
+        b->offsets = checked(calloc(b->capacity + 1, sizeof(int32_t)));
+    } else {
+        b->fixed = checked(calloc(b->capacity, fixed_width(type)));
+    }
+}
+
+/* Adds a NULL row (the value slot is zero). */
+static void builder_push_null(builder *b) {
+    if (b->rows == b->capacity) {
+        size_t old = b->capacity;
+        b->capacity *= 2;
+        b->validity = checked(realloc(b->validity, (b->capacity + 7) / 8));
+        memset(b->validity + (old + 7) / 8, 0, (b->capacity + 7) / 8 - (old + 7) / 8);
+        if (is_var(b->type)) {
+            b->offsets = checked(realloc(b->offsets, (b->capacity + 1) * sizeof(int32_t)));
+        } else {
+            b->fixed = checked(realloc(b->fixed, b->capacity * fixed_width(b->type)));
+            memset((uint8_t *)b->fixed + old * fixed_width(b->type), 0, (b->capacity - old) * fixed_width(b->type));
+        }
+    }
+    b->rows++;
+    if (is_var(b->type)) b->offsets[b->rows] = (int32_t)b->data_len;
+}
+
+/* Row `row` (< rows) becomes NULL. */
+static void builder_null(builder *b, size_t row) {
+    b->validity[row / 8] &= (uint8_t) ~(1u << (row % 8));
+    if (is_var(b->type) && row + 1 == b->rows) {
+        b->data_len = (size_t)b->offsets[row];
+        b->offsets[row + 1] = (int32_t)b->data_len;
+    }
+}
+
+static void builder_valid(builder *b, size_t row) {
+    b->validity[row / 8] |= (uint8_t)(1u << (row % 8));
+}
+
+static void builder_set_fixed(builder *b, size_t row, const void *value, size_t width) {
+    memcpy((uint8_t *)b->fixed + row * width, value, width);
+    builder_valid(b, row);
+}
+
+/* Sets the current row's bytes, replacing what it had: var-width rows are written in order, so
+ * the current row is the one whose data ends the buffer. */
+static void builder_set_var(builder *b, size_t row, const void *ptr, size_t len) {
+    b->data_len = (size_t)b->offsets[row];
+    b->data = grow(b->data, &b->data_capacity, b->data_len + len, 1);
+    memcpy(b->data + b->data_len, ptr, len);
+    b->data_len += len;
+    b->offsets[row + 1] = (int32_t)b->data_len;
+    builder_valid(b, row);
+}
+
+static column_t builder_finish(builder *b) {
+    column_t out;
+    memset(&out, 0, sizeof out);
+    size_t rows = b->rows;
+    out.len = (uint32_t)rows;
+    size_t bytes = (rows + 7) / 8;
+    bool all_valid = true;
+    for (size_t i = 0; i < rows; i++) {
+        if (!(b->validity[i / 8] >> (i % 8) & 1)) {
+            all_valid = false;
+            break;
+        }
+    }
+    if (all_valid) {
+        free(b->validity);
+    } else {
+        out.validity.is_some = true;
+        out.validity.val.ptr = b->validity;
+        out.validity.val.len = bytes;
+    }
+    weir_plugin_types_column_values_t *v = &out.values;
+    switch (b->type) {
+        case WEIR_BOOLEAN: {
+            uint8_t *packed = checked(calloc(bytes ? bytes : 1, 1));
+            for (size_t i = 0; i < rows; i++) {
+                if (((uint8_t *)b->fixed)[i]) packed[i / 8] |= (uint8_t)(1u << (i % 8));
+            }
+            free(b->fixed);
+            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_BOOLEAN;
+            v->val.boolean.ptr = packed;
+            v->val.boolean.len = bytes;
+            break;
+        }
+        case WEIR_INT32:
+            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT32;
+            v->val.int32.ptr = b->fixed;
+            v->val.int32.len = rows;
+            break;
+        case WEIR_DATE32:
+            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_DATE32;
+            v->val.date32.ptr = b->fixed;
+            v->val.date32.len = rows;
+            break;
+        case WEIR_INT64:
+            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT64;
+            v->val.int64.ptr = b->fixed;
+            v->val.int64.len = rows;
+            break;
+        case WEIR_UINT64:
+            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_UINT64;
+            v->val.uint64.ptr = b->fixed;
+            v->val.uint64.len = rows;
+            break;
+        case WEIR_FLOAT32:
+            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT32;
+            v->val.float32.ptr = b->fixed;
+            v->val.float32.len = rows;
+            break;
+        case WEIR_FLOAT64:
+            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT64;
+            v->val.float64.ptr = b->fixed;
+            v->val.float64.len = rows;
+            break;
+        case WEIR_UTF8:
+        case WEIR_BINARY: {
+            weir_plugin_types_var_data_t var;
+            var.offsets.ptr = b->offsets;
+            var.offsets.len = rows + 1;
+            var.data.ptr = b->data ? b->data : checked(malloc(1));
+            var.data.len = b->data_len;
+            if (b->type == WEIR_UTF8) {
+                v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_UTF8;
+                v->val.utf8 = var;
+            } else {
+                v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_BINARY;
+                v->val.binary = var;
+            }
+            break;
+        }
+        default: /* timestamps */
+            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_TIMESTAMP;
+            v->val.timestamp.ptr = b->fixed;
+            v->val.timestamp.len = rows;
+            break;
+    }
+    return out;
+}
+
+/* ---- the row ------------------------------------------------------------------------------ */
+
+typedef struct error_list {
+    weir_plugin_types_row_error_t *items;
+    size_t len, capacity;
+} error_list;
+
+struct weir_row {
+    const weir_function *fn;
+    const column_t *args;
+    uint32_t index;
+    /* scalar */
+    builder *result;
+    /* table */
+    builder *outputs;
+    uint32_t *parents;
+    size_t parents_len, parents_capacity;
+    size_t first_output; /* the current input row's first output row */
+    bool failed;
+    error_list *errors;
+};
+
+static bool arg_valid(const column_t *column, uint32_t row) {
+    return !column->validity.is_some || (column->validity.val.ptr[row / 8] >> (row % 8) & 1);
+}
+
+uint32_t weir_row_index(const weir_row *row) { return row->index; }
+
+bool weir_arg_is_null(const weir_row *row, unsigned arg) {
+    return arg >= row->fn->arg_count || !arg_valid(&row->args[arg], row->index);
+}
+
+bool weir_arg_bool(const weir_row *row, unsigned arg) {
+    const uint8_t *bits = row->args[arg].values.val.boolean.ptr;
+    return bits[row->index / 8] >> (row->index % 8) & 1;
+}
+int32_t weir_arg_i32(const weir_row *row, unsigned arg) { return row->args[arg].values.val.int32.ptr[row->index]; }
+int64_t weir_arg_i64(const weir_row *row, unsigned arg) { return row->args[arg].values.val.int64.ptr[row->index]; }
+uint64_t weir_arg_u64(const weir_row *row, unsigned arg) { return row->args[arg].values.val.uint64.ptr[row->index]; }
+float weir_arg_f32(const weir_row *row, unsigned arg) { return row->args[arg].values.val.float32.ptr[row->index]; }
+double weir_arg_f64(const weir_row *row, unsigned arg) { return row->args[arg].values.val.float64.ptr[row->index]; }
+
+weir_str weir_arg_str(const weir_row *row, unsigned arg) {
+    const weir_plugin_types_var_data_t *var = &row->args[arg].values.val.utf8;
+    int32_t start = var->offsets.ptr[row->index], end = var->offsets.ptr[row->index + 1];
+    weir_str out = {(const char *)var->data.ptr + start, (size_t)(end - start)};
+    return out;
+}
+
+weir_bytes weir_arg_bytes(const weir_row *row, unsigned arg) {
+    weir_str text = weir_arg_str(row, arg);
+    weir_bytes out = {(const uint8_t *)text.ptr, text.len};
+    return out;
+}
+
+/* ---- results ------------------------------------------------------------------------------ */
+
+/* The builder and row the current function writes a value of `type` into, or NULL when the
+ * call is a mismatch (a table function returning, a type different from the signature's). */
+static builder *scalar_target(weir_row *row, weir_type type) {
+    if (row->result == NULL) {
+        weir_fail(row, "weir_return_* called from a table function (use weir_emit and weir_out_*)");
+        return NULL;
+    }
+    bool same = row->result->type == type || (type == WEIR_INT64 && row->result->type >= WEIR_TIMESTAMP_S) ||
+                (type == WEIR_INT32 && row->result->type == WEIR_DATE32);
+    if (!same) {
+        weir_fail(row, "%s: set a result of another type than the signature's", row->fn->name);
+        return NULL;
+    }
+    return row->result;
+}
+
+#define RETURN_FIXED(suffix, ctype, wtype)                                        \
+    void weir_return_##suffix(weir_row *row, ctype value) {                      \
+        builder *b = scalar_target(row, wtype);                                   \
+        if (b && !row->failed) builder_set_fixed(b, row->index, &value, sizeof value); \
+    }
+
+RETURN_FIXED(i32, int32_t, WEIR_INT32)
+RETURN_FIXED(i64, int64_t, WEIR_INT64)
+RETURN_FIXED(u64, uint64_t, WEIR_UINT64)
+RETURN_FIXED(f32, float, WEIR_FLOAT32)
+RETURN_FIXED(f64, double, WEIR_FLOAT64)
+
+void weir_return_bool(weir_row *row, bool value) {
+    builder *b = scalar_target(row, WEIR_BOOLEAN);
+    uint8_t byte = value ? 1 : 0;
+    if (b && !row->failed) builder_set_fixed(b, row->index, &byte, 1);
+}
+
+void weir_return_null(weir_row *row) {
+    if (row->result) builder_null(row->result, row->index);
+}
+
+void weir_return_str(weir_row *row, const char *ptr, size_t len) {
+    builder *b = scalar_target(row, WEIR_UTF8);
+    if (b && !row->failed) builder_set_var(b, row->index, ptr, len);
+}
+
+void weir_return_cstr(weir_row *row, const char *text) {
+    weir_return_str(row, text, strlen(text));
+}
+
+void weir_return_bytes(weir_row *row, const uint8_t *ptr, size_t len) {
+    builder *b = scalar_target(row, WEIR_BINARY);
+    if (b && !row->failed) builder_set_var(b, row->index, ptr, len);
+}
+
+void weir_fail(weir_row *row, const char *format, ...) {
+    if (row->failed) return; /* the first reason counts */
+    row->failed = true;
+    char message[512];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    error_list *errors = row->errors;
+    errors->items = grow(errors->items, &errors->capacity, errors->len + 1, sizeof *errors->items);
+    errors->items[errors->len].row = row->index;
+    errors->items[errors->len].message = owned_cstring(message);
+    errors->len++;
+    if (row->result) builder_null(row->result, row->index);
+}
+
+/* ---- table outputs ------------------------------------------------------------------------ */
+
+void weir_emit(weir_row *row) {
+    if (row->outputs == NULL) {
+        weir_fail(row, "weir_emit called from a scalar function");
+        return;
+    }
+    if (row->failed) return;
+    for (unsigned c = 0; c < row->fn->output_count; c++) builder_push_null(&row->outputs[c]);
+    row->parents = grow(row->parents, &row->parents_capacity, row->parents_len + 1, sizeof *row->parents);
+    row->parents[row->parents_len++] = row->index;
+}
+
+static builder *out_target(weir_row *row, unsigned column, weir_type type) {
+    if (row->outputs == NULL || row->failed) return NULL;
+    if (row->parents_len == row->first_output) {
+        weir_fail(row, "weir_out_* before weir_emit");
+        return NULL;
+    }
+    if (column >= row->fn->output_count) {
+        weir_fail(row, "output column %u does not exist", column);
+        return NULL;
+    }
+    builder *b = &row->outputs[column];
+    bool same = b->type == type || (type == WEIR_INT64 && b->type >= WEIR_TIMESTAMP_S) ||
+                (type == WEIR_INT32 && b->type == WEIR_DATE32);
+    if (!same) {
+        weir_fail(row, "output column %s set with another type than the signature's", row->fn->output_names[column]);
+        return NULL;
+    }
+    return b;
+}
+
+#define OUT_FIXED(suffix, ctype, wtype)                                                   \
+    void weir_out_##suffix(weir_row *row, unsigned column, ctype value) {                \
+        builder *b = out_target(row, column, wtype);                                      \
+        if (b) builder_set_fixed(b, b->rows - 1, &value, sizeof value);                   \
+    }
+
+OUT_FIXED(i32, int32_t, WEIR_INT32)
+OUT_FIXED(i64, int64_t, WEIR_INT64)
+OUT_FIXED(u64, uint64_t, WEIR_UINT64)
+OUT_FIXED(f32, float, WEIR_FLOAT32)
+OUT_FIXED(f64, double, WEIR_FLOAT64)
+
+void weir_out_bool(weir_row *row, unsigned column, bool value) {
+    builder *b = out_target(row, column, WEIR_BOOLEAN);
+    uint8_t byte = value ? 1 : 0;
+    if (b) builder_set_fixed(b, b->rows - 1, &byte, 1);
+}
+
+void weir_out_null(weir_row *row, unsigned column) {
+    if (row->outputs && column < row->fn->output_count && row->outputs[column].rows > row->first_output) {
+        builder_null(&row->outputs[column], row->outputs[column].rows - 1);
+    }
+}
+
+void weir_out_str(weir_row *row, unsigned column, const char *ptr, size_t len) {
+    builder *b = out_target(row, column, WEIR_UTF8);
+    if (b) builder_set_var(b, b->rows - 1, ptr, len);
+}
+
+void weir_out_bytes(weir_row *row, unsigned column, const uint8_t *ptr, size_t len) {
+    builder *b = out_target(row, column, WEIR_BINARY);
+    if (b) builder_set_var(b, b->rows - 1, ptr, len);
+}
+
+/* ---- host --------------------------------------------------------------------------------- */
+
+void weir_log(const char *message) {
+    string_t text = {(uint8_t *)message, strlen(message)};
+    WEIR_W(list_tuple2_string_string_t) fields = {NULL, 0};
+    weir_plugin_host_log(WEIR_PLUGIN_HOST_LEVEL_INFO, &text, &fields);
+}
+
+void weir_counter_add(const char *name, uint64_t value) {
+    string_t text = {(uint8_t *)name, strlen(name)};
+    weir_plugin_host_counter_add(&text, value);
+}
+
+void weir_gauge_set(const char *name, double value) {
+    string_t text = {(uint8_t *)name, strlen(name)};
+    weir_plugin_host_gauge_set(&text, value);
+}
+
+/* ---- describe ----------------------------------------------------------------------------- */
+
+static weir_plugin_types_data_type_t data_type(weir_type type) {
+    weir_plugin_types_data_type_t out;
+    memset(&out, 0, sizeof out);
+    switch (type) {
+        case WEIR_BOOLEAN: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_BOOLEAN; break;
+        case WEIR_INT32: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_INT32; break;
+        case WEIR_INT64: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_INT64; break;
+        case WEIR_UINT64: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_UINT64; break;
+        case WEIR_FLOAT32: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_FLOAT32; break;
+        case WEIR_FLOAT64: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_FLOAT64; break;
+        case WEIR_UTF8: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_UTF8; break;
+        case WEIR_BINARY: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_BINARY; break;
+        case WEIR_DATE32: out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_DATE32; break;
+        case WEIR_TIMESTAMP_S:
+        case WEIR_TIMESTAMP_MS:
+        case WEIR_TIMESTAMP_US:
+        case WEIR_TIMESTAMP_NS:
+            out.tag = WEIR_PLUGIN_TYPES_DATA_TYPE_TIMESTAMP;
+            out.val.timestamp = (weir_plugin_types_time_unit_t)(type - WEIR_TIMESTAMP_S);
+            break;
+    }
+    return out;
+}
+
+static weir_plugin_types_list_data_type_t arg_types(const weir_function *fn) {
+    weir_plugin_types_list_data_type_t out = {checked(malloc((fn->arg_count ? fn->arg_count : 1) * sizeof *out.ptr)), fn->arg_count};
+    for (unsigned i = 0; i < fn->arg_count; i++) out.ptr[i] = data_type(fn->args[i]);
+    return out;
+}
+
+static weir_plugin_types_plugin_info_t plugin_info(void) {
+    weir_plugin_types_plugin_info_t info;
+    info.name = owned_cstring(weir_plugin_name);
+    info.version = owned_cstring(weir_plugin_version);
+    info.description = owned_cstring(weir_plugin_description);
+    return info;
+}
+
+#if defined(WEIR_WORLD_SCALAR_UDF)
+void exports_weir_plugin_scalar_describe(exports_weir_plugin_scalar_tuple2_plugin_info_list_scalar_signature_t *ret) {
+    ret->f0 = plugin_info();
+    ret->f1.len = weir_function_count;
+    ret->f1.ptr = checked(malloc((weir_function_count ? weir_function_count : 1) * sizeof *ret->f1.ptr));
+    for (unsigned i = 0; i < weir_function_count; i++) {
+        const weir_function *fn = &weir_functions[i];
+        ret->f1.ptr[i].name = owned_cstring(fn->name);
+        ret->f1.ptr[i].args = arg_types(fn);
+        ret->f1.ptr[i].returns = data_type(fn->returns);
+        ret->f1.ptr[i].description = owned_cstring(fn->description);
+    }
+}
+#else
+void exports_weir_plugin_table_describe(exports_weir_plugin_table_tuple2_plugin_info_list_table_signature_t *ret) {
+    ret->f0 = plugin_info();
+    ret->f1.len = weir_function_count;
+    ret->f1.ptr = checked(malloc((weir_function_count ? weir_function_count : 1) * sizeof *ret->f1.ptr));
+    for (unsigned i = 0; i < weir_function_count; i++) {
+        const weir_function *fn = &weir_functions[i];
+        ret->f1.ptr[i].name = owned_cstring(fn->name);
+        ret->f1.ptr[i].args = arg_types(fn);
+        ret->f1.ptr[i].output.len = fn->output_count;
+        ret->f1.ptr[i].output.ptr = checked(malloc((fn->output_count ? fn->output_count : 1) * sizeof(weir_plugin_types_field_t)));
+        for (unsigned c = 0; c < fn->output_count; c++) {
+            ret->f1.ptr[i].output.ptr[c].name = owned_cstring(fn->output_names[c]);
+            ret->f1.ptr[i].output.ptr[c].data_type = data_type(fn->output_types[c]);
+            ret->f1.ptr[i].output.ptr[c].nullable = true;
+        }
+        ret->f1.ptr[i].description = owned_cstring(fn->description);
+    }
+}
+#endif
+
+/* ---- call --------------------------------------------------------------------------------- */
+
+static bool column_matches(const column_t *column, weir_type type) {
+    uint8_t tag = column->values.tag;
+    switch (type) {
+        case WEIR_BOOLEAN: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_BOOLEAN;
+        case WEIR_INT32: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT32;
+        case WEIR_INT64: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT64;
+        case WEIR_UINT64: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_UINT64;
+        case WEIR_FLOAT32: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT32;
+        case WEIR_FLOAT64: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT64;
+        case WEIR_UTF8: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_UTF8;
+        case WEIR_BINARY: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_BINARY;
+        case WEIR_DATE32: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_DATE32;
+        default: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_TIMESTAMP;
+    }
+}
+
+/* Checks the call's arguments; a message in `err` when they do not fit the signature. */
+static const weir_function *check_call(uint32_t index, uint32_t rows, const column_t *args, size_t count,
+                                       weir_plugin_types_call_error_t *err) {
+    char message[256];
+    const weir_function *fn = index < weir_function_count ? &weir_functions[index] : NULL;
+    if (fn == NULL) {
+        snprintf(message, sizeof message, "no function number %u", (unsigned)index);
+    } else if (count != fn->arg_count) {
+        snprintf(message, sizeof message, "%s takes %u arguments, got %zu", fn->name, fn->arg_count, count);
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            if (!column_matches(&args[i], fn->args[i]) || args[i].len != rows) {
+                snprintf(message, sizeof message, "%s: argument %zu has another type or length than the signature", fn->name, i);
+                fn = NULL;
+                break;
+            }
+        }
+        if (fn) return fn;
+    }
+    err->tag = WEIR_PLUGIN_TYPES_CALL_ERROR_INVALID_INPUT;
+    err->val.invalid_input = owned_cstring(message);
+    return NULL;
+}
+
+static bool skips(const weir_function *fn, const column_t *args, uint32_t row) {
+    if (fn->nulls) return false;
+    for (unsigned i = 0; i < fn->arg_count; i++) {
+        if (!arg_valid(&args[i], row)) return true;
+    }
+    return false;
+}
+
+#if defined(WEIR_WORLD_SCALAR_UDF)
+bool exports_weir_plugin_scalar_call(uint32_t function, uint32_t rows, exports_weir_plugin_scalar_list_column_t *args,
+                                     exports_weir_plugin_scalar_scalar_output_t *ret,
+                                     exports_weir_plugin_scalar_call_error_t *err) {
+    const weir_function *fn = check_call(function, rows, args->ptr, args->len, err);
+    if (fn == NULL) {
+        exports_weir_plugin_scalar_list_column_free(args);
+        return false;
+    }
+    builder result;
+    builder_init(&result, fn->returns, rows);
+    for (uint32_t i = 0; i < rows; i++) builder_push_null(&result);
+    error_list errors = {NULL, 0, 0};
+    weir_row row;
+    memset(&row, 0, sizeof row);
+    row.fn = fn;
+    row.args = args->ptr;
+    row.result = &result;
+    row.errors = &errors;
+    for (uint32_t i = 0; i < rows; i++) {
+        if (skips(fn, args->ptr, i)) continue;
+        row.index = i;
+        row.failed = false;
+        /* Var-width values are appended in row order: close the previous rows' offsets. */
+        if (is_var(result.type)) result.offsets[i] = (int32_t)result.data_len;
+        fn->fn(&row);
+        if (is_var(result.type)) {
+            if (!(result.validity[i / 8] >> (i % 8) & 1)) result.data_len = (size_t)result.offsets[i];
+            result.offsets[i + 1] = (int32_t)result.data_len;
+        }
+    }
+    if (is_var(result.type)) {
+        /* Rows skipped for NULLs at the end keep empty slots. */
+        for (uint32_t i = 0; i < rows; i++) {
+            if (result.offsets[i + 1] < result.offsets[i]) result.offsets[i + 1] = result.offsets[i];
+        }
+    }
+    ret->values = builder_finish(&result);
+    ret->errors.ptr = errors.items ? errors.items : checked(malloc(1));
+    ret->errors.len = errors.len;
+    exports_weir_plugin_scalar_list_column_free(args);
+    return true;
+}
+#else
+bool exports_weir_plugin_table_call(uint32_t function, uint32_t rows, exports_weir_plugin_table_list_column_t *args,
+                                    exports_weir_plugin_table_table_output_t *ret,
+                                    exports_weir_plugin_table_call_error_t *err) {
+    const weir_function *fn = check_call(function, rows, args->ptr, args->len, err);
+    if (fn == NULL) {
+        exports_weir_plugin_table_list_column_free(args);
+        return false;
+    }
+    builder *outputs = checked(calloc(fn->output_count ? fn->output_count : 1, sizeof *outputs));
+    for (unsigned c = 0; c < fn->output_count; c++) builder_init(&outputs[c], fn->output_types[c], rows);
+    error_list errors = {NULL, 0, 0};
+    weir_row row;
+    memset(&row, 0, sizeof row);
+    row.fn = fn;
+    row.args = args->ptr;
+    row.outputs = outputs;
+    row.errors = &errors;
+    for (uint32_t i = 0; i < rows; i++) {
+        if (skips(fn, args->ptr, i)) continue;
+        row.index = i;
+        row.failed = false;
+        row.first_output = row.parents_len;
+        fn->fn(&row);
+        if (row.failed) {
+            /* A rejected input row contributes no output rows. */
+            for (unsigned c = 0; c < fn->output_count; c++) {
+                builder *b = &outputs[c];
+                b->rows = row.first_output;
+                if (is_var(b->type)) b->data_len = (size_t)b->offsets[b->rows];
+            }
+            row.parents_len = row.first_output;
+        }
+    }
+    ret->parents.ptr = row.parents ? row.parents : checked(malloc(1));
+    ret->parents.len = row.parents_len;
+    ret->columns.len = fn->output_count;
+    ret->columns.ptr = checked(malloc((fn->output_count ? fn->output_count : 1) * sizeof(column_t)));
+    for (unsigned c = 0; c < fn->output_count; c++) ret->columns.ptr[c] = builder_finish(&outputs[c]);
+    free(outputs);
+    ret->errors.ptr = errors.items ? errors.items : checked(malloc(1));
+    ret->errors.len = errors.len;
+    exports_weir_plugin_table_list_column_free(args);
+    return true;
+}
+#endif

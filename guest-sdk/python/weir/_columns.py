@@ -1,0 +1,346 @@
+"""Columnar batches to Python values and back, and the per-batch loops.
+
+A column arrives in Arrow's layout (see wit/plugin.wit): numbers as one list, strings as offsets
+plus one bytes buffer, NULLs as a validity bitmap. The loops take a fast path when they can
+(`map` over whole columns, one `join` for all output strings, one `array` conversion to check
+output types) and fall back to row-by-row only for the rows that need it (NULLs for strict
+functions, exceptions, values of the wrong type).
+"""
+
+from __future__ import annotations
+
+from array import array
+from itertools import accumulate, islice
+
+from componentize_py_types import Err
+from wit_world.imports import types as t
+
+# Only the world being built has bindings: the scalar-udf world has no `table` export, and so on.
+try:
+    from wit_world.exports.scalar import ScalarOutput
+except ImportError:
+    ScalarOutput = None
+try:
+    from wit_world.exports.table import TableOutput
+except ImportError:
+    TableOutput = None
+
+_TIME_UNITS = {
+    "timestamp_s": t.TimeUnit.SECOND,
+    "timestamp_ms": t.TimeUnit.MILLISECOND,
+    "timestamp_us": t.TimeUnit.MICROSECOND,
+    "timestamp_ns": t.TimeUnit.NANOSECOND,
+}
+
+_DATA_TYPES = {
+    "boolean": t.DataType_Boolean,
+    "int32": t.DataType_Int32,
+    "int64": t.DataType_Int64,
+    "uint64": t.DataType_Uint64,
+    "float32": t.DataType_Float32,
+    "float64": t.DataType_Float64,
+    "utf8": t.DataType_Utf8,
+    "binary": t.DataType_Binary,
+    "date32": t.DataType_Date32,
+}
+
+# Output checks: an `array` of this code accepts exactly the values the column can hold.
+_ARRAY_CODES = {"int32": "i", "int64": "q", "uint64": "Q", "date32": "i", "float32": "d", "float64": "d"}
+_ARRAY_CODES.update({unit: "q" for unit in _TIME_UNITS})
+
+_VALUE_CLASSES = {
+    "int32": t.ColumnValues_Int32,
+    "int64": t.ColumnValues_Int64,
+    "uint64": t.ColumnValues_Uint64,
+    "float32": t.ColumnValues_Float32,
+    "float64": t.ColumnValues_Float64,
+    "date32": t.ColumnValues_Date32,
+}
+_VALUE_CLASSES.update({unit: t.ColumnValues_Timestamp for unit in _TIME_UNITS})
+
+_ZERO = {"boolean": False, "utf8": "", "binary": b"", "float32": 0.0, "float64": 0.0}
+
+
+def data_type(name):
+    if name in _TIME_UNITS:
+        return t.DataType_Timestamp(_TIME_UNITS[name])
+    return _DATA_TYPES[name]()
+
+
+def describe_scalar(info, functions):
+    signatures = [
+        t.ScalarSignature(f.name, [data_type(a) for a in f.args], data_type(f.returns), f.description)
+        for f in functions
+    ]
+    return t.PluginInfo(*info), signatures
+
+
+def describe_table(info, functions):
+    signatures = [
+        t.TableSignature(
+            f.name,
+            [data_type(a) for a in f.args],
+            [t.Field(name, data_type(kind), True) for name, kind in f.output],
+            f.description,
+        )
+        for f in functions
+    ]
+    return t.PluginInfo(*info), signatures
+
+
+def _invalid(message):
+    return Err(t.CallError_InvalidInput(message))
+
+
+def _message(error):
+    """A row error's reason: the message of a ValueError (how a UDF rejects a row on purpose),
+    "Type: message" for any other exception (a KeyError's or TypeError's type says what broke)."""
+    text = str(error)
+    if type(error) is ValueError and text:
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+# ---- reading columns -------------------------------------------------------------------------
+
+
+def _valid_rows(validity, rows):
+    return [bool(validity[i >> 3] >> (i & 7) & 1) for i in range(rows)]
+
+
+def _strings(var, rows):
+    offsets, data = var.offsets, var.data
+    text = data.decode("utf-8")
+    if len(text) == len(data):
+        # ASCII: byte offsets are character offsets, slice the decoded text.
+        return [text[a:b] for a, b in zip(offsets, islice(offsets, 1, None))]
+    return [data[a:b].decode("utf-8") for a, b in zip(offsets, islice(offsets, 1, None))]
+
+
+def _binaries(var, rows):
+    offsets, data = var.offsets, var.data
+    return [data[a:b] for a, b in zip(offsets, islice(offsets, 1, None))]
+
+
+def _bits(packed, rows):
+    return [bool(packed[i >> 3] >> (i & 7) & 1) for i in range(rows)]
+
+
+_READERS = {
+    t.ColumnValues_Utf8: ("utf8", _strings),
+    t.ColumnValues_Binary: ("binary", _binaries),
+    t.ColumnValues_Boolean: ("boolean", _bits),
+}
+
+
+def read_column(column, rows, expected, position):
+    """The column's values as a Python list (None for NULL) and whether it has NULLs."""
+    values = column.values
+    kind = type(values)
+    reader = _READERS.get(kind)
+    if reader is not None:
+        actual, read = reader
+        if expected != actual:
+            raise ValueError(f"argument {position} is {actual}, the function takes {expected}")
+        out = read(values.value, rows)
+    else:
+        wanted = _VALUE_CLASSES.get(expected)
+        if wanted is not kind:
+            raise ValueError(f"argument {position} is {kind.__name__}, the function takes {expected}")
+        out = values.value
+        if type(out) is not list:
+            out = list(out)
+    if len(out) != rows:
+        raise ValueError(f"argument {position} has {len(out)} values for {rows} rows")
+    validity = column.validity
+    if validity is None:
+        return out, False
+    valid = _valid_rows(validity, rows)
+    if all(valid):
+        return out, False
+    return [v if ok else None for v, ok in zip(out, valid)], True
+
+
+def _read_args(function, rows, args):
+    if len(args) != len(function.args):
+        raise ValueError(f"{function.name} takes {len(function.args)} arguments, got {len(args)}")
+    columns, strict_nulls = [], False
+    for position, (column, expected, nullable) in enumerate(zip(args, function.args, function.nullable)):
+        values, has_nulls = read_column(column, rows, expected, position)
+        columns.append(values)
+        strict_nulls = strict_nulls or (has_nulls and not nullable)
+    return columns, strict_nulls
+
+
+def _skips_row(row, nullable):
+    for value, passes_null in zip(row, nullable):
+        if value is None and not passes_null:
+            return True
+    return False
+
+
+# ---- writing columns -------------------------------------------------------------------------
+
+
+def _bitmap(flags, rows):
+    packed = bytearray((rows + 7) >> 3)
+    for i, flag in enumerate(flags):
+        if flag:
+            packed[i >> 3] |= 1 << (i & 7)
+    return bytes(packed)
+
+
+def _bad_value(kind, value):
+    """Why `value` cannot go into a column of `kind` (None when it can)."""
+    if value is None:
+        return None
+    if kind == "utf8":
+        return None if isinstance(value, str) else "a str"
+    if kind == "binary":
+        return None if isinstance(value, (bytes, bytearray, memoryview)) else "bytes"
+    if kind == "boolean":
+        return None if isinstance(value, bool) else "a bool"
+    code = _ARRAY_CODES[kind]
+    if code != "d" and not isinstance(value, int):
+        return "an int"
+    try:
+        array(code, [value])
+    except (TypeError, OverflowError):
+        return "an int in range" if code != "d" else "a float"
+    return None
+
+
+def _fits(kind, values):
+    """Whether every non-NULL value fits the column type (checked at C speed)."""
+    try:
+        if kind == "utf8":
+            return all(type(v) is str for v in values)
+        if kind == "binary" or kind == "boolean":
+            return all(_bad_value(kind, v) is None for v in values)
+        code = _ARRAY_CODES[kind]
+        if code == "d":
+            array(code, values)
+            return True
+        array(code, values)
+        return not any(type(v) is float for v in values)
+    except (TypeError, OverflowError):
+        return False
+
+
+def _check_values(kind, values, errors, function):
+    """Nulls out values of the wrong type, adding row errors for them."""
+    for row, value in enumerate(values):
+        wanted = _bad_value(kind, value)
+        if wanted is not None:
+            errors.append(
+                t.RowError(row, f"{function} returned {value!r} ({type(value).__name__}), expected {wanted} for {kind}")
+            )
+            values[row] = None
+
+
+def write_column(kind, values):
+    """A Python list (None for NULL) as a column of `kind`."""
+    rows = len(values)
+    validity = None
+    if None in values:
+        validity = _bitmap([v is not None for v in values], rows)
+        zero = _ZERO.get(kind, 0)
+        values = [zero if v is None else v for v in values]
+    if kind == "utf8":
+        joined = "".join(values)
+        if joined.isascii():
+            offsets = list(accumulate(map(len, values), initial=0))
+            data = joined.encode("ascii")
+        else:
+            encoded = [v.encode("utf-8") for v in values]
+            offsets = list(accumulate(map(len, encoded), initial=0))
+            data = b"".join(encoded)
+        column_values = t.ColumnValues_Utf8(t.VarData(offsets, data))
+    elif kind == "binary":
+        offsets = list(accumulate(map(len, values), initial=0))
+        column_values = t.ColumnValues_Binary(t.VarData(offsets, b"".join(values)))
+    elif kind == "boolean":
+        column_values = t.ColumnValues_Boolean(_bitmap(values, rows))
+    else:
+        if _ARRAY_CODES[kind] == "d" and not all(type(v) is float for v in values):
+            values = [float(v) for v in values]
+        column_values = _VALUE_CLASSES[kind](values)
+    return t.Column(rows, validity, column_values)
+
+
+# ---- calls -------------------------------------------------------------------------------
+
+
+def _call_rows(function, columns, rows, errors):
+    """Row by row: strict NULL handling and one error per failing row."""
+    fn, nullable = function.fn, function.nullable
+    out = [None] * rows
+    for row, values in enumerate(zip(*columns)) if columns else enumerate([()] * rows):
+        if _skips_row(values, nullable):
+            continue
+        try:
+            out[row] = fn(*values)
+        except Exception as error:  # noqa: BLE001 - any exception rejects the row
+            errors.append(t.RowError(row, _message(error)))
+    return out
+
+
+def call_scalar(functions, index, rows, args):
+    if index >= len(functions):
+        raise _invalid(f"no function number {index}")
+    function = functions[index]
+    try:
+        columns, strict_nulls = _read_args(function, rows, args)
+    except ValueError as error:
+        raise _invalid(f"{function.name}: {error}") from None
+    errors = []
+    out = None
+    if not strict_nulls and columns:
+        try:
+            out = list(map(function.fn, *columns))
+        except Exception:  # noqa: BLE001 - redo row by row to find the failing rows
+            out = None
+    if out is None:
+        out = _call_rows(function, columns, rows, errors)
+    if not _fits(function.returns, out):
+        _check_values(function.returns, out, errors, function.name)
+    return ScalarOutput(write_column(function.returns, out), errors)
+
+
+def call_table(functions, index, rows, args):
+    if index >= len(functions):
+        raise _invalid(f"no function number {index}")
+    function = functions[index]
+    try:
+        columns, _ = _read_args(function, rows, args)
+    except ValueError as error:
+        raise _invalid(f"{function.name}: {error}") from None
+    fn, nullable, width = function.fn, function.nullable, len(function.output)
+    parents, errors = [], []
+    outputs = [[] for _ in range(width)]
+    for row, values in enumerate(zip(*columns)) if columns else enumerate([()] * rows):
+        if _skips_row(values, nullable):
+            continue
+        try:
+            produced = list(fn(*values))
+            if width == 1:
+                produced = [p if isinstance(p, tuple) else (p,) for p in produced]
+            for item in produced:
+                if not isinstance(item, tuple) or len(item) != width:
+                    raise TypeError(f"yielded {item!r}; expected a tuple of {width} values")
+        except Exception as error:  # noqa: BLE001 - any exception rejects the row
+            errors.append(t.RowError(row, _message(error)))
+            continue
+        for item in produced:
+            parents.append(row)
+            for column, value in zip(outputs, item):
+                column.append(value)
+    out_columns = []
+    for (name, kind), values in zip(function.output, outputs):
+        if not _fits(kind, values):
+            bad = []
+            _check_values(kind, values, bad, f"{function.name} column {name}")
+            # A bad value rejects its input row; the output row keeps a NULL.
+            errors.extend(t.RowError(parents[e.row], e.message) for e in bad)
+        out_columns.append(write_column(kind, values))
+    return TableOutput(parents, out_columns, errors)

@@ -1,0 +1,172 @@
+//! `weir bench languages`: the same scalar UDFs in Rust, Python, JavaScript and C (the parity
+//! plugins, `plugins/parity-*`), next to the same functions compiled into the host.
+//!
+//! - per-row cost of `dollar_to_euro` (int64 -> float64) and `slug` (utf8 -> utf8) at batch
+//!   sizes 1024 and 8192, inside the sandbox, with the native Rust cost measured in the same run;
+//! - compile time (first load), cached load, a fresh instance from the cache, and the linear
+//!   memory an instance holds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+
+use crate::plugin::runtime::{engine, load_with};
+use crate::plugin::udf::ScalarCaller;
+use crate::plugin::{Instance, Limits, Plugin, load};
+
+const LANGUAGES: [(&str, &str); 4] = [("Rust", "rust"), ("Python", "python"), ("JavaScript", "js"), ("C", "c")];
+const SIZES: [usize; 2] = [1024, 8192];
+
+/// The host-native versions of the parity functions (the baseline).
+fn native_slug(text: &str) -> Option<String> {
+    let mut slug = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    if slug.ends_with('-') {
+        slug.pop();
+    }
+    (!slug.is_empty()).then_some(slug)
+}
+
+fn inputs(rows: usize) -> (ArrayRef, ArrayRef) {
+    let amounts: ArrayRef = Arc::new(Int64Array::from_iter_values((0..rows as i64).map(|i| i * 7919 % 100_000_000)));
+    let texts: ArrayRef =
+        Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("Stream Processing #{i:05} with Wasm!"))));
+    (amounts, texts)
+}
+
+/// Median nanoseconds per row of `call` over batches of `rows`, within about `budget`.
+fn per_row(rows: usize, budget: Duration, mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    for _ in 0..3 {
+        call()?;
+    }
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < budget || samples.len() < 5 {
+        let at = Instant::now();
+        call()?;
+        samples.push(at.elapsed().as_nanos() as f64 / rows as f64);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples[samples.len() / 2])
+}
+
+fn wasm_per_row(plugin: &Arc<Plugin>, function: &str, args: &[ArrayRef], rows: usize) -> anyhow::Result<f64> {
+    let index = plugin
+        .scalar
+        .iter()
+        .position(|f| f.name == function)
+        .ok_or_else(|| anyhow::anyhow!("{} has no function {function}", plugin.info.name))?;
+    let mut caller = ScalarCaller::new(Arc::clone(plugin), bench_limits(), index as u32);
+    per_row(rows, Duration::from_millis(400), || {
+        let result = caller.call(args, rows)?;
+        anyhow::ensure!(result.failed.is_empty(), "{function} rejected rows in the benchmark");
+        Ok(())
+    })
+}
+
+fn bench_limits() -> Limits {
+    Limits { time: Duration::from_secs(10), memory: 512 << 20 }
+}
+
+fn parity_path(plugins: &Path, language: &str) -> anyhow::Result<PathBuf> {
+    let path = plugins.join(format!("parity-{language}/build/parity_{language}.wasm"));
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build it with `weir plugin build plugins/parity-{language}` (tests/run.sh does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Runs the language benchmarks and prints Markdown tables.
+///
+/// # Errors
+/// Missing plugins and failing calls.
+pub fn bench(plugins: &Path) -> anyhow::Result<()> {
+    let plugins = std::path::absolute(plugins)?;
+    let mut loaded = Vec::new();
+    for (label, language) in LANGUAGES {
+        loaded.push((label, language, Arc::new(load(&parity_path(&plugins, language)?)?)));
+    }
+
+    println!("## Per-row cost of the same scalar UDF (ns per row, inside the sandbox; native = compiled into the host)\n");
+    println!(
+        "| language | int64 @1024 | int64 @8192 | utf8 @1024 | utf8 @8192 | int64 vs native @8192 | utf8 vs native @8192 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut native = Vec::new();
+    for rows in SIZES {
+        let (amounts, texts) = inputs(rows);
+        let amounts = amounts.as_any().downcast_ref::<Int64Array>().expect("int64").clone();
+        let texts = texts.as_any().downcast_ref::<StringArray>().expect("utf8").clone();
+        let int = per_row(rows, Duration::from_millis(300), || {
+            let out: Float64Array = amounts.iter().map(|a| a.map(|a| a as f64 * 0.908)).collect();
+            std::hint::black_box(out);
+            Ok(())
+        })?;
+        let text = per_row(rows, Duration::from_millis(300), || {
+            let out: StringArray = texts.iter().map(|t| t.and_then(native_slug)).collect();
+            std::hint::black_box(out);
+            Ok(())
+        })?;
+        native.push((int, text));
+    }
+    println!(
+        "| native Rust (host) | {:.1} | {:.1} | {:.1} | {:.1} | 1.0 | 1.0 |",
+        native[0].0, native[1].0, native[0].1, native[1].1
+    );
+    for (label, _, plugin) in &loaded {
+        let mut cells = Vec::new();
+        let mut at_8192 = (0.0, 0.0);
+        for rows in SIZES {
+            let (amounts, texts) = inputs(rows);
+            let int = wasm_per_row(plugin, "dollar_to_euro", &[amounts], rows)?;
+            let text = wasm_per_row(plugin, "slug", &[texts], rows)?;
+            cells.push((int, text));
+            at_8192 = (int, text);
+        }
+        println!(
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            cells[0].0,
+            cells[1].0,
+            cells[0].1,
+            cells[1].1,
+            at_8192.0 / native[1].0,
+            at_8192.1 / native[1].1
+        );
+    }
+
+    println!("\n## Loading, instantiation and memory per language\n");
+    println!("| language | component | compile (no cache) | cached load | new instance | memory per instance |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (label, language, plugin) in &loaded {
+        let path = parity_path(&plugins, language)?;
+        let compiled = load_with(&path, engine(), true, false)?;
+        let cached = load(&path)?;
+        let count = 200;
+        let mut memory = 0;
+        let started = Instant::now();
+        for _ in 0..count {
+            let instance = Instance::new(Arc::clone(plugin), bench_limits())?;
+            memory = instance.memory_bytes();
+        }
+        let instance_time = started.elapsed() / count;
+        println!(
+            "| {label} | {:.1} MB | {:.2} s | {:.1} ms | {:.0} µs | {:.1} MiB |",
+            compiled.size as f64 / 1e6,
+            compiled.load_time.as_secs_f64(),
+            cached.load_time.as_secs_f64() * 1e3,
+            instance_time.as_secs_f64() * 1e6,
+            memory as f64 / f64::from(1 << 20)
+        );
+    }
+    Ok(())
+}

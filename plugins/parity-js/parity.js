@@ -1,0 +1,16 @@
+// The cross-language parity functions in JavaScript (see plugins/parity-rust).
+
+export function dollar_to_euro(amount) {
+  return Number(amount) * 0.908;
+}
+
+export function slug(text) {
+  let out = "";
+  for (const c of text) {
+    if (/^[A-Za-z0-9]$/.test(c)) out += c.toLowerCase();
+    else if (out !== "" && !out.endsWith("-")) out += "-";
+  }
+  if (out.endsWith("-")) out = out.slice(0, -1);
+  if (out === "") throw new Error("no letters or digits to make a slug of");
+  return out;
+}

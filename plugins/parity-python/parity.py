@@ -1,0 +1,29 @@
+"""The cross-language parity functions in Python (see plugins/parity-rust)."""
+
+import weir
+
+
+@weir.scalar
+def dollar_to_euro(amount: int) -> float:
+    """Nexmark q1: dollars to euros at 0.908."""
+    return amount * 0.908
+
+
+def _is_alnum(c: str) -> bool:
+    return c.isascii() and c.isalnum()
+
+
+@weir.scalar
+def slug(text: str) -> str:
+    """A URL slug: lowercase ASCII letters and digits joined by `-`; rejects text without any."""
+    out = []
+    for c in text:
+        if _is_alnum(c):
+            out.append(c.lower())
+        elif out and out[-1] != "-":
+            out.append("-")
+    if out and out[-1] == "-":
+        out.pop()
+    if not out:
+        raise ValueError("no letters or digits to make a slug of")
+    return "".join(out)

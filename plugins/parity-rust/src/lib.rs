@@ -1,0 +1,35 @@
+//! The cross-language parity functions in Rust: `plugins/parity-{rust,python,js,c}` implement
+//! the same functions and must give identical results, NULLs and errors included.
+
+/// Lowercase ASCII letters and digits; every other run of characters becomes one `-`.
+fn slugify(text: &str) -> Result<String, String> {
+    let mut slug = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    if slug.ends_with('-') {
+        slug.pop();
+    }
+    if slug.is_empty() {
+        return Err("no letters or digits to make a slug of".into());
+    }
+    Ok(slug)
+}
+
+weir_plugin::scalar_udfs! {
+    plugin: { name: "parity_rust", version: "0.1.0", description: "The cross-language parity functions, in Rust" },
+
+    /// Nexmark q1: dollars to euros at 0.908.
+    fn dollar_to_euro(amount: i64) -> f64 {
+        amount as f64 * 0.908
+    }
+
+    /// A URL slug: lowercase ASCII letters and digits joined by `-`; rejects text without any.
+    fn slug(text: &str) -> Result<String, String> {
+        slugify(text)
+    }
+}

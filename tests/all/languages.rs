@@ -1,0 +1,195 @@
+//! UDFs in Rust, Python, JavaScript and C: the same functions agree across languages, each
+//! language's real plugin passes its own test, and `weir plugin new` scaffolds build and pass
+//! their tests out of the box.
+//!
+//! `tests/run.sh` builds the plugins under `plugins/` (installing componentize-py and
+//! ComponentizeJS into `.tools/` and Debian's clang for wasm32-wasi) before the tests run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::support::{Workspace, json_lines};
+
+const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built component of a plugin folder under `plugins/`.
+fn built(folder: &str, name: &str) -> PathBuf {
+    let path = repo().join("plugins").join(folder).join("build").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run ./tests/run.sh, which builds the plugins", path.display());
+    path
+}
+
+fn weir() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command.env("WEIR_TOOLS_DIR", repo().join(".tools"));
+    command
+}
+
+/// Random rows that exercise the edges: NULLs, integers beyond 2^53 (exact as BigInt in JS),
+/// negative amounts, non-ASCII text, text without letters (rejected by `slug`).
+fn parity_input(seed: u64, rows: usize) -> String {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let words = ["Hello", "wörld", "Ünïcode", "--", "  ", "", "Stream Processing!", "ÅÄÖ", "x_y-z", "42", "日本語", "a.b.c"];
+    let mut out = String::new();
+    for id in 0..rows {
+        let amount = match rng.random_range(0..10) {
+            0 => "null".to_owned(),
+            1 => ((1_i64 << 53) + rng.random_range(1..1000)).to_string(),
+            2 => (-rng.random_range(0..1_000_000_i64)).to_string(),
+            _ => rng.random_range(0..100_000_000_i64).to_string(),
+        };
+        let text = if rng.random_range(0..8) == 0 {
+            "null".to_owned()
+        } else {
+            let parts: Vec<&str> = (0..rng.random_range(1..4)).map(|_| words[rng.random_range(0..words.len())]).collect();
+            serde_json::to_string(&parts.join(" ")).unwrap()
+        };
+        out.push_str(&format!("{{\"id\":{id},\"amount\":{amount},\"text\":{text}}}\n"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_functions_agree_across_rust_python_js_and_c() {
+    let seed = std::env::var("WEIR_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261124);
+    eprintln!("seed = {seed} (WEIR_SEED overrides)");
+    let ws = Workspace::new();
+    ws.write("in.jsonl", parity_input(seed, 3000));
+    let mut yaml = String::from("plugins:\n");
+    for language in LANGUAGES {
+        yaml.push_str(&format!(
+            "  parity_{language}: {{ path: {} }}\n",
+            built(&format!("parity-{language}"), &format!("parity_{language}")).display()
+        ));
+    }
+    yaml.push_str("sources:\n  rows: { type: file, path: in.jsonl, schema: { id: int64, amount: int64, text: utf8 } }\ntransforms:\n");
+    for language in LANGUAGES {
+        yaml.push_str(&format!(
+            "  {language}_eur: {{ type: udf, inputs: [rows], plugin: parity_{language}, function: dollar_to_euro, args: [amount], as: eur }}\n  {language}_slug: {{ type: udf, inputs: [{language}_eur], plugin: parity_{language}, function: slug, args: [text], as: slug, on_error: dead-letter, dead_letter: {language}_rejects }}\n"
+        ));
+    }
+    yaml.push_str("sinks:\n");
+    for language in LANGUAGES {
+        yaml.push_str(&format!(
+            "  {language}_out: {{ type: file, inputs: [{language}_slug], path: {language}.jsonl }}\n  {language}_rejects: {{ type: file, path: {language}_rejects.jsonl }}\n"
+        ));
+    }
+    ws.run(&yaml).await.unwrap();
+
+    let sorted = |name: &str| {
+        let mut rows = json_lines(&ws.read(name));
+        rows.sort_by_key(|row| row["id"].as_i64().or_else(|| row["position"].as_i64()).unwrap_or(-1));
+        rows
+    };
+    let rust = sorted("rust.jsonl");
+    assert!(rust.len() > 2000, "most rows have a slug: {}", rust.len());
+    assert!(rust.iter().any(|r| r["eur"].is_null()), "NULL amounts give NULL");
+    assert!(rust.iter().any(|r| r["slug"].is_null()), "NULL text gives NULL");
+    let rust_rejects = json_lines(&ws.read("rust_rejects.jsonl"));
+    assert!(rust_rejects.len() > 50, "text without letters or digits is rejected: {}", rust_rejects.len());
+    // A rejection's reason, without the step and plugin names that differ by language.
+    let reasons = |rows: Vec<serde_json::Value>| -> Vec<(String, String)> {
+        let mut reasons: Vec<(String, String)> = rows
+            .iter()
+            .map(|row| {
+                let error = row["error"].as_str().unwrap();
+                let reason = error.rsplit(": ").next().unwrap().to_owned();
+                (row["raw"].as_str().unwrap().to_owned(), reason)
+            })
+            .collect();
+        reasons.sort();
+        reasons
+    };
+    let rust_reasons = reasons(rust_rejects);
+    assert!(rust_reasons.iter().all(|(_, reason)| reason == "no letters or digits to make a slug of"), "{rust_reasons:?}");
+    for language in ["python", "js", "c"] {
+        let rows = sorted(&format!("{language}.jsonl"));
+        assert_eq!(rows.len(), rust.len(), "{language}: same number of rows as Rust");
+        for (theirs, ours) in rows.iter().zip(&rust) {
+            assert_eq!(theirs, ours, "{language} differs from Rust");
+        }
+        let rejects = reasons(json_lines(&ws.read(&format!("{language}_rejects.jsonl"))));
+        assert_eq!(rejects, rust_reasons, "{language}: the same rows rejected for the same reason");
+    }
+}
+
+#[test]
+fn each_languages_real_plugin_passes_its_own_test() {
+    for folder in ["quality", "reshape", "geohash"] {
+        let output = weir().args(["plugin", "test"]).arg(repo().join("plugins").join(folder)).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{folder}: {stdout}{stderr}");
+        assert!(stdout.contains("rows as expected"), "{folder}: {stdout}");
+    }
+}
+
+#[test]
+fn scaffolds_in_every_language_build_and_pass_their_tests() {
+    let ws = Workspace::new();
+    for language in LANGUAGES {
+        for kind in ["scalar", "table"] {
+            let name = format!("hello-{language}-{kind}");
+            let dir = ws.path(&name);
+            let created = weir()
+                .args(["plugin", "new", &name, "--lang", language, "--kind", kind, "--dir"])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+            let mut test = weir();
+            test.args(["plugin", "test"]).arg(&dir);
+            // Rust scaffolds share one target folder so the SDK compiles once.
+            test.env("CARGO_TARGET_DIR", ws.path("cargo-target"));
+            let output = test.output().unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{name}: {stdout}{stderr}");
+            assert!(stdout.contains("built first"), "{name}: a fresh scaffold is built by `plugin test`: {stdout}");
+        }
+    }
+    // Creating over an existing folder is refused.
+    let again = weir().args(["plugin", "new", "x", "--lang", "c", "--dir"]).arg(ws.path("hello-c-scalar")).output().unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+}
+
+#[test]
+fn a_missing_toolchain_is_named_with_its_install_command() {
+    let ws = Workspace::new();
+    let dir = ws.path("py");
+    assert!(weir().args(["plugin", "new", "py", "--lang", "python", "--dir"]).arg(&dir).status().unwrap().success());
+    // No tools folder and an empty PATH: nothing can be found, and nothing is installed.
+    let output = weir()
+        .env("WEIR_TOOLS_DIR", ws.path("no-tools"))
+        .env("PATH", "")
+        .env("HOME", ws.path("home"))
+        .args(["plugin", "build"])
+        .arg(&dir)
+        .output();
+    let output = output.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("componentize-py is not installed") && stderr.contains("pip install componentize-py=="),
+        "{stderr}"
+    );
+    assert!(!ws.path("no-tools").exists(), "nothing was installed");
+}
+
+#[test]
+fn a_bad_manifest_is_refused_with_the_reason() {
+    let ws = Workspace::new();
+    ws.write("p/weir-plugin.yaml", "name: p\nversion: 0.1.0\nlanguage: js\nworld: scalar\nsources: [p.js]\nfunctions:\n  f: { args: [int128], returns: utf8 }\n");
+    let output = weir().args(["plugin", "build"]).arg(ws.path("p")).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("weir-plugin.yaml") && stderr.contains("unknown type `int128`"), "{stderr}");
+}
