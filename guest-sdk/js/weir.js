@@ -85,7 +85,9 @@ function readColumn(column, rows, expected, position) {
   } else if (tag === "decimal128") {
     throw new InvalidInput("decimal128 arguments are not supported by the JavaScript SDK");
   } else {
-    values = val instanceof TYPED[tag] ? val : TYPED[tag].from(val);
+    // The lifted list is indexable as it is (copying it into a new typed array cost more than
+    // the whole call); `columnar` functions get a typed array of the column's type.
+    values = val;
   }
   if (values.length !== rows) throw new InvalidInput(`argument ${position} has ${values.length} values for ${rows} rows`);
   return values;
@@ -135,6 +137,20 @@ class Builder {
     const rows = this.rows;
     const kind = this.kind;
     let values;
+    if (kind === "utf8" && !this.validity) {
+      // All strings at once; when the text is ASCII, byte offsets are character offsets.
+      const joined = this.values.join("");
+      const data = encoder.encode(joined);
+      if (data.length === joined.length) {
+        const offsets = new Int32Array(rows + 1);
+        let total = 0;
+        for (let i = 0; i < rows; i++) {
+          total += this.values[i].length;
+          offsets[i + 1] = total;
+        }
+        return { len: rows, validity: undefined, values: { tag: kind, val: { offsets, data } } };
+      }
+    }
     if (kind === "utf8" || kind === "binary") {
       const parts = new Array(rows);
       const offsets = new Int32Array(rows + 1);
@@ -189,41 +205,57 @@ function rowArgs(columns, validities, row) {
   return values;
 }
 
+// Result types a plain typed store accepts without further checks, by typeof.
+const FAST_TYPEOF = { float32: "number", float64: "number", int64: "bigint", uint64: "bigint", timestamp: "bigint", utf8: "string", boolean: "boolean" };
+
 function callScalar(fn, rows, args) {
   const { columns, validities } = readArgs(fn, rows, args);
   const out = new Builder(fn.returns, rows);
   const errors = [];
   const anyNull = validities.some((v) => v !== null);
   if (fn.columnar) {
-    const result = fn.fn(...columns);
+    const typed = columns.map((column, i) => {
+      const Typed = TYPED[family(fn.args[i])];
+      return Typed && !(column instanceof Typed) ? Typed.from(column) : column;
+    });
+    const result = fn.fn(...typed);
     if (result == null || result.length !== rows) throw new InvalidInput(`${fn.name} returned ${result?.length} values for ${rows} rows`);
     for (let row = 0; row < rows; row++) {
       if (anyNull && validities.some((v) => v && !isValid(v, row))) out.setNull(row);
       else out.set(row, result[row]);
     }
-  } else if (!anyNull && columns.length === 1) {
-    const f = fn.fn;
-    const a = columns[0];
-    for (let row = 0; row < rows; row++) {
-      try {
-        out.set(row, f(a[row]));
-      } catch (error) {
-        out.setNull(row);
-        errors.push({ row, message: message(error) });
+    return { values: out.finish(), errors };
+  }
+  // The row loop; an exception leaves it, records the row and re-enters at the next row (a
+  // try/catch per row would cost more than most functions).
+  const f = fn.fn;
+  const values = out.values;
+  const fast = FAST_TYPEOF[out.kind];
+  const single = !anyNull && columns.length === 1 ? columns[0] : null;
+  let row = 0;
+  while (row < rows) {
+    try {
+      if (single) {
+        for (; row < rows; row++) {
+          const result = f(single[row]);
+          if (typeof result === fast) values[row] = result;
+          else out.set(row, result);
+        }
+      } else {
+        for (; row < rows; row++) {
+          if (anyNull && skips(fn, validities, row)) {
+            out.setNull(row);
+            continue;
+          }
+          const result = f(...rowArgs(columns, validities, row));
+          if (typeof result === fast) values[row] = result;
+          else out.set(row, result);
+        }
       }
-    }
-  } else {
-    for (let row = 0; row < rows; row++) {
-      if (anyNull && skips(fn, validities, row)) {
-        out.setNull(row);
-        continue;
-      }
-      try {
-        out.set(row, fn.fn(...rowArgs(columns, validities, row)));
-      } catch (error) {
-        out.setNull(row);
-        errors.push({ row, message: message(error) });
-      }
+    } catch (error) {
+      out.setNull(row);
+      errors.push({ row, message: message(error) });
+      row++;
     }
   }
   return { values: out.finish(), errors };
@@ -231,7 +263,7 @@ function callScalar(fn, rows, args) {
 
 function callTable(fn, rows, args) {
   const { columns, validities } = readArgs(fn, rows, args);
-  const names = Object.keys(fn.output);
+  const names = fn.output.map(([name]) => name);
   const produced = [];
   const parents = [];
   const errors = [];
@@ -254,7 +286,7 @@ function callTable(fn, rows, args) {
       errors.push({ row, message: message(error) });
     }
   }
-  const outputs = names.map((name) => new Builder(fn.output[name], produced.length));
+  const outputs = fn.output.map(([, type]) => new Builder(type, produced.length));
   produced.forEach((item, index) => {
     outputs.forEach((builder, column) => {
       try {
@@ -304,7 +336,7 @@ export function scalarPlugin(info, functions) {
   };
 }
 
-/** The `weir:plugin/table` export for `functions` ({name, fn, args, output: {column: type}, description}). */
+/** The `weir:plugin/table` export for `functions` ({name, fn, args, output: [[column, type], ...], description}). */
 export function tablePlugin(info, functions) {
   return {
     describe() {
@@ -313,7 +345,7 @@ export function tablePlugin(info, functions) {
         functions.map((f) => ({
           name: f.name,
           args: f.args.map(dataType),
-          output: Object.entries(f.output).map(([name, type]) => ({ name, dataType: dataType(type), nullable: true })),
+          output: f.output.map(([name, type]) => ({ name, dataType: dataType(type), nullable: true })),
           description: f.description ?? "",
         })),
       ];

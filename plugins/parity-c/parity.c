@@ -1,10 +1,20 @@
 /* The cross-language parity functions in C (see plugins/parity-rust). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "weir.h"
 
 void dollar_to_euro(weir_row *row) {
     weir_return_f64(row, (double)weir_arg_i64(row, 0) * 0.908);
+}
+
+void exclaim(weir_row *row) {
+    weir_str text = weir_arg_str(row, 0);
+    char *out = malloc(text.len + 1);
+    memcpy(out, text.ptr, text.len);
+    out[text.len] = '!';
+    weir_return_str(row, out, text.len + 1);
+    free(out);
 }
 
 static int is_alnum(unsigned char c) {

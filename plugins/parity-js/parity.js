@@ -4,6 +4,10 @@ export function dollar_to_euro(amount) {
   return Number(amount) * 0.908;
 }
 
+export function exclaim(text) {
+  return text + "!";
+}
+
 export function slug(text) {
   let out = "";
   for (const c of text) {

@@ -9,6 +9,12 @@ def dollar_to_euro(amount: int) -> float:
     return amount * 0.908
 
 
+@weir.scalar
+def exclaim(text: str) -> str:
+    """`text` followed by `!` (the cheapest string function: measures the string path itself)."""
+    return text + "!"
+
+
 def _is_alnum(c: str) -> bool:
     return c.isascii() and c.isalnum()
 

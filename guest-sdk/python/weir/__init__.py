@@ -225,7 +225,7 @@ def _declare_plugin(name: str, version: str, description: str) -> None:
 
 
 class _ScalarExport:
-    """The `weir:plugin/scalar` export."""
+    """The `weir:plugin/scalar-buffers` export (scalar functions, column buffers as bytes)."""
 
     def describe(self):
         return _columns.describe_scalar(_INFO, _SCALARS)

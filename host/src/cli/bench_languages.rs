@@ -1,8 +1,9 @@
 //! `weir bench languages`: the same scalar UDFs in Rust, Python, JavaScript and C (the parity
 //! plugins, `plugins/parity-*`), next to the same functions compiled into the host.
 //!
-//! - per-row cost of `dollar_to_euro` (int64 -> float64) and `slug` (utf8 -> utf8) at batch
-//!   sizes 1024 and 8192, inside the sandbox, with the native Rust cost measured in the same run;
+//! - per-row cost of `dollar_to_euro` (int64 -> float64) and `exclaim` (utf8 -> utf8, `text`
+//!   + `!`) at batch sizes 1024 and 8192, inside the sandbox, with the native Rust cost measured
+//!   in the same run; `slug` (a per-character loop) shows what the language itself costs;
 //! - compile time (first load), cached load, a fresh instance from the cache, and the linear
 //!   memory an instance holds.
 
@@ -98,10 +99,12 @@ pub fn bench(plugins: &Path) -> anyhow::Result<()> {
     }
 
     println!("## Per-row cost of the same scalar UDF (ns per row, inside the sandbox; native = compiled into the host)\n");
+    println!("`dollar_to_euro(int64) -> float64`, `exclaim(utf8) -> utf8` (text + \"!\"), `slug(utf8) -> utf8` (a per-character loop).\n");
     println!(
-        "| language | int64 @1024 | int64 @8192 | utf8 @1024 | utf8 @8192 | int64 vs native @8192 | utf8 vs native @8192 |"
+        "| language | int64 @1024 | int64 @8192 | utf8 @1024 | utf8 @8192 | slug @8192 | int64 vs Rust guest | utf8 vs Rust guest | int64 vs native | utf8 vs native |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // (int64, exclaim, slug) ns per row at each batch size.
     let mut native = Vec::new();
     for rows in SIZES {
         let (amounts, texts) = inputs(rows);
@@ -112,36 +115,48 @@ pub fn bench(plugins: &Path) -> anyhow::Result<()> {
             std::hint::black_box(out);
             Ok(())
         })?;
-        let text = per_row(rows, Duration::from_millis(300), || {
+        let exclaim = per_row(rows, Duration::from_millis(300), || {
+            let out: StringArray = texts.iter().map(|t| t.map(|t| format!("{t}!"))).collect();
+            std::hint::black_box(out);
+            Ok(())
+        })?;
+        let slug = per_row(rows, Duration::from_millis(300), || {
             let out: StringArray = texts.iter().map(|t| t.and_then(native_slug)).collect();
             std::hint::black_box(out);
             Ok(())
         })?;
-        native.push((int, text));
+        native.push((int, exclaim, slug));
     }
-    println!(
-        "| native Rust (host) | {:.1} | {:.1} | {:.1} | {:.1} | 1.0 | 1.0 |",
-        native[0].0, native[1].0, native[0].1, native[1].1
-    );
+    let mut measured = Vec::new();
     for (label, _, plugin) in &loaded {
         let mut cells = Vec::new();
-        let mut at_8192 = (0.0, 0.0);
         for rows in SIZES {
             let (amounts, texts) = inputs(rows);
             let int = wasm_per_row(plugin, "dollar_to_euro", &[amounts], rows)?;
-            let text = wasm_per_row(plugin, "slug", &[texts], rows)?;
-            cells.push((int, text));
-            at_8192 = (int, text);
+            let exclaim = wasm_per_row(plugin, "exclaim", std::slice::from_ref(&texts), rows)?;
+            let slug = if rows == 8192 { wasm_per_row(plugin, "slug", &[texts], rows)? } else { 0.0 };
+            cells.push((int, exclaim, slug));
         }
+        measured.push((*label, cells));
+    }
+    let rust_guest = measured[0].1[1];
+    let row = |label: &str, cells: &[(f64, f64, f64)]| {
         println!(
-            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            "| {label} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} |",
             cells[0].0,
             cells[1].0,
             cells[0].1,
             cells[1].1,
-            at_8192.0 / native[1].0,
-            at_8192.1 / native[1].1
+            cells[1].2,
+            cells[1].0 / rust_guest.0,
+            cells[1].1 / rust_guest.1,
+            cells[1].0 / native[1].0,
+            cells[1].1 / native[1].1
         );
+    };
+    row("native Rust (host)", &native);
+    for (label, cells) in &measured {
+        row(label, cells);
     }
 
     println!("\n## Loading, instantiation and memory per language\n");

@@ -16,7 +16,9 @@ pub fn inspect(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let buffers = plugin.exports.iter().any(|name| name.starts_with("weir:plugin/scalar-buffers@"));
     let world = match plugin.kind {
+        PluginKind::Scalar if buffers => "scalar-udf-buffers",
         PluginKind::Scalar => "scalar-udf",
         PluginKind::Table => "table-udf",
     };

@@ -39,7 +39,8 @@ pub fn build(dir: &Path, manifest: &Manifest, output: &Path) -> Result<(), Guest
                 "name": name,
                 "args": spec.args,
                 "returns": spec.returns,
-                "output": spec.output,
+                // Pairs, not an object: serde_json's maps sort their keys, and column order matters.
+                "output": spec.output.as_ref().map(|columns| columns.iter().map(|(name, ty)| [name, ty]).collect::<Vec<_>>()),
                 "description": spec.description,
                 "nulls": spec.nulls,
                 "columnar": spec.columnar,

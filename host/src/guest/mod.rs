@@ -127,6 +127,8 @@ pub fn output_path(dir: &Path, manifest: &Manifest) -> PathBuf {
 /// # Errors
 /// Manifest errors, missing toolchains, failing build steps, a component that fails the checks.
 pub fn build(dir: &Path) -> Result<Built, GuestError> {
+    // Absolute, so generated build scripts work whatever the toolchain's working directory.
+    let dir = &std::path::absolute(dir).map_err(|err| GuestError::Io { path: dir.to_path_buf(), reason: err.to_string() })?;
     let manifest = Manifest::load(dir)?;
     let output = output_path(dir, &manifest);
     let started = Instant::now();

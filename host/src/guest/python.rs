@@ -26,7 +26,7 @@ pub fn build(dir: &Path, manifest: &Manifest, output: &Path) -> Result<(), Guest
     write(&work.join("wit/plugin.wit"), super::WIT)?;
     let module = manifest.sources[0].file_stem().and_then(|stem| stem.to_str()).unwrap_or_default();
     let export = match manifest.world {
-        World::Scalar => "Scalar = weir._ScalarExport",
+        World::Scalar => "ScalarBuffers = weir._ScalarExport",
         World::Table => "Table = weir._TableExport",
     };
     let declared = match manifest.world {
@@ -46,6 +46,11 @@ pub fn build(dir: &Path, manifest: &Manifest, output: &Path) -> Result<(), Guest
         )),
     );
     write(&work.join("weir_entry.py"), entry)?;
+    // Scalar functions use the buffer transport (see `scalar-buffers` in the WIT).
+    let world = match manifest.world {
+        World::Scalar => "scalar-udf-buffers",
+        World::Table => manifest.world.wit_name(),
+    };
     let source_dir = manifest.sources[0].parent().map_or_else(|| dir.to_path_buf(), |parent| dir.join(parent));
     std::fs::create_dir_all(output.parent().unwrap_or(dir))
         .map_err(|err| GuestError::Io { path: output.to_path_buf(), reason: err.to_string() })?;
@@ -54,7 +59,7 @@ pub fn build(dir: &Path, manifest: &Manifest, output: &Path) -> Result<(), Guest
         Command::new(componentize)
             .arg("-d")
             .arg(work.join("wit"))
-            .args(["-w", manifest.world.wit_name(), "componentize", "-p"])
+            .args(["-w", world, "componentize", "-p"])
             .arg(&work)
             .arg("-p")
             .arg(work.join("sdk"))

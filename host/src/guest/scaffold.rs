@@ -220,7 +220,7 @@ fn test_files(name: &str, world: World) -> [(&'static str, String); 3] {
             (
                 "test/pipeline.yaml",
                 format!(
-                    "# `weir plugin test` runs this and compares test/out/actual.jsonl with test/expected.jsonl.\nplugins:\n  {name}: {{ path: ../build/{name}.wasm }}\nsources:\n  docs: {{ type: file, path: input.jsonl, schema: {{ id: int64, text: utf8 }} }}\ntransforms:\n  words: {{ type: flat_map, inputs: [docs], plugin: {name}, function: split_words, args: [text], parallelism: 1 }}\n  out: {{ type: select, inputs: [words], columns: [id, word, position] }}\nsinks:\n  out: {{ type: file, inputs: [out], path: out/actual.jsonl }}\n"
+                    "# `weir plugin test` runs this and compares test/out/actual.jsonl with test/expected.jsonl.\nplugins:\n  {name}: {{ path: ../build/{name}.wasm }}\nsources:\n  docs: {{ type: file, path: input.jsonl, schema: {{ id: int64, text: utf8 }} }}\ntransforms:\n  words: {{ type: flat_map, inputs: [docs], plugin: {name}, function: split_words, args: [text], parallelism: 1 }}\n  rows: {{ type: select, inputs: [words], columns: [id, word, position] }}\nsinks:\n  out: {{ type: file, inputs: [rows], path: out/actual.jsonl }}\n"
                 ),
             ),
             ("test/input.jsonl", "{\"id\":1,\"text\":\"stream processing with wasm\"}\n{\"id\":2,\"text\":\"  \"}\n{\"id\":3,\"text\":null}\n".into()),

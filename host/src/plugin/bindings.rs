@@ -10,6 +10,18 @@ pub mod scalar {
     });
 }
 
+/// The `scalar-udf-buffers` world (column buffers as bytes), sharing `types` and `host`.
+pub mod scalar_buffers {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weir:plugin/scalar-udf-buffers@0.1.0",
+        with: {
+            "weir:plugin/types@0.1.0": super::scalar::weir::plugin::types,
+            "weir:plugin/host@0.1.0": super::scalar::weir::plugin::host,
+        },
+    });
+}
+
 /// The `table-udf` world, reusing the shared interfaces generated for `scalar`.
 pub mod table {
     wasmtime::component::bindgen!({

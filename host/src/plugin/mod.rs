@@ -7,6 +7,7 @@
 //! decides what happens to the rows.
 
 pub mod bindings;
+pub mod buffers;
 pub mod convert;
 pub mod runtime;
 pub mod sandbox;

@@ -16,6 +16,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
 use super::bindings::scalar::{ScalarUdf, ScalarUdfPre};
+use super::bindings::scalar_buffers::{ScalarUdfBuffers, ScalarUdfBuffersPre};
 use super::bindings::table::{TableUdf, TableUdfPre};
 use super::bindings::{PluginInfo, ScalarSignature, TableSignature};
 use super::sandbox::{CAPTURE_CAPACITY, Limits, PluginMetrics, StoreState};
@@ -47,7 +48,7 @@ pub enum PluginError {
     },
     /// A component that does not implement a weir world.
     #[error(
-        "{path} does not implement a weir plugin world (weir:plugin/scalar@0.1.0 or weir:plugin/table@0.1.0); it exports [{exports}] and imports [{imports}]"
+        "{path} does not implement a weir plugin world (it should export weir:plugin/scalar@0.1.0, weir:plugin/scalar-buffers@0.1.0 or weir:plugin/table@0.1.0); it exports [{exports}] and imports [{imports}]"
     )]
     UnknownWorld {
         /// The file.
@@ -150,6 +151,7 @@ pub enum PluginKind {
 #[derive(Clone)]
 enum Pre {
     Scalar(ScalarUdfPre<StoreState>),
+    ScalarBuffers(ScalarUdfBuffersPre<StoreState>),
     Table(TableUdfPre<StoreState>),
 }
 
@@ -236,7 +238,8 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
     let component_type = component.component_type();
     let exports: Vec<String> = component_type.exports(engine).map(|(name, _)| name.to_string()).collect();
     let imports: Vec<String> = component_type.imports(engine).map(|(name, _)| name.to_string()).collect();
-    let kind = if exports.iter().any(|e| e == "weir:plugin/scalar@0.1.0") {
+    let buffers = exports.iter().any(|e| e == "weir:plugin/scalar-buffers@0.1.0");
+    let kind = if buffers || exports.iter().any(|e| e == "weir:plugin/scalar@0.1.0") {
         PluginKind::Scalar
     } else if exports.iter().any(|e| e == "weir:plugin/table@0.1.0") {
         PluginKind::Table
@@ -254,6 +257,12 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
     forbid_blocking(&mut linker).map_err(|err| instantiate_error(format!("{err:#}")))?;
     deny_http(&mut linker, &component, engine).map_err(|err| instantiate_error(format!("{err:#}")))?;
     let pre = match kind {
+        PluginKind::Scalar if buffers => {
+            ScalarUdfBuffers::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
+                .map_err(|err| instantiate_error(format!("{err:#}")))?;
+            let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
+            Pre::ScalarBuffers(ScalarUdfBuffersPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
+        }
         PluginKind::Scalar => {
             ScalarUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
                 .map_err(|err| instantiate_error(format!("{err:#}")))?;
@@ -291,6 +300,12 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
         Bindings::Scalar(bindings) => {
             let (info, functions) =
                 bindings.weir_plugin_scalar().call_describe(&mut instance.store).map_err(describe_error)?;
+            plugin.info = info;
+            plugin.scalar = functions;
+        }
+        Bindings::ScalarBuffers(bindings) => {
+            let (info, functions) =
+                bindings.weir_plugin_scalar_buffers().call_describe(&mut instance.store).map_err(describe_error)?;
             plugin.info = info;
             plugin.scalar = functions;
         }
@@ -396,6 +411,7 @@ fn hex(bytes: &[u8]) -> String {
 
 enum Bindings {
     Scalar(ScalarUdf),
+    ScalarBuffers(ScalarUdfBuffers),
     Table(TableUdf),
 }
 
@@ -426,6 +442,7 @@ impl Instance {
         };
         let bindings = match &plugin.pre {
             Pre::Scalar(pre) => Bindings::Scalar(pre.instantiate(&mut store).map_err(failed)?),
+            Pre::ScalarBuffers(pre) => Bindings::ScalarBuffers(pre.instantiate(&mut store).map_err(failed)?),
             Pre::Table(pre) => Bindings::Table(pre.instantiate(&mut store).map_err(failed)?),
         };
         Ok(Self { plugin, limits, store, bindings, logged: (0, 0) })
@@ -454,10 +471,36 @@ impl Instance {
         Result<super::bindings::scalar::exports::weir::plugin::scalar::ScalarOutput, super::bindings::CallError>,
         PluginError,
     > {
-        self.guarded(function, |bindings, store| match bindings {
-            Bindings::Scalar(bindings) => bindings.weir_plugin_scalar().call_call(store, function, rows, args),
+        use super::bindings::scalar::exports::weir::plugin::scalar::ScalarOutput;
+        let signature = self.plugin.scalar.get(function as usize).map(|f| f.args.clone()).unwrap_or_default();
+        let output = self.guarded(function, |bindings, store| match bindings {
+            Bindings::Scalar(bindings) => {
+                bindings.weir_plugin_scalar().call_call(store, function, rows, args).map(|result| result.map(Ok))
+            }
+            Bindings::ScalarBuffers(bindings) => {
+                let buffers: Vec<_> = args
+                    .iter()
+                    .zip(signature.iter())
+                    .map(|(column, data_type)| super::buffers::to_buffer(column, data_type))
+                    .collect();
+                bindings.weir_plugin_scalar_buffers().call_call(store, function, rows, &buffers).map(|result| {
+                    result.map(|output| {
+                        super::buffers::from_buffer(output.values)
+                            .map(|values| ScalarOutput { values, errors: output.errors })
+                    })
+                })
+            }
             Bindings::Table(_) => unreachable!("a table plugin is never called as scalar (checked at load)"),
-        })
+        })?;
+        match output {
+            Ok(Ok(output)) => Ok(Ok(output)),
+            Ok(Err(reason)) => Err(PluginError::Contract {
+                plugin: self.plugin.info.name.clone(),
+                function: self.function_name(function),
+                reason,
+            }),
+            Err(error) => Ok(Err(error)),
+        }
     }
 
     /// Calls a table function.
@@ -475,7 +518,9 @@ impl Instance {
     > {
         self.guarded(function, |bindings, store| match bindings {
             Bindings::Table(bindings) => bindings.weir_plugin_table().call_call(store, function, rows, args),
-            Bindings::Scalar(_) => unreachable!("a scalar plugin is never called as table (checked at load)"),
+            Bindings::Scalar(_) | Bindings::ScalarBuffers(_) => {
+                unreachable!("a scalar plugin is never called as table (checked at load)")
+            }
         })
     }
 

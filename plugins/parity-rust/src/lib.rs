@@ -28,6 +28,11 @@ weir_plugin::scalar_udfs! {
         amount as f64 * 0.908
     }
 
+    /// `text` followed by `!` (the cheapest string function: measures the string path itself).
+    fn exclaim(text: &str) -> String {
+        format!("{text}!")
+    }
+
     /// A URL slug: lowercase ASCII letters and digits joined by `-`; rejects text without any.
     fn slug(text: &str) -> Result<String, String> {
         slugify(text)
