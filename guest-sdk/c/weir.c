@@ -114,7 +114,8 @@ static void builder_push_null(builder *b) {
             memset((uint8_t *)b->fixed + old * fixed_width(b->type), 0, (b->capacity - old) * fixed_width(b->type));
         }
     }
-    b->rows++;
+    size_t row = b->rows++;
+    b->validity[row / 8] &= (uint8_t) ~(1u << (row % 8)); /* a slot may be reused after a rollback */
     if (is_var(b->type)) b->offsets[b->rows] = (int32_t)b->data_len;
 }
 
@@ -154,12 +155,8 @@ static column_t builder_finish(builder *b) {
     out.len = (uint32_t)rows;
     size_t bytes = (rows + 7) / 8;
     bool all_valid = true;
-    for (size_t i = 0; i < rows; i++) {
-        if (!(b->validity[i / 8] >> (i % 8) & 1)) {
-            all_valid = false;
-            break;
-        }
-    }
+    for (size_t i = 0; i < rows / 8 && all_valid; i++) all_valid = b->validity[i] == 0xFF;
+    for (size_t i = rows / 8 * 8; i < rows && all_valid; i++) all_valid = (b->validity[i / 8] >> (i % 8)) & 1;
     if (all_valid) {
         free(b->validity);
     } else {
@@ -242,10 +239,9 @@ typedef struct error_list {
     size_t len, capacity;
 } error_list;
 
-struct weir_row {
+/* What a call keeps beside the public part of `weir_row`. */
+struct weir_row_state {
     const weir_function *fn;
-    const column_t *args;
-    uint32_t index;
     /* scalar */
     builder *result;
     /* table */
@@ -253,81 +249,35 @@ struct weir_row {
     uint32_t *parents;
     size_t parents_len, parents_capacity;
     size_t first_output; /* the current input row's first output row */
-    bool failed;
     error_list *errors;
 };
 
-static bool arg_valid(const column_t *column, uint32_t row) {
-    return !column->validity.is_some || (column->validity.val.ptr[row / 8] >> (row % 8) & 1);
-}
-
-uint32_t weir_row_index(const weir_row *row) { return row->index; }
-
-bool weir_arg_is_null(const weir_row *row, unsigned arg) {
-    return arg >= row->fn->arg_count || !arg_valid(&row->args[arg], row->index);
-}
-
-bool weir_arg_bool(const weir_row *row, unsigned arg) {
-    const uint8_t *bits = row->args[arg].values.val.boolean.ptr;
-    return bits[row->index / 8] >> (row->index % 8) & 1;
-}
-int32_t weir_arg_i32(const weir_row *row, unsigned arg) { return row->args[arg].values.val.int32.ptr[row->index]; }
-int64_t weir_arg_i64(const weir_row *row, unsigned arg) { return row->args[arg].values.val.int64.ptr[row->index]; }
-uint64_t weir_arg_u64(const weir_row *row, unsigned arg) { return row->args[arg].values.val.uint64.ptr[row->index]; }
-float weir_arg_f32(const weir_row *row, unsigned arg) { return row->args[arg].values.val.float32.ptr[row->index]; }
-double weir_arg_f64(const weir_row *row, unsigned arg) { return row->args[arg].values.val.float64.ptr[row->index]; }
-
-weir_str weir_arg_str(const weir_row *row, unsigned arg) {
-    const weir_plugin_types_var_data_t *var = &row->args[arg].values.val.utf8;
-    int32_t start = var->offsets.ptr[row->index], end = var->offsets.ptr[row->index + 1];
-    weir_str out = {(const char *)var->data.ptr + start, (size_t)(end - start)};
-    return out;
-}
-
-weir_bytes weir_arg_bytes(const weir_row *row, unsigned arg) {
-    weir_str text = weir_arg_str(row, arg);
-    weir_bytes out = {(const uint8_t *)text.ptr, text.len};
-    return out;
-}
 
 /* ---- results ------------------------------------------------------------------------------ */
 
 /* The builder and row the current function writes a value of `type` into, or NULL when the
  * call is a mismatch (a table function returning, a type different from the signature's). */
 static builder *scalar_target(weir_row *row, weir_type type) {
-    if (row->result == NULL) {
+    if (row->state->result == NULL) {
         weir_fail(row, "weir_return_* called from a table function (use weir_emit and weir_out_*)");
         return NULL;
     }
-    bool same = row->result->type == type || (type == WEIR_INT64 && row->result->type >= WEIR_TIMESTAMP_S) ||
-                (type == WEIR_INT32 && row->result->type == WEIR_DATE32);
+    bool same = row->state->result->type == type || (type == WEIR_INT64 && row->state->result->type >= WEIR_TIMESTAMP_S) ||
+                (type == WEIR_INT32 && row->state->result->type == WEIR_DATE32);
     if (!same) {
-        weir_fail(row, "%s: set a result of another type than the signature's", row->fn->name);
+        weir_fail(row, "%s: set a result of another type than the signature's", row->state->fn->name);
         return NULL;
     }
-    return row->result;
+    return row->state->result;
 }
 
-#define RETURN_FIXED(suffix, ctype, wtype)                                        \
-    void weir_return_##suffix(weir_row *row, ctype value) {                      \
-        builder *b = scalar_target(row, wtype);                                   \
-        if (b && !row->failed) builder_set_fixed(b, row->index, &value, sizeof value); \
-    }
-
-RETURN_FIXED(i32, int32_t, WEIR_INT32)
-RETURN_FIXED(i64, int64_t, WEIR_INT64)
-RETURN_FIXED(u64, uint64_t, WEIR_UINT64)
-RETURN_FIXED(f32, float, WEIR_FLOAT32)
-RETURN_FIXED(f64, double, WEIR_FLOAT64)
-
-void weir_return_bool(weir_row *row, bool value) {
-    builder *b = scalar_target(row, WEIR_BOOLEAN);
-    uint8_t byte = value ? 1 : 0;
-    if (b && !row->failed) builder_set_fixed(b, row->index, &byte, 1);
+void weir__return_other(weir_row *row, weir_type type, const void *value) {
+    builder *b = scalar_target(row, type);
+    if (b && !row->failed) builder_set_fixed(b, row->index, value, fixed_width(b->type));
 }
 
 void weir_return_null(weir_row *row) {
-    if (row->result) builder_null(row->result, row->index);
+    if (row->state->result) builder_null(row->state->result, row->index);
 }
 
 void weir_return_str(weir_row *row, const char *ptr, size_t len) {
@@ -352,42 +302,42 @@ void weir_fail(weir_row *row, const char *format, ...) {
     va_start(args, format);
     vsnprintf(message, sizeof message, format, args);
     va_end(args);
-    error_list *errors = row->errors;
+    error_list *errors = row->state->errors;
     errors->items = grow(errors->items, &errors->capacity, errors->len + 1, sizeof *errors->items);
     errors->items[errors->len].row = row->index;
     errors->items[errors->len].message = owned_cstring(message);
     errors->len++;
-    if (row->result) builder_null(row->result, row->index);
+    if (row->state->result) builder_null(row->state->result, row->index);
 }
 
 /* ---- table outputs ------------------------------------------------------------------------ */
 
 void weir_emit(weir_row *row) {
-    if (row->outputs == NULL) {
+    if (row->state->outputs == NULL) {
         weir_fail(row, "weir_emit called from a scalar function");
         return;
     }
     if (row->failed) return;
-    for (unsigned c = 0; c < row->fn->output_count; c++) builder_push_null(&row->outputs[c]);
-    row->parents = grow(row->parents, &row->parents_capacity, row->parents_len + 1, sizeof *row->parents);
-    row->parents[row->parents_len++] = row->index;
+    for (unsigned c = 0; c < row->state->fn->output_count; c++) builder_push_null(&row->state->outputs[c]);
+    row->state->parents = grow(row->state->parents, &row->state->parents_capacity, row->state->parents_len + 1, sizeof *row->state->parents);
+    row->state->parents[row->state->parents_len++] = row->index;
 }
 
 static builder *out_target(weir_row *row, unsigned column, weir_type type) {
-    if (row->outputs == NULL || row->failed) return NULL;
-    if (row->parents_len == row->first_output) {
+    if (row->state->outputs == NULL || row->failed) return NULL;
+    if (row->state->parents_len == row->state->first_output) {
         weir_fail(row, "weir_out_* before weir_emit");
         return NULL;
     }
-    if (column >= row->fn->output_count) {
+    if (column >= row->state->fn->output_count) {
         weir_fail(row, "output column %u does not exist", column);
         return NULL;
     }
-    builder *b = &row->outputs[column];
+    builder *b = &row->state->outputs[column];
     bool same = b->type == type || (type == WEIR_INT64 && b->type >= WEIR_TIMESTAMP_S) ||
                 (type == WEIR_INT32 && b->type == WEIR_DATE32);
     if (!same) {
-        weir_fail(row, "output column %s set with another type than the signature's", row->fn->output_names[column]);
+        weir_fail(row, "output column %s set with another type than the signature's", row->state->fn->output_names[column]);
         return NULL;
     }
     return b;
@@ -412,8 +362,8 @@ void weir_out_bool(weir_row *row, unsigned column, bool value) {
 }
 
 void weir_out_null(weir_row *row, unsigned column) {
-    if (row->outputs && column < row->fn->output_count && row->outputs[column].rows > row->first_output) {
-        builder_null(&row->outputs[column], row->outputs[column].rows - 1);
+    if (row->state->outputs && column < row->state->fn->output_count && row->state->outputs[column].rows > row->state->first_output) {
+        builder_null(&row->state->outputs[column], row->state->outputs[column].rows - 1);
     }
 }
 
@@ -561,10 +511,41 @@ static const weir_function *check_call(uint32_t index, uint32_t rows, const colu
     return NULL;
 }
 
-static bool skips(const weir_function *fn, const column_t *args, uint32_t row) {
+/* Views of the argument columns for the inline accessors, and whether any has NULLs. */
+static weir_column_view *views_of(const column_t *args, size_t count, bool *any_validity) {
+    weir_column_view *views = checked(calloc(count ? count : 1, sizeof *views));
+    *any_validity = false;
+    for (size_t i = 0; i < count; i++) {
+        const column_t *column = &args[i];
+        if (column->validity.is_some) {
+            views[i].validity = column->validity.val.ptr;
+            *any_validity = true;
+        }
+        switch (column->values.tag) {
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_UTF8:
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_BINARY:
+                views[i].values = column->values.val.utf8.data.ptr;
+                views[i].offsets = column->values.val.utf8.offsets.ptr;
+                break;
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_BOOLEAN: views[i].values = column->values.val.boolean.ptr; break;
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT32: views[i].values = column->values.val.int32.ptr; break;
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_DATE32: views[i].values = column->values.val.date32.ptr; break;
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT64: views[i].values = column->values.val.int64.ptr; break;
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_TIMESTAMP: views[i].values = column->values.val.timestamp.ptr; break;
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_UINT64: views[i].values = column->values.val.uint64.ptr; break;
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT32: views[i].values = column->values.val.float32.ptr; break;
+            case WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT64: views[i].values = column->values.val.float64.ptr; break;
+            default: views[i].values = column->values.val.decimal128.ptr; break;
+        }
+    }
+    return views;
+}
+
+/* Whether a strict function skips row `index` for a NULL argument. */
+static bool skips(const weir_function *fn, const weir_column_view *views, uint32_t index) {
     if (fn->nulls) return false;
     for (unsigned i = 0; i < fn->arg_count; i++) {
-        if (!arg_valid(&args[i], row)) return true;
+        if (views[i].validity && !((views[i].validity[index >> 3] >> (index & 7)) & 1)) return true;
     }
     return false;
 }
@@ -580,32 +561,42 @@ bool exports_weir_plugin_scalar_call(uint32_t function, uint32_t rows, exports_w
     }
     builder result;
     builder_init(&result, fn->returns, rows);
-    for (uint32_t i = 0; i < rows; i++) builder_push_null(&result);
+    result.rows = rows; /* every slot starts NULL: the buffers are zeroed */
     error_list errors = {NULL, 0, 0};
+    struct weir_row_state state;
+    memset(&state, 0, sizeof state);
+    state.fn = fn;
+    state.result = &result;
+    state.errors = &errors;
+    bool any_validity;
+    weir_column_view *views = views_of(args->ptr, args->len, &any_validity);
     weir_row row;
     memset(&row, 0, sizeof row);
-    row.fn = fn;
-    row.args = args->ptr;
-    row.result = &result;
-    row.errors = &errors;
+    row.args = views;
+    row.state = &state;
+    row.result_type = fn->returns;
+    row.result_values = is_var(fn->returns) ? NULL : result.fixed;
+    row.result_validity = result.validity;
+    bool var = is_var(result.type);
     for (uint32_t i = 0; i < rows; i++) {
-        if (skips(fn, args->ptr, i)) continue;
+        if (any_validity && skips(fn, views, i)) continue;
         row.index = i;
         row.failed = false;
         /* Var-width values are appended in row order: close the previous rows' offsets. */
-        if (is_var(result.type)) result.offsets[i] = (int32_t)result.data_len;
+        if (var) result.offsets[i] = (int32_t)result.data_len;
         fn->fn(&row);
-        if (is_var(result.type)) {
-            if (!(result.validity[i / 8] >> (i % 8) & 1)) result.data_len = (size_t)result.offsets[i];
+        if (var) {
+            if (!((result.validity[i / 8] >> (i % 8)) & 1)) result.data_len = (size_t)result.offsets[i];
             result.offsets[i + 1] = (int32_t)result.data_len;
         }
     }
-    if (is_var(result.type)) {
-        /* Rows skipped for NULLs at the end keep empty slots. */
+    if (var) {
+        /* Rows skipped for NULLs keep empty slots. */
         for (uint32_t i = 0; i < rows; i++) {
             if (result.offsets[i + 1] < result.offsets[i]) result.offsets[i + 1] = result.offsets[i];
         }
     }
+    free(views);
     ret->values = builder_finish(&result);
     ret->errors.ptr = errors.items ? errors.items : checked(malloc(1));
     ret->errors.len = errors.len;
@@ -624,30 +615,36 @@ bool exports_weir_plugin_table_call(uint32_t function, uint32_t rows, exports_we
     builder *outputs = checked(calloc(fn->output_count ? fn->output_count : 1, sizeof *outputs));
     for (unsigned c = 0; c < fn->output_count; c++) builder_init(&outputs[c], fn->output_types[c], rows);
     error_list errors = {NULL, 0, 0};
+    struct weir_row_state state;
+    memset(&state, 0, sizeof state);
+    state.fn = fn;
+    state.outputs = outputs;
+    state.errors = &errors;
+    bool any_validity;
+    weir_column_view *views = views_of(args->ptr, args->len, &any_validity);
     weir_row row;
     memset(&row, 0, sizeof row);
-    row.fn = fn;
-    row.args = args->ptr;
-    row.outputs = outputs;
-    row.errors = &errors;
+    row.args = views;
+    row.state = &state;
     for (uint32_t i = 0; i < rows; i++) {
-        if (skips(fn, args->ptr, i)) continue;
+        if (any_validity && skips(fn, views, i)) continue;
         row.index = i;
         row.failed = false;
-        row.first_output = row.parents_len;
+        state.first_output = state.parents_len;
         fn->fn(&row);
         if (row.failed) {
             /* A rejected input row contributes no output rows. */
             for (unsigned c = 0; c < fn->output_count; c++) {
                 builder *b = &outputs[c];
-                b->rows = row.first_output;
+                b->rows = state.first_output;
                 if (is_var(b->type)) b->data_len = (size_t)b->offsets[b->rows];
             }
-            row.parents_len = row.first_output;
+            state.parents_len = state.first_output;
         }
     }
-    ret->parents.ptr = row.parents ? row.parents : checked(malloc(1));
-    ret->parents.len = row.parents_len;
+    free(views);
+    ret->parents.ptr = state.parents ? state.parents : checked(malloc(1));
+    ret->parents.len = state.parents_len;
     ret->columns.len = fn->output_count;
     ret->columns.ptr = checked(malloc((fn->output_count ? fn->output_count : 1) * sizeof(column_t)));
     for (unsigned c = 0; c < fn->output_count; c++) ret->columns.ptr[c] = builder_finish(&outputs[c]);

@@ -62,8 +62,24 @@ typedef struct weir_bytes {
     size_t len;
 } weir_bytes;
 
-/* The row being processed: its arguments and where its result goes. */
-typedef struct weir_row weir_row;
+/* One argument column's buffers (Arrow layout). */
+typedef struct weir_column_view {
+    const uint8_t *validity; /* NULL: the column has no NULLs */
+    const void *values;      /* fixed-width values, packed bits (boolean), or var-width bytes */
+    const int32_t *offsets;  /* utf8 and binary: rows + 1 offsets into `values` */
+} weir_column_view;
+
+/* The row being processed. The fields are read by the inline accessors below; treat them as
+ * private (weir.c owns the rest of the call's state behind `state`). */
+typedef struct weir_row {
+    uint32_t index;
+    bool failed;
+    weir_type result_type;       /* scalar functions */
+    void *result_values;         /* fixed-width result slots, or NULL */
+    uint8_t *result_validity;
+    const weir_column_view *args;
+    struct weir_row_state *state;
+} weir_row;
 
 typedef void (*weir_row_fn)(weir_row *row);
 
@@ -81,29 +97,65 @@ typedef struct weir_function {
     bool nulls; /* called for rows with NULL arguments too */
 } weir_function;
 
-/* ---- arguments of the current row ---------------------------------------------------------- */
+/* ---- arguments of the current row (inline: a UDF's row costs a few instructions) ----------- */
 
-/* The row's index in the batch. */
-uint32_t weir_row_index(const weir_row *row);
-bool weir_arg_is_null(const weir_row *row, unsigned arg);
-bool weir_arg_bool(const weir_row *row, unsigned arg);
-int32_t weir_arg_i32(const weir_row *row, unsigned arg);  /* int32, date32 */
-int64_t weir_arg_i64(const weir_row *row, unsigned arg);  /* int64, timestamps */
-uint64_t weir_arg_u64(const weir_row *row, unsigned arg);
-float weir_arg_f32(const weir_row *row, unsigned arg);
-double weir_arg_f64(const weir_row *row, unsigned arg);
-weir_str weir_arg_str(const weir_row *row, unsigned arg);
-weir_bytes weir_arg_bytes(const weir_row *row, unsigned arg);
+static inline uint32_t weir_row_index(const weir_row *row) { return row->index; }
+
+static inline bool weir_arg_is_null(const weir_row *row, unsigned arg) {
+    const uint8_t *validity = row->args[arg].validity;
+    return validity != NULL && !((validity[row->index >> 3] >> (row->index & 7)) & 1);
+}
+
+static inline bool weir_arg_bool(const weir_row *row, unsigned arg) {
+    const uint8_t *bits = (const uint8_t *)row->args[arg].values;
+    return (bits[row->index >> 3] >> (row->index & 7)) & 1;
+}
+
+/* int32 and date32 */
+static inline int32_t weir_arg_i32(const weir_row *row, unsigned arg) { return ((const int32_t *)row->args[arg].values)[row->index]; }
+/* int64 and timestamps */
+static inline int64_t weir_arg_i64(const weir_row *row, unsigned arg) { return ((const int64_t *)row->args[arg].values)[row->index]; }
+static inline uint64_t weir_arg_u64(const weir_row *row, unsigned arg) { return ((const uint64_t *)row->args[arg].values)[row->index]; }
+static inline float weir_arg_f32(const weir_row *row, unsigned arg) { return ((const float *)row->args[arg].values)[row->index]; }
+static inline double weir_arg_f64(const weir_row *row, unsigned arg) { return ((const double *)row->args[arg].values)[row->index]; }
+
+static inline weir_str weir_arg_str(const weir_row *row, unsigned arg) {
+    const weir_column_view *column = &row->args[arg];
+    int32_t start = column->offsets[row->index], end = column->offsets[row->index + 1];
+    weir_str out = {(const char *)column->values + start, (size_t)(end - start)};
+    return out;
+}
+
+static inline weir_bytes weir_arg_bytes(const weir_row *row, unsigned arg) {
+    weir_str text = weir_arg_str(row, arg);
+    weir_bytes out = {(const uint8_t *)text.ptr, text.len};
+    return out;
+}
 
 /* ---- scalar results ------------------------------------------------------------------------ */
 
+/* Sets a result whose type is not the signature's exact fixed-width type (a timestamp through
+ * weir_return_i64, ...), or rejects the row when the types do not fit. */
+void weir__return_other(weir_row *row, weir_type type, const void *value);
+
+#define WEIR__RETURN_FIXED(suffix, ctype, wtype)                                                  \
+    static inline void weir_return_##suffix(weir_row *row, ctype value) {                         \
+        if (row->result_type == (wtype) && row->result_values != NULL && !row->failed) {         \
+            ((ctype *)row->result_values)[row->index] = value;                                    \
+            row->result_validity[row->index >> 3] |= (uint8_t)(1u << (row->index & 7));          \
+        } else {                                                                                  \
+            weir__return_other(row, (wtype), &value);                                             \
+        }                                                                                         \
+    }
+
+WEIR__RETURN_FIXED(bool, bool, WEIR_BOOLEAN)
+WEIR__RETURN_FIXED(i32, int32_t, WEIR_INT32)
+WEIR__RETURN_FIXED(i64, int64_t, WEIR_INT64)
+WEIR__RETURN_FIXED(u64, uint64_t, WEIR_UINT64)
+WEIR__RETURN_FIXED(f32, float, WEIR_FLOAT32)
+WEIR__RETURN_FIXED(f64, double, WEIR_FLOAT64)
+
 void weir_return_null(weir_row *row);
-void weir_return_bool(weir_row *row, bool value);
-void weir_return_i32(weir_row *row, int32_t value);
-void weir_return_i64(weir_row *row, int64_t value);
-void weir_return_u64(weir_row *row, uint64_t value);
-void weir_return_f32(weir_row *row, float value);
-void weir_return_f64(weir_row *row, double value);
 void weir_return_str(weir_row *row, const char *ptr, size_t len);
 void weir_return_cstr(weir_row *row, const char *text);
 void weir_return_bytes(weir_row *row, const uint8_t *ptr, size_t len);

@@ -112,7 +112,7 @@ pub fn build(dir: &Path, manifest: &Manifest, output: &Path) -> Result<(), Guest
     let core = work.join("core.wasm");
     let mut command = Command::new(clang);
     command
-        .args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O2", "-std=c11", "-Wall", "-Werror=implicit-function-declaration"])
+        .args(["--target=wasm32-wasi", "-mexec-model=reactor", "-O3", "-std=c11", "-Wall", "-Werror=implicit-function-declaration"])
         .arg(format!("-DWEIR_WORLD_{}", manifest.world.wit_name().replace('-', "_").to_ascii_uppercase()))
         .arg("-I")
         .arg(&work)

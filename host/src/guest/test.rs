@@ -83,7 +83,10 @@ pub fn run(dir: &Path) -> Result<Passed, GuestError> {
     let component = super::output_path(dir, &manifest);
     let output = dir.join(&manifest.test.output);
     let built_at = std::fs::metadata(&component).and_then(|meta| meta.modified()).ok();
-    let stale = match (built_at, newest_source(dir, std::slice::from_ref(&output))) {
+    // A newer `weir` carries a newer SDK: that makes the component stale too.
+    let weir_built = std::env::current_exe().and_then(std::fs::metadata).and_then(|meta| meta.modified()).ok();
+    let newest = newest_source(dir, std::slice::from_ref(&output)).max(weir_built);
+    let stale = match (built_at, newest) {
         (Some(built), Some(source)) => source > built,
         (Some(_), None) => false,
         (None, _) => true,
