@@ -36,7 +36,8 @@ fn weir() -> Command {
 /// negative amounts, non-ASCII text, text without letters (rejected by `slug`).
 fn parity_input(seed: u64, rows: usize) -> String {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let words = ["Hello", "wörld", "Ünïcode", "--", "  ", "", "Stream Processing!", "ÅÄÖ", "x_y-z", "42", "日本語", "a.b.c"];
+    let words =
+        ["Hello", "wörld", "Ünïcode", "--", "  ", "", "Stream Processing!", "ÅÄÖ", "x_y-z", "42", "日本語", "a.b.c"];
     let mut out = String::new();
     for id in 0..rows {
         let amount = match rng.random_range(0..10) {
@@ -48,7 +49,8 @@ fn parity_input(seed: u64, rows: usize) -> String {
         let text = if rng.random_range(0..8) == 0 {
             "null".to_owned()
         } else {
-            let parts: Vec<&str> = (0..rng.random_range(1..4)).map(|_| words[rng.random_range(0..words.len())]).collect();
+            let parts: Vec<&str> =
+                (0..rng.random_range(1..4)).map(|_| words[rng.random_range(0..words.len())]).collect();
             serde_json::to_string(&parts.join(" ")).unwrap()
         };
         out.push_str(&format!("{{\"id\":{id},\"amount\":{amount},\"text\":{text}}}\n"));
@@ -109,7 +111,10 @@ async fn the_same_functions_agree_across_rust_python_js_and_c() {
         reasons
     };
     let rust_reasons = reasons(rust_rejects);
-    assert!(rust_reasons.iter().all(|(_, reason)| reason == "no letters or digits to make a slug of"), "{rust_reasons:?}");
+    assert!(
+        rust_reasons.iter().all(|(_, reason)| reason == "no letters or digits to make a slug of"),
+        "{rust_reasons:?}"
+    );
     for language in ["python", "js", "c"] {
         let rows = sorted(&format!("{language}.jsonl"));
         assert_eq!(rows.len(), rust.len(), "{language}: same number of rows as Rust");
@@ -157,7 +162,8 @@ fn scaffolds_in_every_language_build_and_pass_their_tests() {
         }
     }
     // Creating over an existing folder is refused.
-    let again = weir().args(["plugin", "new", "x", "--lang", "c", "--dir"]).arg(ws.path("hello-c-scalar")).output().unwrap();
+    let again =
+        weir().args(["plugin", "new", "x", "--lang", "c", "--dir"]).arg(ws.path("hello-c-scalar")).output().unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 }

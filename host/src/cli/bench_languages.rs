@@ -1,9 +1,9 @@
 //! `weir bench languages`: the same scalar UDFs in Rust, Python, JavaScript and C (the parity
 //! plugins, `plugins/parity-*`), next to the same functions compiled into the host.
 //!
-//! - per-row cost of `dollar_to_euro` (int64 -> float64) and `exclaim` (utf8 -> utf8, `text`
-//!   + `!`) at batch sizes 1024 and 8192, inside the sandbox, with the native Rust cost measured
-//!   in the same run; `slug` (a per-character loop) shows what the language itself costs;
+//! - per-row cost of `dollar_to_euro` (int64 -> float64) and `exclaim` (utf8 -> utf8, the text
+//!   and a `!`) at batch sizes 1024 and 8192, inside the sandbox, with the native Rust cost
+//!   measured in the same run; `slug` (a per-character loop) shows what the language costs;
 //! - compile time (first load), cached load, a fresh instance from the cache, and the linear
 //!   memory an instance holds.
 
@@ -98,8 +98,12 @@ pub fn bench(plugins: &Path) -> anyhow::Result<()> {
         loaded.push((label, language, Arc::new(load(&parity_path(&plugins, language)?)?)));
     }
 
-    println!("## Per-row cost of the same scalar UDF (ns per row, inside the sandbox; native = compiled into the host)\n");
-    println!("`dollar_to_euro(int64) -> float64`, `exclaim(utf8) -> utf8` (text + \"!\"), `slug(utf8) -> utf8` (a per-character loop).\n");
+    println!(
+        "## Per-row cost of the same scalar UDF (ns per row, inside the sandbox; native = compiled into the host)\n"
+    );
+    println!(
+        "`dollar_to_euro(int64) -> float64`, `exclaim(utf8) -> utf8` (text + \"!\"), `slug(utf8) -> utf8` (a per-character loop).\n"
+    );
     println!(
         "| language | int64 @1024 | int64 @8192 | utf8 @1024 | utf8 @8192 | slug @8192 | int64 vs Rust guest | utf8 vs Rust guest | int64 vs native | utf8 vs native |"
     );

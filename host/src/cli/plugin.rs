@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::plugin::convert::{type_list, type_name};
 use crate::guest::{self, Language, World};
+use crate::plugin::convert::{type_list, type_name};
 use crate::plugin::{self, PluginKind};
 
 /// Prints the plugin's description; exit code 2 if it cannot be loaded.

@@ -177,7 +177,10 @@ impl Manifest {
             ));
         }
         if !declares_in_code && self.functions.is_empty() {
-            return Err(format!("{} plugins list their functions' signatures under `functions:`", self.language.name()));
+            return Err(format!(
+                "{} plugins list their functions' signatures under `functions:`",
+                self.language.name()
+            ));
         }
         if !matches!(self.language, Language::Rust) && self.sources.is_empty() {
             return Err("`sources:` names the plugin's source files".into());
@@ -194,7 +197,9 @@ impl Manifest {
             match (self.world, &function.returns, &function.output) {
                 (World::Scalar, Some(returns), None) => known(returns)?,
                 (World::Table, None, Some(output)) if !output.is_empty() => output.values().try_for_each(known)?,
-                (World::Scalar, _, _) => return Err(format!("scalar function `{name}` needs `returns:` (and no `output:`)")),
+                (World::Scalar, _, _) => {
+                    return Err(format!("scalar function `{name}` needs `returns:` (and no `output:`)"));
+                }
                 (World::Table, _, _) => {
                     return Err(format!("table function `{name}` needs `output:` columns (and no `returns:`)"));
                 }

@@ -90,9 +90,10 @@ pub(crate) fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), Guest
 /// Runs a build step; its output becomes the error when it fails.
 pub(crate) fn run_step(step: &str, command: &mut Command) -> Result<std::process::Output, GuestError> {
     tracing::debug!(step, command = ?command, "running");
-    let output = command
-        .output()
-        .map_err(|err| GuestError::Step { step: step.to_owned(), output: format!("cannot start {command:?}: {err}") })?;
+    let output = command.output().map_err(|err| GuestError::Step {
+        step: step.to_owned(),
+        output: format!("cannot start {command:?}: {err}"),
+    })?;
     if output.status.success() {
         return Ok(output);
     }
@@ -128,7 +129,8 @@ pub fn output_path(dir: &Path, manifest: &Manifest) -> PathBuf {
 /// Manifest errors, missing toolchains, failing build steps, a component that fails the checks.
 pub fn build(dir: &Path) -> Result<Built, GuestError> {
     // Absolute, so generated build scripts work whatever the toolchain's working directory.
-    let dir = &std::path::absolute(dir).map_err(|err| GuestError::Io { path: dir.to_path_buf(), reason: err.to_string() })?;
+    let dir =
+        &std::path::absolute(dir).map_err(|err| GuestError::Io { path: dir.to_path_buf(), reason: err.to_string() })?;
     let manifest = Manifest::load(dir)?;
     let output = output_path(dir, &manifest);
     let started = Instant::now();
@@ -152,7 +154,11 @@ fn check(path: &Path, manifest: &Manifest) -> Result<Plugin, GuestError> {
         plugin::PluginKind::Table => World::Table,
     };
     if world != manifest.world {
-        return Err(refused(format!("it implements {}, the manifest says {}", world.wit_name(), manifest.world.wit_name())));
+        return Err(refused(format!(
+            "it implements {}, the manifest says {}",
+            world.wit_name(),
+            manifest.world.wit_name()
+        )));
     }
     if plugin.info.name != manifest.name || plugin.info.version != manifest.version {
         return Err(refused(format!(

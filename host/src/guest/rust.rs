@@ -14,16 +14,24 @@ pub fn build(dir: &Path, _manifest: &Manifest, output: &Path) -> Result<(), Gues
     let cargo = toolchain::cargo_wasip2()?;
     let result = run_step(
         "cargo build",
-        Command::new(cargo)
-            .current_dir(dir)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--message-format=json-render-diagnostics"]),
+        Command::new(cargo).current_dir(dir).args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ]),
     )?;
     // The artifact's path, from cargo's own report (works inside workspaces and custom target dirs).
     let wasm: Option<PathBuf> = String::from_utf8_lossy(&result.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|message| message["reason"] == "compiler-artifact")
-        .filter(|message| message["manifest_path"].as_str().is_some_and(|p| Path::new(p).parent() == dir.canonicalize().ok().as_deref()))
+        .filter(|message| {
+            message["manifest_path"]
+                .as_str()
+                .is_some_and(|p| Path::new(p).parent() == dir.canonicalize().ok().as_deref())
+        })
         .flat_map(|message| message["filenames"].as_array().cloned().unwrap_or_default())
         .filter_map(|name| name.as_str().map(PathBuf::from))
         .find(|name| name.extension().is_some_and(|ext| ext == "wasm"));

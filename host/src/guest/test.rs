@@ -98,7 +98,8 @@ pub fn run(dir: &Path) -> Result<Passed, GuestError> {
     let pipeline_path = dir.join(&manifest.test.pipeline);
     let pipeline = pipeline::load(&pipeline_path).map_err(|err| GuestError::TestFailed(err.to_string()))?;
     if output.exists() {
-        std::fs::remove_file(&output).map_err(|err| GuestError::Io { path: output.clone(), reason: err.to_string() })?;
+        std::fs::remove_file(&output)
+            .map_err(|err| GuestError::Io { path: output.clone(), reason: err.to_string() })?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -59,9 +59,8 @@ pub fn componentize_py() -> Result<PathBuf, GuestError> {
 /// # Errors
 /// [`GuestError::MissingTool`] with the install command.
 pub fn componentize_js(plugin_dir: &Path) -> Result<(PathBuf, PathBuf), GuestError> {
-    let node = on_path("node").ok_or_else(|| {
-        missing("node", "Node.js 18 or newer (Debian: `apt-get install nodejs npm`)".to_owned())
-    })?;
+    let node = on_path("node")
+        .ok_or_else(|| missing("node", "Node.js 18 or newer (Debian: `apt-get install nodejs npm`)".to_owned()))?;
     let package = "node_modules/@bytecodealliance/componentize-js";
     let mut candidates: Vec<PathBuf> = tool_dirs().into_iter().map(|dir| dir.join("js").join(package)).collect();
     candidates.insert(0, plugin_dir.join(package));

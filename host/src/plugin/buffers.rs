@@ -38,7 +38,7 @@ pub fn to_buffer(column: &Column, data_type: &DataType) -> BufferColumn {
             (bytes_of(&offsets, i32::to_le_bytes), var.data[base as usize..end as usize].to_vec())
         }
     };
-    BufferColumn { len: column.len, data_type: data_type.clone(), validity: column.validity.clone(), offsets, values }
+    BufferColumn { len: column.len, data_type: *data_type, validity: column.validity.clone(), offsets, values }
 }
 
 /// Buffers back to a typed column, checking sizes (the host checks types and values later).
@@ -91,7 +91,10 @@ mod tests {
     #[test]
     fn columns_round_trip_through_buffers() {
         let columns = [
-            (Column { len: 3, validity: Some(vec![0b101]), values: ColumnValues::Int64(vec![1, 0, -3]) }, DataType::Int64),
+            (
+                Column { len: 3, validity: Some(vec![0b101]), values: ColumnValues::Int64(vec![1, 0, -3]) },
+                DataType::Int64,
+            ),
             (Column { len: 2, validity: None, values: ColumnValues::Float64(vec![0.5, -1e300]) }, DataType::Float64),
             (
                 Column { len: 2, validity: None, values: ColumnValues::Timestamp(vec![1, 2]) },
@@ -122,7 +125,8 @@ mod tests {
 
     #[test]
     fn wrong_sizes_are_refused() {
-        let short = BufferColumn { len: 2, data_type: DataType::Int64, validity: None, offsets: vec![], values: vec![0; 8] };
+        let short =
+            BufferColumn { len: 2, data_type: DataType::Int64, validity: None, offsets: vec![], values: vec![0; 8] };
         assert!(from_buffer(short).unwrap_err().contains("8 value bytes for 2 rows"));
         let offsets =
             BufferColumn { len: 2, data_type: DataType::Utf8, validity: None, offsets: vec![0; 4], values: vec![] };

@@ -369,7 +369,9 @@ fn deny_http(linker: &mut Linker<StoreState>, component: &Component, engine: &En
                         Err(wasmtime::Error::msg(format!("plugins have no network access ({what})")))
                     })?;
                 }
-                ComponentItem::Resource(_) => linked.resource(export, ResourceType::host::<HttpDenied>(), |_, _| Ok(()))?,
+                ComponentItem::Resource(_) => {
+                    linked.resource(export, ResourceType::host::<HttpDenied>(), |_, _| Ok(()))?
+                }
                 _ => {}
             }
         }
