@@ -578,6 +578,10 @@ bool exports_weir_plugin_scalar_call(uint32_t function, uint32_t rows, exports_w
     row.result_values = is_var(fn->returns) ? NULL : result.fixed;
     row.result_validity = result.validity;
     bool var = is_var(result.type);
+    if (!var && fn->loop != NULL) {
+        fn->loop(&row, rows, any_validity);
+        rows = 0; /* done: the generated loop ran every row */
+    }
     for (uint32_t i = 0; i < rows; i++) {
         if (any_validity && skips(fn, views, i)) continue;
         row.index = i;

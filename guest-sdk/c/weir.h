@@ -83,6 +83,10 @@ typedef struct weir_row {
 
 typedef void (*weir_row_fn)(weir_row *row);
 
+/* A generated loop calling one function directly over rows of a batch (so the compiler can
+ * inline the function): NULL rows are skipped when `check_nulls`. */
+typedef void (*weir_loop_fn)(weir_row *row, uint32_t rows, bool check_nulls);
+
 /* One function of the plugin (the table is generated from weir-plugin.yaml). */
 typedef struct weir_function {
     const char *name;
@@ -95,6 +99,7 @@ typedef struct weir_function {
     const weir_type *output_types;
     unsigned output_count;
     bool nulls; /* called for rows with NULL arguments too */
+    weir_loop_fn loop; /* scalar functions with fixed-width results */
 } weir_function;
 
 /* ---- arguments of the current row (inline: a UDF's row costs a few instructions) ----------- */

@@ -61,6 +61,24 @@ fn function_table(manifest: &Manifest) -> String {
         out.push_str(&format!("void {name}(weir_row *row);\n"));
     }
     out.push('\n');
+    // Per scalar function with a fixed-width result, a loop that calls it directly, so that
+    // clang (with LTO) inlines the function and the SDK's accessors into the loop.
+    for (index, (name, spec)) in manifest.functions.iter().enumerate() {
+        let fixed = spec.returns.as_deref().is_some_and(|ty| ty != "utf8" && ty != "binary");
+        if !fixed {
+            continue;
+        }
+        let null_checks: Vec<String> = (0..spec.args.len()).map(|arg| format!("weir_arg_is_null(row, {arg})")).collect();
+        let skip = if spec.nulls || null_checks.is_empty() {
+            String::new()
+        } else {
+            format!("        if (check_nulls && ({})) continue;\n", null_checks.join(" || "))
+        };
+        out.push_str(&format!(
+            "static void loop_{index}(weir_row *row, uint32_t rows, bool check_nulls) {{\n    (void)check_nulls;\n    for (uint32_t i = 0; i < rows; i++) {{\n        row->index = i;\n{skip}        row->failed = false;\n        {name}(row);\n    }}\n}}\n"
+        ));
+    }
+    out.push('\n');
     let mut entries = Vec::new();
     for (index, (name, spec)) in manifest.functions.iter().enumerate() {
         let args: Vec<String> = spec.args.iter().map(|a| type_constant(a)).collect();
@@ -84,8 +102,10 @@ fn function_table(manifest: &Manifest) -> String {
             }
             None => (type_constant(spec.returns.as_deref().unwrap_or("int64")), ("NULL".into(), "NULL".into(), 0)),
         };
+        let fixed = spec.returns.as_deref().is_some_and(|ty| ty != "utf8" && ty != "binary");
+        let looped = if fixed { format!("loop_{index}") } else { "NULL".into() };
         entries.push(format!(
-            "    {{ {}, {}, {name}, args_{index}, {}, {returns}, {}, {}, {}, {} }}",
+            "    {{ {}, {}, {name}, args_{index}, {}, {returns}, {}, {}, {}, {}, {looped} }}",
             c_string(name),
             c_string(&spec.description),
             spec.args.len(),
