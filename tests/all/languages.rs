@@ -200,3 +200,52 @@ fn a_bad_manifest_is_refused_with_the_reason() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("weir-plugin.yaml") && stderr.contains("unknown type `int128`"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_component_importing_wasi_http_loads_but_has_no_network() {
+    // Built with ComponentizeJS's HTTP feature on, so it imports wasi:http/types and
+    // wasi:http/outgoing-handler; `fetch` must fail inside the sandbox, not reach the network.
+    let ws = Workspace::new();
+    ws.write(
+        "entry.js",
+        r#"export const scalar = {
+  describe() {
+    return [{ name: "net", version: "0.1.0", description: "tries the network" },
+      [{ name: "fetch_it", args: [{ tag: "int64" }], returns: { tag: "int64" }, description: "" }]];
+  },
+  call(fn, rows, args) {
+    fetch("http://127.0.0.1:9/");
+    return { values: { len: rows, validity: undefined, values: { tag: "int64", val: args[0].values.val } }, errors: [] };
+  },
+};
+"#,
+    );
+    let componentize = repo().join(".tools/js/node_modules/@bytecodealliance/componentize-js/src/componentize.js");
+    assert!(
+        componentize.exists(),
+        "{} is missing: run ./tests/run.sh (it installs ComponentizeJS)",
+        componentize.display()
+    );
+    ws.write(
+        "build.mjs",
+        format!(
+            "import {{ componentize }} from {:?};\nimport {{ writeFile }} from 'node:fs/promises';\nconst {{ component }} = await componentize({{ sourcePath: {:?}, witPath: {:?}, worldName: 'scalar-udf' }});\nawait writeFile({:?}, component);\n",
+            componentize.display().to_string(),
+            ws.path("entry.js").display().to_string(),
+            repo().join("wit").display().to_string(),
+            ws.path("net.wasm").display().to_string()
+        ),
+    );
+    let built = Command::new("node").arg(ws.path("build.mjs")).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+
+    let inspect = weir().args(["plugin", "inspect"]).arg(ws.path("net.wasm")).output().unwrap();
+    let inspect = String::from_utf8_lossy(&inspect.stdout).into_owned();
+    assert!(inspect.contains("wasi:http/types@") && inspect.contains("sandbox:  ok"), "{inspect}");
+
+    let err = ws
+        .run("plugins:\n  net: { path: net.wasm }\nsources:\n  g: { type: generator, count: 3, columns: { x: { sequence: {} } } }\ntransforms:\n  t: { type: udf, inputs: [g], plugin: net, function: fetch_it, args: [x], as: y, parallelism: 1 }\nsinks:\n  out: { type: blackhole, inputs: [t] }\n")
+        .await
+        .unwrap_err();
+    assert!(err.contains("plugins have no network access (wasi:http/types@"), "{err}");
+}

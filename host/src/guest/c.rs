@@ -68,7 +68,8 @@ fn function_table(manifest: &Manifest) -> String {
         if !fixed {
             continue;
         }
-        let null_checks: Vec<String> = (0..spec.args.len()).map(|arg| format!("weir_arg_is_null(row, {arg})")).collect();
+        let null_checks: Vec<String> =
+            (0..spec.args.len()).map(|arg| format!("weir_arg_is_null(row, {arg})")).collect();
         let skip = if spec.nulls || null_checks.is_empty() {
             String::new()
         } else {

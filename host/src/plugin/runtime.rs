@@ -348,14 +348,39 @@ struct HttpDenied;
 
 /// Links whatever the component imports from `wasi:http` to functions that trap.
 ///
-/// ComponentizeJS (StarlingMonkey) components import `wasi:http/types` and
-/// `wasi:http/outgoing-handler` even with its http feature disabled; a UDF gets no network, so
-/// the imports exist but every call fails. Only `wasi:http` is stubbed, by its exact imported
-/// names: stubbing other WASI interfaces this way would shadow the semver-compatible real ones.
+/// ComponentizeJS (StarlingMonkey) components built with HTTP enabled import `wasi:http/types`
+/// and `wasi:http/outgoing-handler`; a UDF gets no network, so the imports exist but every call
+/// fails. Only `wasi:http` is stubbed, by its exact imported names: stubbing other WASI
+/// interfaces this way would shadow the semver-compatible real ones. `wasi:http/types` re-exports
+/// `wasi:io` resources (streams, pollables, errors): those are linked to the host's real types so
+/// they match the `wasi:io` imports; its own resources get a type no plugin can ever obtain.
 fn deny_http(linker: &mut Linker<StoreState>, component: &Component, engine: &Engine) -> wasmtime::Result<()> {
     use wasmtime::component::ResourceType;
     use wasmtime::component::types::ComponentItem;
-    for (name, item) in component.component_type().imports(engine) {
+    use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, IoError};
+
+    let host_io = |interface: &str, resource: &str| -> Option<ResourceType> {
+        match (interface.split('@').next()?, resource) {
+            ("wasi:io/poll", "pollable") => Some(ResourceType::host::<DynPollable>()),
+            ("wasi:io/streams", "input-stream") => Some(ResourceType::host::<DynInputStream>()),
+            ("wasi:io/streams", "output-stream") => Some(ResourceType::host::<DynOutputStream>()),
+            ("wasi:io/error", "error") => Some(ResourceType::host::<IoError>()),
+            _ => None,
+        }
+    };
+    let component_type = component.component_type();
+    let imports: Vec<_> = component_type.imports(engine).collect();
+    // The component's view of each wasi:io resource -> the host type weir links for it.
+    let mut io_resources: Vec<(ResourceType, ResourceType)> = Vec::new();
+    for (name, item) in &imports {
+        let ComponentItem::ComponentInstance(instance) = &item.ty else { continue };
+        for (export, item) in instance.exports(engine) {
+            if let (ComponentItem::Resource(ty), Some(host)) = (&item.ty, host_io(name, export)) {
+                io_resources.push((*ty, host));
+            }
+        }
+    }
+    for (name, item) in imports {
         if !name.starts_with("wasi:http/") {
             continue;
         }
@@ -369,8 +394,12 @@ fn deny_http(linker: &mut Linker<StoreState>, component: &Component, engine: &En
                         Err(wasmtime::Error::msg(format!("plugins have no network access ({what})")))
                     })?;
                 }
-                ComponentItem::Resource(_) => {
-                    linked.resource(export, ResourceType::host::<HttpDenied>(), |_, _| Ok(()))?
+                ComponentItem::Resource(ty) => {
+                    let host = io_resources
+                        .iter()
+                        .find(|(theirs, _)| *theirs == ty)
+                        .map_or_else(ResourceType::host::<HttpDenied>, |(_, host)| *host);
+                    linked.resource(export, host, |_, _| Ok(()))?;
                 }
                 _ => {}
             }
