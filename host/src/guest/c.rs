@@ -149,7 +149,7 @@ pub fn build(dir: &Path, manifest: &Manifest, output: &Path) -> Result<(), Guest
             "--target=wasm32-wasi",
             "-mexec-model=reactor",
             "-O3",
-            "-std=c11",
+            "-flto",
             "-Wall",
             "-Werror=implicit-function-declaration",
         ])
