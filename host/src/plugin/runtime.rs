@@ -180,6 +180,8 @@ pub struct Plugin {
     pub load_time: Duration,
     /// Whether the compiled artifact came from the cache.
     pub cached: bool,
+    /// How long an instantiation took at load (callers keep a spare when it is slow).
+    pub instantiate_time: Duration,
     pre: Pre,
     /// What the plugin reported through `counter-add` and `gauge-set` (all its instances).
     pub metrics: Arc<PluginMetrics>,
@@ -289,12 +291,17 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
         exports,
         load_time,
         cached,
+        instantiate_time: Duration::ZERO,
         pre,
         metrics,
         engine: engine.clone(),
         epochs,
     };
     let mut instance = Instance::new(Arc::new(plugin.clone()), Limits::default())?;
+    // The second instantiation is the representative one (the first maps the memory image).
+    let started = Instant::now();
+    drop(Instance::new(Arc::new(plugin.clone()), Limits::default())?);
+    plugin.instantiate_time = started.elapsed();
     let describe_error = |err: wasmtime::Error| instantiate_error(format!("describe failed: {err:#}"));
     match &instance.bindings {
         Bindings::Scalar(bindings) => {

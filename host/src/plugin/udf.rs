@@ -22,16 +22,67 @@ fn slice_columns(args: &[ArrayRef], start: usize, len: usize) -> Result<Vec<supe
         .collect()
 }
 
-/// The live instance in `slot`, created (or recycled) when needed.
-fn live_instance<'a>(
-    slot: &'a mut Option<Instance>,
-    plugin: &Arc<Plugin>,
-    limits: Limits,
-) -> Result<&'a mut Instance, PluginError> {
-    if slot.as_ref().is_none_or(Instance::needs_recycling) {
-        *slot = Some(Instance::new(Arc::clone(plugin), limits)?);
+/// Plugins whose instantiation takes longer than this get a spare instance made in the
+/// background (a Python component, ~0.6 ms: a dozen dynamically linked core modules).
+pub const SLOW_INSTANTIATION: std::time::Duration = std::time::Duration::from_micros(100);
+
+type SpareReply = std::sync::mpsc::Receiver<Result<Instance, PluginError>>;
+
+/// Asks the background instantiator thread (one for the process, started on first use) for a
+/// new instance.
+fn request_spare(plugin: &Arc<Plugin>, limits: Limits) -> Option<SpareReply> {
+    type Request = (Arc<Plugin>, Limits, std::sync::mpsc::SyncSender<Result<Instance, PluginError>>);
+    static INSTANTIATOR: std::sync::LazyLock<Option<std::sync::mpsc::Sender<Request>>> =
+        std::sync::LazyLock::new(|| {
+            let (sender, requests) = std::sync::mpsc::channel::<Request>();
+            std::thread::Builder::new()
+                .name("weir-instantiator".into())
+                .spawn(move || {
+                    for (plugin, limits, reply) in requests {
+                        let _ = reply.send(Instance::new(plugin, limits));
+                    }
+                })
+                .ok()
+                .map(|_| sender)
+        });
+    let (reply, receiver) = std::sync::mpsc::sync_channel(1);
+    INSTANTIATOR.as_ref()?.send((Arc::clone(plugin), limits, reply)).ok()?;
+    Some(receiver)
+}
+
+/// A caller's live instance, created (or recycled) when needed. For plugins that instantiate
+/// slowly, a spare is requested from a background thread whenever the live one is taken, so
+/// replacing a trapped instance (and bisecting its batch) does not wait for instantiation.
+#[derive(Default)]
+pub struct InstanceSlot {
+    live: Option<Instance>,
+    spare: Option<SpareReply>,
+}
+
+impl InstanceSlot {
+    /// The live instance: the current one, else the spare, else a new one.
+    ///
+    /// # Errors
+    /// Instantiation failures.
+    pub fn get(&mut self, plugin: &Arc<Plugin>, limits: Limits) -> Result<&mut Instance, PluginError> {
+        if self.live.as_ref().is_none_or(Instance::needs_recycling) {
+            let spare = self.spare.take().and_then(|reply| reply.recv().ok()).and_then(Result::ok);
+            let instance = match spare {
+                Some(instance) => instance,
+                None => Instance::new(Arc::clone(plugin), limits)?,
+            };
+            self.live = Some(instance);
+            if plugin.instantiate_time > SLOW_INSTANTIATION {
+                self.spare = request_spare(plugin, limits);
+            }
+        }
+        Ok(self.live.as_mut().expect("just set"))
     }
-    Ok(slot.as_mut().expect("just created"))
+
+    /// Drops the live instance (after a trap); the next `get` takes the spare or makes one.
+    pub fn discard(&mut self) {
+        self.live = None;
+    }
 }
 
 /// A row a function failed on, with why.
@@ -58,7 +109,7 @@ pub struct ScalarCaller {
     limits: Limits,
     function: u32,
     returns: DataType,
-    instance: Option<Instance>,
+    instance: InstanceSlot,
 }
 
 impl std::fmt::Debug for ScalarCaller {
@@ -74,7 +125,7 @@ impl ScalarCaller {
     /// A caller for function number `function`.
     pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
         let returns = plugin.scalar[function as usize].returns;
-        Self { plugin, limits, function, returns, instance: None }
+        Self { plugin, limits, function, returns, instance: InstanceSlot::default() }
     }
 
     /// Arrow type of the result.
@@ -110,7 +161,7 @@ impl ScalarCaller {
         failed: &mut Vec<FailedRow>,
     ) -> Result<(), PluginError> {
         let columns = slice_columns(args, start, len).map_err(|reason| self.contract(reason))?;
-        let instance = live_instance(&mut self.instance, &self.plugin, self.limits)?;
+        let instance = self.instance.get(&self.plugin, self.limits)?;
         let outcome = instance.call_scalar(self.function, len as u32, &columns);
         match outcome {
             Ok(Ok(output)) => {
@@ -131,7 +182,7 @@ impl ScalarCaller {
             }
             Ok(Err(CallError::InvalidInput(reason))) => Err(self.contract(format!("rejected its input: {reason}"))),
             Err(trap @ PluginError::Trap { .. }) => {
-                self.instance = None;
+                self.instance.discard();
                 if len == 1 {
                     failed.push(FailedRow { row: start, reason: trap.to_string() });
                     pieces.push(new_null_array(&self.return_type(), 1));
@@ -170,13 +221,13 @@ pub struct TableCaller {
     plugin: Arc<Plugin>,
     limits: Limits,
     function: u32,
-    instance: Option<Instance>,
+    instance: InstanceSlot,
 }
 
 impl TableCaller {
     /// A caller for function number `function`.
     pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
-        Self { plugin, limits, function, instance: None }
+        Self { plugin, limits, function, instance: InstanceSlot::default() }
     }
 
     /// Calls the function on `rows` rows of `args`.
@@ -194,7 +245,7 @@ impl TableCaller {
                 continue;
             }
             let columns = slice_columns(args, start, len).map_err(|reason| self.contract(reason))?;
-            let instance = live_instance(&mut self.instance, &self.plugin, self.limits)?;
+            let instance = self.instance.get(&self.plugin, self.limits)?;
             let outcome = instance.call_table(self.function, len as u32, &columns);
             match outcome {
                 Ok(Ok(output)) => {
@@ -231,7 +282,7 @@ impl TableCaller {
                     return Err(self.contract(format!("rejected its input: {reason}")));
                 }
                 Err(trap @ PluginError::Trap { .. }) => {
-                    self.instance = None;
+                    self.instance.discard();
                     if len == 1 {
                         failed.push(FailedRow { row: start, reason: trap.to_string() });
                     } else {
