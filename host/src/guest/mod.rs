@@ -133,13 +133,22 @@ pub fn build(dir: &Path) -> Result<Built, GuestError> {
         &std::path::absolute(dir).map_err(|err| GuestError::Io { path: dir.to_path_buf(), reason: err.to_string() })?;
     let manifest = Manifest::load(dir)?;
     let output = output_path(dir, &manifest);
+    // Built under a temporary name and renamed, so a pipeline loading the component meanwhile
+    // sees the old one or the new one, never half a file.
+    let partial = output.with_extension(format!("wasm.partial{}", std::process::id()));
     let started = Instant::now();
-    match manifest.language {
-        Language::Rust => rust::build(dir, &manifest, &output)?,
-        Language::Python => python::build(dir, &manifest, &output)?,
-        Language::Js => js::build(dir, &manifest, &output)?,
-        Language::C => c::build(dir, &manifest, &output)?,
+    let built = match manifest.language {
+        Language::Rust => rust::build(dir, &manifest, &partial),
+        Language::Python => python::build(dir, &manifest, &partial),
+        Language::Js => js::build(dir, &manifest, &partial),
+        Language::C => c::build(dir, &manifest, &partial),
+    };
+    if let Err(err) = built {
+        let _ = std::fs::remove_file(&partial);
+        return Err(err);
     }
+    std::fs::rename(&partial, &output)
+        .map_err(|err| GuestError::Io { path: output.clone(), reason: err.to_string() })?;
     let build_time = started.elapsed();
     let plugin = check(&output, &manifest)?;
     Ok(Built { path: output, plugin, build_time })
