@@ -17,6 +17,15 @@ void exclaim(weir_row *row) {
     free(out);
 }
 
+void or_default(weir_row *row) {
+    if (weir_arg_is_null(row, 0)) {
+        weir_return_cstr(row, "(none)");
+    } else {
+        weir_str text = weir_arg_str(row, 0);
+        weir_return_str(row, text.ptr, text.len);
+    }
+}
+
 static int is_alnum(unsigned char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 }

@@ -8,6 +8,10 @@ export function exclaim(text) {
   return text + "!";
 }
 
+export function or_default(text) {
+  return text === null ? "(none)" : text;
+}
+
 export function slug(text) {
   let out = "";
   for (const c of text) {

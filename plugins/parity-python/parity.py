@@ -1,5 +1,7 @@
 """The cross-language parity functions in Python (see plugins/parity-rust)."""
 
+from typing import Optional
+
 import weir
 
 
@@ -13,6 +15,12 @@ def dollar_to_euro(amount: int) -> float:
 def exclaim(text: str) -> str:
     """`text` followed by `!` (the cheapest string function: measures the string path itself)."""
     return text + "!"
+
+
+@weir.scalar
+def or_default(text: Optional[str]) -> str:
+    """The text, or `(none)` for NULL: a function that sees NULLs."""
+    return "(none)" if text is None else text
 
 
 def _is_alnum(c: str) -> bool:

@@ -74,7 +74,7 @@ async fn the_same_functions_agree_across_rust_python_js_and_c() {
     yaml.push_str("sources:\n  rows: { type: file, path: in.jsonl, schema: { id: int64, amount: int64, text: utf8 } }\ntransforms:\n");
     for language in LANGUAGES {
         yaml.push_str(&format!(
-            "  {language}_eur: {{ type: udf, inputs: [rows], plugin: parity_{language}, function: dollar_to_euro, args: [amount], as: eur }}\n  {language}_loud: {{ type: udf, inputs: [{language}_eur], plugin: parity_{language}, function: exclaim, args: [text], as: loud }}\n  {language}_slug: {{ type: udf, inputs: [{language}_loud], plugin: parity_{language}, function: slug, args: [text], as: slug, on_error: dead-letter, dead_letter: {language}_rejects }}\n"
+            "  {language}_eur: {{ type: udf, inputs: [rows], plugin: parity_{language}, function: dollar_to_euro, args: [amount], as: eur }}\n  {language}_loud: {{ type: udf, inputs: [{language}_eur], plugin: parity_{language}, function: exclaim, args: [text], as: loud }}\n  {language}_seen: {{ type: udf, inputs: [{language}_loud], plugin: parity_{language}, function: or_default, args: [text], as: seen }}\n  {language}_slug: {{ type: udf, inputs: [{language}_seen], plugin: parity_{language}, function: slug, args: [text], as: slug, on_error: dead-letter, dead_letter: {language}_rejects }}\n"
         ));
     }
     yaml.push_str("sinks:\n");
@@ -95,6 +95,10 @@ async fn the_same_functions_agree_across_rust_python_js_and_c() {
     assert!(rust.iter().any(|r| r["eur"].is_null()), "NULL amounts give NULL");
     assert!(rust.iter().any(|r| r["slug"].is_null() && r["loud"].is_null()), "NULL text gives NULL");
     assert!(rust.iter().any(|r| r["loud"].as_str().is_some_and(|l| l.contains('ö') && l.ends_with('!'))));
+    assert!(
+        rust.iter().all(|r| (r["text"].is_null() && r["seen"] == "(none)") || r["seen"] == r["text"]),
+        "a function that sees NULLs is called for them"
+    );
     let rust_rejects = json_lines(&ws.read("rust_rejects.jsonl"));
     assert!(rust_rejects.len() > 50, "text without letters or digits is rejected: {}", rust_rejects.len());
     // A rejection's reason, without the step and plugin names that differ by language.

@@ -33,6 +33,11 @@ weir_plugin::scalar_udfs! {
         format!("{text}!")
     }
 
+    /// The text, or `(none)` for NULL: a function that sees NULLs.
+    fn or_default(text: Option<&str>) -> String {
+        text.unwrap_or("(none)").to_owned()
+    }
+
     /// A URL slug: lowercase ASCII letters and digits joined by `-`; rejects text without any.
     fn slug(text: &str) -> Result<String, String> {
         slugify(text)
