@@ -58,6 +58,31 @@ static string_t owned_cstring(const char *text) {
     return owned_string(text, strlen(text));
 }
 
+/* ---- types ------------------------------------------------------------------------------- */
+
+/* The `column-values` case that carries a column of `type`. */
+static uint8_t values_tag(weir_type type) {
+    switch (type) {
+        case WEIR_BOOLEAN: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_BOOLEAN;
+        case WEIR_INT32: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT32;
+        case WEIR_INT64: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT64;
+        case WEIR_UINT64: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_UINT64;
+        case WEIR_FLOAT32: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT32;
+        case WEIR_FLOAT64: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT64;
+        case WEIR_UTF8: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_UTF8;
+        case WEIR_BINARY: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_BINARY;
+        case WEIR_DATE32: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_DATE32;
+        default: return WEIR_PLUGIN_TYPES_COLUMN_VALUES_TIMESTAMP;
+    }
+}
+
+/* Whether a value set as `value` (the weir_return_* / weir_out_* variant) fits a column of
+ * `column`: the same type, a timestamp set as int64, a date32 set as int32. */
+static bool accepts(weir_type column, weir_type value) {
+    return column == value || (value == WEIR_INT64 && column >= WEIR_TIMESTAMP_S) ||
+           (value == WEIR_INT32 && column == WEIR_DATE32);
+}
+
 /* ---- column builders ---------------------------------------------------------------------- */
 
 typedef struct builder {
@@ -165,6 +190,7 @@ static column_t builder_finish(builder *b) {
         out.validity.val.len = bytes;
     }
     weir_plugin_types_column_values_t *v = &out.values;
+    v->tag = values_tag(b->type);
     switch (b->type) {
         case WEIR_BOOLEAN: {
             uint8_t *packed = checked(calloc(bytes ? bytes : 1, 1));
@@ -172,41 +198,22 @@ static column_t builder_finish(builder *b) {
                 if (((uint8_t *)b->fixed)[i]) packed[i / 8] |= (uint8_t)(1u << (i % 8));
             }
             free(b->fixed);
-            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_BOOLEAN;
             v->val.boolean.ptr = packed;
             v->val.boolean.len = bytes;
             break;
         }
-        case WEIR_INT32:
-            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT32;
-            v->val.int32.ptr = b->fixed;
-            v->val.int32.len = rows;
-            break;
-        case WEIR_DATE32:
-            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_DATE32;
-            v->val.date32.ptr = b->fixed;
-            v->val.date32.len = rows;
-            break;
-        case WEIR_INT64:
-            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT64;
-            v->val.int64.ptr = b->fixed;
-            v->val.int64.len = rows;
-            break;
-        case WEIR_UINT64:
-            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_UINT64;
-            v->val.uint64.ptr = b->fixed;
-            v->val.uint64.len = rows;
-            break;
-        case WEIR_FLOAT32:
-            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT32;
-            v->val.float32.ptr = b->fixed;
-            v->val.float32.len = rows;
-            break;
-        case WEIR_FLOAT64:
-            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT64;
-            v->val.float64.ptr = b->fixed;
-            v->val.float64.len = rows;
-            break;
+#define FIXED_VALUES(type, member)             \
+    case type:                                 \
+        v->val.member.ptr = b->fixed;          \
+        v->val.member.len = rows;              \
+        break;
+        FIXED_VALUES(WEIR_INT32, int32)
+        FIXED_VALUES(WEIR_DATE32, date32)
+        FIXED_VALUES(WEIR_INT64, int64)
+        FIXED_VALUES(WEIR_UINT64, uint64)
+        FIXED_VALUES(WEIR_FLOAT32, float32)
+        FIXED_VALUES(WEIR_FLOAT64, float64)
+#undef FIXED_VALUES
         case WEIR_UTF8:
         case WEIR_BINARY: {
             weir_plugin_types_var_data_t var;
@@ -215,16 +222,13 @@ static column_t builder_finish(builder *b) {
             var.data.ptr = b->data ? b->data : checked(malloc(1));
             var.data.len = b->data_len;
             if (b->type == WEIR_UTF8) {
-                v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_UTF8;
                 v->val.utf8 = var;
             } else {
-                v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_BINARY;
                 v->val.binary = var;
             }
             break;
         }
         default: /* timestamps */
-            v->tag = WEIR_PLUGIN_TYPES_COLUMN_VALUES_TIMESTAMP;
             v->val.timestamp.ptr = b->fixed;
             v->val.timestamp.len = rows;
             break;
@@ -262,9 +266,7 @@ static builder *scalar_target(weir_row *row, weir_type type) {
         weir_fail(row, "weir_return_* called from a table function (use weir_emit and weir_out_*)");
         return NULL;
     }
-    bool same = row->state->result->type == type || (type == WEIR_INT64 && row->state->result->type >= WEIR_TIMESTAMP_S) ||
-                (type == WEIR_INT32 && row->state->result->type == WEIR_DATE32);
-    if (!same) {
+    if (!accepts(row->state->result->type, type)) {
         weir_fail(row, "%s: set a result of another type than the signature's", row->state->fn->name);
         return NULL;
     }
@@ -334,9 +336,7 @@ static builder *out_target(weir_row *row, unsigned column, weir_type type) {
         return NULL;
     }
     builder *b = &row->state->outputs[column];
-    bool same = b->type == type || (type == WEIR_INT64 && b->type >= WEIR_TIMESTAMP_S) ||
-                (type == WEIR_INT32 && b->type == WEIR_DATE32);
-    if (!same) {
+    if (!accepts(b->type, type)) {
         weir_fail(row, "output column %s set with another type than the signature's", row->state->fn->output_names[column]);
         return NULL;
     }
@@ -472,19 +472,7 @@ void exports_weir_plugin_table_describe(exports_weir_plugin_table_tuple2_plugin_
 /* ---- call --------------------------------------------------------------------------------- */
 
 static bool column_matches(const column_t *column, weir_type type) {
-    uint8_t tag = column->values.tag;
-    switch (type) {
-        case WEIR_BOOLEAN: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_BOOLEAN;
-        case WEIR_INT32: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT32;
-        case WEIR_INT64: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_INT64;
-        case WEIR_UINT64: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_UINT64;
-        case WEIR_FLOAT32: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT32;
-        case WEIR_FLOAT64: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_FLOAT64;
-        case WEIR_UTF8: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_UTF8;
-        case WEIR_BINARY: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_BINARY;
-        case WEIR_DATE32: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_DATE32;
-        default: return tag == WEIR_PLUGIN_TYPES_COLUMN_VALUES_TIMESTAMP;
-    }
+    return column->values.tag == values_tag(type);
 }
 
 /* Checks the call's arguments; a message in `err` when they do not fit the signature. */

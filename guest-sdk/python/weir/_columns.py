@@ -353,14 +353,20 @@ def _call_rows(function, columns, rows, errors):
     return out
 
 
-def call_scalar(functions, index, rows, args):
+def _prepare(functions, index, rows, args):
+    """Function number `index`, its argument columns as lists, and whether a strict argument has
+    NULLs; an `invalid-input` error when the call does not fit."""
     if index >= len(functions):
         raise _invalid(f"no function number {index}")
     function = functions[index]
     try:
-        columns, strict_nulls = _read_args(function, rows, args)
+        return (function, *_read_args(function, rows, args))
     except ValueError as error:
         raise _invalid(f"{function.name}: {error}") from None
+
+
+def call_scalar(functions, index, rows, args):
+    function, columns, strict_nulls = _prepare(functions, index, rows, args)
     errors = []
     out = None
     if not strict_nulls and columns:
@@ -380,13 +386,7 @@ def call_scalar(functions, index, rows, args):
 
 
 def call_table(functions, index, rows, args):
-    if index >= len(functions):
-        raise _invalid(f"no function number {index}")
-    function = functions[index]
-    try:
-        columns, _ = _read_args(function, rows, args)
-    except ValueError as error:
-        raise _invalid(f"{function.name}: {error}") from None
+    function, columns, _ = _prepare(functions, index, rows, args)
     fn, nullable, width = function.fn, function.nullable, len(function.output)
     parents, errors = [], []
     outputs = [[] for _ in range(width)]

@@ -10,7 +10,7 @@ use std::process::Command;
 use wit_component::{ComponentEncoder, StringEncoding};
 use wit_parser::Resolve;
 
-use super::{GuestError, Manifest, World, run_step, toolchain, write};
+use super::{GuestError, Manifest, World, quoted, run_step, toolchain, write};
 
 const SDK_HEADER: &str = include_str!("../../../guest-sdk/c/weir.h");
 const SDK_SOURCE: &str = include_str!("../../../guest-sdk/c/weir.c");
@@ -48,8 +48,9 @@ fn type_constant(name: &str) -> String {
     format!("WEIR_{}", name.to_ascii_uppercase())
 }
 
-fn c_string(text: &str) -> String {
-    serde_json::to_string(text).expect("strings serialize")
+/// Whether a function is scalar with a fixed-width result (it gets a generated direct loop).
+fn fixed_result(spec: &super::manifest::FunctionSpec) -> bool {
+    spec.returns.as_deref().is_some_and(|ty| ty != "utf8" && ty != "binary")
 }
 
 /// The generated function table: the manifest's signatures pointing at the plugin's functions.
@@ -64,8 +65,7 @@ fn function_table(manifest: &Manifest) -> String {
     // Per scalar function with a fixed-width result, a loop that calls it directly, so that
     // clang (with LTO) inlines the function and the SDK's accessors into the loop.
     for (index, (name, spec)) in manifest.functions.iter().enumerate() {
-        let fixed = spec.returns.as_deref().is_some_and(|ty| ty != "utf8" && ty != "binary");
-        if !fixed {
+        if !fixed_result(spec) {
             continue;
         }
         let null_checks: Vec<String> =
@@ -89,7 +89,7 @@ fn function_table(manifest: &Manifest) -> String {
         ));
         let (returns, outputs) = match &spec.output {
             Some(columns) => {
-                let names: Vec<String> = columns.keys().map(|c| c_string(c)).collect();
+                let names: Vec<String> = columns.keys().map(|c| quoted(c)).collect();
                 let types: Vec<String> = columns.values().map(|t| type_constant(t)).collect();
                 out.push_str(&format!(
                     "static const char *const output_names_{index}[] = {{ {} }};\n",
@@ -103,12 +103,11 @@ fn function_table(manifest: &Manifest) -> String {
             }
             None => (type_constant(spec.returns.as_deref().unwrap_or("int64")), ("NULL".into(), "NULL".into(), 0)),
         };
-        let fixed = spec.returns.as_deref().is_some_and(|ty| ty != "utf8" && ty != "binary");
-        let looped = if fixed { format!("loop_{index}") } else { "NULL".into() };
+        let looped = if fixed_result(spec) { format!("loop_{index}") } else { "NULL".into() };
         entries.push(format!(
             "    {{ {}, {}, {name}, args_{index}, {}, {returns}, {}, {}, {}, {}, {looped} }}",
-            c_string(name),
-            c_string(&spec.description),
+            quoted(name),
+            quoted(&spec.description),
             spec.args.len(),
             outputs.0,
             outputs.1,
@@ -123,9 +122,9 @@ fn function_table(manifest: &Manifest) -> String {
     ));
     out.push_str(&format!(
         "const char *const weir_plugin_name = {};\nconst char *const weir_plugin_version = {};\nconst char *const weir_plugin_description = {};\n",
-        c_string(&manifest.name),
-        c_string(&manifest.version),
-        c_string(&manifest.description)
+        quoted(&manifest.name),
+        quoted(&manifest.version),
+        quoted(&manifest.description)
     ));
     out
 }

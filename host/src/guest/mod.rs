@@ -78,6 +78,11 @@ pub enum GuestError {
     TestFailed(String),
 }
 
+/// A double-quoted string literal that Python, JavaScript and C all read back as `text`.
+pub(crate) fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
+}
+
 /// Writes a file, creating its folder.
 pub(crate) fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), GuestError> {
     let io = |err: std::io::Error| GuestError::Io { path: path.to_path_buf(), reason: err.to_string() };

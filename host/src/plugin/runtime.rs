@@ -510,15 +510,17 @@ impl Instance {
         PluginError,
     > {
         use super::bindings::scalar::exports::weir::plugin::scalar::ScalarOutput;
-        let signature = self.plugin.scalar.get(function as usize).map(|f| f.args.clone()).unwrap_or_default();
+        let plugin = Arc::clone(&self.plugin);
         let output = self.guarded(function, |bindings, store| match bindings {
             Bindings::Scalar(bindings) => {
                 bindings.weir_plugin_scalar().call_call(store, function, rows, args).map(|result| result.map(Ok))
             }
             Bindings::ScalarBuffers(bindings) => {
+                // The declared types carry what typed columns do not (timestamp units).
+                let signature = plugin.scalar.get(function as usize).map_or(&[][..], |f| &f.args[..]);
                 let buffers: Vec<_> = args
                     .iter()
-                    .zip(signature.iter())
+                    .zip(signature)
                     .map(|(column, data_type)| super::buffers::to_buffer(column, data_type))
                     .collect();
                 bindings.weir_plugin_scalar_buffers().call_call(store, function, rows, &buffers).map(|result| {
