@@ -2,16 +2,22 @@
 //!
 //! Adding a connector: a folder here plus one line in [`SOURCES`] and/or [`SINKS`].
 
+pub mod amqp;
 pub mod blackhole;
 pub mod file;
 pub mod generator;
+pub mod mqtt;
+pub mod mysql;
+pub mod nats;
 pub mod nexmark;
+pub mod postgres;
 pub mod stdio;
+pub mod support;
 
 use crate::engine::component::{SinkKind, SourceKind};
 
 /// Every built-in source type.
-pub static SOURCES: &[SourceKind] = &[nexmark::SOURCE, generator::SOURCE, file::SOURCE, stdio::SOURCE];
+pub static SOURCES: &[SourceKind] = &[nexmark::SOURCE, generator::SOURCE, file::SOURCE, stdio::SOURCE, nats::SOURCE, mqtt::SOURCE, amqp::SOURCE];
 
 /// Every built-in sink type.
-pub static SINKS: &[SinkKind] = &[file::SINK, stdio::SINK, blackhole::SINK];
+pub static SINKS: &[SinkKind] = &[file::SINK, stdio::SINK, blackhole::SINK, postgres::SINK, mysql::SINK, nats::SINK, mqtt::SINK, amqp::SINK];

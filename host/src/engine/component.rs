@@ -61,6 +61,17 @@ pub enum RuntimeError {
     /// A downstream task went away.
     #[error(transparent)]
     Downstream(#[from] DownstreamClosed),
+    /// An external system (broker, database, HTTP endpoint) could not be reached or refused the
+    /// work after retries.
+    #[error("{system} at {address}: {reason}")]
+    External {
+        /// Which kind of system (`kafka`, `postgres`, ...).
+        system: &'static str,
+        /// Where: host:port, URL or DSN without secrets.
+        address: String,
+        /// The client's error.
+        reason: String,
+    },
     /// A plugin failed in a way that is not about particular rows.
     #[error(transparent)]
     Plugin(Box<crate::plugin::PluginError>),
@@ -77,6 +88,11 @@ impl RuntimeError {
     /// data or a bad pipeline.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Io { .. })
+    }
+
+    /// An external-system failure.
+    pub fn external(system: &'static str, address: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self::External { system, address: address.into(), reason: reason.to_string() }
     }
 
     /// Wraps an I/O error with what was being done.
@@ -149,9 +165,27 @@ pub struct SourceContext {
     pub stop: CancellationToken,
     /// This component's counters.
     pub metrics: Arc<ComponentMetrics>,
+    /// Whether [`SourceContext::end`] already ended the output.
+    pub ended: bool,
 }
 
 impl SourceContext {
+    /// Ends this source's output (dead letters flushed, `End` sent downstream) before `run`
+    /// returns. Sources that acknowledge what sinks confirmed call it when they stop reading, then
+    /// wait for the outstanding deliveries (which the sinks settle when `End` makes them close)
+    /// and acknowledge them before disconnecting. Otherwise the engine ends the output after `run`.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Downstream`] if a downstream task has gone.
+    pub async fn end(&mut self) -> Result<(), RuntimeError> {
+        if !self.ended {
+            self.ended = true;
+            self.errors.finish().await?;
+            self.output.broadcast(super::Message::End).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until `deadline` (rate limiting). Returns `false`, early, if the job is stopping.
     ///
     /// # Cancel safety
@@ -239,34 +273,65 @@ pub trait SinkSpec: Send + Sync + std::fmt::Debug {
 
 /// Creates sink instances.
 pub trait SinkFactory: Send + Sync + std::fmt::Debug {
-    /// Opens the sink (files are created here, when the job starts, not at validation).
-    ///
-    /// # Errors
-    /// I/O errors opening the destination.
-    fn create(&self) -> Result<Box<dyn Sink>, RuntimeError>;
+    /// Opens the sink: files are created and connections made here, when the job starts, not at
+    /// validation. Connecting gives up after a bounded time with an error naming the address.
+    fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>>;
 }
 
-/// A synchronous sink, driven batch by batch.
+/// Everything a running sink uses besides its batches.
+#[derive(Debug)]
+pub struct SinkContext {
+    /// Component name.
+    pub component: Arc<str>,
+    /// Rows the destination rejects (fail / skip / dead-letter with the destination's error).
+    pub errors: RecordErrorHandler,
+    /// This component's counters.
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+/// When a sink's writes become durable, which is when the sources may acknowledge them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `write` returns once the destination confirmed the batch (a database commit, a broker ack).
+    OnWrite,
+    /// Writes are buffered; they are durable after `flush` (files). The engine flushes at least
+    /// once a second while batches wait for it.
+    OnFlush,
+}
+
+/// A sink, driven batch by batch. Writes are async: network sinks wait on their destination
+/// (and retry transient failures with backoff) without blocking the runtime.
 pub trait Sink: Send {
-    /// Writes one batch.
+    /// When writes become durable.
+    fn durability(&self) -> Durability {
+        Durability::OnFlush
+    }
+
+    /// Writes one batch. Rows the destination rejects go to `ctx.errors`.
     ///
     /// # Errors
-    /// I/O or encoding failures.
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), RuntimeError>;
+    /// I/O or encoding failures, a destination that stays unreachable after retries, or a
+    /// rejected row under `on_error: fail`.
+    fn write<'a>(
+        &'a mut self,
+        batch: &'a RecordBatch,
+        ctx: &'a mut SinkContext,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
 
-    /// Makes everything written so far durable or visible (called at barriers).
+    /// Makes everything written so far durable or visible (called at barriers, periodically
+    /// while writes wait for it, and before close).
     ///
     /// # Errors
     /// I/O failures.
-    fn flush(&mut self) -> Result<(), RuntimeError> {
-        Ok(())
+    fn flush(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// Flushes and completes the output (files are complete when this returns).
     ///
     /// # Errors
     /// I/O failures.
-    fn close(&mut self) -> Result<(), RuntimeError>;
+    fn close(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>>;
 }
 
 // ---------------------------------------------------------------- registration

@@ -14,13 +14,14 @@ use std::task::Poll;
 use arrow::array::RecordBatch;
 use tokio::sync::mpsc;
 
+use super::delivery::Delivery;
 use super::{EventTime, Message};
 
 /// What a task sees next from its inputs.
 #[derive(Debug)]
 pub enum GateEvent {
-    /// A batch and the index of the input it came from.
-    Batch(usize, RecordBatch),
+    /// A batch, the index of the input it came from, and its delivery.
+    Batch(usize, RecordBatch, Delivery),
     /// The minimum watermark over all inputs advanced to this value.
     Watermark(EventTime),
     /// Every input delivered the barrier for this epoch.
@@ -101,7 +102,7 @@ impl InputGate {
     /// Updates bookkeeping for one message; returns the event to surface, if any.
     fn accept(&mut self, index: usize, message: Message) -> Option<GateEvent> {
         match message {
-            Message::Batch(batch) => Some(GateEvent::Batch(index, batch)),
+            Message::Batch(batch, delivery) => Some(GateEvent::Batch(index, batch, delivery)),
             Message::Watermark(time) => {
                 let input = &mut self.inputs[index];
                 input.watermark = input.watermark.max(time);
@@ -159,7 +160,7 @@ mod tests {
 
     fn value(event: &GateEvent) -> i64 {
         match event {
-            GateEvent::Batch(_, batch) => batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0),
+            GateEvent::Batch(_, batch, _) => batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0),
             other => panic!("expected a batch, got {other:?}"),
         }
     }
@@ -188,8 +189,8 @@ mod tests {
         let (b_tx, b_rx) = mpsc::channel(8);
         let mut gate = InputGate::new(vec![a_rx, b_rx]);
         a_tx.send(Message::Barrier(1)).await.unwrap();
-        a_tx.send(Message::Batch(batch(2))).await.unwrap(); // after the barrier: must wait
-        b_tx.send(Message::Batch(batch(1))).await.unwrap();
+        a_tx.send(Message::Batch(batch(2), Delivery::untracked())).await.unwrap(); // after the barrier: must wait
+        b_tx.send(Message::Batch(batch(1), Delivery::untracked())).await.unwrap();
         b_tx.send(Message::Barrier(1)).await.unwrap();
         assert_eq!(value(&gate.next().await), 1);
         assert!(matches!(gate.next().await, GateEvent::Barrier(1)));
@@ -200,7 +201,7 @@ mod tests {
     async fn closed_channels_count_as_ended() {
         let (a_tx, a_rx) = mpsc::channel(8);
         let mut gate = InputGate::new(vec![a_rx]);
-        a_tx.send(Message::Batch(batch(7))).await.unwrap();
+        a_tx.send(Message::Batch(batch(7), Delivery::untracked())).await.unwrap();
         drop(a_tx);
         assert_eq!(value(&gate.next().await), 7);
         assert!(matches!(gate.next().await, GateEvent::End));

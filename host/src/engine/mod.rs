@@ -7,12 +7,15 @@
 //! and the runner that turns a validated pipeline into running tasks ([`runner`]).
 
 pub mod component;
+pub mod delivery;
 pub mod gate;
 pub mod metrics;
 pub mod output;
 pub mod runner;
 
 use arrow::array::RecordBatch;
+
+use delivery::Delivery;
 
 /// Event time in milliseconds since the Unix epoch.
 pub type EventTime = i64;
@@ -21,8 +24,9 @@ pub type EventTime = i64;
 /// sender wait, which is how backpressure reaches the sources.
 #[derive(Debug, Clone)]
 pub enum Message {
-    /// Data; the schema is fixed for the edge when the pipeline starts.
-    Batch(RecordBatch),
+    /// Data; the schema is fixed for the edge when the pipeline starts. The delivery tells the
+    /// source when every sink has made the batch durable ([`delivery`]).
+    Batch(RecordBatch, Delivery),
     /// Event time has reached this value on this input: no later row will be older.
     Watermark(EventTime),
     /// Checkpoint barrier for an epoch; aligned at multi-input tasks.

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::Message;
+use super::delivery::Delivery;
 use super::metrics::ComponentMetrics;
 
 /// A downstream task went away (it failed or the job is shutting down).
@@ -60,12 +61,23 @@ impl Output {
         Self { component, edges, metrics }
     }
 
-    /// Sends a batch to each downstream component (one subtask each). Empty batches are dropped.
+    /// Sends a batch nobody needs to acknowledge; see [`Output::deliver`].
     ///
     /// # Errors
     /// [`DownstreamClosed`] if a downstream task has gone.
     pub async fn send(&mut self, batch: RecordBatch) -> Result<(), DownstreamClosed> {
+        self.deliver(batch, Delivery::untracked()).await
+    }
+
+    /// Sends a batch to each downstream component (one subtask each), each with a fork of
+    /// `delivery`; this holder's share is settled once every edge took the batch. Empty batches
+    /// are dropped (and count as delivered).
+    ///
+    /// # Errors
+    /// [`DownstreamClosed`] if a downstream task has gone (the delivery then fails).
+    pub async fn deliver(&mut self, batch: RecordBatch, delivery: Delivery) -> Result<(), DownstreamClosed> {
         if batch.num_rows() == 0 {
+            delivery.settle();
             return Ok(());
         }
         self.metrics.record_sent(batch.num_rows());
@@ -73,9 +85,10 @@ impl Output {
         let mut batch = Some(batch);
         for index in 0..self.edges.len() {
             let message = if index == last { batch.take() } else { batch.clone() };
-            let message = Message::Batch(message.expect("one batch per edge"));
+            let message = Message::Batch(message.expect("one batch per edge"), delivery.fork());
             self.send_on_edge(index, message).await?;
         }
+        delivery.settle();
         Ok(())
     }
 
@@ -111,7 +124,7 @@ impl Output {
     /// # Errors
     /// [`DownstreamClosed`] if a downstream task has gone.
     pub async fn broadcast(&mut self, message: Message) -> Result<(), DownstreamClosed> {
-        debug_assert!(!matches!(message, Message::Batch(_)), "batches are routed, not broadcast");
+        debug_assert!(!matches!(message, Message::Batch(..)), "batches are routed, not broadcast");
         for edge in &self.edges {
             for sender in &edge.senders {
                 sender
@@ -146,13 +159,13 @@ mod tests {
         output.send(batch(2)).await.unwrap();
         output.send(batch(0)).await.unwrap();
         output.broadcast(Message::End).await.unwrap();
-        assert!(matches!(a_rx.recv().await, Some(Message::Batch(b)) if b.num_rows() == 3));
-        assert!(matches!(b_rx.recv().await, Some(Message::Batch(b)) if b.num_rows() == 2));
+        assert!(matches!(a_rx.recv().await, Some(Message::Batch(b, _)) if b.num_rows() == 3));
+        assert!(matches!(b_rx.recv().await, Some(Message::Batch(b, _)) if b.num_rows() == 2));
         for rx in [&mut a_rx, &mut b_rx] {
             assert!(matches!(rx.recv().await, Some(Message::End)));
         }
-        assert!(matches!(c_rx.recv().await, Some(Message::Batch(_))));
-        assert!(matches!(c_rx.recv().await, Some(Message::Batch(_))));
+        assert!(matches!(c_rx.recv().await, Some(Message::Batch(..))));
+        assert!(matches!(c_rx.recv().await, Some(Message::Batch(..))));
         assert!(matches!(c_rx.recv().await, Some(Message::End)));
         assert_eq!(metrics.snapshot().sent_events, 5);
     }

@@ -14,7 +14,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Message;
-use super::component::{Operator, RuntimeError, Sink, SourceContext};
+use super::component::{Durability, Operator, RuntimeError, Sink, SinkContext, SourceContext};
+use super::delivery::Delivery;
 use super::gate::{GateEvent, InputGate};
 use super::metrics::{ComponentMetrics, PipelineMetrics};
 use super::output::{Edge, Output, Route};
@@ -119,11 +120,11 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                         errors,
                         stop: stop.clone(),
                         metrics: component_metrics.clone(),
+                        ended: false,
                     };
                     tasks.spawn(async move {
                         source.run(&mut ctx).await.map_err(&failed)?;
-                        ctx.errors.finish().await.map_err(|err| failed(err.into()))?;
-                        ctx.output.broadcast(Message::End).await.map_err(|err| failed(err.into()))
+                        ctx.end().await.map_err(failed)
                     });
                 }
                 Runnable::Transform { factory, on_error } => {
@@ -135,10 +136,15 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                         run_operator(operator, InputGate::new(inputs), output, errors, &metrics).await.map_err(failed)
                     });
                 }
-                Runnable::Sink(factory) => {
-                    let sink = factory.create().map_err(&failed)?;
-                    let metrics = Arc::clone(&component_metrics);
-                    tasks.spawn(async move { run_sink(sink, InputGate::new(inputs), &metrics).await.map_err(failed) });
+                Runnable::Sink { factory, on_error } => {
+                    let errors =
+                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
+                    let mut ctx = SinkContext { component: Arc::clone(&name), errors, metrics: component_metrics.clone() };
+                    let factory = Arc::clone(factory);
+                    tasks.spawn(async move {
+                        let sink = factory.create().await.map_err(&failed)?;
+                        run_sink(sink, InputGate::new(inputs), &mut ctx).await.map_err(failed)
+                    });
                 }
             }
         }
@@ -187,7 +193,7 @@ async fn run_operator(
     let off_workers = operator.runs_plugins();
     loop {
         match gate.next().await {
-            GateEvent::Batch(_, batch) => {
+            GateEvent::Batch(_, batch, delivery) => {
                 metrics.record_received(batch.num_rows());
                 if off_workers {
                     // Plugin code may run up to its time limit: let tokio move other tasks away.
@@ -195,7 +201,12 @@ async fn run_operator(
                 } else {
                     operator.process(batch, &mut results, &mut errors)?;
                 }
-                errors.flush().await?;
+                errors.flush_with(&delivery).await?;
+                // Results made from this batch carry its delivery.
+                for batch in results.drain(..) {
+                    output.deliver(batch, delivery.fork()).await?;
+                }
+                delivery.settle();
             }
             GateEvent::Watermark(time) => output.broadcast(Message::Watermark(time)).await?,
             GateEvent::Barrier(epoch) => output.broadcast(Message::Barrier(epoch)).await?,
@@ -209,27 +220,61 @@ async fn run_operator(
                 return Ok(());
             }
         }
-        for batch in results.drain(..) {
-            output.send(batch).await?;
+    }
+}
+
+/// While batches wait for a flush to become durable, the sink is flushed at least this often, so
+/// sources can acknowledge them.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
+    let durability = sink.durability();
+    // Deliveries of batches written but not yet durable (`Durability::OnFlush`).
+    let mut unflushed: Vec<Delivery> = Vec::new();
+    let mut flush_due: Option<tokio::time::Instant> = None;
+    loop {
+        let event = match flush_due {
+            Some(due) => tokio::select! {
+                event = gate.next() => event,
+                () = tokio::time::sleep_until(due) => {
+                    flush(&mut sink, &mut unflushed).await?;
+                    flush_due = None;
+                    continue;
+                }
+            },
+            None => gate.next().await,
+        };
+        match event {
+            GateEvent::Batch(_, batch, delivery) => {
+                ctx.metrics.record_received(batch.num_rows());
+                sink.write(&batch, ctx).await?;
+                ctx.errors.flush_with(&delivery).await?;
+                ctx.metrics.record_sent(batch.num_rows());
+                match durability {
+                    Durability::OnWrite => delivery.settle(),
+                    Durability::OnFlush if delivery.is_tracked() => {
+                        unflushed.push(delivery);
+                        flush_due.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_INTERVAL);
+                    }
+                    Durability::OnFlush => delivery.settle(),
+                }
+            }
+            GateEvent::Watermark(_) => {}
+            GateEvent::Barrier(_) => {
+                flush(&mut sink, &mut unflushed).await?;
+                flush_due = None;
+            }
+            GateEvent::End => {
+                sink.close().await?;
+                unflushed.drain(..).for_each(Delivery::settle);
+                return ctx.errors.finish().await.map_err(Into::into);
+            }
         }
     }
 }
 
-async fn run_sink(
-    mut sink: Box<dyn Sink>,
-    mut gate: InputGate,
-    metrics: &ComponentMetrics,
-) -> Result<(), RuntimeError> {
-    loop {
-        match gate.next().await {
-            GateEvent::Batch(_, batch) => {
-                metrics.record_received(batch.num_rows());
-                sink.write(&batch)?;
-                metrics.record_sent(batch.num_rows());
-            }
-            GateEvent::Watermark(_) => {}
-            GateEvent::Barrier(_) => sink.flush()?,
-            GateEvent::End => return sink.close(),
-        }
-    }
+async fn flush(sink: &mut Box<dyn Sink>, unflushed: &mut Vec<Delivery>) -> Result<(), RuntimeError> {
+    sink.flush().await?;
+    unflushed.drain(..).for_each(Delivery::settle);
+    Ok(())
 }

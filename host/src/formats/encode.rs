@@ -37,6 +37,52 @@ pub fn row_as_json(batch: &RecordBatch, row: usize) -> Vec<u8> {
     bytes
 }
 
+/// Every row of a batch as a JSON object, in one buffer: `(bytes, end offsets)`; row `i` is
+/// `bytes[ends[i-1]..ends[i]]` (for message sinks: one message per row).
+///
+/// # Errors
+/// A column type JSON cannot represent.
+pub fn rows_as_json(batch: &RecordBatch) -> Result<JsonRows, RuntimeError> {
+    let mut writer = arrow::json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 64));
+    writer.write(batch)?;
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    let mut ends = Vec::with_capacity(batch.num_rows());
+    // Line breaks inside strings are escaped in JSON, so every raw `\n` ends a row.
+    ends.extend(memchr::memchr_iter(b'\n', &bytes));
+    Ok(JsonRows { bytes, ends })
+}
+
+/// The rows of a batch as JSON objects; see [`rows_as_json`].
+#[derive(Debug)]
+pub struct JsonRows {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl JsonRows {
+    /// Row `row` as JSON (no line break).
+    pub fn row(&self, row: usize) -> &[u8] {
+        let start = if row == 0 { 0 } else { self.ends[row - 1] + 1 };
+        &self.bytes[start..self.ends[row]]
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// All rows as JSON lines, each ending in a line break.
+    pub fn lines(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Writes batches of one schema in one format to `W`.
 pub enum RecordWriter<W: Write + Send> {
     /// JSON lines.

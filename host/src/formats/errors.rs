@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 
 use crate::engine::component::RuntimeError;
+use crate::engine::delivery::Delivery;
 use crate::engine::metrics::ComponentMetrics;
 use crate::engine::output::{DownstreamClosed, Output};
 
@@ -146,6 +147,15 @@ impl RecordErrorHandler {
     /// # Errors
     /// [`DownstreamClosed`] if the dead-letter sink has gone.
     pub async fn flush(&mut self) -> Result<(), DownstreamClosed> {
+        self.flush_with(&Delivery::untracked()).await
+    }
+
+    /// Sends pending dead-letter rows as part of `delivery` (the batch they were rejected from):
+    /// the source acknowledges that batch only once the dead letters are durable too.
+    ///
+    /// # Errors
+    /// [`DownstreamClosed`] if the dead-letter sink has gone.
+    pub async fn flush_with(&mut self, delivery: &Delivery) -> Result<(), DownstreamClosed> {
         if self.pending.len == 0 {
             return Ok(());
         }
@@ -153,9 +163,14 @@ impl RecordErrorHandler {
         let component = StringBuilder::with_capacity(rows.len, rows.len * self.component.len());
         let batch = build_dead_letters(&self.component, component, rows);
         match &mut self.dead_letter {
-            Some(output) => output.send(batch).await,
+            Some(output) => output.deliver(batch, delivery.fork()).await,
             None => Ok(()),
         }
+    }
+
+    /// Rows waiting in the dead-letter buffer.
+    pub fn pending(&self) -> usize {
+        self.pending.len
     }
 }
 

@@ -289,7 +289,7 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             Spec::Sink(spec) => {
                 let input = input_schema.expect("sinks have inputs");
                 let factory = spec.plan(&input, ctx).map_err(fail)?;
-                (input, 1, Runnable::Sink(factory))
+                (input, 1, Runnable::Sink { factory, on_error: component.common.on_error })
             }
         };
         planned.push(PlannedComponent {

@@ -78,7 +78,7 @@ impl std::error::Error for PipelineError {}
 pub enum Port {
     /// The component's data.
     Main,
-    /// The dead-letter rows of a source with `on_error: dead-letter`.
+    /// The dead-letter rows of a component with `on_error: dead-letter`.
     DeadLetter,
 }
 
@@ -108,8 +108,13 @@ pub enum Runnable {
         /// Failed-row policy.
         on_error: ErrorPolicy,
     },
-    /// A sink.
-    Sink(Arc<dyn SinkFactory>),
+    /// A sink, with its policy for rows the destination rejects.
+    Sink {
+        /// Opens the sink.
+        factory: Arc<dyn SinkFactory>,
+        /// Rejected-row policy.
+        on_error: ErrorPolicy,
+    },
 }
 
 /// One validated component.

@@ -12,7 +12,9 @@ use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::engine::component::{PlanContext, RuntimeError, Sink, SinkFactory, SinkKind, SinkSpec};
+use crate::engine::component::{
+    BoxFuture, Durability, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind, SinkSpec,
+};
 use crate::pipeline::SpecIssue;
 
 /// Registration.
@@ -39,17 +41,25 @@ impl SinkSpec for BlackholeConfig {
 struct Blackhole;
 
 impl SinkFactory for Blackhole {
-    fn create(&self) -> Result<Box<dyn Sink>, RuntimeError> {
-        Ok(Box::new(Blackhole))
+    fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
+        Box::pin(async { Ok(Box::new(Blackhole) as Box<dyn Sink>) })
     }
 }
 
 impl Sink for Blackhole {
-    fn write(&mut self, _batch: &RecordBatch) -> Result<(), RuntimeError> {
-        Ok(())
+    fn durability(&self) -> Durability {
+        Durability::OnWrite
     }
 
-    fn close(&mut self) -> Result<(), RuntimeError> {
-        Ok(())
+    fn write<'a>(
+        &'a mut self,
+        _batch: &'a RecordBatch,
+        _ctx: &'a mut SinkContext,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { Ok(()) })
     }
 }

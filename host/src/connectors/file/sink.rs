@@ -23,7 +23,9 @@ use bytesize::ByteSize;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::engine::component::{PlanContext, RuntimeError, Sink, SinkFactory, SinkKind, SinkSpec};
+use crate::engine::component::{
+    BoxFuture, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind, SinkSpec,
+};
 use crate::formats::encode::{OutputFormat, RecordWriter};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
@@ -95,12 +97,18 @@ struct FileSinkFactory {
 }
 
 impl SinkFactory for FileSinkFactory {
-    fn create(&self) -> Result<Box<dyn Sink>, RuntimeError> {
+    fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
+        Box::pin(async { self.open().map(|sink| Box::new(sink) as Box<dyn Sink>) })
+    }
+}
+
+impl FileSinkFactory {
+    fn open(&self) -> Result<FileSink, RuntimeError> {
         if let Some(parent) = self.path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|err| RuntimeError::io(format!("creating {}", parent.display()), err))?;
         }
-        Ok(Box::new(FileSink {
+        Ok(FileSink {
             path: self.path.clone(),
             format: self.format,
             schema: self.schema.clone(),
@@ -109,7 +117,7 @@ impl SinkFactory for FileSinkFactory {
             rolling: self.rolling,
             sequence: 0,
             current: None,
-        }))
+        })
     }
 }
 
@@ -205,26 +213,36 @@ fn in_progress_path(final_path: &Path) -> PathBuf {
 }
 
 impl Sink for FileSink {
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), RuntimeError> {
-        self.open()?.writer.write(batch)?;
-        if self.rolling && self.should_roll() {
-            self.complete_current()?;
-        }
-        Ok(())
+    fn write<'a>(
+        &'a mut self,
+        batch: &'a RecordBatch,
+        _ctx: &'a mut SinkContext,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            self.open()?.writer.write(batch)?;
+            if self.rolling && self.should_roll() {
+                self.complete_current()?;
+            }
+            Ok(())
+        })
     }
 
-    fn flush(&mut self) -> Result<(), RuntimeError> {
-        match &mut self.current {
-            Some(output) => output.writer.flush(),
-            None => Ok(()),
-        }
+    fn flush(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            match &mut self.current {
+                Some(output) => output.writer.flush(),
+                None => Ok(()),
+            }
+        })
     }
 
-    fn close(&mut self) -> Result<(), RuntimeError> {
-        if self.current.is_none() && !self.rolling {
-            // An empty result is still a result: write the (empty) file.
-            self.open()?;
-        }
-        self.complete_current()
+    fn close(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            if self.current.is_none() && !self.rolling {
+                // An empty result is still a result: write the (empty) file.
+                self.open()?;
+            }
+            self.complete_current()
+        })
     }
 }

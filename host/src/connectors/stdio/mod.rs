@@ -16,7 +16,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::engine::component::{
-    BoxFuture, PlanContext, PlannedSource, RuntimeError, Sink, SinkFactory, SinkKind, SinkSpec, Source, SourceContext,
+    BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind, SinkSpec,
+    Source, SourceContext,
     SourceFactory, SourceKind, SourceSpec,
 };
 use crate::formats::decode::{ChunkReader, CsvOptions, LineDecoder, LineFormat};
@@ -139,8 +140,9 @@ struct StdoutFactory {
 }
 
 impl SinkFactory for StdoutFactory {
-    fn create(&self) -> Result<Box<dyn Sink>, RuntimeError> {
-        Ok(Box::new(StdoutSink { format: self.format, header_written: false, _schema: self.schema.clone() }))
+    fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
+        let sink = StdoutSink { format: self.format, header_written: false, _schema: self.schema.clone() };
+        Box::pin(async { Ok(Box::new(sink) as Box<dyn Sink>) })
     }
 }
 
@@ -151,7 +153,25 @@ struct StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), RuntimeError> {
+    fn durability(&self) -> Durability {
+        Durability::OnWrite
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        batch: &'a RecordBatch,
+        _ctx: &'a mut SinkContext,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move { self.print(batch) })
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async { std::io::stdout().flush().map_err(|err| RuntimeError::io("writing stdout", err)) })
+    }
+}
+
+impl StdoutSink {
+    fn print(&mut self, batch: &RecordBatch) -> Result<(), RuntimeError> {
         let stdout = std::io::stdout();
         let mut out = stdout.lock();
         match self.format {
@@ -171,9 +191,5 @@ impl Sink for StdoutSink {
             }
         }
         out.flush().map_err(|err| RuntimeError::io("writing stdout", err))
-    }
-
-    fn close(&mut self) -> Result<(), RuntimeError> {
-        std::io::stdout().flush().map_err(|err| RuntimeError::io("writing stdout", err))
     }
 }

@@ -1,0 +1,508 @@
+//! `mqtt` source and sink (MQTT 3.1.1; IoT devices, Mosquitto, EMQX, HiveMQ).
+//!
+//! ```yaml
+//! sources:
+//!   readings:
+//!     type: mqtt
+//!     url: mqtt://127.0.0.1:1883
+//!     topics: ["sensors/+/temp", "plant/#"]   # filters with wildcards
+//!     qos: 1                                  # 0: at most once; 1: at least once (default)
+//!     client_id: weir-readings                # stable id: a persistent session survives restarts
+//!     clean_session: false                    # false: the broker keeps subscriptions and queued QoS 1 messages
+//!     format: json
+//!     schema: { device: string, temp: float64 }
+//!     metadata: { topic: topic }
+//! sinks:
+//!   alerts:
+//!     type: mqtt
+//!     inputs: [hot]
+//!     url: mqtt://127.0.0.1:1883
+//!     topic: "alerts/{device}"               # template over input columns
+//!     qos: 1                                  # 1: a write returns once the broker acknowledged every message
+//!     retain: false
+//! ```
+//!
+//! Delivery: QoS 1 messages are acknowledged to the broker (PUBACK) only after every sink
+//! confirmed the batch they went into (manual acks), so unconfirmed messages are redelivered after
+//! a reconnect when the session is persistent. QoS 0 is at most once by definition. The
+//! connection is driven by its own task, which reconnects with backoff and logs state changes once.
+//! TLS (`mqtts://`) is not built in yet.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::sync::{Notify, mpsc};
+
+use super::support::link::{CONNECT_TIMEOUT, LinkState, reconnect_backoff};
+use super::support::pump::{emit, end_and_drain};
+use super::support::template::Template;
+use crate::engine::component::{
+    BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
+    SinkSpec, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
+};
+use crate::engine::delivery::{DeliveryTracker, Outcome};
+use crate::formats::encode::rows_as_json;
+use crate::formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
+use crate::pipeline::SpecIssue;
+use crate::pipeline::yaml::Spanned;
+
+/// Source registration.
+pub const SOURCE: SourceKind =
+    SourceKind { name: "mqtt", parse: |node| Ok(Box::new(node.deserialize::<MqttSourceConfig>()?)) };
+
+/// Sink registration.
+pub const SINK: SinkKind = SinkKind { name: "mqtt", parse: |node| Ok(Box::new(node.deserialize::<MqttSinkConfig>()?)) };
+
+const METADATA: &[(&str, MetaType)] = &[("topic", MetaType::Utf8), ("retained", MetaType::Int64)];
+
+/// How long a source waits for more messages before it sends a partial batch.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// How long a QoS 1 write waits for the broker's acknowledgements.
+const PUBACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `mqtt` source options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    #[serde(default, rename = "on_error")]
+    _on_error: IgnoredAny,
+    #[serde(default, rename = "dead_letter")]
+    _dead_letter: IgnoredAny,
+    /// `mqtt://host:port`.
+    pub url: Spanned<String>,
+    /// Topic filters (`+` and `#` wildcards).
+    pub topics: Vec<String>,
+    /// Subscription QoS: 0 or 1.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Client id (default: `weir-<component>`); keep it stable for persistent sessions.
+    pub client_id: Option<String>,
+    /// Start a clean session (default true); `false` keeps subscriptions and queued messages.
+    #[serde(default = "default_true")]
+    pub clean_session: bool,
+    /// Payload format, schema, metadata columns.
+    #[serde(flatten)]
+    pub payload: PayloadOptions,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Host and port of an `mqtt://` URL.
+fn parse_address(url: &Spanned<String>) -> Result<(String, u16), SpecIssue> {
+    let parsed = url::Url::parse(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad URL: {err}")))?;
+    if parsed.scheme() != "mqtt" && parsed.scheme() != "tcp" {
+        return Err(SpecIssue::at(&url.referenced, "only `mqtt://host:port` is supported (no TLS yet)"));
+    }
+    let host = parsed.host_str().ok_or_else(|| SpecIssue::at(&url.referenced, "the URL has no host"))?;
+    Ok((host.to_owned(), parsed.port().unwrap_or(1883)))
+}
+
+fn parse_qos(qos: u8, at: &Spanned<String>) -> Result<QoS, SpecIssue> {
+    match qos {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        _ => Err(SpecIssue::at(&at.referenced, "`qos` must be 0 or 1")),
+    }
+}
+
+impl SourceSpec for MqttSourceConfig {
+    fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
+        let (host, port) = parse_address(&self.url)?;
+        let qos = parse_qos(self.qos, &self.url)?;
+        if self.topics.is_empty() {
+            return Err(SpecIssue::at(&self.url.referenced, "`topics` needs at least one topic filter"));
+        }
+        let layout = self.payload.plan(METADATA)?;
+        let factory = MqttSourceFactory {
+            host,
+            port,
+            topics: self.topics.clone(),
+            qos,
+            client_id: self.client_id.clone(),
+            clean_session: self.clean_session,
+            layout: layout.clone(),
+            batch_size: ctx.batch_size,
+        };
+        Ok(PlannedSource { schema: layout.schema().clone(), parallelism: 1, factory: Arc::new(factory) })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MqttSourceFactory {
+    host: String,
+    port: u16,
+    topics: Vec<String>,
+    qos: QoS,
+    client_id: Option<String>,
+    clean_session: bool,
+    layout: MessageLayout,
+    batch_size: usize,
+}
+
+impl SourceFactory for MqttSourceFactory {
+    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
+        Box::new(MqttSource(self.clone()))
+    }
+}
+
+struct MqttSource(MqttSourceFactory);
+
+impl Envelope for Publish {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    fn position(&self) -> String {
+        format!("topic {} (packet {})", self.topic, self.pkid)
+    }
+
+    fn metadata(&self, field: usize) -> MetaValue<'_> {
+        match field {
+            0 => MetaValue::Utf8(Some(&self.topic)),
+            _ => MetaValue::Int64(Some(i64::from(self.retain))),
+        }
+    }
+}
+
+/// What the connection task reports.
+enum Incoming {
+    Message(Publish),
+    /// The first connection failed (at start).
+    Failed(String),
+}
+
+/// Drives the MQTT connection: forwards publishes, resubscribes after each CONNACK, reconnects
+/// with backoff and logs state changes once. Ends when `client` disconnects or the receiver goes.
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    subscriptions: Vec<(String, QoS)>,
+    messages: Option<mpsc::Sender<Incoming>>,
+    acked: Arc<(AtomicU64, Notify)>,
+    component: Arc<str>,
+    address: String,
+) {
+    let mut link: Option<LinkState> = None;
+    let mut delays = backon::BackoffBuilder::build(reconnect_backoff());
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                match &mut link {
+                    None => link = Some(LinkState::connected(Arc::clone(&component), address.clone())),
+                    Some(link) => link.up(),
+                }
+                delays = backon::BackoffBuilder::build(reconnect_backoff());
+                for (topic, qos) in &subscriptions {
+                    let _ = client.try_subscribe(topic.clone(), *qos);
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(messages) = &messages
+                    && messages.send(Incoming::Message(publish)).await.is_err()
+                {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(_))) => {
+                acked.0.fetch_add(1, Ordering::AcqRel);
+                acked.1.notify_waiters();
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(err) => {
+                let Some(state) = &mut link else {
+                    if let Some(messages) = &messages {
+                        let _ = messages.send(Incoming::Failed(err.to_string())).await;
+                    }
+                    return;
+                };
+                state.down(&err);
+                if messages.as_ref().is_some_and(mpsc::Sender::is_closed) {
+                    return;
+                }
+                // Keep trying; the backoff stays at its maximum once exhausted.
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+fn options(client_id: String, host: &str, port: u16, clean_session: bool) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, host, port);
+    options.set_clean_session(clean_session).set_keep_alive(Duration::from_secs(30)).set_manual_acks(true);
+    options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+    options
+}
+
+impl Source for MqttSource {
+    fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let config = &self.0;
+            let address = format!("{}:{}", config.host, config.port);
+            let client_id = config.client_id.clone().unwrap_or_else(|| format!("weir-{}", ctx.component));
+            let (client, eventloop) =
+                AsyncClient::new(options(client_id, &config.host, config.port, config.clean_session), 1024);
+            let (sender, mut receiver) = mpsc::channel(config.batch_size.max(16));
+            let subscriptions = config.topics.iter().map(|topic| (topic.clone(), config.qos)).collect();
+            let driver = tokio::spawn(drive(
+                eventloop,
+                client.clone(),
+                subscriptions,
+                Some(sender),
+                Arc::default(),
+                Arc::clone(&ctx.component),
+                address.clone(),
+            ));
+            let mut decoder = config.layout.decoder(config.batch_size)?;
+            let mut tracker: DeliveryTracker<Vec<(QoS, u16)>> = DeliveryTracker::new();
+            let mut pending: Vec<Publish> = Vec::with_capacity(config.batch_size);
+            let mut linger: Option<tokio::time::Instant> = None;
+            let result = async {
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = ctx.stop.cancelled() => break,
+                        outcomes = tracker.next_settled(), if tracker.in_flight() > 0 => acknowledge(&client, outcomes).await,
+                        () = sleep_until(linger), if linger.is_some() => {
+                            flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+                            linger = None;
+                        }
+                        incoming = receiver.recv() => match incoming {
+                            None => break,
+                            Some(Incoming::Failed(reason)) => {
+                                return Err(RuntimeError::external("mqtt", &address, format!("cannot connect: {reason}")));
+                            }
+                            Some(Incoming::Message(publish)) => {
+                                pending.push(publish);
+                                linger.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                                if pending.len() >= config.batch_size {
+                                    flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+                                    linger = None;
+                                }
+                            }
+                        }
+                    }
+                }
+                flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+                end_and_drain(ctx, &mut tracker, |outcomes| {
+                    let client = &client;
+                    async move {
+                        acknowledge(client, outcomes).await;
+                        Ok(())
+                    }
+                })
+                .await
+            }
+            .await;
+            let _ = client.disconnect().await;
+            drop(receiver);
+            let _ = tokio::time::timeout(Duration::from_secs(2), driver).await;
+            result
+        })
+    }
+}
+
+async fn flush(
+    ctx: &mut SourceContext,
+    decoder: &mut crate::formats::message::MessageDecoder,
+    tracker: &mut DeliveryTracker<Vec<(QoS, u16)>>,
+    pending: &mut Vec<Publish>,
+) -> Result<(), RuntimeError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let acks: Vec<(QoS, u16)> =
+        pending.iter().filter(|p| p.qos != QoS::AtMostOnce).map(|p| (p.qos, p.pkid)).collect();
+    emit(ctx, decoder, tracker, pending, acks).await?;
+    pending.clear();
+    Ok(())
+}
+
+async fn acknowledge(client: &AsyncClient, outcomes: Vec<Outcome<Vec<(QoS, u16)>>>) {
+    for outcome in outcomes {
+        // A failed batch is not acknowledged: the broker redelivers it on the next session.
+        let Outcome::Delivered(acks) = outcome else { continue };
+        for (qos, pkid) in acks {
+            let mut publish = Publish::new("", qos, Vec::new());
+            publish.pkid = pkid;
+            if client.ack(&publish).await.is_err() {
+                return; // disconnected: the broker redelivers
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `mqtt` sink options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSinkConfig {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    #[serde(default, rename = "inputs")]
+    _inputs: IgnoredAny,
+    /// `mqtt://host:port`.
+    pub url: Spanned<String>,
+    /// Topic template (`alerts/{device}`).
+    pub topic: Spanned<String>,
+    /// 0 or 1 (default).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Set the retain flag.
+    #[serde(default)]
+    pub retain: bool,
+    /// Client id (default: random per run).
+    pub client_id: Option<String>,
+}
+
+impl SinkSpec for MqttSinkConfig {
+    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
+        let (host, port) = parse_address(&self.url)?;
+        let qos = parse_qos(self.qos, &self.url)?;
+        let topic =
+            Template::parse(&self.topic.value, input).map_err(|message| SpecIssue::at(&self.topic.referenced, message))?;
+        Ok(Arc::new(MqttSinkFactory { host, port, topic, qos, retain: self.retain, client_id: self.client_id.clone() }))
+    }
+}
+
+#[derive(Debug)]
+struct MqttSinkFactory {
+    host: String,
+    port: u16,
+    topic: Template,
+    qos: QoS,
+    retain: bool,
+    client_id: Option<String>,
+}
+
+impl SinkFactory for MqttSinkFactory {
+    fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
+        Box::pin(async move {
+            let address = format!("{}:{}", self.host, self.port);
+            let client_id = self.client_id.clone().unwrap_or_else(|| format!("weir-sink-{}", rand::random::<u32>()));
+            let mut options = options(client_id, &self.host, self.port, true);
+            options.set_manual_acks(false).set_inflight(1024);
+            let (client, mut eventloop) = AsyncClient::new(options, 1024);
+            // Connect now so an unreachable broker fails the job at start.
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                        Ok(_) => {}
+                        Err(err) => return Err(err.to_string()),
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| Err(format!("no CONNACK within {}s", CONNECT_TIMEOUT.as_secs())));
+            connected.map_err(|reason| RuntimeError::external("mqtt", &address, format!("cannot connect: {reason}")))?;
+            let acked = Arc::new((AtomicU64::new(0), Notify::new()));
+            tokio::spawn(drive(
+                eventloop,
+                client.clone(),
+                Vec::new(),
+                None,
+                Arc::clone(&acked),
+                Arc::from("mqtt sink"),
+                address.clone(),
+            ));
+            Ok(Box::new(MqttSink {
+                address,
+                client,
+                topic: self.topic.clone(),
+                qos: self.qos,
+                retain: self.retain,
+                acked,
+                published: 0,
+            }) as Box<dyn Sink>)
+        })
+    }
+}
+
+struct MqttSink {
+    address: String,
+    client: AsyncClient,
+    topic: Template,
+    qos: QoS,
+    retain: bool,
+    /// PUBACKs received so far, and a signal when more arrive.
+    acked: Arc<(AtomicU64, Notify)>,
+    /// QoS 1 messages published so far.
+    published: u64,
+}
+
+impl Sink for MqttSink {
+    fn durability(&self) -> Durability {
+        Durability::OnWrite
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        batch: &'a RecordBatch,
+        _ctx: &'a mut SinkContext,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let topics = self.topic.render(batch)?;
+            let rows = rows_as_json(batch)?;
+            for (row, topic) in topics.into_iter().enumerate() {
+                self.client
+                    .publish(topic, self.qos, self.retain, rows.row(row).to_vec())
+                    .await
+                    .map_err(|err| RuntimeError::external("mqtt", &self.address, err))?;
+            }
+            if self.qos == QoS::AtLeastOnce {
+                self.published += batch.num_rows() as u64;
+                self.wait_for_acks().await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let _ = self.client.disconnect().await;
+            Ok(())
+        })
+    }
+}
+
+impl MqttSink {
+    /// Waits until the broker acknowledged every QoS 1 message published so far.
+    async fn wait_for_acks(&self) -> Result<(), RuntimeError> {
+        let (acked, notify) = &*self.acked;
+        let wait = async {
+            loop {
+                let notified = notify.notified();
+                if acked.load(Ordering::Acquire) >= self.published {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(PUBACK_TIMEOUT, wait).await.map_err(|_| {
+            RuntimeError::external("mqtt", &self.address, format!("no PUBACK within {}s", PUBACK_TIMEOUT.as_secs()))
+        })
+    }
+}

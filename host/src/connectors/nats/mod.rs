@@ -1,0 +1,428 @@
+//! `nats` source (JetStream durable pull consumer) and sink (core publish or JetStream publish).
+//!
+//! ```yaml
+//! sources:
+//!   readings:
+//!     type: nats
+//!     url: nats://127.0.0.1:4222
+//!     stream: SENSORS                 # JetStream stream
+//!     subjects: ["sensors.>"]         # filter subjects (wildcards); also the stream's subjects
+//!     create_stream: true             #   when it has to be created
+//!     consumer: weir-readings         # durable consumer name: progress survives restarts
+//!     deliver: all                    # all (default) | new: where a new consumer starts
+//!     format: json
+//!     schema: { device: string, temp: float64 }
+//!     metadata: { subject: subject, seq: sequence, published: timestamp }
+//! sinks:
+//!   alerts:
+//!     type: nats
+//!     inputs: [hot]
+//!     url: nats://127.0.0.1:4222
+//!     subject: "alerts.{device}"     # template over input columns
+//!     jetstream: true                 # wait for the stream's ack per message (default: core publish + flush)
+//! ```
+//!
+//! Delivery: the consumer uses the explicit ack policy; a message is acknowledged only after
+//! every sink confirmed the batch it went into, and negatively acknowledged (redelivered) if the
+//! batch failed. Messages never confirmed are redelivered after `ack_wait` (at-least-once).
+//! The client reconnects by itself; connection changes are logged once each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_nats::jetstream::{self, AckKind, consumer};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use super::support::link::{CONNECT_TIMEOUT, connect};
+use super::support::pump::{emit, end_and_drain};
+use super::support::template::Template;
+use crate::engine::component::{
+    BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
+    SinkSpec, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
+};
+use crate::engine::delivery::{DeliveryTracker, Outcome};
+use crate::formats::encode::rows_as_json;
+use crate::formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
+use crate::pipeline::SpecIssue;
+use crate::pipeline::yaml::Spanned;
+
+/// Source registration.
+pub const SOURCE: SourceKind =
+    SourceKind { name: "nats", parse: |node| Ok(Box::new(node.deserialize::<NatsSourceConfig>()?)) };
+
+/// Sink registration.
+pub const SINK: SinkKind = SinkKind { name: "nats", parse: |node| Ok(Box::new(node.deserialize::<NatsSinkConfig>()?)) };
+
+/// How long a source waits for more messages before it sends a partial batch.
+const LINGER: Duration = Duration::from_millis(20);
+
+/// Envelope fields the source offers as `metadata:`.
+const METADATA: &[(&str, MetaType)] = &[
+    ("subject", MetaType::Utf8),
+    ("sequence", MetaType::Int64),
+    ("timestamp", MetaType::TimestampMs),
+    ("headers", MetaType::Utf8),
+];
+
+/// Where a new consumer starts.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliverFrom {
+    /// Every message in the stream.
+    #[default]
+    All,
+    /// Only messages published after the consumer was created.
+    New,
+}
+
+/// `nats` source options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSourceConfig {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    #[serde(default, rename = "on_error")]
+    _on_error: IgnoredAny,
+    #[serde(default, rename = "dead_letter")]
+    _dead_letter: IgnoredAny,
+    /// Server URL.
+    pub url: Spanned<String>,
+    /// JetStream stream name.
+    pub stream: String,
+    /// Subjects to read (wildcards allowed); empty = the whole stream.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Create the stream (over `subjects`) if it does not exist.
+    #[serde(default)]
+    pub create_stream: bool,
+    /// Durable consumer name.
+    pub consumer: String,
+    /// Where a new consumer starts.
+    #[serde(default)]
+    pub deliver: DeliverFrom,
+    /// Redelivery timeout for unacknowledged messages (`30s`).
+    #[serde(default, with = "humantime_serde_opt")]
+    pub ack_wait: Option<Duration>,
+    /// Payload format, schema, metadata columns.
+    #[serde(flatten)]
+    pub payload: PayloadOptions,
+}
+
+/// `humantime` durations as optional strings.
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+impl SourceSpec for NatsSourceConfig {
+    fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
+        let layout = self.payload.plan(METADATA)?;
+        if self.create_stream && self.subjects.is_empty() {
+            return Err(SpecIssue::at(&self.url.referenced, "`create_stream: true` needs `subjects`"));
+        }
+        let factory = NatsSourceFactory {
+            url: self.url.value.clone(),
+            stream: self.stream.clone(),
+            subjects: self.subjects.clone(),
+            create_stream: self.create_stream,
+            consumer: self.consumer.clone(),
+            deliver: self.deliver,
+            ack_wait: self.ack_wait.unwrap_or(Duration::from_secs(30)),
+            layout: layout.clone(),
+            batch_size: ctx.batch_size,
+        };
+        Ok(PlannedSource { schema: layout.schema().clone(), parallelism: 1, factory: Arc::new(factory) })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct NatsSourceFactory {
+    url: String,
+    stream: String,
+    subjects: Vec<String>,
+    create_stream: bool,
+    consumer: String,
+    deliver: DeliverFrom,
+    ack_wait: Duration,
+    layout: MessageLayout,
+    batch_size: usize,
+}
+
+impl SourceFactory for NatsSourceFactory {
+    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
+        Box::new(NatsSource(self.clone()))
+    }
+}
+
+/// Connects with a bounded timeout and logs connection state changes once each.
+async fn open(url: &str, component: &Arc<str>) -> Result<async_nats::Client, RuntimeError> {
+    let component = Arc::clone(component);
+    let address = url.to_owned();
+    let options = async_nats::ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT).event_callback(move |event| {
+        let component = Arc::clone(&component);
+        let address = address.clone();
+        async move {
+            match event {
+                async_nats::Event::Disconnected => {
+                    tracing::warn!(%component, %address, "connection lost; the client reconnects with backoff");
+                }
+                async_nats::Event::Connected => tracing::info!(%component, %address, "connected"),
+                other => tracing::debug!(%component, %address, event = %other, "nats event"),
+            }
+        }
+    });
+    connect("nats", url, options.connect(url)).await
+}
+
+struct NatsSource(NatsSourceFactory);
+
+/// A message with its ack handle split off.
+struct Received {
+    message: async_nats::Message,
+    sequence: u64,
+    published_ms: i64,
+}
+
+impl Envelope for Received {
+    fn payload(&self) -> &[u8] {
+        &self.message.payload
+    }
+
+    fn position(&self) -> String {
+        format!("subject {} (stream sequence {})", self.message.subject, self.sequence)
+    }
+
+    fn metadata(&self, field: usize) -> MetaValue<'_> {
+        match field {
+            0 => MetaValue::Utf8(Some(self.message.subject.as_str())),
+            1 => MetaValue::Int64(Some(self.sequence as i64)),
+            2 => MetaValue::TimestampMs(Some(self.published_ms)),
+            _ => MetaValue::Utf8(None),
+        }
+    }
+}
+
+impl Source for NatsSource {
+    fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let config = &self.0;
+            let address = config.url.as_str();
+            let fail = |reason: String| RuntimeError::external("nats", address, reason);
+            let client = open(address, &ctx.component).await?;
+            let context = jetstream::new(client.clone());
+            let stream = if config.create_stream {
+                context
+                    .get_or_create_stream(jetstream::stream::Config {
+                        name: config.stream.clone(),
+                        subjects: config.subjects.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|err| fail(format!("stream `{}`: {err}", config.stream)))?
+            } else {
+                context.get_stream(&config.stream).await.map_err(|err| fail(format!("stream `{}`: {err}", config.stream)))?
+            };
+            let consumer = stream
+                .get_or_create_consumer(
+                    &config.consumer,
+                    consumer::pull::Config {
+                        durable_name: Some(config.consumer.clone()),
+                        filter_subjects: config.subjects.clone(),
+                        ack_policy: consumer::AckPolicy::Explicit,
+                        ack_wait: config.ack_wait,
+                        deliver_policy: match config.deliver {
+                            DeliverFrom::All => consumer::DeliverPolicy::All,
+                            DeliverFrom::New => consumer::DeliverPolicy::New,
+                        },
+                        max_ack_pending: (config.batch_size * 16) as i64,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|err| fail(format!("consumer `{}`: {err}", config.consumer)))?;
+            let mut messages = consumer.messages().await.map_err(|err| fail(err.to_string()))?;
+            let mut decoder = config.layout.decoder(config.batch_size)?;
+            let mut tracker: DeliveryTracker<Vec<jetstream::message::Acker>> = DeliveryTracker::new();
+            let mut pending: Vec<Received> = Vec::with_capacity(config.batch_size);
+            let mut ackers = Vec::with_capacity(config.batch_size);
+            let mut linger: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    () = ctx.stop.cancelled() => break,
+                    outcomes = tracker.next_settled(), if tracker.in_flight() > 0 => acknowledge(outcomes).await,
+                    () = sleep_until(linger), if linger.is_some() => {
+                        let acks = std::mem::take(&mut ackers);
+                        emit(ctx, &mut decoder, &mut tracker, &pending, acks).await?;
+                        pending.clear();
+                        linger = None;
+                    }
+                    next = messages.next() => {
+                        let Some(next) = next else { break };
+                        let message = match next {
+                            Ok(message) => message,
+                            Err(err) => {
+                                // Heartbeat misses and the like: the stream recovers by itself.
+                                tracing::warn!(component = %ctx.component, error = %err, "pull consumer error");
+                                continue;
+                            }
+                        };
+                        let (sequence, published_ms) = match message.info() {
+                            Ok(info) => (info.stream_sequence, (info.published.unix_timestamp_nanos() / 1_000_000) as i64),
+                            Err(_) => (0, 0),
+                        };
+                        let (message, acker) = message.split();
+                        pending.push(Received { message, sequence, published_ms });
+                        ackers.push(acker);
+                        linger.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                        if pending.len() >= config.batch_size {
+                            let acks = std::mem::take(&mut ackers);
+                            emit(ctx, &mut decoder, &mut tracker, &pending, acks).await?;
+                            pending.clear();
+                            linger = None;
+                        }
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                let acks = std::mem::take(&mut ackers);
+                emit(ctx, &mut decoder, &mut tracker, &pending, acks).await?;
+            }
+            end_and_drain(ctx, &mut tracker, |outcomes| async move {
+                acknowledge(outcomes).await;
+                Ok(())
+            })
+            .await?;
+            // Acks are publishes: make sure they left before the connection goes.
+            let _ = client.flush().await;
+            Ok(())
+        })
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn acknowledge(outcomes: Vec<Outcome<Vec<jetstream::message::Acker>>>) {
+    for outcome in outcomes {
+        let (ackers, kind) = match outcome {
+            Outcome::Delivered(ackers) => (ackers, AckKind::Ack),
+            Outcome::Failed(ackers) => (ackers, AckKind::Nak(None)),
+        };
+        for acker in ackers {
+            // A lost ack means a redelivery later, which at-least-once allows.
+            if let Err(err) = acker.ack_with(kind.clone()).await {
+                tracing::debug!(error = %err, "ack failed; the message will be redelivered");
+            }
+        }
+    }
+}
+
+/// `nats` sink options.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    #[serde(rename = "type")]
+    _type: IgnoredAny,
+    #[serde(default, rename = "inputs")]
+    _inputs: IgnoredAny,
+    /// Server URL.
+    pub url: Spanned<String>,
+    /// Subject template (`alerts.{device}`).
+    pub subject: Spanned<String>,
+    /// Publish through JetStream and wait for the stream's acks.
+    #[serde(default)]
+    pub jetstream: bool,
+}
+
+impl SinkSpec for NatsSinkConfig {
+    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
+        let subject = Template::parse(&self.subject.value, input)
+            .map_err(|message| SpecIssue::at(&self.subject.referenced, message))?;
+        Ok(Arc::new(NatsSinkFactory { url: self.url.value.clone(), subject, jetstream: self.jetstream }))
+    }
+}
+
+#[derive(Debug)]
+struct NatsSinkFactory {
+    url: String,
+    subject: Template,
+    jetstream: bool,
+}
+
+impl SinkFactory for NatsSinkFactory {
+    fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
+        Box::pin(async move {
+            let client = open(&self.url, &Arc::from("nats sink")).await?;
+            let jetstream = self.jetstream.then(|| jetstream::new(client.clone()));
+            Ok(Box::new(NatsSink { url: self.url.clone(), subject: self.subject.clone(), client, jetstream })
+                as Box<dyn Sink>)
+        })
+    }
+}
+
+struct NatsSink {
+    url: String,
+    subject: Template,
+    client: async_nats::Client,
+    jetstream: Option<jetstream::Context>,
+}
+
+impl Sink for NatsSink {
+    fn durability(&self) -> Durability {
+        Durability::OnWrite
+    }
+
+    fn write<'a>(
+        &'a mut self,
+        batch: &'a RecordBatch,
+        _ctx: &'a mut SinkContext,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            let fail = |err: &dyn std::fmt::Display| RuntimeError::external("nats", &self.url, err.to_string());
+            let subjects = self.subject.render(batch)?;
+            let rows = rows_as_json(batch)?;
+            match &self.jetstream {
+                None => {
+                    for (row, subject) in subjects.into_iter().enumerate() {
+                        let payload = bytes::Bytes::copy_from_slice(rows.row(row));
+                        self.client.publish(subject, payload).await.map_err(|err| fail(&err))?;
+                    }
+                    // Core NATS has no acks: the flush is the strongest confirmation there is.
+                    self.client.flush().await.map_err(|err| fail(&err))?;
+                }
+                Some(context) => {
+                    let mut acks = Vec::with_capacity(subjects.len());
+                    for (row, subject) in subjects.into_iter().enumerate() {
+                        let payload = bytes::Bytes::copy_from_slice(rows.row(row));
+                        acks.push(context.publish(subject, payload).await.map_err(|err| fail(&err))?);
+                    }
+                    for ack in acks {
+                        ack.await.map_err(|err| fail(&err))?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn close(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            self.client.flush().await.map_err(|err| RuntimeError::external("nats", &self.url, err))?;
+            Ok(())
+        })
+    }
+}
