@@ -297,6 +297,10 @@ pub enum Durability {
     /// Writes are buffered; they are durable after `flush` (files). The engine flushes at least
     /// once a second while batches wait for it.
     OnFlush,
+    /// The sink decides: writes become durable some time later (files uploaded when they roll),
+    /// and [`Sink::durable_writes`] says how many are. The engine calls `flush` at least once a
+    /// second while writes wait, so the sink can roll what is due.
+    Deferred,
 }
 
 /// A sink, driven batch by batch. Writes are async: network sinks wait on their destination
@@ -305,6 +309,12 @@ pub trait Sink: Send {
     /// When writes become durable.
     fn durability(&self) -> Durability {
         Durability::OnFlush
+    }
+
+    /// With [`Durability::Deferred`]: every write before this count (the first write is 0) is
+    /// durable.
+    fn durable_writes(&self) -> u64 {
+        0
     }
 
     /// Writes one batch. Rows the destination rejects go to `ctx.errors`.

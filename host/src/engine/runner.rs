@@ -229,16 +229,17 @@ const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
     let durability = sink.durability();
-    // Deliveries of batches written but not yet durable (`Durability::OnFlush`).
-    let mut unflushed: Vec<Delivery> = Vec::new();
+    // Deliveries of batches written but not yet durable, with the number of their write.
+    let mut waiting = Waiting::default();
     let mut flush_due: Option<tokio::time::Instant> = None;
     loop {
         let event = match flush_due {
             Some(due) => tokio::select! {
                 event = gate.next() => event,
                 () = tokio::time::sleep_until(due) => {
-                    flush(&mut sink, &mut unflushed).await?;
-                    flush_due = None;
+                    sink.flush().await?;
+                    waiting.settle(durability, sink.as_ref(), true);
+                    flush_due = (!waiting.is_empty()).then(|| tokio::time::Instant::now() + FLUSH_INTERVAL);
                     continue;
                 }
             },
@@ -250,31 +251,56 @@ async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkCo
                 sink.write(&batch, ctx).await?;
                 ctx.errors.flush_with(&delivery).await?;
                 ctx.metrics.record_sent(batch.num_rows());
-                match durability {
-                    Durability::OnWrite => delivery.settle(),
-                    Durability::OnFlush if delivery.is_tracked() => {
-                        unflushed.push(delivery);
+                let write = waiting.next_write;
+                waiting.next_write += 1;
+                if durability == Durability::OnWrite || !delivery.is_tracked() {
+                    delivery.settle();
+                } else {
+                    waiting.deliveries.push_back((write, delivery));
+                    waiting.settle(durability, sink.as_ref(), false);
+                    if !waiting.is_empty() {
                         flush_due.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_INTERVAL);
                     }
-                    Durability::OnFlush => delivery.settle(),
                 }
             }
             GateEvent::Watermark(_) => {}
             GateEvent::Barrier(_) => {
-                flush(&mut sink, &mut unflushed).await?;
-                flush_due = None;
+                sink.flush().await?;
+                waiting.settle(durability, sink.as_ref(), true);
             }
             GateEvent::End => {
                 sink.close().await?;
-                unflushed.drain(..).for_each(Delivery::settle);
+                waiting.deliveries.drain(..).for_each(|(_, delivery)| delivery.settle());
                 return ctx.errors.finish().await.map_err(Into::into);
             }
         }
     }
 }
 
-async fn flush(sink: &mut Box<dyn Sink>, unflushed: &mut Vec<Delivery>) -> Result<(), RuntimeError> {
-    sink.flush().await?;
-    unflushed.drain(..).for_each(Delivery::settle);
-    Ok(())
+/// A sink's writes that wait to become durable.
+#[derive(Default)]
+struct Waiting {
+    deliveries: std::collections::VecDeque<(u64, Delivery)>,
+    next_write: u64,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+    }
+
+    /// Settles what is durable now: everything after a flush (`OnFlush`), or the writes the sink
+    /// reports (`Deferred`).
+    fn settle(&mut self, durability: Durability, sink: &dyn Sink, flushed: bool) {
+        let durable = match durability {
+            Durability::OnWrite => u64::MAX,
+            Durability::OnFlush if flushed => u64::MAX,
+            Durability::OnFlush => 0,
+            Durability::Deferred => sink.durable_writes(),
+        };
+        while self.deliveries.front().is_some_and(|(write, _)| *write < durable) {
+            let (_, delivery) = self.deliveries.pop_front().expect("checked");
+            delivery.settle();
+        }
+    }
 }

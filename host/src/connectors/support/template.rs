@@ -79,6 +79,22 @@ impl Template {
     /// # Errors
     /// A column type arrow cannot display.
     pub fn render(&self, batch: &RecordBatch) -> Result<Vec<String>, ArrowError> {
+        self.render_with(batch, |value, out| out.push_str(value))
+    }
+
+    /// Like [`Template::render`], for a template of JSON text: column values are escaped as JSON
+    /// string contents, so `{"text": "{message}"}` stays valid whatever the message holds.
+    ///
+    /// # Errors
+    /// A column type arrow cannot display.
+    pub fn render_json(&self, batch: &RecordBatch) -> Result<Vec<String>, ArrowError> {
+        self.render_with(batch, |value, out| {
+            let quoted = serde_json::to_string(value).expect("strings serialize");
+            out.push_str(&quoted[1..quoted.len() - 1]);
+        })
+    }
+
+    fn render_with(&self, batch: &RecordBatch, escape: impl Fn(&str, &mut String)) -> Result<Vec<String>, ArrowError> {
         if let Some(text) = self.constant() {
             return Ok(vec![text.to_owned(); batch.num_rows()]);
         }
@@ -92,6 +108,7 @@ impl Template {
             })
             .collect::<Result<_, _>>()?;
         let mut out = Vec::with_capacity(batch.num_rows());
+        let mut scratch = String::new();
         for row in 0..batch.num_rows() {
             let mut value = String::new();
             for (part, formatter) in self.parts.iter().zip(&formatters) {
@@ -99,7 +116,9 @@ impl Template {
                     (Part::Literal(text), _) => value.push_str(text),
                     (Part::Column(_), Some(formatter)) => {
                         use std::fmt::Write;
-                        let _ = write!(value, "{}", formatter.value(row));
+                        scratch.clear();
+                        let _ = write!(scratch, "{}", formatter.value(row));
+                        escape(&scratch, &mut value);
                     }
                     (Part::Column(_), None) => unreachable!("a formatter per column part"),
                 }
@@ -124,6 +143,9 @@ mod tests {
         ])
         .unwrap();
         let template = Template::parse("dev/{site}/{id}{{x}}", &batch.schema()).unwrap();
+        let quoted = RecordBatch::try_from_iter([("m", Arc::new(StringArray::from(vec!["say \"hi\"\n"])) as _)]).unwrap();
+        let json = Template::parse(r#"{{"text": "{m}"}}"#, &quoted.schema()).unwrap();
+        assert_eq!(json.render_json(&quoted).unwrap()[0], r#"{"text": "say \"hi\"\n"}"#);
         assert_eq!(template.render(&batch).unwrap(), vec!["dev/a/7{x}", "dev/b/{x}"]);
         assert_eq!(Template::parse("fixed", &batch.schema()).unwrap().constant(), Some("fixed"));
         let err = Template::parse("{nope}", &batch.schema()).unwrap_err();
