@@ -62,7 +62,7 @@ fi
 if ! listening 9000; then
     rm -rf target/services/s3 && mkdir -p target/services/s3/weir-test
     AWS_ACCESS_KEY_ID=weir AWS_SECRET_ACCESS_KEY=weir-secret nohup "$tools/bin/s3s-fs" \
-        --host 127.0.0.1 --port 9000 --access-key weir --secret-key weir-secret --domain-name localhost \
+        --host 127.0.0.1 --port 9000 --access-key weir --secret-key weir-secret \
         target/services/s3 >target/services/s3s.log 2>&1 &
     wait_for 9000 s3s-fs
 fi

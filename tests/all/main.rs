@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod cli;
+mod connectors;
 mod files;
 mod graph;
 mod languages;

@@ -85,3 +85,77 @@ pub fn assert_golden_unordered(golden: &str, actual: &str) {
         );
     }
 }
+
+/// A pipeline running in the background until [`Running::stop`].
+pub struct Running {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<PipelineMetrics, String>>,
+}
+
+impl Workspace {
+    /// Loads `yaml` and starts running it in the background.
+    pub fn start(&self, yaml: &str) -> Running {
+        let pipeline = self.load(yaml).unwrap_or_else(|err| panic!("{err}"));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let metrics = runner::metrics_for(&pipeline);
+            runner::run(&pipeline, &metrics, token).await.map_err(|err| err.to_string())?;
+            Ok(metrics)
+        });
+        Running { stop, task }
+    }
+
+    /// Rows of a JSON-lines output file (empty if it does not exist yet).
+    pub fn rows(&self, name: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path(name)).map(|text| json_lines(&text)).unwrap_or_default()
+    }
+}
+
+impl Running {
+    /// Stops the job (like Ctrl-C) and waits for it to drain.
+    pub async fn stop(self) -> Result<PipelineMetrics, String> {
+        self.stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.task)
+            .await
+            .expect("the job stops within 60 s")
+            .expect("the job task does not panic")
+    }
+
+    /// Waits for the job to end on its own.
+    pub async fn finish(self) -> Result<PipelineMetrics, String> {
+        tokio::time::timeout(std::time::Duration::from_secs(60), self.task)
+            .await
+            .expect("the job ends within 60 s")
+            .expect("the job task does not panic")
+    }
+
+    /// Whether the job already ended (e.g. failed).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `seconds`.
+pub async fn eventually(seconds: u64, what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !condition().await {
+        assert!(std::time::Instant::now() < deadline, "timed out after {seconds}s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A name unique to this test run (topics, queues, tables), so reruns never see old data.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{nanos:x}_{n}", std::process::id())
+}
+
+/// The `id` field of every row, sorted.
+pub fn sorted_ids(rows: &[serde_json::Value]) -> Vec<i64> {
+    let mut ids: Vec<i64> = rows.iter().map(|row| row["id"].as_i64().unwrap_or_else(|| panic!("no id in {row}"))).collect();
+    ids.sort_unstable();
+    ids
+}

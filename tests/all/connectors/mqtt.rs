@@ -1,0 +1,147 @@
+//! `mqtt`: QoS 1 source with manual acks and persistent sessions, and the QoS 1 sink.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::support::{Workspace, eventually, sorted_ids, unique};
+
+/// A test client: publishes through `AsyncClient`, received publishes arrive on the channel.
+async fn client(id: &str, clean: bool) -> (AsyncClient, mpsc::UnboundedReceiver<rumqttc::Publish>) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", 1883);
+    options.set_clean_session(clean).set_keep_alive(Duration::from_secs(10)).set_inflight(1000);
+    let (client, mut eventloop) = AsyncClient::new(options, 10_000);
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let (connected, ready) = tokio::sync::oneshot::channel();
+    let mut connected = Some(connected);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    if let Some(connected) = connected.take() {
+                        let _ = connected.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let _ = sender.send(publish);
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(err) => panic!("test MQTT client: {err}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), ready).await.expect("Mosquitto on 1883").unwrap();
+    (client, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_topics_with_wildcards_arrive_with_the_topic_column() {
+    let root = unique("plant");
+    let ws = Workspace::new();
+    let running = ws.start(&format!(
+        r#"
+sources:
+  readings:
+    type: mqtt
+    url: mqtt://127.0.0.1:1883
+    topics: ["{root}/+/temp"]
+    qos: 1
+    schema: {{ id: int64, temp: float64 }}
+    metadata: {{ topic: topic }}
+sinks:
+  out: {{ type: file, inputs: [readings], path: out.jsonl }}
+settings: {{ batch_size: 50 }}
+"#
+    ));
+    // The subscription is in place once a probe message makes it through.
+    let (publisher, _) = client(&unique("pub"), true).await;
+    eventually(10, "the subscription", async || {
+        publisher.publish(format!("{root}/probe/temp"), QoS::AtLeastOnce, false, r#"{"id": 0}"#).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        !ws.rows("out.jsonl").is_empty()
+    })
+    .await;
+    for id in 1..=500 {
+        let topic = format!("{root}/line{}/temp", id % 4);
+        publisher.publish(topic, QoS::AtLeastOnce, false, format!(r#"{{"id": {id}, "temp": 21.5}}"#)).await.unwrap();
+    }
+    publisher.publish(format!("{root}/other/humidity"), QoS::AtLeastOnce, false, r#"{"id": -1}"#).await.unwrap();
+    eventually(20, "500 readings", async || ws.rows("out.jsonl").iter().filter(|r| r["id"] != 0).count() >= 500).await;
+    running.stop().await.unwrap();
+    let rows: Vec<_> = ws.rows("out.jsonl").into_iter().filter(|r| r["id"] != 0).collect();
+    assert_eq!(sorted_ids(&rows), (1..=500).collect::<Vec<_>>(), "no filtered-out topic, nothing lost or doubled");
+    let row = rows.iter().find(|r| r["id"] == 7).unwrap();
+    assert_eq!(row["topic"], format!("{root}/line3/temp"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_receives_what_was_published_while_the_job_was_down() {
+    let root = unique("fleet");
+    let client_id = unique("weir-fleet");
+    let pipeline = format!(
+        r#"
+sources:
+  readings:
+    type: mqtt
+    url: mqtt://127.0.0.1:1883
+    topics: ["{root}/#"]
+    client_id: {client_id}
+    clean_session: false
+    schema: {{ id: int64 }}
+sinks:
+  out: {{ type: file, inputs: [readings], path: out.jsonl }}
+"#
+    );
+    let (publisher, _) = client(&unique("pub"), true).await;
+    // First run: subscribe (the broker keeps the session), receive id 1, stop.
+    let ws = Workspace::new();
+    let running = ws.start(&pipeline);
+    eventually(10, "the first message", async || {
+        publisher.publish(format!("{root}/a"), QoS::AtLeastOnce, false, r#"{"id": 1}"#).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        !ws.rows("out.jsonl").is_empty()
+    })
+    .await;
+    running.stop().await.unwrap();
+    // While the job is down.
+    for id in 100..200 {
+        publisher.publish(format!("{root}/b"), QoS::AtLeastOnce, false, format!(r#"{{"id": {id}}}"#)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ws2 = Workspace::new();
+    let running = ws2.start(&pipeline);
+    eventually(20, "the queued messages", async || ws2.rows("out.jsonl").len() >= 100).await;
+    running.stop().await.unwrap();
+    let ids: Vec<i64> = sorted_ids(&ws2.rows("out.jsonl")).into_iter().filter(|&id| id >= 100).collect();
+    assert_eq!(ids, (100..200).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_publishes_with_qos1_to_templated_topics() {
+    let root = unique("alerts");
+    let (subscriber, mut received) = client(&unique("sub"), true).await;
+    subscriber.subscribe(format!("{root}/#"), QoS::AtLeastOnce).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ws = Workspace::new();
+    ws.run(&format!(
+        r#"
+sources:
+  gen: {{ type: generator, count: 400, columns: {{ id: {{ sequence: {{ start: 1 }} }}, site: {{ choice: [a, b, c] }} }} }}
+sinks:
+  alerts: {{ type: mqtt, inputs: [gen], url: mqtt://127.0.0.1:1883, topic: "{root}/{{site}}", qos: 1 }}
+"#
+    ))
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    while ids.len() < 400 {
+        let publish = tokio::time::timeout(Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+        let row: serde_json::Value = serde_json::from_slice(&publish.payload).unwrap();
+        assert_eq!(publish.topic, format!("{root}/{}", row["site"].as_str().unwrap()));
+        ids.push(row["id"].as_i64().unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=400).collect::<Vec<_>>());
+}

@@ -1,0 +1,75 @@
+//! `mysql` sink (MariaDB here): batched inserts, upserts, rows rejected in strict mode.
+
+use mysql_async::prelude::Queryable;
+
+use crate::support::{Workspace, json_lines, unique};
+
+const URL: &str = "mysql://root@127.0.0.1:3306/test";
+
+async fn connection() -> mysql_async::Conn {
+    mysql_async::Conn::from_url(URL).await.expect("MariaDB on 3306")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_then_upserts_by_key() {
+    let table = unique("my_readings");
+    let ws = Workspace::new();
+    let pipeline = |mode: &str, factor: i64| {
+        format!(
+            r#"
+sources:
+  gen:
+    type: generator
+    count: 3000
+    columns:
+      id: {{ sequence: {{ start: 1 }} }}
+      city: {{ choice: [Berlin, Hangzhou] }}
+      ts: {{ timestamp: {{ start: "2026-11-24T00:00:00Z", step: 1s }} }}
+transforms:
+  scaled: {{ type: select, inputs: [gen], columns: ["id", "city", "ts", "id * {factor} AS v"] }}
+sinks:
+  db: {{ type: mysql, inputs: [scaled], url: "{URL}", table: {table}, mode: {mode}, key: [id], create_table: true }}
+settings: {{ batch_size: 1000 }}
+"#
+        )
+    };
+    ws.run(&pipeline("append", 1)).await.unwrap();
+    let mut db = connection().await;
+    let count: Option<i64> = db.query_first(format!("SELECT count(*) FROM {table}")).await.unwrap();
+    assert_eq!(count, Some(3000));
+    let ts: Option<String> =
+        db.query_first(format!("SELECT CAST(ts AS CHAR) FROM {table} WHERE id = 61")).await.unwrap();
+    assert_eq!(ts.as_deref(), Some("2026-11-24 00:01:00.000000"));
+    ws.run(&pipeline("upsert", 2)).await.unwrap();
+    let (count, sum): (i64, i64) =
+        db.query_first(format!("SELECT count(*), CAST(sum(v) AS SIGNED) FROM {table}")).await.unwrap().unwrap();
+    assert_eq!((count, sum), (3000, 2 * 3000 * 3001 / 2));
+    db.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_rejected_in_strict_mode_go_to_the_dead_letter_sink() {
+    let table = unique("my_strict");
+    let mut db = connection().await;
+    db.query_drop(format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, v TINYINT)")).await.unwrap();
+    let ws = Workspace::new();
+    ws.run(&format!(
+        r#"
+sources:
+  gen: {{ type: generator, count: 200, columns: {{ id: {{ sequence: {{ start: 1 }} }} }} }}
+sinks:
+  db: {{ type: mysql, inputs: [gen2], url: "{URL}", table: {table}, on_error: dead-letter, dead_letter: rejected }}
+  rejected: {{ type: file, path: rejected.jsonl }}
+transforms:
+  gen2: {{ type: select, inputs: [gen], columns: ["id", "id AS v"] }}
+"#
+    ))
+    .await
+    .unwrap();
+    let count: Option<i64> = db.query_first(format!("SELECT count(*) FROM {table}")).await.unwrap();
+    assert_eq!(count, Some(127), "TINYINT holds 1..=127");
+    let rejected = json_lines(&ws.read("rejected.jsonl"));
+    assert_eq!(rejected.len(), 73);
+    assert!(rejected[0]["error"].as_str().unwrap().contains("Out of range"), "{}", rejected[0]);
+    db.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+}

@@ -1,0 +1,111 @@
+//! `redis`: Streams source with a consumer group (XACK after the sinks confirm, pending entries
+//! recovered after a crash) and the SET / HSET / XADD sink.
+
+use redis::AsyncCommands;
+use redis::streams::{StreamPendingReply, StreamReadOptions, StreamReadReply};
+
+use crate::support::{Workspace, eventually, sorted_ids, unique};
+
+const URL: &str = "redis://127.0.0.1:6379";
+
+async fn connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(URL).unwrap().get_multiplexed_async_connection().await.expect("Redis on 6379")
+}
+
+fn source(stream: &str) -> String {
+    format!(
+        r#"
+sources:
+  events:
+    type: redis
+    url: {URL}
+    stream: {stream}
+    group: weir
+    consumer: weir-1
+    schema: {{ id: int64 }}
+    metadata: {{ entry: id }}
+    on_error: dead-letter
+    dead_letter: bad
+sinks:
+  out: {{ type: file, inputs: [events], path: out.jsonl }}
+  bad: {{ type: file, path: bad.jsonl }}
+settings: {{ batch_size: 100 }}
+"#
+    )
+}
+
+async fn pending(redis: &mut redis::aio::MultiplexedConnection, stream: &str) -> usize {
+    let reply: StreamPendingReply = redis.xpending(stream, "weir").await.unwrap();
+    reply.count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_round_trip_acknowledges_every_entry() {
+    let stream = unique("events");
+    let mut redis = connection().await;
+    for id in 1..=1000 {
+        let payload = if id == 300 { "oops".to_owned() } else { format!(r#"{{"id": {id}}}"#) };
+        let _: String = redis.xadd(&stream, "*", &[("payload", payload)]).await.unwrap();
+    }
+    let ws = Workspace::new();
+    let running = ws.start(&source(&stream));
+    eventually(20, "999 rows", async || ws.rows("out.jsonl").len() >= 999).await;
+    running.stop().await.unwrap();
+    let mut expected: Vec<i64> = (1..=1000).collect();
+    expected.retain(|&id| id != 300);
+    assert_eq!(sorted_ids(&ws.rows("out.jsonl")), expected);
+    assert_eq!(ws.rows("bad.jsonl").len(), 1);
+    assert_eq!(pending(&mut redis, &stream).await, 0, "every entry acknowledged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_read_before_a_crash_are_recovered_from_the_pending_list() {
+    let stream = unique("crash");
+    let mut redis = connection().await;
+    let _: () = redis.xgroup_create_mkstream(&stream, "weir", "0").await.unwrap();
+    for id in 1..=50 {
+        let _: String = redis.xadd(&stream, "*", &[("payload", format!(r#"{{"id": {id}}}"#))]).await.unwrap();
+    }
+    // A consumer named like the pipeline's reads 20 entries and "crashes" without XACK.
+    let options = StreamReadOptions::default().group("weir", "weir-1").count(20);
+    let read: StreamReadReply = redis.xread_options(&[&stream], &[">"], &options).await.unwrap();
+    assert_eq!(read.keys[0].ids.len(), 20);
+    assert_eq!(pending(&mut redis, &stream).await, 20);
+
+    let ws = Workspace::new();
+    let running = ws.start(&source(&stream));
+    eventually(20, "50 rows", async || ws.rows("out.jsonl").len() >= 50).await;
+    running.stop().await.unwrap();
+    assert_eq!(sorted_ids(&ws.rows("out.jsonl")), (1..=50).collect::<Vec<_>>());
+    assert_eq!(pending(&mut redis, &stream).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_writes_hashes_with_ttl_values_and_stream_entries() {
+    let prefix = unique("dev");
+    let ws = Workspace::new();
+    ws.run(&format!(
+        r#"
+sources:
+  gen: {{ type: generator, count: 300, columns: {{ id: {{ sequence: {{ start: 1 }} }}, city: {{ choice: [Berlin, Hangzhou] }} }} }}
+sinks:
+  hashes: {{ type: redis, inputs: [gen], url: {URL}, command: hset, key: "{prefix}:{{id}}", ttl: 1h }}
+  values: {{ type: redis, inputs: [gen], url: {URL}, command: set, key: "{prefix}:v:{{id}}" }}
+  entries: {{ type: redis, inputs: [gen], url: {URL}, command: xadd, key: "{prefix}:stream" }}
+"#
+    ))
+    .await
+    .unwrap();
+    let mut redis = connection().await;
+    let hash: std::collections::HashMap<String, String> = redis.hgetall(format!("{prefix}:42")).await.unwrap();
+    assert_eq!(hash.get("id").map(String::as_str), Some("42"));
+    assert!(matches!(hash.get("city").map(String::as_str), Some("Berlin" | "Hangzhou")));
+    let ttl: i64 = redis.ttl(format!("{prefix}:42")).await.unwrap();
+    assert!((3500..=3600).contains(&ttl), "ttl {ttl}");
+    let value: String = redis.get(format!("{prefix}:v:300")).await.unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&value).unwrap()["id"], 300);
+    let length: usize = redis.xlen(format!("{prefix}:stream")).await.unwrap();
+    assert_eq!(length, 300);
+    let keys: Vec<String> = redis.keys(format!("{prefix}:*")).await.unwrap();
+    assert_eq!(keys.len(), 601);
+}
