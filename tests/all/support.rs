@@ -106,9 +106,15 @@ impl Workspace {
         Running { stop, task }
     }
 
-    /// Rows of a JSON-lines output file (empty if it does not exist yet).
+    /// Rows of a JSON-lines output file written so far: the complete file, or while the job runs
+    /// the file sink's in-progress file (`.name.inprogress`, flushed at least once a second while
+    /// sources wait for confirmation). Empty if neither exists yet.
     pub fn rows(&self, name: &str) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.path(name)).map(|text| json_lines(&text)).unwrap_or_default()
+        let in_progress = self.path(&format!(".{name}.inprogress"));
+        std::fs::read_to_string(self.path(name))
+            .or_else(|_| std::fs::read_to_string(in_progress))
+            .map(|text| json_lines(&text))
+            .unwrap_or_default()
     }
 }
 
@@ -128,11 +134,6 @@ impl Running {
             .await
             .expect("the job ends within 60 s")
             .expect("the job task does not panic")
-    }
-
-    /// Whether the job already ended (e.g. failed).
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
     }
 }
 

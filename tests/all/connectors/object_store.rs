@@ -2,7 +2,7 @@
 //! S3-compatible storage (s3s-fs on 9000, started by tests/services.sh), through one code path.
 
 use futures::TryStreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::support::{Workspace, unique};
 

@@ -30,7 +30,7 @@ sources:
       city: {{ choice: [Berlin, Hangzhou] }}
       ts: {{ timestamp: {{ start: "2026-11-24T00:00:00Z", step: 1s }} }}
 transforms:
-  scaled: {{ type: select, inputs: [gen], columns: ["id", "city", "ts", "id * {scale} AS v"] }}
+  scaled: {{ type: select, inputs: [gen], columns: ["id", "city", "ts", "id * {scale:.1} AS v"] }}
 sinks:
   db: {{ type: postgres, inputs: [scaled], url: "{URL}", table: {table}, mode: {mode}, key: [id], create_table: true }}
 settings: {{ batch_size: 1000 }}

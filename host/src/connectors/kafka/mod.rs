@@ -43,7 +43,7 @@ use indexmap::IndexMap;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -603,7 +603,7 @@ impl Sink for KafkaSink {
     fn close(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
         Box::pin(async move {
             let producer = self.producer.clone();
-            let flushed = tokio::task::spawn_blocking(move || rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)))
+            let flushed = tokio::task::spawn_blocking(move || Producer::flush(&producer, Duration::from_secs(30)))
                 .await
                 .map_err(|err| RuntimeError::external("kafka", &self.brokers, err))?;
             flushed.map_err(|err| RuntimeError::external("kafka", &self.brokers, err))

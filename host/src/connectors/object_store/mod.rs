@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef};
+use ::object_store::ObjectStoreExt;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytesize::ByteSize;
 use indexmap::IndexMap;
@@ -362,7 +363,7 @@ fn time_of(column: &dyn Array, row: usize) -> Option<chrono::DateTime<chrono::Ut
     }
     match column.data_type() {
         DataType::Timestamp(unit, _) => {
-            use arrow::datatypes::*;
+            use arrow::datatypes::{TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType};
             let nanos = match unit {
                 TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(row).checked_mul(1_000_000_000)?,
                 TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(row).checked_mul(1_000_000)?,
