@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 export WEIR_TOOLS_DIR="$PWD/.tools"
 guest-sdk/install-toolchains.sh "$WEIR_TOOLS_DIR" >/dev/null
 
+# The services the connector tests talk to: the machine's own (started if down), plus a
+# Kafka-protocol broker and an S3-compatible server built once into .tools/bin.
+tests/services.sh
+
 cargo fmt --all --check
 cargo fmt --all --check --manifest-path plugins/Cargo.toml
 

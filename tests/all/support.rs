@@ -156,7 +156,8 @@ pub fn unique(prefix: &str) -> String {
 
 /// The `id` field of every row, sorted.
 pub fn sorted_ids(rows: &[serde_json::Value]) -> Vec<i64> {
-    let mut ids: Vec<i64> = rows.iter().map(|row| row["id"].as_i64().unwrap_or_else(|| panic!("no id in {row}"))).collect();
+    let mut ids: Vec<i64> =
+        rows.iter().map(|row| row["id"].as_i64().unwrap_or_else(|| panic!("no id in {row}"))).collect();
     ids.sort_unstable();
     ids
 }

@@ -22,7 +22,31 @@ pub mod webhook;
 use crate::engine::component::{SinkKind, SourceKind};
 
 /// Every built-in source type.
-pub static SOURCES: &[SourceKind] = &[nexmark::SOURCE, generator::SOURCE, file::SOURCE, stdio::SOURCE, nats::SOURCE, mqtt::SOURCE, amqp::SOURCE, redis::SOURCE, kafka::SOURCE, http::SOURCE];
+pub static SOURCES: &[SourceKind] = &[
+    nexmark::SOURCE,
+    generator::SOURCE,
+    file::SOURCE,
+    stdio::SOURCE,
+    nats::SOURCE,
+    mqtt::SOURCE,
+    amqp::SOURCE,
+    redis::SOURCE,
+    kafka::SOURCE,
+    http::SOURCE,
+];
 
 /// Every built-in sink type.
-pub static SINKS: &[SinkKind] = &[file::SINK, stdio::SINK, blackhole::SINK, postgres::SINK, mysql::SINK, nats::SINK, mqtt::SINK, amqp::SINK, redis::SINK, kafka::SINK, webhook::SINK, object_store::SINK];
+pub static SINKS: &[SinkKind] = &[
+    file::SINK,
+    stdio::SINK,
+    blackhole::SINK,
+    postgres::SINK,
+    mysql::SINK,
+    nats::SINK,
+    mqtt::SINK,
+    amqp::SINK,
+    redis::SINK,
+    kafka::SINK,
+    webhook::SINK,
+    object_store::SINK,
+];

@@ -139,7 +139,8 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                 Runnable::Sink { factory, on_error } => {
                     let errors =
                         error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
-                    let mut ctx = SinkContext { component: Arc::clone(&name), errors, metrics: component_metrics.clone() };
+                    let mut ctx =
+                        SinkContext { component: Arc::clone(&name), errors, metrics: component_metrics.clone() };
                     let factory = Arc::clone(factory);
                     tasks.spawn(async move {
                         let sink = factory.create().await.map_err(&failed)?;

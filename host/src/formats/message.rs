@@ -11,9 +11,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BinaryBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-};
+use arrow::array::{ArrayRef, BinaryBuilder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -317,10 +315,8 @@ impl MessageDecoder {
 }
 
 fn decode_csv(schema: &SchemaRef, text: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
-    let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
-        .with_header(false)
-        .with_batch_size(rows.max(1))
-        .build_decoder();
+    let mut decoder =
+        arrow::csv::ReaderBuilder::new(schema.clone()).with_header(false).with_batch_size(rows.max(1)).build_decoder();
     let mut rest = text;
     let mut batches = Vec::new();
     while !rest.is_empty() {
@@ -418,7 +414,8 @@ mod tests {
     }
 
     fn layout(format: &str) -> MessageLayout {
-        let yaml = format!("{{ format: {format}, schema: {{ id: int64, name: string }}, metadata: {{ off: offset }} }}");
+        let yaml =
+            format!("{{ format: {format}, schema: {{ id: int64, name: string }}, metadata: {{ off: offset }} }}");
         let options: PayloadOptions = crate::pipeline::yaml::deserialize(&yaml).unwrap();
         options.plan(&[("offset", MetaType::Int64)]).unwrap()
     }

@@ -26,7 +26,13 @@ async fn declare(channel: &Channel, queue: &str) -> lapin::Queue {
 
 async fn publish(channel: &Channel, queue: &str, payload: &str) {
     channel
-        .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), payload.as_bytes(), BasicProperties::default())
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            payload.as_bytes(),
+            BasicProperties::default(),
+        )
         .await
         .unwrap();
 }
@@ -124,12 +130,18 @@ sinks:
     .await
     .unwrap();
     let mut consumer = channel
-        .basic_consume(queue.as_str().into(), "check".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            queue.as_str().into(),
+            "check".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let mut ids = Vec::new();
     while ids.len() < 700 {
-        let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next()).await.unwrap().unwrap().unwrap();
+        let delivery =
+            tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next()).await.unwrap().unwrap().unwrap();
         ids.push(serde_json::from_slice::<serde_json::Value>(&delivery.data).unwrap()["id"].as_i64().unwrap());
     }
     ids.sort_unstable();
@@ -166,7 +178,9 @@ fn close_consumer_connection(queue: &str) {
     let channels = rabbitmqctl(&["list_channels", "pid", "connection"]);
     let connection = channels
         .lines()
-        .find_map(|line| line.split_once('\t').filter(|(pid, _)| pid.trim() == channel).map(|(_, c)| c.trim().to_owned()))
+        .find_map(|line| {
+            line.split_once('\t').filter(|(pid, _)| pid.trim() == channel).map(|(_, c)| c.trim().to_owned())
+        })
         .unwrap_or_else(|| panic!("no channel {channel}: {channels}"));
     rabbitmqctl(&["close_connection", &connection, "weir test: connection killed"]);
 }

@@ -12,7 +12,8 @@ fn free_port() -> u16 {
 }
 
 async fn wait_for_listener(port: u16) {
-    eventually(10, "the ingest endpoint", async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()).await;
+    eventually(10, "the ingest endpoint", async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +44,10 @@ sinks:
     assert_eq!(response.text().await.unwrap(), r#"{"accepted":100}"#);
     // A 200 means the sink already has the rows.
     assert_eq!(ws.rows("out.jsonl").len(), 100);
-    let array = format!("[{}, {{\"id\": \"x\"}}]", (101..=150).map(|id| format!("{{\"id\": {id}}}")).collect::<Vec<_>>().join(","));
+    let array = format!(
+        "[{}, {{\"id\": \"x\"}}]",
+        (101..=150).map(|id| format!("{{\"id\": {id}}}")).collect::<Vec<_>>().join(",")
+    );
     assert_eq!(client.post(&url).body(array).send().await.unwrap().status(), 200);
     let too_big = "x".repeat(100 * 1024);
     assert_eq!(client.post(&url).body(too_big).send().await.unwrap().status(), 413);
@@ -76,7 +80,8 @@ settings: {{ channel_capacity: 1 }}
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move { client.post(url).body(format!("{{\"id\": {id}}}")).send().await.unwrap().status() })
     });
-    let statuses: Vec<u16> = futures::future::join_all(requests).await.into_iter().map(|s| s.unwrap().as_u16()).collect();
+    let statuses: Vec<u16> =
+        futures::future::join_all(requests).await.into_iter().map(|s| s.unwrap().as_u16()).collect();
     let accepted = statuses.iter().filter(|&&s| s == 200).count();
     let refused = statuses.iter().filter(|&&s| s == 429).count();
     assert_eq!(accepted + refused, 30, "only 200 and 429: {statuses:?}");

@@ -36,7 +36,8 @@ async fn produce(topic: &str, payloads: impl IntoIterator<Item = String>) {
 
 /// The group's committed offsets, summed over the topic's partitions.
 fn committed_total(group: &str, topic: &str, partitions: i32) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", BROKERS).set("group.id", group).create().unwrap();
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", BROKERS).set("group.id", group).create().unwrap();
     let mut list = TopicPartitionList::new();
     for partition in 0..partitions {
         list.add_partition(topic, partition);

@@ -12,4 +12,5 @@ mod nats;
 mod object_store;
 mod postgres;
 mod redis;
+mod unreachable;
 mod webhook;

@@ -14,9 +14,13 @@ async fn context() -> jetstream::Context {
 }
 
 async fn stream_with(js: &jetstream::Context, name: &str, payloads: impl IntoIterator<Item = String>) {
-    js.create_stream(jetstream::stream::Config { name: name.into(), subjects: vec![format!("{name}.>")], ..Default::default() })
-        .await
-        .unwrap();
+    js.create_stream(jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     for (i, payload) in payloads.into_iter().enumerate() {
         js.publish(format!("{name}.dev{}", i % 3), payload.into()).await.unwrap().await.unwrap();
     }
@@ -115,9 +119,13 @@ settings: {{ batch_size: 100 }}
 async fn sink_publishes_to_templated_subjects_with_jetstream_acks() {
     let name = unique("NATSOUT");
     let js = context().await;
-    js.create_stream(jetstream::stream::Config { name: name.clone(), subjects: vec![format!("{name}.>")], ..Default::default() })
-        .await
-        .unwrap();
+    js.create_stream(jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let core = async_nats::connect(URL).await.unwrap();
     let mut core_messages = core.subscribe(format!("{name}core.>")).await.unwrap();
     core.flush().await.unwrap();
@@ -137,7 +145,8 @@ sinks:
     assert_eq!(stream_info.state.messages, 500);
     let mut core_ids = Vec::new();
     while core_ids.len() < 500 {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(10), core_messages.next()).await.unwrap().unwrap();
+        let message =
+            tokio::time::timeout(std::time::Duration::from_secs(10), core_messages.next()).await.unwrap().unwrap();
         let row: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(message.subject.as_str(), format!("{name}core.{}", row["site"].as_str().unwrap()));
         core_ids.push(row["id"].as_i64().unwrap());

@@ -24,7 +24,7 @@ sinks:
     url: "{url}"
     format: {format}
     partition: "dt={{ts:%Y-%m-%d}}/hour={{ts:%H}}/site={{site}}"
-    roll: {{ max_size: 16KiB }}
+    roll: {{ max_size: 4KiB }}
     {options}
 settings: {{ batch_size: 500 }}
 "#
@@ -40,7 +40,8 @@ async fn read_all(store: &dyn ObjectStore, prefix: Option<&object_store::path::P
         let bytes = store.get(&object.location).await.unwrap().bytes().await.unwrap();
         let directory = path.rsplit_once('/').unwrap().0.to_owned();
         let ids: Vec<i64> = if path.ends_with(".parquet") {
-            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
             reader
                 .flat_map(|batch| {
                     let batch = batch.unwrap();
@@ -49,7 +50,10 @@ async fn read_all(store: &dyn ObjectStore, prefix: Option<&object_store::path::P
                 })
                 .collect()
         } else {
-            crate::support::json_lines(std::str::from_utf8(&bytes).unwrap()).iter().map(|row| row["id"].as_i64().unwrap()).collect()
+            crate::support::json_lines(std::str::from_utf8(&bytes).unwrap())
+                .iter()
+                .map(|row| row["id"].as_i64().unwrap())
+                .collect()
         };
         rows.extend(ids.into_iter().map(|id| (directory.clone(), id)));
     }

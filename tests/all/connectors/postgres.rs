@@ -102,10 +102,7 @@ settings: {{ batch_size: 100 }}
     })
     .await;
     let killed: i64 = db
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
+        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", &[&app])
         .await
         .unwrap()
         .get(0);

@@ -35,8 +35,8 @@ use arrow::datatypes::SchemaRef;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -108,7 +108,8 @@ fn describe_address(url: &str) -> String {
 
 impl SourceSpec for AmqpSourceConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
-        url::Url::parse(&self.url.value).map_err(|err| SpecIssue::at(&self.url.referenced, format!("bad URL: {err}")))?;
+        url::Url::parse(&self.url.value)
+            .map_err(|err| SpecIssue::at(&self.url.referenced, format!("bad URL: {err}")))?;
         let layout = self.payload.plan(METADATA)?;
         let prefetch = self.prefetch.unwrap_or_else(|| (ctx.batch_size * 4).min(usize::from(u16::MAX)) as u16);
         let factory = AmqpSourceFactory {
@@ -179,9 +180,10 @@ impl AmqpSourceFactory {
         let channel = connection.create_channel().await.map_err(fail)?;
         channel.basic_qos(self.prefetch, BasicQosOptions::default()).await.map_err(fail)?;
         let options = QueueDeclareOptions { durable: true, passive: !self.declare, ..Default::default() };
-        channel.queue_declare(self.queue.as_str().into(), options, FieldTable::default()).await.map_err(|err| {
-            RuntimeError::external("amqp", &self.address, format!("queue `{}`: {err}", self.queue))
-        })?;
+        channel
+            .queue_declare(self.queue.as_str().into(), options, FieldTable::default())
+            .await
+            .map_err(|err| RuntimeError::external("amqp", &self.address, format!("queue `{}`: {err}", self.queue)))?;
         let consumer = channel
             .basic_consume(
                 self.queue.as_str().into(),
@@ -346,7 +348,8 @@ pub struct AmqpSinkConfig {
 
 impl SinkSpec for AmqpSinkConfig {
     fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        url::Url::parse(&self.url.value).map_err(|err| SpecIssue::at(&self.url.referenced, format!("bad URL: {err}")))?;
+        url::Url::parse(&self.url.value)
+            .map_err(|err| SpecIssue::at(&self.url.referenced, format!("bad URL: {err}")))?;
         let routing_key = Template::parse(&self.routing_key.value, input)
             .map_err(|message| SpecIssue::at(&self.routing_key.referenced, message))?;
         Ok(Arc::new(AmqpSinkFactory {
@@ -421,7 +424,9 @@ impl Sink for AmqpSink {
                 };
                 self.connection = None;
                 let address = self.factory.address.clone();
-                self.link.get_or_insert_with(|| LinkState::connected(Arc::clone(&ctx.component), address)).down(&reason);
+                self.link
+                    .get_or_insert_with(|| LinkState::connected(Arc::clone(&ctx.component), address))
+                    .down(&reason);
                 let Some(delay) = delays.next() else {
                     return Err(RuntimeError::external("amqp", &self.factory.address, reason));
                 };

@@ -66,7 +66,8 @@ pub const SOURCE: SourceKind =
     SourceKind { name: "kafka", parse: |node| Ok(Box::new(node.deserialize::<KafkaSourceConfig>()?)) };
 
 /// Sink registration.
-pub const SINK: SinkKind = SinkKind { name: "kafka", parse: |node| Ok(Box::new(node.deserialize::<KafkaSinkConfig>()?)) };
+pub const SINK: SinkKind =
+    SinkKind { name: "kafka", parse: |node| Ok(Box::new(node.deserialize::<KafkaSinkConfig>()?)) };
 
 const METADATA: &[(&str, MetaType)] = &[
     ("key", MetaType::Utf8),
@@ -147,9 +148,10 @@ impl SourceSpec for KafkaSourceConfig {
             (StartFrom::Timestamp, None) => {
                 return Err(SpecIssue::at(&self.brokers.referenced, "`start: timestamp` needs `timestamp`"));
             }
-            (StartFrom::Timestamp, Some(text)) => Some(parse_timestamp(&text.value).map_err(|reason| {
-                SpecIssue::at(&text.referenced, format!("`timestamp`: {reason}"))
-            })?),
+            (StartFrom::Timestamp, Some(text)) => Some(
+                parse_timestamp(&text.value)
+                    .map_err(|reason| SpecIssue::at(&text.referenced, format!("`timestamp`: {reason}")))?,
+            ),
             (_, Some(text)) => {
                 return Err(SpecIssue::at(&text.referenced, "`timestamp` is only used with `start: timestamp`"));
             }
@@ -320,7 +322,8 @@ impl KafkaSourceFactory {
             }
         }
         if self.start == StartFrom::Timestamp {
-            let lookup = consumer.offsets_for_times(assignment, CONNECT_TIMEOUT).map_err(|err| fail(err.to_string()))?;
+            let lookup =
+                consumer.offsets_for_times(assignment, CONNECT_TIMEOUT).map_err(|err| fail(err.to_string()))?;
             assignment = lookup;
         }
         consumer.assign(&assignment).map_err(|err| fail(err.to_string()))?;
@@ -335,7 +338,8 @@ impl Source for KafkaSource {
             let consumer = config.open().await?;
             let mut decoder = config.layout.decoder(config.batch_size)?;
             let mut tracker: DeliveryTracker<Offsets> = DeliveryTracker::new();
-            let mut committer = Committer { poisoned: false, brokers: config.brokers.clone(), committed: Offsets::new() };
+            let mut committer =
+                Committer { poisoned: false, brokers: config.brokers.clone(), committed: Offsets::new() };
             let mut pending: Vec<Received> = Vec::with_capacity(config.batch_size);
             let mut linger: Option<tokio::time::Instant> = None;
             let mut last_error: Option<String> = None;
@@ -485,11 +489,13 @@ pub struct KafkaSinkConfig {
 
 impl SinkSpec for KafkaSinkConfig {
     fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        let topic =
-            Template::parse(&self.topic.value, input).map_err(|message| SpecIssue::at(&self.topic.referenced, message))?;
+        let topic = Template::parse(&self.topic.value, input)
+            .map_err(|message| SpecIssue::at(&self.topic.referenced, message))?;
         let key = match &self.key {
             None => None,
-            Some(key) => Some(Template::parse(&key.value, input).map_err(|message| SpecIssue::at(&key.referenced, message))?),
+            Some(key) => {
+                Some(Template::parse(&key.value, input).map_err(|message| SpecIssue::at(&key.referenced, message))?)
+            }
         };
         Ok(Arc::new(KafkaSinkFactory {
             brokers: self.brokers.value.clone(),
@@ -579,7 +585,9 @@ impl Sink for KafkaSink {
                         Err((err, back)) => {
                             if !matches!(
                                 err,
-                                rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                                rdkafka::error::KafkaError::MessageProduction(
+                                    rdkafka::types::RDKafkaErrorCode::QueueFull
+                                )
                             ) {
                                 return Err(RuntimeError::external("kafka", &self.brokers, err));
                             }

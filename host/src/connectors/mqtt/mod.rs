@@ -104,7 +104,8 @@ fn default_true() -> bool {
 
 /// Host and port of an `mqtt://` URL.
 fn parse_address(url: &Spanned<String>) -> Result<(String, u16), SpecIssue> {
-    let parsed = url::Url::parse(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad URL: {err}")))?;
+    let parsed =
+        url::Url::parse(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad URL: {err}")))?;
     if parsed.scheme() != "mqtt" && parsed.scheme() != "tcp" {
         return Err(SpecIssue::at(&url.referenced, "only `mqtt://host:port` is supported (no TLS yet)"));
     }
@@ -327,8 +328,7 @@ async fn flush(
     if pending.is_empty() {
         return Ok(());
     }
-    let acks: Vec<(QoS, u16)> =
-        pending.iter().filter(|p| p.qos != QoS::AtMostOnce).map(|p| (p.qos, p.pkid)).collect();
+    let acks: Vec<(QoS, u16)> = pending.iter().filter(|p| p.qos != QoS::AtMostOnce).map(|p| (p.qos, p.pkid)).collect();
     emit(ctx, decoder, tracker, pending, acks).await?;
     pending.clear();
     Ok(())
@@ -381,8 +381,8 @@ impl SinkSpec for MqttSinkConfig {
     fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
         let (host, port) = parse_address(&self.url)?;
         let qos = parse_qos(self.qos, &self.url)?;
-        let topic =
-            Template::parse(&self.topic.value, input).map_err(|message| SpecIssue::at(&self.topic.referenced, message))?;
+        let topic = Template::parse(&self.topic.value, input)
+            .map_err(|message| SpecIssue::at(&self.topic.referenced, message))?;
         Ok(Arc::new(MqttSinkFactory { host, port, topic, qos, retain: self.retain, client_id: self.client_id.clone() }))
     }
 }
@@ -417,7 +417,8 @@ impl SinkFactory for MqttSinkFactory {
             })
             .await
             .unwrap_or_else(|_| Err(format!("no CONNACK within {}s", CONNECT_TIMEOUT.as_secs())));
-            connected.map_err(|reason| RuntimeError::external("mqtt", &address, format!("cannot connect: {reason}")))?;
+            connected
+                .map_err(|reason| RuntimeError::external("mqtt", &address, format!("cannot connect: {reason}")))?;
             let acked = Arc::new((AtomicU64::new(0), Notify::new()));
             tokio::spawn(drive(
                 eventloop,

@@ -31,7 +31,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::support::link::{LinkState, connect, reconnect_backoff};
-use super::support::sql::{Cell, TableOptions, TablePlan, WriteMode, cell, check_columns, last_row_per_key, quote_identifier};
+use super::support::sql::{
+    Cell, TableOptions, TablePlan, WriteMode, cell, check_columns, last_row_per_key, quote_identifier,
+};
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind, SinkSpec,
 };
@@ -41,7 +43,8 @@ use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 
 /// Sink registration.
-pub const SINK: SinkKind = SinkKind { name: "mysql", parse: |node| Ok(Box::new(node.deserialize::<MysqlSinkConfig>()?)) };
+pub const SINK: SinkKind =
+    SinkKind { name: "mysql", parse: |node| Ok(Box::new(node.deserialize::<MysqlSinkConfig>()?)) };
 
 /// Placeholders MySQL accepts in one statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
@@ -72,7 +75,13 @@ impl SinkSpec for MysqlSinkConfig {
         check_columns(input, &self.table.table)?;
         let plan = self.table.plan(input)?;
         let address = describe_address(&opts);
-        Ok(Arc::new(MysqlSinkFactory { opts, address, plan, create_table: self.table.create_table, input: input.clone() }))
+        Ok(Arc::new(MysqlSinkFactory {
+            opts,
+            address,
+            plan,
+            create_table: self.table.create_table,
+            input: input.clone(),
+        }))
     }
 }
 
@@ -140,7 +149,9 @@ fn create_table_sql(plan: &TablePlan, input: &SchemaRef) -> String {
         .fields()
         .iter()
         .enumerate()
-        .map(|(i, f)| format!("{} {}", quote_identifier(f.name(), '`'), mysql_type(f.data_type(), plan.key.contains(&i))))
+        .map(|(i, f)| {
+            format!("{} {}", quote_identifier(f.name(), '`'), mysql_type(f.data_type(), plan.key.contains(&i)))
+        })
         .collect();
     if !plan.key.is_empty() {
         let key: Vec<String> = plan.key.iter().map(|&i| quote_identifier(input.field(i).name(), '`')).collect();

@@ -229,7 +229,10 @@ impl Source for NatsSource {
                     .await
                     .map_err(|err| fail(format!("stream `{}`: {err}", config.stream)))?
             } else {
-                context.get_stream(&config.stream).await.map_err(|err| fail(format!("stream `{}`: {err}", config.stream)))?
+                context
+                    .get_stream(&config.stream)
+                    .await
+                    .map_err(|err| fail(format!("stream `{}`: {err}", config.stream)))?
             };
             let consumer = stream
                 .get_or_create_consumer(
@@ -324,7 +327,7 @@ async fn acknowledge(outcomes: Vec<Outcome<Vec<jetstream::message::Acker>>>) {
         };
         for acker in ackers {
             // A lost ack means a redelivery later, which at-least-once allows.
-            if let Err(err) = acker.ack_with(kind.clone()).await {
+            if let Err(err) = acker.ack_with(kind).await {
                 tracing::debug!(error = %err, "ack failed; the message will be redelivered");
             }
         }

@@ -24,15 +24,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::object_store::ObjectStoreExt;
+use ::object_store::path::Path as ObjectPath;
+use ::object_store::{ObjectStore, PutPayload};
 use arrow::array::{Array, AsArray, RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, SchemaRef};
-use ::object_store::ObjectStoreExt;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytesize::ByteSize;
 use indexmap::IndexMap;
-use ::object_store::path::Path as ObjectPath;
-use ::object_store::{ObjectStore, PutPayload};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -123,7 +123,9 @@ fn parse_partition(text: &str, input: &SchemaRef) -> Result<Vec<Segment>, String
             segments.push(Segment::Now(format.unwrap_or_else(|| "%Y-%m-%d".into())));
         } else {
             let index = input.index_of(name).map_err(|_| format!("`{name}` is not an input column (or `now`)"))?;
-            if format.is_some() && !matches!(input.field(index).data_type(), DataType::Timestamp(_, _) | DataType::Date32) {
+            if format.is_some()
+                && !matches!(input.field(index).data_type(), DataType::Timestamp(_, _) | DataType::Date32)
+            {
                 return Err(format!("`{{{inner}}}`: a time format needs a timestamp or date column"));
             }
             segments.push(Segment::Column(index, format));
@@ -148,11 +150,14 @@ impl SinkSpec for ObjectStoreConfig {
         }
         let partition = match &self.partition {
             None => Vec::new(),
-            Some(text) => parse_partition(&text.value, input).map_err(|reason| SpecIssue::at(&text.referenced, reason))?,
+            Some(text) => {
+                parse_partition(&text.value, input).map_err(|reason| SpecIssue::at(&text.referenced, reason))?
+            }
         };
         let max_age = humantime::parse_duration(&self.roll.max_age)
             .map_err(|err| SpecIssue::at(&self.url.referenced, format!("`roll.max_age`: {err}")))?;
-        let target = Target::parse(&self.url.value, ctx).map_err(|reason| SpecIssue::at(&self.url.referenced, reason))?;
+        let target =
+            Target::parse(&self.url.value, ctx).map_err(|reason| SpecIssue::at(&self.url.referenced, reason))?;
         Ok(Arc::new(ObjectStoreFactory {
             target,
             options: self.options.clone(),
@@ -213,12 +218,14 @@ impl ObjectStoreFactory {
         let fail = |err: &dyn std::fmt::Display| RuntimeError::external("object_store", self.target.describe(), err);
         match &self.target {
             Target::Local(dir) => {
-                std::fs::create_dir_all(dir).map_err(|err| RuntimeError::io(format!("creating {}", dir.display()), err))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|err| RuntimeError::io(format!("creating {}", dir.display()), err))?;
                 let store = ::object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|err| fail(&err))?;
                 Ok((Arc::new(store), String::new()))
             }
             Target::S3 { url, bucket, prefix } => {
-                let mut builder = ::object_store::aws::AmazonS3Builder::from_env().with_url(url).with_bucket_name(bucket);
+                let mut builder =
+                    ::object_store::aws::AmazonS3Builder::from_env().with_url(url).with_bucket_name(bucket);
                 for (key, value) in &self.options {
                     if key == "allow_http" {
                         builder = builder.with_allow_http(value == "true");
@@ -363,11 +370,20 @@ fn time_of(column: &dyn Array, row: usize) -> Option<chrono::DateTime<chrono::Ut
     }
     match column.data_type() {
         DataType::Timestamp(unit, _) => {
-            use arrow::datatypes::{TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType};
+            use arrow::datatypes::{
+                TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+                TimestampSecondType,
+            };
             let nanos = match unit {
-                TimeUnit::Second => column.as_primitive::<TimestampSecondType>().value(row).checked_mul(1_000_000_000)?,
-                TimeUnit::Millisecond => column.as_primitive::<TimestampMillisecondType>().value(row).checked_mul(1_000_000)?,
-                TimeUnit::Microsecond => column.as_primitive::<TimestampMicrosecondType>().value(row).checked_mul(1_000)?,
+                TimeUnit::Second => {
+                    column.as_primitive::<TimestampSecondType>().value(row).checked_mul(1_000_000_000)?
+                }
+                TimeUnit::Millisecond => {
+                    column.as_primitive::<TimestampMillisecondType>().value(row).checked_mul(1_000_000)?
+                }
+                TimeUnit::Microsecond => {
+                    column.as_primitive::<TimestampMicrosecondType>().value(row).checked_mul(1_000)?
+                }
                 TimeUnit::Nanosecond => column.as_primitive::<TimestampNanosecondType>().value(row),
             };
             Some(chrono::DateTime::from_timestamp_nanos(nanos))
@@ -410,14 +426,18 @@ impl Sink for ObjectStoreSink {
                 };
                 if !self.open.contains_key(partition) {
                     let writer = RecordWriter::new(self.format, &self.schema, Vec::new())?;
-                    self.open.insert(partition.to_owned(), OpenFile { writer, opened: Instant::now(), first_write: write });
+                    self.open
+                        .insert(partition.to_owned(), OpenFile { writer, opened: Instant::now(), first_write: write });
                 }
                 let file = self.open.get_mut(partition).expect("opened");
                 file.writer.write(&part)?;
             }
             let (max_size, max_age) = (self.max_size, self.max_age);
-            self.roll(|file| file.writer.get_ref().len() + file.writer.buffered_bytes() >= max_size || file.opened.elapsed() >= max_age)
-                .await
+            self.roll(|file| {
+                file.writer.get_ref().len() + file.writer.buffered_bytes() >= max_size
+                    || file.opened.elapsed() >= max_age
+            })
+            .await
         })
     }
 

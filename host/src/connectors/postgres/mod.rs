@@ -34,7 +34,9 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::support::link::{LinkState, connect, reconnect_backoff};
-use super::support::sql::{Cell, TableOptions, TablePlan, WriteMode, cell, check_columns, last_row_per_key, quote_identifier};
+use super::support::sql::{
+    Cell, TableOptions, TablePlan, WriteMode, cell, check_columns, last_row_per_key, quote_identifier,
+};
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind, SinkSpec,
 };
@@ -68,11 +70,10 @@ pub struct PostgresSinkConfig {
 
 impl SinkSpec for PostgresSinkConfig {
     fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        let config: tokio_postgres::Config = self
-            .url
-            .value
-            .parse()
-            .map_err(|err| SpecIssue::at(&self.url.referenced, format!("bad PostgreSQL connection string: {err}")))?;
+        let config: tokio_postgres::Config =
+            self.url.value.parse().map_err(|err| {
+                SpecIssue::at(&self.url.referenced, format!("bad PostgreSQL connection string: {err}"))
+            })?;
         check_columns(input, &self.table.table)?;
         let plan = self.table.plan(input)?;
         Ok(Arc::new(PostgresSinkFactory {
@@ -110,9 +111,13 @@ impl SinkFactory for PostgresSinkFactory {
         Box::pin(async move {
             let client = open(&self.config, &self.address).await?;
             if self.create_table {
-                client.batch_execute(&create_table_sql(&self.plan, &self.input)).await.map_err(|err| self.fail(&err))?;
+                client
+                    .batch_execute(&create_table_sql(&self.plan, &self.input))
+                    .await
+                    .map_err(|err| self.fail(&err))?;
             }
-            let statements = Statements::prepare(&client, &self.plan, &self.input).await.map_err(|err| self.fail(&err))?;
+            let statements =
+                Statements::prepare(&client, &self.plan, &self.input).await.map_err(|err| self.fail(&err))?;
             Ok(Box::new(PostgresSink {
                 config: self.config.clone(),
                 address: self.address.clone(),
@@ -375,7 +380,9 @@ impl PostgresSink {
                 let arrays: Vec<Vec<PgValue<'_>>> = batch
                     .columns()
                     .iter()
-                    .map(|column| (0..batch.num_rows()).map(|row| PgValue(cell(column, row).unwrap_or(Cell::Null))).collect())
+                    .map(|column| {
+                        (0..batch.num_rows()).map(|row| PgValue(cell(column, row).unwrap_or(Cell::Null))).collect()
+                    })
                     .collect();
                 let params: Vec<&(dyn ToSql + Sync)> = arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
                 client.execute(upsert, &params).await?;
@@ -439,7 +446,9 @@ impl ToSql for PgValue<'_> {
                 out.put_slice(v.as_bytes());
             }
             (Cell::Text(v), &Type::JSON) => out.put_slice(v.as_bytes()),
-            (value, &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME) => out.put_slice(text(value).as_bytes()),
+            (value, &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME) => {
+                out.put_slice(text(value).as_bytes())
+            }
             (value, ty) => return Err(format!("cannot write {value:?} into a column of type {ty}").into()),
         }
         Ok(IsNull::No)
@@ -461,7 +470,11 @@ fn text(value: Cell<'_>) -> String {
         Cell::Bool(v) => v.to_string(),
         Cell::Text(v) => v.to_owned(),
         Cell::Bytes(v) => String::from_utf8_lossy(v).into_owned(),
-        Cell::TimestampMicros(v) => chrono::DateTime::from_timestamp_micros(v).map(|t| t.to_rfc3339()).unwrap_or_default(),
-        Cell::Date(v) => chrono::NaiveDate::from_num_days_from_ce_opt(v + 719_163).map(|d| d.to_string()).unwrap_or_default(),
+        Cell::TimestampMicros(v) => {
+            chrono::DateTime::from_timestamp_micros(v).map(|t| t.to_rfc3339()).unwrap_or_default()
+        }
+        Cell::Date(v) => {
+            chrono::NaiveDate::from_num_days_from_ce_opt(v + 719_163).map(|d| d.to_string()).unwrap_or_default()
+        }
     }
 }

@@ -32,12 +32,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use ::redis::AsyncCommands;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::streams::{StreamReadOptions, StreamReadReply};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::sync::mpsc;
@@ -60,7 +60,8 @@ pub const SOURCE: SourceKind =
     SourceKind { name: "redis", parse: |node| Ok(Box::new(node.deserialize::<RedisSourceConfig>()?)) };
 
 /// Sink registration.
-pub const SINK: SinkKind = SinkKind { name: "redis", parse: |node| Ok(Box::new(node.deserialize::<RedisSinkConfig>()?)) };
+pub const SINK: SinkKind =
+    SinkKind { name: "redis", parse: |node| Ok(Box::new(node.deserialize::<RedisSinkConfig>()?)) };
 
 const METADATA: &[(&str, MetaType)] = &[("id", MetaType::Utf8), ("stream", MetaType::Utf8)];
 
@@ -103,7 +104,8 @@ fn default_field() -> String {
 }
 
 fn open_client(url: &Spanned<String>) -> Result<::redis::Client, SpecIssue> {
-    ::redis::Client::open(url.value.as_str()).map_err(|err| SpecIssue::at(&url.referenced, format!("bad Redis URL: {err}")))
+    ::redis::Client::open(url.value.as_str())
+        .map_err(|err| SpecIssue::at(&url.referenced, format!("bad Redis URL: {err}")))
 }
 
 fn describe_address(client: &::redis::Client) -> String {
@@ -216,7 +218,8 @@ async fn read_entries(
                 continue;
             }
         };
-        let ids = reply.map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect::<Vec<_>>()).unwrap_or_default();
+        let ids =
+            reply.map(|reply| reply.keys.into_iter().flat_map(|key| key.ids).collect::<Vec<_>>()).unwrap_or_default();
         if ids.is_empty() {
             pending_after = None; // pending entries replayed (or none): read new ones
             if entries.is_closed() {
@@ -344,7 +347,8 @@ pub struct RedisSinkConfig {
 impl SinkSpec for RedisSinkConfig {
     fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
         let client = open_client(&self.url)?;
-        let key = Template::parse(&self.key.value, input).map_err(|message| SpecIssue::at(&self.key.referenced, message))?;
+        let key =
+            Template::parse(&self.key.value, input).map_err(|message| SpecIssue::at(&self.key.referenced, message))?;
         let ttl = match &self.ttl {
             None => None,
             Some(text) if matches!(self.command, RedisCommand::Set | RedisCommand::Hset) => Some(

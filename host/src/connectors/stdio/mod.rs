@@ -16,9 +16,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::engine::component::{
-    BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind, SinkSpec,
-    Source, SourceContext,
-    SourceFactory, SourceKind, SourceSpec,
+    BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
+    SinkSpec, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
 };
 use crate::formats::decode::{ChunkReader, CsvOptions, LineDecoder, LineFormat};
 use crate::formats::schema::{SchemaSpec, build_schema};

@@ -43,14 +43,19 @@ impl Template {
                     let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
                     let index = schema.index_of(name.trim()).map_err(|_| {
                         let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-                        format!("template `{text}` names column `{name}`, which is not in the input ({})", columns.join(", "))
+                        format!(
+                            "template `{text}` names column `{name}`, which is not in the input ({})",
+                            columns.join(", ")
+                        )
                     })?;
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
                     }
                     parts.push(Part::Column(index));
                 }
-                '}' => return Err(format!("template `{text}` has an unmatched `}}` (write `}}}}` for a literal brace)")),
+                '}' => {
+                    return Err(format!("template `{text}` has an unmatched `}}` (write `}}}}` for a literal brace)"));
+                }
                 c => literal.push(c),
             }
         }
@@ -143,7 +148,8 @@ mod tests {
         ])
         .unwrap();
         let template = Template::parse("dev/{site}/{id}{{x}}", &batch.schema()).unwrap();
-        let quoted = RecordBatch::try_from_iter([("m", Arc::new(StringArray::from(vec!["say \"hi\"\n"])) as _)]).unwrap();
+        let quoted =
+            RecordBatch::try_from_iter([("m", Arc::new(StringArray::from(vec!["say \"hi\"\n"])) as _)]).unwrap();
         let json = Template::parse(r#"{{"text": "{m}"}}"#, &quoted.schema()).unwrap();
         assert_eq!(json.render_json(&quoted).unwrap()[0], r#"{"text": "say \"hi\"\n"}"#);
         assert_eq!(template.render(&batch).unwrap(), vec!["dev/a/7{x}", "dev/b/{x}"]);

@@ -169,12 +169,8 @@ impl SinkFactory for WebhookFactory {
                 .default_headers(self.headers.clone())
                 .build()
                 .map_err(|err| RuntimeError::external("webhook", self.url.as_str(), err))?;
-            Ok(Box::new(WebhookSink {
-                config: self.clone(),
-                client,
-                failures_in_a_row: 0,
-                open_until: None,
-            }) as Box<dyn Sink>)
+            Ok(Box::new(WebhookSink { config: self.clone(), client, failures_in_a_row: 0, open_until: None })
+                as Box<dyn Sink>)
         })
     }
 }
