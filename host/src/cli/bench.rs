@@ -15,8 +15,10 @@ use crate::pipeline;
 /// Options of `weir bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Which suite: `pipelines` (built-in scenarios), `plugins` (the Wasm boundary) or
-    /// `languages` (the same UDF in Rust, Python, JavaScript and C; run from the repository root).
+    /// Which suite: `pipelines` (built-in scenarios), `plugins` (the Wasm boundary),
+    /// `languages` (the same UDF in Rust, Python, JavaScript and C; run from the repository root)
+    /// or `connectors` (sources and sinks against the services on loopback; at most 200,000
+    /// records per scenario).
     #[arg(default_value = "pipelines")]
     suite: String,
     /// Where the compiled plugins are (for the `plugins` suite).
@@ -52,6 +54,11 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// A measurement of `events` events.
+    pub fn new(events: u64, wall: Duration, cpu: Duration) -> Self {
+        Self { events, wall, cpu }
+    }
+
     /// Events per second of wall time.
     pub fn per_second(&self) -> f64 {
         self.events as f64 / self.wall.as_secs_f64()
@@ -153,7 +160,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "pipelines" => {}
         "plugins" => return super::bench_plugins::bench(&args.plugins_dir, args.events.min(2_000_000), args.runs),
         "languages" => return super::bench_languages::bench(Path::new("plugins")),
-        other => anyhow::bail!("unknown benchmark suite `{other}`; expected pipelines, plugins or languages"),
+        "connectors" => return super::bench_connectors::bench(args.events.min(200_000), args.only.as_deref()),
+        other => {
+            anyhow::bail!("unknown benchmark suite `{other}`; expected pipelines, plugins, languages or connectors")
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));

@@ -4,6 +4,7 @@
 //! 2 the pipeline file was refused.
 
 mod bench;
+mod bench_connectors;
 mod bench_languages;
 mod bench_plugins;
 mod plugin;

@@ -133,7 +133,8 @@ async fn sink_publishes_to_templated_subjects_with_jetstream_acks() {
     ws.run(&format!(
         r#"
 sources:
-  gen: {{ type: generator, count: 500, columns: {{ id: {{ sequence: {{ start: 1 }} }}, site: {{ choice: [a, b] }} }} }}
+  # More rows than the client lets acks be in flight (a batch larger than that once hung).
+  gen: {{ type: generator, count: 3000, columns: {{ id: {{ sequence: {{ start: 1 }} }}, site: {{ choice: [a, b] }} }} }}
 sinks:
   durable: {{ type: nats, inputs: [gen], url: {URL}, subject: "{name}.{{site}}", jetstream: true }}
   fast: {{ type: nats, inputs: [gen], url: {URL}, subject: "{name}core.{{site}}" }}
@@ -142,9 +143,9 @@ sinks:
     .await
     .unwrap();
     let stream_info = js.get_stream(&name).await.unwrap().info().await.unwrap().clone();
-    assert_eq!(stream_info.state.messages, 500);
+    assert_eq!(stream_info.state.messages, 3000);
     let mut core_ids = Vec::new();
-    while core_ids.len() < 500 {
+    while core_ids.len() < 3000 {
         let message =
             tokio::time::timeout(std::time::Duration::from_secs(10), core_messages.next()).await.unwrap().unwrap();
         let row: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
@@ -152,5 +153,5 @@ sinks:
         core_ids.push(row["id"].as_i64().unwrap());
     }
     core_ids.sort_unstable();
-    assert_eq!(core_ids, (1..=500).collect::<Vec<_>>());
+    assert_eq!(core_ids, (1..=3000).collect::<Vec<_>>());
 }

@@ -57,6 +57,9 @@ pub const SOURCE: SourceKind =
 /// Sink registration.
 pub const SINK: SinkKind = SinkKind { name: "nats", parse: |node| Ok(Box::new(node.deserialize::<NatsSinkConfig>()?)) };
 
+/// JetStream publishes awaiting their ack at once, per sink.
+const ACKS_IN_FLIGHT: usize = 1024;
+
 /// How long a source waits for more messages before it sends a partial batch.
 const LINGER: Duration = Duration::from_millis(20);
 
@@ -408,10 +411,17 @@ impl Sink for NatsSink {
                     self.client.flush().await.map_err(|err| fail(&err))?;
                 }
                 Some(context) => {
-                    let mut acks = Vec::with_capacity(subjects.len());
+                    // The client bounds acks in flight (a permit per unresolved ack): resolve them
+                    // in chunks, or a large batch waits forever for permits.
+                    let mut acks = Vec::with_capacity(ACKS_IN_FLIGHT);
                     for (row, subject) in subjects.into_iter().enumerate() {
                         let payload = bytes::Bytes::copy_from_slice(rows.row(row));
                         acks.push(context.publish(subject, payload).await.map_err(|err| fail(&err))?);
+                        if acks.len() == ACKS_IN_FLIGHT {
+                            for ack in acks.drain(..) {
+                                ack.await.map_err(|err| fail(&err))?;
+                            }
+                        }
                     }
                     for ack in acks {
                         ack.await.map_err(|err| fail(&err))?;
