@@ -7,7 +7,8 @@
 //!     inputs: [too_hot]
 //!     url: https://alerts.example.com/hook
 //!     batch: false                 # false: one POST per row; true: one POST per batch (a JSON array)
-//!     body: '{"text": "{device} is at {temp} C"}'   # optional template (values JSON-escaped);
+//!     body: '{{"text": "{device} is at {temp} C"}}'   # optional template: {column}, {{ }} for braces;
+//!                                  # values are JSON-escaped
 //!                                  # default: the row as a JSON object
 //!     headers: { Authorization: "Bearer ..." }
 //!     timeout: 10s                 # per request
