@@ -222,7 +222,8 @@ fn concat(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Option<Record
     }
 }
 
-fn describe(err: &ArrowError) -> String {
+/// The reason in a decoding error, without arrow's prefix.
+pub(crate) fn describe(err: &ArrowError) -> String {
     match err {
         ArrowError::JsonError(text) | ArrowError::CsvError(text) | ArrowError::ParseError(text) => text.clone(),
         other => other.to_string(),

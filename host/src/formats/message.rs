@@ -18,6 +18,7 @@ use arrow::error::ArrowError;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
+use super::decode::describe;
 use super::errors::{BadRecord, RecordErrorHandler};
 use super::schema::{SchemaSpec, build_schema};
 use crate::engine::component::RuntimeError;
@@ -381,13 +382,6 @@ fn metadata_column<'a, E: Envelope + 'a>(
             }
             Arc::new(builder.finish())
         }
-    }
-}
-
-fn describe(err: &ArrowError) -> String {
-    match err {
-        ArrowError::JsonError(text) | ArrowError::CsvError(text) | ArrowError::ParseError(text) => text.clone(),
-        other => other.to_string(),
     }
 }
 

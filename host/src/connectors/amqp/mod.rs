@@ -44,7 +44,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::support::link::{LinkState, connect, reconnect_backoff};
-use super::support::pump::{emit, end_and_drain};
+use super::support::pump::{emit, end_and_drain, sleep_until};
 use super::support::template::Template;
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
@@ -319,13 +319,6 @@ async fn acknowledge(channel: &Channel, generation: u64, outcomes: Vec<Outcome<T
         if let Err(err) = result {
             tracing::debug!(error = %err, "ack failed; the broker will redeliver");
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

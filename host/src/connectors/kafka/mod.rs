@@ -49,7 +49,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::support::link::CONNECT_TIMEOUT;
-use super::support::pump::{emit, end_and_drain};
+use super::support::pump::{emit, end_and_drain, sleep_until};
 use super::support::template::Template;
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
@@ -459,13 +459,6 @@ async fn flush(
     emit(ctx, decoder, tracker, pending, offsets).await?;
     pending.clear();
     Ok(())
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// `kafka` sink options.

@@ -40,7 +40,7 @@ use serde::de::IgnoredAny;
 use tokio::sync::{Notify, mpsc};
 
 use super::support::link::{CONNECT_TIMEOUT, LinkState, reconnect_backoff};
-use super::support::pump::{emit, end_and_drain};
+use super::support::pump::{emit, end_and_drain, sleep_until};
 use super::support::template::Template;
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
@@ -345,13 +345,6 @@ async fn acknowledge(client: &AsyncClient, outcomes: Vec<Outcome<Vec<(QoS, u16)>
                 return; // disconnected: the broker redelivers
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -38,7 +38,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::support::link::{CONNECT_TIMEOUT, connect};
-use super::support::pump::{emit, end_and_drain};
+use super::support::pump::{emit, end_and_drain, sleep_until};
 use super::support::template::Template;
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
@@ -312,13 +312,6 @@ impl Source for NatsSource {
             let _ = client.flush().await;
             Ok(())
         })
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

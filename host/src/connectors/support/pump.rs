@@ -66,3 +66,11 @@ where
     }
     Ok(())
 }
+
+/// Sleeps until `deadline`, or forever when there is none (a `select!` branch for a linger timer).
+pub async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
