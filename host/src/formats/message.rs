@@ -140,6 +140,12 @@ impl PayloadOptions {
 }
 
 impl MessageLayout {
+    /// Whether a `metadata:` column reads offered field `field` (so a connector can skip
+    /// preparing envelope fields nobody asked for).
+    pub fn uses(&self, field: usize) -> bool {
+        self.metadata.iter().any(|&(index, _)| index == field)
+    }
+
     /// The output schema: payload columns, then metadata columns.
     pub fn schema(&self) -> &SchemaRef {
         &self.schema

@@ -79,6 +79,9 @@ const METADATA: &[(&str, MetaType)] = &[
     ("headers", MetaType::Utf8),
 ];
 
+/// Index of `headers` in [`METADATA`].
+const HEADERS: usize = 6;
+
 const LINGER: Duration = Duration::from_millis(20);
 
 /// Where a source starts reading.
@@ -259,7 +262,7 @@ impl Envelope for Received {
 
     fn metadata(&self, field: usize) -> MetaValue<'_> {
         match field {
-            6 => MetaValue::Utf8(self.headers.as_deref()),
+            HEADERS => MetaValue::Utf8(self.headers.as_deref()),
             field => self.message.metadata(field),
         }
     }
@@ -337,6 +340,7 @@ impl Source for KafkaSource {
             let config = &self.0;
             let consumer = config.open().await?;
             let mut decoder = config.layout.decoder(config.batch_size)?;
+            let wants_headers = config.layout.uses(HEADERS);
             let mut tracker: DeliveryTracker<Offsets> = DeliveryTracker::new();
             let mut committer =
                 Committer { poisoned: false, brokers: config.brokers.clone(), committed: Offsets::new() };
@@ -358,7 +362,7 @@ impl Source for KafkaSource {
                                 tracing::info!(component = %ctx.component, brokers = %config.brokers, "consuming again");
                             }
                             let message = message.detach();
-                            let headers = headers_json(&message);
+                            let headers = if wants_headers { headers_json(&message) } else { None };
                             pending.push(Received { message, headers });
                             linger.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                             if pending.len() >= config.batch_size {

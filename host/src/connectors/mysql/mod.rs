@@ -307,10 +307,6 @@ impl MysqlSink {
 
     async fn write_chunk(&mut self, chunk: &RecordBatch, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
         let sql = self.statement(chunk.num_rows());
-        let mut params = Vec::with_capacity(chunk.num_rows() * chunk.num_columns());
-        for row in 0..chunk.num_rows() {
-            row_values(chunk, row, &mut params);
-        }
         let mut delays = backon::BackoffBuilder::build(reconnect_backoff());
         loop {
             if self.conn.is_none() {
@@ -332,7 +328,12 @@ impl MysqlSink {
                 }
             }
             let conn = self.conn.as_mut().expect("connected");
-            let failure = match conn.exec_drop(&sql, Params::Positional(params.clone())).await {
+            // Built per attempt (retries are rare) rather than cloned for every attempt.
+            let mut params = Vec::with_capacity(chunk.num_rows() * chunk.num_columns());
+            for row in 0..chunk.num_rows() {
+                row_values(chunk, row, &mut params);
+            }
+            let failure = match conn.exec_drop(&sql, Params::Positional(params)).await {
                 Ok(()) => return Ok(()),
                 Err(err) => classify(&err),
             };

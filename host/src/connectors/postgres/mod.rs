@@ -371,8 +371,7 @@ impl PostgresSink {
                     for column in batch.columns() {
                         row_values.push(PgValue(cell(column, row).unwrap_or(Cell::Null)));
                     }
-                    let refs: Vec<&(dyn ToSql + Sync)> = row_values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-                    writer.as_mut().write(&refs).await?;
+                    writer.as_mut().write_raw(row_values.iter()).await?;
                 }
                 writer.finish().await?;
             }
