@@ -5,8 +5,11 @@
 //!
 //! - [`pipeline`]: pipeline files (YAML) → validated, typed component graph with source locations.
 //! - [`engine`]: tasks, bounded channels, the Batch/Watermark/Barrier/End protocol, fan-in/fan-out.
-//! - [`ops`]: transforms (filter, select, union) and the SQL expression compiler.
-//! - [`connectors`]: built-in sources and sinks, one folder per system, one registration line each.
+//! - [`ops`]: transforms (filter, select, union, udf, flat_map, lookup_join) and the SQL expression
+//!   compiler.
+//! - [`lookup`]: dimension tables for lookup joins: caches, batched fetching, metrics.
+//! - [`connectors`]: built-in sources, sinks and dimension tables, one folder per system, one
+//!   registration line each.
 //! - [`formats`]: JSON/CSV/Parquet decoding and encoding with per-record error policies.
 //! - [`guest`]: plugins from source in Rust, Python, JavaScript and C (`weir plugin new/build/test`).
 //! - [`cli`]: the `weir` command line (run, validate, bench).
@@ -16,6 +19,7 @@ pub mod connectors;
 pub mod engine;
 pub mod formats;
 pub mod guest;
+pub mod lookup;
 pub mod ops;
 pub mod pipeline;
 pub mod plugin;

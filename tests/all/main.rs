@@ -11,6 +11,7 @@ mod connectors;
 mod files;
 mod graph;
 mod languages;
+mod lookup;
 mod plugins;
 mod support;
 mod validation;

@@ -161,3 +161,49 @@ pub fn sorted_ids(rows: &[serde_json::Value]) -> Vec<i64> {
     ids.sort_unstable();
     ids
 }
+
+/// A TCP proxy in front of a real service, to make the service go away and come back (fault
+/// injection): [`Proxy::cut`] drops every open connection and refuses new ones until
+/// [`Proxy::restore`].
+pub struct Proxy {
+    pub port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and forwards to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let state = up.subscribe();
+        let target = target.to_owned();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut state = state.clone();
+                if !*state.borrow() {
+                    continue; // dropped: the client sees the connection closed at once
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = state.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    /// Drops every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.up.send_replace(false);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.send_replace(true);
+    }
+}

@@ -17,8 +17,9 @@ use crate::pipeline;
 pub struct BenchArgs {
     /// Which suite: `pipelines` (built-in scenarios), `plugins` (the Wasm boundary),
     /// `languages` (the same UDF in Rust, Python, JavaScript and C; run from the repository root)
-    /// or `connectors` (sources and sinks against the services on loopback; at most 200,000
-    /// records per scenario).
+    /// `connectors` (sources and sinks against the services on loopback; at most 200,000
+    /// records per scenario) or `lookups` (lookup joins: all cache hits, and cold lookups in
+    /// PostgreSQL against one query per row; at most 200,000 rows per cold scenario).
     #[arg(default_value = "pipelines")]
     suite: String,
     /// Where the compiled plugins are (for the `plugins` suite).
@@ -161,9 +162,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         "plugins" => return super::bench_plugins::bench(&args.plugins_dir, args.events.min(2_000_000), args.runs),
         "languages" => return super::bench_languages::bench(Path::new("plugins")),
         "connectors" => return super::bench_connectors::bench(args.events.min(200_000), args.only.as_deref()),
-        other => {
-            anyhow::bail!("unknown benchmark suite `{other}`; expected pipelines, plugins, languages or connectors")
-        }
+        "lookups" => return super::bench_lookups::bench(args.events, args.events.min(200_000), args.runs),
+        other => anyhow::bail!(
+            "unknown benchmark suite `{other}`; expected pipelines, plugins, languages, connectors or lookups"
+        ),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_connectors;
 mod bench_languages;
+mod bench_lookups;
 mod bench_plugins;
 mod plugin;
 mod progress;
@@ -184,7 +185,8 @@ fn run(path: &std::path::Path, quiet: bool) -> ExitCode {
         result
     });
     eprintln!("{}", progress::summary(&metrics, started.elapsed()));
-    for line in progress::plugin_metrics(&pipeline.plugins) {
+    for line in progress::plugin_metrics(&pipeline.plugins).into_iter().chain(progress::table_metrics(&pipeline.tables))
+    {
         eprintln!("{line}");
     }
     match result {

@@ -83,6 +83,34 @@ pub fn plugin_metrics(plugins: &crate::plugin::PluginCatalog) -> Vec<String> {
     lines
 }
 
+/// One line per dimension table: rows joined, cache hits and misses, queries and their latency.
+pub fn table_metrics(tables: &crate::lookup::TableCatalog) -> Vec<String> {
+    tables
+        .iter()
+        .map(|(name, table)| {
+            let m = table.metrics.snapshot();
+            let mut line = format!(
+                "  table {name}: {} rows joined, {} unmatched; cache {} hits, {} misses",
+                m.rows_joined, m.rows_unmatched, m.cache_hits, m.cache_misses
+            );
+            if m.evictions + m.expirations > 0 {
+                line.push_str(&format!(" ({} evicted, {} expired)", m.evictions, m.expirations));
+            }
+            if m.loads > 0 {
+                line.push_str(&format!("; {} loads ({} rows)", m.loads, m.snapshot_rows));
+            }
+            line.push_str(&format!("; {} queries", m.queries));
+            if let (Some(p50), Some(p99)) = (m.latency_p50, m.latency_p99) {
+                line.push_str(&format!(" (p50 <= {p50:?}, p99 <= {p99:?})"));
+            }
+            if m.errors > 0 {
+                line.push_str(&format!(", {} failed", m.errors));
+            }
+            line
+        })
+        .collect()
+}
+
 /// `1.23M`, `45.6k`, `789`.
 pub fn human(value: f64) -> String {
     if value >= 1e6 {

@@ -1,6 +1,6 @@
-//! Built-in connectors: one folder per system, source and sink side by side.
+//! Built-in connectors: one folder per system, source, sink and dimension table side by side.
 //!
-//! Adding a connector: a folder here plus one line in [`SOURCES`] and/or [`SINKS`].
+//! Adding a connector: a folder here plus one line in [`SOURCES`], [`SINKS`] and/or [`TABLES`].
 
 pub mod amqp;
 pub mod blackhole;
@@ -20,6 +20,7 @@ pub mod support;
 pub mod webhook;
 
 use crate::engine::component::{SinkKind, SourceKind};
+use crate::lookup::TableKind;
 
 /// Every built-in source type.
 pub static SOURCES: &[SourceKind] = &[
@@ -50,3 +51,7 @@ pub static SINKS: &[SinkKind] = &[
     webhook::SINK,
     object_store::SINK,
 ];
+
+/// Every built-in dimension-table type (for `lookup_join`).
+pub static TABLES: &[TableKind] =
+    &[postgres::table::TABLE, mysql::table::TABLE, redis::table::TABLE, file::table::TABLE];

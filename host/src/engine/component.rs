@@ -114,6 +114,8 @@ pub struct PlanContext {
     pub plugins: Arc<crate::plugin::PluginCatalog>,
     /// Functions expressions can call: built-ins plus the plugins' scalar functions.
     pub functions: Arc<crate::ops::expr::FunctionCatalog>,
+    /// The pipeline's dimension tables (`tables:`).
+    pub tables: Arc<crate::lookup::TableCatalog>,
 }
 
 impl PlanContext {
@@ -214,6 +216,11 @@ pub trait TransformSpec: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A [`SpecIssue`] pointing at the offending option.
     fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue>;
+
+    /// Whether the step can retry failed rows until they succeed (`on_error: retry`).
+    fn retries_failures(&self) -> bool {
+        false
+    }
 }
 
 /// A validated transform.
@@ -228,7 +235,22 @@ pub struct PlannedTransform {
 /// Creates operator instances.
 pub trait OperatorFactory: Send + Sync + std::fmt::Debug {
     /// A fresh operator for one subtask.
-    fn create(&self) -> Box<dyn Operator>;
+    fn create(&self) -> OperatorInstance;
+}
+
+/// A running operator: synchronous per batch, or asynchronous (it waits on external systems).
+pub enum OperatorInstance {
+    /// CPU work per batch ([`Operator`]).
+    Sync(Box<dyn Operator>),
+    /// I/O per batch, several batches in flight ([`AsyncOperator`]).
+    Async(Box<dyn AsyncOperator>),
+}
+
+impl OperatorInstance {
+    /// Wraps a synchronous operator.
+    pub fn sync(operator: impl Operator + 'static) -> Self {
+        Self::Sync(Box::new(operator))
+    }
 }
 
 /// A synchronous, batch-at-a-time operator.
@@ -258,6 +280,46 @@ pub trait Operator: Send {
     fn finish(&mut self, _out: &mut Vec<RecordBatch>) -> Result<(), RuntimeError> {
         Ok(())
     }
+}
+
+/// A row an asynchronous operator could not process; it goes to the step's `on_error` policy.
+#[derive(Debug, Clone)]
+pub struct FailedRow {
+    /// Which row of the input batch.
+    pub row: usize,
+    /// Where it was in the stream, for the dead letter (`input row 12 of ...`).
+    pub position: String,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// What an asynchronous operator made of one input batch.
+#[derive(Debug, Default)]
+pub struct AsyncOutput {
+    /// Output batches, in order.
+    pub batches: Vec<RecordBatch>,
+    /// The input batch, when rows failed (dead letters carry the row itself).
+    pub input: Option<RecordBatch>,
+    /// Rows of `input` that failed.
+    pub failed: Vec<FailedRow>,
+}
+
+/// An operator that waits on an external system per batch (lookup joins). The engine keeps up
+/// to [`AsyncOperator::capacity`] batches in flight and emits their results in input order
+/// (Flink's ordered async I/O), so a slow lookup overlaps with the next batches instead of
+/// stalling the stream. Watermarks, barriers and `End` wait until every batch before them is out.
+pub trait AsyncOperator: Send {
+    /// How many batches may be in flight at once.
+    fn capacity(&self) -> usize;
+
+    /// Starts work on one batch. The future owns what it needs, so several run concurrently;
+    /// `stop` is cancelled when the job is stopping (work that waits for an external system to
+    /// come back should then give up).
+    fn start(
+        &mut self,
+        batch: RecordBatch,
+        stop: &CancellationToken,
+    ) -> BoxFuture<'static, Result<AsyncOutput, RuntimeError>>;
 }
 
 // ---------------------------------------------------------------- sinks

@@ -14,7 +14,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Message;
-use super::component::{Durability, Operator, RuntimeError, Sink, SinkContext, SourceContext};
+use super::component::{
+    AsyncOperator, AsyncOutput, Durability, Operator, OperatorInstance, RuntimeError, Sink, SinkContext, SourceContext,
+};
 use super::delivery::Delivery;
 use super::gate::{GateEvent, InputGate};
 use super::metrics::{ComponentMetrics, PipelineMetrics};
@@ -128,13 +130,21 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                     });
                 }
                 Runnable::Transform { factory, on_error } => {
-                    let operator = factory.create();
                     let errors =
                         error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
                     let metrics = Arc::clone(&component_metrics);
-                    tasks.spawn(async move {
-                        run_operator(operator, InputGate::new(inputs), output, errors, &metrics).await.map_err(failed)
-                    });
+                    let gate = InputGate::new(inputs);
+                    match factory.create() {
+                        OperatorInstance::Sync(operator) => tasks.spawn(async move {
+                            run_operator(operator, gate, output, errors, &metrics).await.map_err(failed)
+                        }),
+                        OperatorInstance::Async(operator) => {
+                            let stop = stop.clone();
+                            tasks.spawn(async move {
+                                run_async_operator(operator, gate, output, errors, &metrics, stop).await.map_err(failed)
+                            })
+                        }
+                    };
                 }
                 Runnable::Sink { factory, on_error } => {
                     let errors =
@@ -222,6 +232,82 @@ async fn run_operator(
             }
         }
     }
+}
+
+/// A batch in flight through an asynchronous operator: its result and its delivery.
+type InFlight = futures::future::BoxFuture<'static, (Result<AsyncOutput, RuntimeError>, Delivery)>;
+
+/// Drives an [`AsyncOperator`]: up to `capacity` batches in flight, results emitted in input
+/// order; control messages wait for every batch before them.
+async fn run_async_operator(
+    mut operator: Box<dyn AsyncOperator>,
+    mut gate: InputGate,
+    mut output: Output,
+    mut errors: RecordErrorHandler,
+    metrics: &ComponentMetrics,
+    stop: CancellationToken,
+) -> Result<(), RuntimeError> {
+    use futures::StreamExt as _;
+    let capacity = operator.capacity().max(1);
+    let mut in_flight: futures::stream::FuturesOrdered<InFlight> = futures::stream::FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some((result, delivery)) = in_flight.next(), if !in_flight.is_empty() => {
+                emit_async(result?, delivery, &mut output, &mut errors).await?;
+            }
+            event = gate.next(), if in_flight.len() < capacity => {
+                let control = match event {
+                    GateEvent::Batch(_, batch, delivery) => {
+                        metrics.record_received(batch.num_rows());
+                        let work = operator.start(batch, &stop);
+                        in_flight.push_back(Box::pin(async move { (work.await, delivery) }));
+                        continue;
+                    }
+                    GateEvent::Watermark(time) => Message::Watermark(time),
+                    GateEvent::Barrier(epoch) => Message::Barrier(epoch),
+                    GateEvent::End => Message::End,
+                };
+                while let Some((result, delivery)) = in_flight.next().await {
+                    emit_async(result?, delivery, &mut output, &mut errors).await?;
+                }
+                let end = matches!(control, Message::End);
+                if end {
+                    errors.finish().await?;
+                }
+                output.broadcast(control).await?;
+                if end {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Sends what an asynchronous operator made of one batch: failed rows to the error policy, then
+/// the results, as part of the batch's delivery.
+async fn emit_async(
+    result: AsyncOutput,
+    delivery: Delivery,
+    output: &mut Output,
+    errors: &mut RecordErrorHandler,
+) -> Result<(), RuntimeError> {
+    if let Some(input) = &result.input {
+        for failed in &result.failed {
+            let raw = crate::formats::encode::row_as_json(input, failed.row);
+            errors.handle(crate::formats::errors::BadRecord {
+                position: failed.position.clone(),
+                raw: &raw,
+                reason: failed.reason.clone(),
+            })?;
+        }
+    }
+    errors.flush_with(&delivery).await?;
+    for batch in result.batches {
+        output.deliver(batch, delivery.fork()).await?;
+    }
+    delivery.settle();
+    Ok(())
 }
 
 /// While batches wait for a flush to become durable, the sink is flushed at least this often, so

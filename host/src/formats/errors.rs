@@ -31,6 +31,8 @@ pub enum ErrorPolicy {
     Skip,
     /// Send to the dead-letter sink.
     DeadLetter,
+    /// Keep retrying until it works (lookup joins: nothing is lost while a database is away).
+    Retry,
 }
 
 /// The schema of dead-letter rows.
@@ -105,7 +107,8 @@ impl RecordErrorHandler {
     /// [`RuntimeError::BadRecord`] under `fail`.
     pub fn handle(&mut self, record: BadRecord<'_>) -> Result<(), RuntimeError> {
         match self.policy {
-            ErrorPolicy::Fail => {
+            // Components that retry never hand a record here unless retrying cannot help.
+            ErrorPolicy::Fail | ErrorPolicy::Retry => {
                 self.metrics.record_error();
                 Err(RuntimeError::BadRecord { position: record.position, reason: record.reason })
             }

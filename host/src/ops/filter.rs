@@ -15,7 +15,8 @@ use serde::de::IgnoredAny;
 
 use super::expr::compile_predicate;
 use crate::engine::component::{
-    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+    Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
+    TransformSpec,
 };
 use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
@@ -56,8 +57,8 @@ struct FilterFactory {
 }
 
 impl OperatorFactory for FilterFactory {
-    fn create(&self) -> Box<dyn Operator> {
-        Box::new(Filter { sql: self.sql.clone(), predicate: Arc::clone(&self.predicate) })
+    fn create(&self) -> OperatorInstance {
+        OperatorInstance::sync(Filter { sql: self.sql.clone(), predicate: Arc::clone(&self.predicate) })
     }
 }
 

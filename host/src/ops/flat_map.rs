@@ -17,7 +17,8 @@ use serde::de::IgnoredAny;
 
 use super::udf::{compile_args, evaluate_args, report_failures, resolve_function};
 use crate::engine::component::{
-    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+    Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
+    TransformSpec,
 };
 use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
@@ -93,8 +94,8 @@ struct FlatMapFactory {
 }
 
 impl OperatorFactory for FlatMapFactory {
-    fn create(&self) -> Box<dyn Operator> {
-        Box::new(FlatMap {
+    fn create(&self) -> OperatorInstance {
+        OperatorInstance::sync(FlatMap {
             schema: self.schema.clone(),
             caller: TableCaller::new(Arc::clone(&self.plugin), self.limits, self.function),
             args: self.args.clone(),

@@ -15,7 +15,8 @@ use serde::de::IgnoredAny;
 
 use super::expr::compile_select_item;
 use crate::engine::component::{
-    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+    Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
+    TransformSpec,
 };
 use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
@@ -79,8 +80,8 @@ struct SelectFactory {
 }
 
 impl OperatorFactory for SelectFactory {
-    fn create(&self) -> Box<dyn Operator> {
-        Box::new(Select { schema: self.schema.clone(), exprs: self.exprs.clone(), sql: self.sql.clone() })
+    fn create(&self) -> OperatorInstance {
+        OperatorInstance::sync(Select { schema: self.schema.clone(), exprs: self.exprs.clone(), sql: self.sql.clone() })
     }
 }
 

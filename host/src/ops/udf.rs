@@ -19,7 +19,8 @@ use serde::de::IgnoredAny;
 
 use super::expr::compile_select_item;
 use crate::engine::component::{
-    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+    Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
+    TransformSpec,
 };
 use crate::formats::encode::row_as_json;
 use crate::formats::errors::{BadRecord, RecordErrorHandler};
@@ -173,8 +174,8 @@ struct UdfFactory {
 }
 
 impl OperatorFactory for UdfFactory {
-    fn create(&self) -> Box<dyn Operator> {
-        Box::new(Udf {
+    fn create(&self) -> OperatorInstance {
+        OperatorInstance::sync(Udf {
             schema: self.schema.clone(),
             caller: ScalarCaller::new(Arc::clone(&self.plugin), self.limits, self.function),
             args: self.args.clone(),

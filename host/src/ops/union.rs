@@ -11,7 +11,8 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::engine::component::{
-    Operator, OperatorFactory, PlanContext, PlannedTransform, RuntimeError, TransformKind, TransformSpec,
+    Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
+    TransformSpec,
 };
 use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
@@ -42,8 +43,8 @@ impl TransformSpec for UnionConfig {
 struct PassThrough;
 
 impl OperatorFactory for PassThrough {
-    fn create(&self) -> Box<dyn Operator> {
-        Box::new(PassThrough)
+    fn create(&self) -> OperatorInstance {
+        OperatorInstance::sync(PassThrough)
     }
 }
 

@@ -67,12 +67,12 @@ pub fn declare(document: &Document) -> Located<DeclaredPipeline> {
             "sources" => Role::Source,
             "transforms" => Role::Transform,
             "sinks" => Role::Sink,
-            "settings" | "plugins" => continue, // read by `super::parse` from the whole document
+            "settings" | "plugins" | "tables" => continue, // read by `super::parse`
             other => {
                 let issue = SpecIssue {
                     at: Some(*section_at),
                     message: format!(
-                        "unknown section `{other}`; expected sources, transforms, sinks, plugins or settings"
+                        "unknown section `{other}`; expected sources, transforms, sinks, tables, plugins or settings"
                     ),
                 };
                 return Err((None, issue));
@@ -274,12 +274,25 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             return Err(fail(SpecIssue::at(&p.referenced, "parallelism must be at least 1")));
         }
         let (schema, parallelism, runnable) = match &component.spec {
+            Spec::Source(_) | Spec::Sink(_) if component.common.on_error == ErrorPolicy::Retry => {
+                return Err(fail(SpecIssue::new(
+                    "`on_error: retry` is for lookup joins; sources and sinks already retry transient failures \
+                     and apply `on_error` to records that cannot succeed",
+                )));
+            }
             Spec::Source(spec) => {
                 let source = spec.plan(ctx).map_err(fail)?;
                 let runnable = Runnable::Source { factory: source.factory, on_error: component.common.on_error };
                 (source.schema, source.parallelism, runnable)
             }
             Spec::Transform(spec) => {
+                if component.common.on_error == ErrorPolicy::Retry && !spec.retries_failures() {
+                    return Err(fail(SpecIssue::new(format!(
+                        "`on_error: retry` is for steps that wait on an external system (lookup_join); a `{}` \
+                         cannot succeed by trying again",
+                        component.kind
+                    ))));
+                }
                 let input = input_schema.expect("transforms have inputs");
                 let transform = spec.plan(&input, ctx).map_err(fail)?;
                 let parallelism = parallelism_option.map_or(ctx.default_parallelism, |p| p.value);

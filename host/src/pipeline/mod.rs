@@ -1,7 +1,7 @@
 //! Pipeline files: parsing, validation and planning.
 //!
 //! A pipeline is a YAML file with `sources`, `transforms` and `sinks` sections (plus optional
-//! `settings`), each a map of named components with a `type` and, for transforms and sinks,
+//! `tables`, `plugins` and `settings`), each a map of named components with a `type` and, for transforms and sinks,
 //! explicit `inputs`. [`load`] turns a file into a [`Pipeline`]: every component's options are
 //! typed, inputs resolved, cycles rejected, and schemas propagated from sources to sinks so that
 //! expressions type-check before anything runs. Every error names the file, line, column and
@@ -147,6 +147,8 @@ pub struct Pipeline {
     pub components: Vec<PlannedComponent>,
     /// The plugins declared under `plugins:`.
     pub plugins: Arc<crate::plugin::PluginCatalog>,
+    /// The dimension tables declared under `tables:`.
+    pub tables: Arc<crate::lookup::TableCatalog>,
 }
 
 /// Reads, validates and plans a pipeline file.
@@ -181,16 +183,27 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Pipeline, Pipel
     let (plugins, functions) =
         load_plugins(&top.plugins, base_dir).map_err(|(name, issue)| error(Some(format!("plugins.{name}")), issue))?;
     let declared = graph::declare(&document).map_err(|(component, issue)| error(component, issue))?;
-    let ctx = PlanContext {
+    let mut ctx = PlanContext {
         base_dir: base_dir.to_path_buf(),
         batch_size: settings.batch_size,
         default_parallelism: settings.parallelism(),
         plugins: Arc::new(plugins),
         functions: Arc::new(functions),
+        tables: Arc::default(),
     };
+    if let Some((_, _, nodes)) = document.sections.iter().find(|(section, _, _)| section == "tables") {
+        let tables = crate::lookup::plan_tables(nodes, &ctx).map_err(|(label, issue)| error(Some(label), issue))?;
+        ctx.tables = Arc::new(tables);
+    }
     let components =
         graph::plan(declared.components, &ctx).map_err(|(component, issue)| error(Some(component), issue))?;
-    Ok(Pipeline { file: file.to_path_buf(), settings, components, plugins: Arc::clone(&ctx.plugins) })
+    Ok(Pipeline {
+        file: file.to_path_buf(),
+        settings,
+        components,
+        plugins: Arc::clone(&ctx.plugins),
+        tables: Arc::clone(&ctx.tables),
+    })
 }
 
 /// A plugin declared under `plugins:`.

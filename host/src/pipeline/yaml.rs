@@ -38,6 +38,21 @@ pub fn unspanned<T>(value: T) -> Spanned<T> {
     Spanned { value, referenced: Location::UNKNOWN, defined: Location::UNKNOWN }
 }
 
+/// `humantime` durations (`500ms`, `10m`) as optional strings: `#[serde(with = "duration_opt")]`.
+pub mod duration_opt {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    /// Deserializes `Option<Duration>` from an optional string.
+    ///
+    /// # Errors
+    /// A string that is not a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        let text: Option<String> = Option::deserialize(deserializer)?;
+        text.map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
 /// A map that keeps the position of every key and value, in file order.
 #[derive(Debug)]
 pub struct SpannedMap<V>(pub Vec<(Spanned<String>, Spanned<V>)>);

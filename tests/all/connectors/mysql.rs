@@ -4,9 +4,9 @@ use mysql_async::prelude::Queryable;
 
 use crate::support::{Workspace, json_lines, unique};
 
-const URL: &str = "mysql://root@127.0.0.1:3306/test";
+pub const URL: &str = "mysql://root@127.0.0.1:3306/test";
 
-async fn connection() -> mysql_async::Conn {
+pub async fn connection() -> mysql_async::Conn {
     mysql_async::Conn::from_url(URL).await.expect("MariaDB on 3306")
 }
 

@@ -6,9 +6,9 @@ use redis::streams::{StreamPendingReply, StreamReadOptions, StreamReadReply};
 
 use crate::support::{Workspace, eventually, sorted_ids, unique};
 
-const URL: &str = "redis://127.0.0.1:6379";
+pub const URL: &str = "redis://127.0.0.1:6379";
 
-async fn connection() -> redis::aio::MultiplexedConnection {
+pub async fn connection() -> redis::aio::MultiplexedConnection {
     redis::Client::open(URL).unwrap().get_multiplexed_async_connection().await.expect("Redis on 6379")
 }
 

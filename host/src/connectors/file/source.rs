@@ -133,7 +133,7 @@ fn matching_files(pattern: &str) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-fn infer_schema(path: &Path, format: LineFormat, header: bool, delimiter: u8) -> Result<SchemaRef, String> {
+pub(super) fn infer_schema(path: &Path, format: LineFormat, header: bool, delimiter: u8) -> Result<SchemaRef, String> {
     use std::io::BufRead;
     let file = std::fs::File::open(path).map_err(|err| format!("cannot open {}: {err}", path.display()))?;
     let reader = std::io::BufReader::new(file);

@@ -21,6 +21,8 @@
 //! message. Lost connections are re-opened with backoff and the statement retried
 //! (at-least-once; `upsert` makes retries idempotent).
 
+pub mod table;
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;

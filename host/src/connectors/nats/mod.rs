@@ -108,22 +108,11 @@ pub struct NatsSourceConfig {
     #[serde(default)]
     pub deliver: DeliverFrom,
     /// Redelivery timeout for unacknowledged messages (`30s`).
-    #[serde(default, with = "humantime_serde_opt")]
+    #[serde(default, with = "crate::pipeline::yaml::duration_opt")]
     pub ack_wait: Option<Duration>,
     /// Payload format, schema, metadata columns.
     #[serde(flatten)]
     pub payload: PayloadOptions,
-}
-
-/// `humantime` durations as optional strings.
-mod humantime_serde_opt {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-        let text: Option<String> = Option::deserialize(deserializer)?;
-        text.map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom)).transpose()
-    }
 }
 
 impl SourceSpec for NatsSourceConfig {

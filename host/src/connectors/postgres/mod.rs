@@ -22,6 +22,8 @@
 //! backoff and the batch retried (at-least-once: `upsert` makes retries idempotent, `append` may
 //! repeat a batch whose commit was lost with the connection).
 
+pub mod table;
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;

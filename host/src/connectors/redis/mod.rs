@@ -29,6 +29,8 @@
 //! that was read but not confirmed is lost (at-least-once). The sink sends each batch as one
 //! pipeline and returns when Redis answered. Connections are re-established with backoff.
 
+pub mod table;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -79,6 +79,63 @@ impl Template {
         &self.text
     }
 
+    /// The columns the template names, in order of appearance.
+    pub fn columns(&self) -> Vec<usize> {
+        self.parts.iter().filter_map(|part| if let Part::Column(index) = part { Some(*index) } else { None }).collect()
+    }
+
+    /// Whether two columns follow each other with no literal between them (then a rendered value
+    /// cannot be split back into its columns).
+    pub fn has_adjacent_columns(&self) -> bool {
+        self.parts.windows(2).any(|pair| matches!(pair, [Part::Column(_), Part::Column(_)]))
+    }
+
+    /// A Redis `MATCH` glob for every value the template renders: columns become `*`, glob
+    /// characters in literals are escaped.
+    pub fn glob(&self) -> String {
+        let mut glob = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => {
+                    for c in text.chars() {
+                        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                            glob.push('\\');
+                        }
+                        glob.push(c);
+                    }
+                }
+                Part::Column(_) => glob.push('*'),
+            }
+        }
+        glob
+    }
+
+    /// Splits a rendered value back into its column values (in [`Template::columns`] order): each
+    /// column's value runs up to the next occurrence of the literal that follows it. `None` if
+    /// `value` does not have the template's shape.
+    pub fn extract<'v>(&self, value: &'v str) -> Option<Vec<&'v str>> {
+        let mut rest = value;
+        let mut values = Vec::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            match part {
+                Part::Literal(text) => rest = rest.strip_prefix(text.as_str())?,
+                Part::Column(_) => match self.parts.get(i + 1) {
+                    Some(Part::Literal(next)) => {
+                        let end = rest.find(next.as_str())?;
+                        values.push(&rest[..end]);
+                        rest = &rest[end..];
+                    }
+                    Some(Part::Column(_)) => return None,
+                    None => {
+                        values.push(rest);
+                        rest = "";
+                    }
+                },
+            }
+        }
+        rest.is_empty().then_some(values)
+    }
+
     /// The value for every row of `batch` (nulls render as empty text).
     ///
     /// # Errors
@@ -154,6 +211,10 @@ mod tests {
         assert_eq!(json.render_json(&quoted).unwrap()[0], r#"{"text": "say \"hi\"\n"}"#);
         assert_eq!(template.render(&batch).unwrap(), vec!["dev/a/7{x}", "dev/b/{x}"]);
         assert_eq!(Template::parse("fixed", &batch.schema()).unwrap().constant(), Some("fixed"));
+        assert_eq!(template.columns(), vec![1, 0]);
+        assert_eq!(template.extract("dev/a/7{x}"), Some(vec!["a", "7"]));
+        assert_eq!(template.extract("dev/a/7"), None);
+        assert_eq!(Template::parse("k*:{id}", &batch.schema()).unwrap().glob(), "k\\*:*");
         let err = Template::parse("{nope}", &batch.schema()).unwrap_err();
         assert!(err.contains("`nope`") && err.contains("id, site"), "{err}");
     }

@@ -1,0 +1,91 @@
+//! Lookup joins against dimension tables: a file table (no service needed), and PostgreSQL,
+//! MariaDB and Redis on loopback with every cache mode, updates becoming visible on the cache's
+//! schedule, one lookup per distinct key, and a database that goes away in the middle of a run.
+
+mod file;
+mod mysql;
+mod postgres;
+mod redis;
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Workspace, json_lines};
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A pipeline around one table declaration: an HTTP ingest source of `{id, device}` rows, a left
+/// lookup join on `device`, a JSON-lines file sink `out.jsonl`.
+pub fn http_join_pipeline(port: u16, table: &str) -> String {
+    format!(
+        r#"
+sources:
+  events: {{ type: http, listen: "127.0.0.1:{port}", schema: {{ id: int64, device: int64 }} }}
+tables:
+  devices:
+{table}
+transforms:
+  joined: {{ type: lookup_join, inputs: [events], table: devices, on: {{ device: id }}, kind: left, columns: [name], parallelism: 1 }}
+sinks:
+  out: {{ type: file, inputs: [joined], path: out.jsonl }}
+"#
+    )
+}
+
+/// Posts one event through the HTTP source and returns the `name` the join gave it (the source
+/// answers once the sink has the row).
+pub async fn name_for(ws: &Workspace, port: u16, id: i64, device: i64) -> Option<String> {
+    let url = format!("http://127.0.0.1:{port}/ingest");
+    let client = reqwest::Client::new();
+    let mut response = None;
+    for _ in 0..100 {
+        match client.post(&url).body(format!("{{\"id\": {id}, \"device\": {device}}}\n")).send().await {
+            Ok(ok) => {
+                response = Some(ok);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await, // not listening yet
+        }
+    }
+    assert_eq!(response.expect("the ingest endpoint answers").status(), 200);
+    let rows = ws.rows("out.jsonl");
+    let row = rows.iter().find(|row| row["id"] == id).unwrap_or_else(|| panic!("row {id} in {rows:?}"));
+    row["name"].as_str().map(str::to_owned)
+}
+
+/// Checks that an update made at `updated` becomes visible no earlier than `visible_after` after
+/// `cached_at` (when the old value was cached or loaded) and within `within` after that: posts
+/// events until the new name shows, and returns how long after `cached_at` it did.
+pub async fn wait_for_update(
+    ws: &Workspace,
+    port: u16,
+    first_id: i64,
+    old: &str,
+    new: &str,
+    cached_at: Instant,
+    visible_after: Duration,
+    within: Duration,
+) -> Duration {
+    let mut id = first_id;
+    loop {
+        let name = name_for(ws, port, id, 1).await;
+        let elapsed = cached_at.elapsed();
+        if name.as_deref() == Some(new) {
+            assert!(elapsed >= visible_after, "the update showed after {elapsed:?}, before {visible_after:?}");
+            return elapsed;
+        }
+        assert_eq!(name.as_deref(), Some(old), "row {id}");
+        assert!(elapsed < visible_after + within, "the update did not show within {:?}", visible_after + within);
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Rows of the `out.jsonl` file sorted by `id`.
+pub fn sorted_rows(ws: &Workspace) -> Vec<serde_json::Value> {
+    let mut rows = json_lines(&ws.read("out.jsonl"));
+    rows.sort_by_key(|row| row["id"].as_i64());
+    rows
+}
