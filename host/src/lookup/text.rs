@@ -15,18 +15,35 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use super::LookupError;
 
+/// Rows per typed batch when a whole table is read.
+const SCAN_BATCH: usize = 65_536;
+
 /// Collects rows of text values, then types them.
 #[derive(Debug)]
 pub struct TextRows {
     schema: SchemaRef,
     columns: Vec<StringBuilder>,
+    typed: Vec<RecordBatch>,
 }
 
 impl TextRows {
     /// Empty columns for `schema`.
     pub fn new(schema: SchemaRef) -> Self {
         let columns = schema.fields().iter().map(|_| StringBuilder::new()).collect();
-        Self { schema, columns }
+        Self { schema, columns, typed: Vec::new() }
+    }
+
+    /// Types what was collected once it reaches a batch's worth, so reading a whole table holds
+    /// the text of one batch at a time. Call after each complete row.
+    ///
+    /// # Errors
+    /// As [`TextRows::finish`].
+    pub fn cut_if_full(&mut self) -> Result<(), LookupError> {
+        if self.len() >= SCAN_BATCH {
+            let batch = self.type_collected()?;
+            self.typed.push(batch);
+        }
+        Ok(())
     }
 
     /// Appends one value to column `index`.
@@ -44,11 +61,17 @@ impl TextRows {
         self.len() == 0
     }
 
-    /// The typed batch.
+    /// Every row collected, typed.
     ///
     /// # Errors
     /// [`LookupError::Invalid`] naming the column whose text does not parse as its type.
-    pub fn finish(mut self) -> Result<RecordBatch, LookupError> {
+    pub fn finish(mut self) -> Result<Vec<RecordBatch>, LookupError> {
+        let last = self.type_collected()?;
+        self.typed.push(last);
+        Ok(self.typed)
+    }
+
+    fn type_collected(&mut self) -> Result<RecordBatch, LookupError> {
         let strict = CastOptions { safe: false, ..CastOptions::default() };
         let columns = self
             .columns
@@ -102,7 +125,7 @@ mod tests {
             rows.push(0, id);
             rows.push(1, ok);
         }
-        let batch = rows.finish().unwrap();
+        let batch = rows.finish().unwrap().remove(0);
         assert_eq!(batch.column(0).as_ref(), &Int64Array::from(vec![Some(1), None]) as &dyn Array);
         let mut bad = TextRows::new(schema);
         bad.push(0, Some("x1"));

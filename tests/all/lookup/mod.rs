@@ -55,29 +55,38 @@ pub async fn name_for(ws: &Workspace, port: u16, id: i64, device: i64) -> Option
     row["name"].as_str().map(str::to_owned)
 }
 
-/// Checks that an update made at `updated` becomes visible no earlier than `visible_after` after
-/// `cached_at` (when the old value was cached or loaded) and within `within` after that: posts
-/// events until the new name shows, and returns how long after `cached_at` it did.
-pub async fn wait_for_update(
-    ws: &Workspace,
-    port: u16,
-    first_id: i64,
-    old: &str,
-    new: &str,
-    cached_at: Instant,
-    visible_after: Duration,
-    within: Duration,
-) -> Duration {
+/// An update to device 1's name and when it may show.
+pub struct Update<'a> {
+    /// The name before.
+    pub old: &'a str,
+    /// The name after.
+    pub new: &'a str,
+    /// When the old row was cached or loaded (at the latest).
+    pub since: Instant,
+    /// The new name must not show before this long after `since`...
+    pub not_before: Duration,
+    /// ...and must show at most this much later.
+    pub slack: Duration,
+}
+
+/// Posts events for device 1 (ids from `first_id`) until the update shows, checking every row
+/// before it still had the old name and that it showed within its window.
+pub async fn wait_for_update(ws: &Workspace, port: u16, first_id: i64, update: Update<'_>) {
     let mut id = first_id;
     loop {
         let name = name_for(ws, port, id, 1).await;
-        let elapsed = cached_at.elapsed();
-        if name.as_deref() == Some(new) {
-            assert!(elapsed >= visible_after, "the update showed after {elapsed:?}, before {visible_after:?}");
-            return elapsed;
+        let elapsed = update.since.elapsed();
+        if name.as_deref() == Some(update.new) {
+            assert!(
+                elapsed >= update.not_before,
+                "the update showed after {elapsed:?}, before {:?}",
+                update.not_before
+            );
+            return;
         }
-        assert_eq!(name.as_deref(), Some(old), "row {id}");
-        assert!(elapsed < visible_after + within, "the update did not show within {:?}", visible_after + within);
+        assert_eq!(name.as_deref(), Some(update.old), "row {id}");
+        let deadline = update.not_before + update.slack;
+        assert!(elapsed < deadline, "the update did not show within {deadline:?}");
         id += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
-use super::{free_port, http_join_pipeline, name_for, sorted_rows, wait_for_update};
+use super::{Update, free_port, http_join_pipeline, name_for, sorted_rows, wait_for_update};
 use crate::connectors::mysql::{URL, connection};
 use crate::support::{Workspace, unique};
 
@@ -42,7 +42,7 @@ tables:
     columns: {{ site: string, id: int64, name: string, score: float64 }}
     cache: {{ mode: partial, max_rows: 10, cache_missing: true }}
 transforms:
-  joined: {{ type: lookup_join, inputs: [events], table: devices, on: {{ site: site, device: id }}, kind: left, columns: [name, score], parallelism: 1 }}
+  joined: {{ type: lookup_join, inputs: [events], table: devices, on: {{ site: site, device: id }}, kind: left, columns: [name, score], parallelism: 1, in_flight: 1 }}
 sinks:
   out: {{ type: file, inputs: [joined], path: out.jsonl }}
 settings: {{ batch_size: 2 }}
@@ -59,8 +59,8 @@ settings: {{ batch_size: 2 }}
         [(Some("boiler"), Some(0.5)), (Some("pump"), None), (None, None), (Some("chiller"), Some(2.0)), (None, None)]
     );
     let table_metrics = pipeline.tables.get("devices").unwrap().metrics.snapshot();
-    // Batches of 2: (berlin 1, austin 1) miss, (austin 2, berlin 2) miss, (austin 2) hits the
-    // remembered miss.
+    // Batches of 2, one at a time: (berlin 1, austin 1) miss, (austin 2, berlin 2) miss, then
+    // (austin 2) hits the remembered miss.
     assert_eq!((table_metrics.cache_misses, table_metrics.cache_hits), (4, 1), "{table_metrics:?}");
     db.query_drop(format!("DROP TABLE {table}")).await.unwrap();
 }
@@ -83,7 +83,14 @@ async fn full_cache_reloads_on_schedule() {
     let running = ws.start(&http_join_pipeline(port, &declaration));
     assert_eq!(name_for(&ws, port, 1, 1).await.as_deref(), Some("boiler"));
     db.query_drop(format!("UPDATE {table} SET name = 'furnace' WHERE id = 1")).await.unwrap();
-    wait_for_update(&ws, port, 2, "boiler", "furnace", loaded_at, Duration::from_secs(3), Duration::from_secs(6)).await;
+    let update = Update {
+        old: "boiler",
+        new: "furnace",
+        since: loaded_at,
+        not_before: Duration::from_secs(3),
+        slack: Duration::from_secs(6),
+    };
+    wait_for_update(&ws, port, 2, update).await;
     running.stop().await.unwrap();
     db.query_drop(format!("DROP TABLE {table}")).await.unwrap();
 }

@@ -33,9 +33,6 @@ use crate::pipeline::SpecIssue;
 pub const TABLE: TableKind =
     TableKind { name: "mysql", parse: |node| Ok(Box::new(MysqlTableConfig(node.deserialize()?))) };
 
-/// Rows per batch when a full cache reads the whole table.
-const SCAN_BATCH: usize = 65_536;
-
 /// `mysql` table options.
 #[derive(Debug)]
 pub struct MysqlTableConfig(SqlTableConfig);
@@ -140,7 +137,7 @@ impl TableConnector for MysqlTable {
             for row in rows {
                 self.push_row(&mut text, row)?;
             }
-            Ok(vec![text.finish()?])
+            text.finish()
         })
     }
 
@@ -148,17 +145,12 @@ impl TableConnector for MysqlTable {
         Box::pin(async move {
             let mut conn = self.connection().await?;
             let mut rows = conn.query_stream::<Row, _>(self.select.as_str()).await.map_err(|err| classify(&err))?;
-            let mut batches = Vec::new();
             let mut text = TextRows::new(Arc::clone(&self.schema));
             while let Some(row) = rows.try_next().await.map_err(|err| classify(&err))? {
                 self.push_row(&mut text, row)?;
-                if text.len() == SCAN_BATCH {
-                    let full = std::mem::replace(&mut text, TextRows::new(Arc::clone(&self.schema)));
-                    batches.push(full.finish()?);
-                }
+                text.cut_if_full()?;
             }
-            batches.push(text.finish()?);
-            Ok(batches)
+            text.finish()
         })
     }
 }

@@ -37,9 +37,6 @@ use crate::pipeline::SpecIssue;
 pub const TABLE: TableKind =
     TableKind { name: "postgres", parse: |node| Ok(Box::new(PostgresTableConfig(node.deserialize()?))) };
 
-/// Rows per batch when a full cache reads the whole table.
-const SCAN_BATCH: usize = 65_536;
-
 /// `postgres` table options.
 #[derive(Debug)]
 pub struct PostgresTableConfig(SqlTableConfig);
@@ -157,7 +154,7 @@ impl TableConnector for PostgresTable {
                     text.push(column, value);
                 }
             }
-            Ok(vec![text.finish()?])
+            text.finish()
         })
     }
 
@@ -167,20 +164,15 @@ impl TableConnector for PostgresTable {
             let statement = client.prepare_cached(&self.scan_sql).await.map_err(|err| classify(&err))?;
             let rows = client.query_raw(&statement, Vec::<String>::new()).await.map_err(|err| classify(&err))?;
             futures::pin_mut!(rows);
-            let mut batches = Vec::new();
             let mut text = TextRows::new(Arc::clone(&self.schema));
             while let Some(row) = rows.try_next().await.map_err(|err| classify(&err))? {
                 for column in 0..self.schema.fields().len() {
                     let value: Option<&str> = row.try_get(column).map_err(|err| classify(&err))?;
                     text.push(column, value);
                 }
-                if text.len() == SCAN_BATCH {
-                    let full = std::mem::replace(&mut text, TextRows::new(Arc::clone(&self.schema)));
-                    batches.push(full.finish()?);
-                }
+                text.cut_if_full()?;
             }
-            batches.push(text.finish()?);
-            Ok(batches)
+            text.finish()
         })
     }
 }

@@ -172,7 +172,7 @@ impl TableConnector for RedisTable {
             let mut connection = self.connection().await?;
             let mut text = TextRows::new(Arc::clone(&self.schema));
             self.read_hashes(&mut connection, &names, &key_values, &mut text).await?;
-            Ok(vec![text.finish()?])
+            text.finish()
         })
     }
 
@@ -204,8 +204,9 @@ impl TableConnector for RedisTable {
                 let key_values: Vec<Vec<&str>> =
                     chunk.iter().map(|name| self.pattern.extract(name).expect("filtered")).collect();
                 self.read_hashes(&mut connection, chunk, &key_values, &mut text).await?;
+                text.cut_if_full()?;
             }
-            Ok(vec![text.finish()?])
+            text.finish()
         })
     }
 }
