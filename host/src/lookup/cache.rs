@@ -2,7 +2,7 @@
 //!
 //! - `none`: every batch looks up its keys (rows sharing a key in one batch still cost one
 //!   lookup);
-//! - `partial`: an LRU of looked-up rows (moka): `max_rows`, `expire_after_write`,
+//! - `partial`: a bounded cache of looked-up rows (quick_cache): `max_rows`, `expire_after_write`,
 //!   `expire_after_access`, and `cache_missing` (remember keys that have no row, default on);
 //! - `full`: the whole table loaded before the first lookup and reloaded `reload_every`
 //!   (default 1h) or daily `reload_at: "03:00"` (UTC, or with an offset: `"03:00+08:00"`); a
@@ -10,8 +10,8 @@
 //!   half-loaded table, and a failed reload keeps the previous snapshot.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, FixedOffset, NaiveTime, Utc};
@@ -197,60 +197,125 @@ pub enum Cached {
     Missing,
 }
 
-/// The partial cache: key bytes to rows, bounded and expiring.
+/// A cache entry: the value, when it was written and when it was last read (nanoseconds since
+/// the cache was made).
+#[derive(Debug)]
+struct Entry {
+    value: Cached,
+    written: u64,
+    read: AtomicU64,
+}
+
+/// Counts entries the cache evicted because it was full (values are never replaced, see
+/// [`PartialCache::insert`], so every call is an eviction).
+#[derive(Clone)]
+struct CountEvictions(Arc<LookupMetrics>);
+
+impl quick_cache::Lifecycle<Vec<u8>, Arc<Entry>> for CountEvictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _state: &mut Self::RequestState, _key: Vec<u8>, _value: Arc<Entry>) {
+        self.0.evictions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+type Entries = quick_cache::sync::Cache<
+    Vec<u8>,
+    Arc<Entry>,
+    quick_cache::UnitWeighter,
+    quick_cache::DefaultHashBuilder,
+    CountEvictions,
+>;
+
+/// The partial cache: key bytes to rows, bounded (quick_cache's S3-FIFO, whose reads take a
+/// shard's read lock and nothing else) and expiring. Expiry is checked when an entry is read,
+/// against a clock read once per batch: an expired entry counts as a miss and is dropped, so
+/// it never serves a row older than `expire_after_write` or idle longer than
+/// `expire_after_access`; entries nobody reads again leave when the LRU pushes them out.
 #[derive(Clone)]
 pub struct PartialCache {
-    cache: moka::sync::Cache<Box<[u8]>, Cached>,
+    entries: Arc<Entries>,
+    epoch: Instant,
+    expire_after_write: Option<u64>,
+    expire_after_access: Option<u64>,
+    metrics: Arc<LookupMetrics>,
     /// Whether keys without a row are remembered.
     pub cache_missing: bool,
 }
 
 impl std::fmt::Debug for PartialCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartialCache").field("entries", &self.cache.entry_count()).finish()
+        f.debug_struct("PartialCache").field("entries", &self.entries.len()).finish()
     }
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl PartialCache {
     /// A cache with these options; evictions and expirations are counted in `metrics`.
     pub fn new(options: &PartialOptions, metrics: &Arc<LookupMetrics>) -> Self {
-        let counted = Arc::clone(metrics);
-        let mut builder = moka::sync::Cache::builder().max_capacity(options.max_rows).eviction_listener(
-            move |_key, _value, cause: moka::notification::RemovalCause| match cause {
-                moka::notification::RemovalCause::Size => {
-                    counted.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-                moka::notification::RemovalCause::Expired => {
-                    counted.expirations.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            },
+        let capacity = usize::try_from(options.max_rows).unwrap_or(usize::MAX);
+        let entries = Entries::with(
+            capacity,
+            options.max_rows,
+            quick_cache::UnitWeighter,
+            quick_cache::DefaultHashBuilder::default(),
+            CountEvictions(Arc::clone(metrics)),
         );
-        if let Some(ttl) = options.expire_after_write {
-            builder = builder.time_to_live(ttl);
+        Self {
+            entries: Arc::new(entries),
+            epoch: Instant::now(),
+            expire_after_write: options.expire_after_write.map(nanos),
+            expire_after_access: options.expire_after_access.map(nanos),
+            metrics: Arc::clone(metrics),
+            cache_missing: options.cache_missing,
         }
-        if let Some(tti) = options.expire_after_access {
-            builder = builder.time_to_idle(tti);
-        }
-        Self { cache: builder.build(), cache_missing: options.cache_missing }
     }
 
-    /// What is cached for `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Cached> {
-        self.cache.get(key)
+    /// The cache's clock at `now`.
+    pub fn clock(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.epoch))
     }
 
-    /// Remembers what a lookup found.
-    pub fn insert(&self, key: &[u8], value: Cached) {
+    /// What is cached for `key` at time `now` (from [`PartialCache::clock`]).
+    pub fn get(&self, key: &[u8], now: u64) -> Option<Cached> {
+        let entry = self.entries.get(key)?;
+        let too_old = self.expire_after_write.is_some_and(|ttl| now.saturating_sub(entry.written) > ttl);
+        let idle =
+            self.expire_after_access.is_some_and(|tti| now.saturating_sub(entry.read.load(Ordering::Relaxed)) > tti);
+        if too_old || idle {
+            // Only this entry: a fresher one written meanwhile stays.
+            let removed = self.entries.remove_if(key, |current| Arc::ptr_eq(current, &entry));
+            if removed.is_some() {
+                self.metrics.expirations.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        if self.expire_after_access.is_some() {
+            entry.read.fetch_max(now, Ordering::Relaxed);
+        }
+        Some(entry.value.clone())
+    }
+
+    /// Remembers what a lookup found, written at `now`. An entry another batch put there since
+    /// this one missed (it fetched the same key concurrently) is kept: both are fresh, and
+    /// replacing it would count as an eviction.
+    pub fn insert(&self, key: &[u8], value: Cached, now: u64) {
         if matches!(value, Cached::Missing) && !self.cache_missing {
             return;
         }
-        self.cache.insert(key.into(), value);
+        let entry =
+            || Ok::<_, std::convert::Infallible>(Arc::new(Entry { value, written: now, read: AtomicU64::new(now) }));
+        let _ = self.entries.get_or_insert_with(key, entry);
     }
 
-    /// Entries now (approximate, as moka counts).
+    /// Entries now.
     pub fn entries(&self) -> u64 {
-        self.cache.entry_count()
+        self.entries.len() as u64
     }
 }
 
@@ -289,6 +354,40 @@ mod tests {
             panic!("partial")
         };
         assert_eq!((partial.max_rows, partial.cache_missing), (5, true));
+    }
+
+    #[test]
+    fn partial_entries_expire_on_the_callers_clock_and_full_caches_evict() {
+        let metrics = Arc::new(LookupMetrics::default());
+        let options = PartialOptions {
+            max_rows: 1000,
+            expire_after_write: Some(Duration::from_secs(10)),
+            expire_after_access: Some(Duration::from_secs(3)),
+            cache_missing: false,
+        };
+        let cache = PartialCache::new(&options, &metrics);
+        let s = |seconds: u64| nanos(Duration::from_secs(seconds));
+        cache.insert(b"a", Cached::Row(Arc::from(&b"row"[..])), s(0));
+        cache.insert(b"gone", Cached::Missing, s(0));
+        assert!(cache.get(b"gone", s(0)).is_none(), "misses are not kept without cache_missing");
+        // Read every 2 s: never idle for 3 s, but written 10 s ago at the end.
+        for t in [2, 4, 6, 8, 10] {
+            assert!(matches!(cache.get(b"a", s(t)), Some(Cached::Row(_))), "at {t}s");
+        }
+        assert!(cache.get(b"a", s(11)).is_none(), "expired 10 s after the write");
+        cache.insert(b"b", Cached::Missing, s(20));
+        let cache_missing = PartialCache { cache_missing: true, ..cache.clone() };
+        cache_missing.insert(b"b", Cached::Missing, s(20));
+        assert!(matches!(cache.get(b"b", s(22)), Some(Cached::Missing)));
+        assert!(cache.get(b"b", s(26)).is_none(), "idle for more than 3 s");
+        assert_eq!(metrics.expirations.load(Ordering::Relaxed), 2);
+
+        let small = PartialCache::new(&PartialOptions { max_rows: 10, ..options }, &metrics);
+        for key in 0..100u32 {
+            small.insert(&key.to_le_bytes(), Cached::Row(Arc::from(&b"row"[..])), 0);
+        }
+        assert!(small.entries() <= 10);
+        assert!(metrics.evictions.load(Ordering::Relaxed) >= 90);
     }
 
     #[test]

@@ -210,10 +210,11 @@ impl DimensionTable {
         let mut found: Vec<Result<Option<u32>, Arc<str>>> = vec![Ok(None); keys.len()];
         let mut row_bytes: Vec<Arc<[u8]>> = Vec::new();
         let mut misses: Vec<usize> = Vec::new();
+        let now = self.partial.as_ref().map_or(0, |cache| cache.clock(Instant::now()));
         match &self.partial {
             Some(cache) => {
                 for (i, key) in keys.iter().enumerate() {
-                    match cache.get(key) {
+                    match cache.get(key, now) {
                         Some(Cached::Row(bytes)) => {
                             found[i] = Ok(Some(row_bytes.len() as u32));
                             row_bytes.push(bytes);
@@ -236,7 +237,7 @@ impl DimensionTable {
                 match result {
                     Ok(Some(bytes)) => {
                         if let Some(cache) = &self.partial {
-                            cache.insert(keys[i], Cached::Row(Arc::clone(&bytes)));
+                            cache.insert(keys[i], Cached::Row(Arc::clone(&bytes)), now);
                         }
                         found[i] = Ok(Some(row_bytes.len() as u32));
                         row_bytes.push(bytes);
@@ -253,7 +254,7 @@ impl DimensionTable {
                 }
                 _ => {
                     if let Some(cache) = &self.partial {
-                        still_missing.iter().for_each(|&i| cache.insert(keys[i], Cached::Missing));
+                        still_missing.iter().for_each(|&i| cache.insert(keys[i], Cached::Missing, now));
                     }
                     misses = Vec::new();
                 }
