@@ -324,3 +324,40 @@ settings: {{ batch_size: 7 }}
     assert_eq!((ids.len(), first_out_of_order), (2000, None), "rows come out in input order");
     devices.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_on_miss_finds_a_row_that_arrives_just_after_the_fact() {
+    let devices = Devices::create().await;
+    let ws = Workspace::new();
+    ws.write("events.jsonl", "{\"id\": 1, \"device\": 42}\n{\"id\": 2, \"device\": 43}\n");
+    let yaml = format!(
+        r#"
+sources:
+  events: {{ type: file, path: events.jsonl, schema: {{ id: int64, device: int64 }} }}
+tables:
+  devices:
+{}
+transforms:
+  joined: {{ type: lookup_join, inputs: [events], table: devices, on: {{ device: id }}, kind: left, columns: [name], retry_on_miss: {{ attempts: 10, delay: 300ms }} }}
+sinks:
+  out: {{ type: file, inputs: [joined], path: out.jsonl }}
+"#,
+        devices.declaration("")
+    );
+    // Device 42 is written half a second after the job starts; 43 never is.
+    let late = {
+        let table = devices.table.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            client().await.execute(&format!("INSERT INTO {table} (id, name) VALUES (42, 'late')"), &[]).await.unwrap();
+        })
+    };
+    let started = Instant::now();
+    ws.run(&yaml).await.unwrap();
+    late.await.unwrap();
+    let rows = sorted_rows(&ws);
+    assert_eq!(rows[0]["name"], "late", "the row that arrived late was found");
+    assert!(rows[1]["name"].is_null(), "a key that never arrives stays unmatched after the retries");
+    assert!(started.elapsed() >= Duration::from_secs(3), "10 retries 300 ms apart were made for the missing key");
+    devices.drop().await;
+}
