@@ -115,8 +115,11 @@ impl RedisTable {
         let connection = self
             .connection
             .get_or_try_init(|| async {
+                // No response timeout of the client's own (500 ms by default, too short for a
+                // pipeline of 1,000 HGETALLs on a busy server): `lookup.timeout` bounds each query.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(None)
                     .set_number_of_retries(1);
                 ConnectionManager::new_with_config(self.client.clone(), config).await.map_err(|err| classify(&err))
             })
