@@ -280,7 +280,9 @@ impl DimensionTable {
             FullState::Failed(_) => persistence == Persistence::Bounded,
             FullState::Loading => false,
         };
+        // Biased: a loaded table answers even when the job is stopping (batches still drain).
         let waited = tokio::select! {
+            biased;
             waited = state.wait_for(usable) => waited.map(|state| state.clone()),
             () = stop.cancelled() => {
                 return Err(LookupError::Unavailable("the job stopped before the table was loaded".into()));
