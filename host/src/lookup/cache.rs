@@ -312,11 +312,6 @@ impl PartialCache {
             || Ok::<_, std::convert::Infallible>(Arc::new(Entry { value, written: now, read: AtomicU64::new(now) }));
         let _ = self.entries.get_or_insert_with(key, entry);
     }
-
-    /// Entries now.
-    pub fn entries(&self) -> u64 {
-        self.entries.len() as u64
-    }
 }
 
 /// A complete copy of the table for a full cache.
@@ -326,11 +321,6 @@ pub struct Snapshot {
     pub rows: RecordBatch,
     /// Key bytes to row index.
     pub index: hashbrown::HashMap<Box<[u8]>, u32>,
-}
-
-/// Counts rows loaded, for the metrics (the last snapshot's size).
-pub fn record_snapshot(metrics: &LookupMetrics, snapshot: &Snapshot) {
-    metrics.snapshot_rows.store(snapshot.rows.num_rows() as u64, Ordering::Relaxed);
 }
 
 #[cfg(test)]
@@ -386,7 +376,7 @@ mod tests {
         for key in 0..100u32 {
             small.insert(&key.to_le_bytes(), Cached::Row(Arc::from(&b"row"[..])), 0);
         }
-        assert!(small.entries() <= 10);
+        assert!(small.entries.len() <= 10);
         assert!(metrics.evictions.load(Ordering::Relaxed) >= 90);
     }
 

@@ -5,16 +5,17 @@
 //! returns several rows for a key anyway, the last one wins (and a full load logs how many keys
 //! were repeated). Keys with a NULL never match and are never looked up.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{CacheMode, Cached, FullOptions, PartialCache, Snapshot, record_snapshot};
+use super::cache::{CacheMode, Cached, FullOptions, PartialCache, Snapshot};
 use super::keys::{KeyCodec, RowCodec};
 use super::metrics::LookupMetrics;
 use super::{LookupError, LookupOptions, PlannedTable, TableConnector};
@@ -55,6 +56,8 @@ pub struct DimensionTable {
     schema: SchemaRef,
     key: Vec<String>,
     key_indices: Vec<usize>,
+    /// The key columns' schema (of the key batches connectors get).
+    key_schema: SchemaRef,
     keys: KeyCodec,
     rows: RowCodec,
     connector: Arc<dyn TableConnector>,
@@ -115,6 +118,7 @@ impl DimensionTable {
                 schema.index_of(column).map_err(|_| SpecIssue::new(format!("key column `{column}` is not a column")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let key_schema = Arc::new(schema.project(&key_indices).expect("key columns are in the schema"));
         let key_types = key_indices.iter().map(|&i| schema.field(i).data_type().clone()).collect();
         let unsupported = |err: arrow::error::ArrowError| SpecIssue::new(format!("unsupported column type: {err}"));
         let keys = KeyCodec::new(key_types).map_err(unsupported)?;
@@ -137,6 +141,7 @@ impl DimensionTable {
             schema,
             key: planned.key,
             key_indices,
+            key_schema,
             keys,
             rows,
             connector: planned.connector,
@@ -166,6 +171,24 @@ impl DimensionTable {
     /// The key codec (stream key columns are encoded with it).
     pub fn keys(&self) -> &KeyCodec {
         &self.keys
+    }
+
+    /// The encoded keys of a batch of the table's schema.
+    fn encode_keys(&self, batch: &RecordBatch) -> Result<super::keys::EncodedKeys, LookupError> {
+        let key_columns: Vec<ArrayRef> = self.key_indices.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+        self.keys.encode(&key_columns).map_err(|err| LookupError::Invalid(err.to_string()))
+    }
+
+    /// Runs one query, counting it, its latency and its failure.
+    async fn timed<T>(&self, query: impl Future<Output = Result<T, LookupError>>) -> Result<T, LookupError> {
+        LookupMetrics::add(&self.metrics.queries, 1);
+        let started = Instant::now();
+        let result = query.await;
+        self.metrics.record_latency(started.elapsed());
+        if result.is_err() {
+            LookupMetrics::add(&self.metrics.errors, 1);
+        }
+        result
     }
 
     /// A runtime error about this table; `reason` should name the table.
@@ -306,7 +329,7 @@ impl DimensionTable {
             };
             let ready = match loaded {
                 Ok(snapshot) => {
-                    record_snapshot(&self.metrics, &snapshot);
+                    self.metrics.snapshot_rows.store(snapshot.rows.num_rows() as u64, Ordering::Relaxed);
                     LookupMetrics::add(&self.metrics.loads, 1);
                     tracing::info!(table = %self.name, rows = snapshot.rows.num_rows(), elapsed_ms = started.elapsed().as_millis() as u64, "dimension table loaded");
                     full.state.send_replace(FullState::Ready(Arc::new(snapshot)));
@@ -333,16 +356,7 @@ impl DimensionTable {
 
     /// Reads the whole table into a snapshot (with the bounded retries of a lookup).
     async fn load(&self) -> Result<Snapshot, LookupError> {
-        let scan = || async move {
-            let started = Instant::now();
-            LookupMetrics::add(&self.metrics.queries, 1);
-            let result = self.connector.scan().await;
-            self.metrics.record_latency(started.elapsed());
-            if result.is_err() {
-                LookupMetrics::add(&self.metrics.errors, 1);
-            }
-            result
-        };
+        let scan = || self.timed(self.connector.scan());
         let batches = scan
             .retry(self.backoff(Persistence::Bounded))
             .when(LookupError::is_retryable)
@@ -350,8 +364,7 @@ impl DimensionTable {
             .await?;
         let rows = arrow::compute::concat_batches(&self.schema, &batches)
             .map_err(|err| LookupError::Invalid(format!("assembling the table: {err}")))?;
-        let key_columns: Vec<ArrayRef> = self.key_indices.iter().map(|&i| Arc::clone(rows.column(i))).collect();
-        let encoded = self.keys.encode(&key_columns).map_err(|err| LookupError::Invalid(err.to_string()))?;
+        let encoded = self.encode_keys(&rows)?;
         let mut index = hashbrown::HashMap::with_capacity(rows.num_rows());
         let mut repeated = 0usize;
         for row in 0..rows.num_rows() {
@@ -413,28 +426,26 @@ impl DimensionTable {
     ) -> Result<hashbrown::HashMap<Box<[u8]>, Arc<[u8]>>, LookupError> {
         let key_columns =
             self.keys.decode(chunk.iter().copied()).map_err(|err| LookupError::Invalid(err.to_string()))?;
-        let key_fields: Vec<_> = self.key_indices.iter().map(|&i| self.schema.field(i).clone()).collect();
-        let key_batch = RecordBatch::try_new(Arc::new(Schema::new(key_fields)), key_columns)
+        let key_batch = RecordBatch::try_new(Arc::clone(&self.key_schema), key_columns)
             .map_err(|err| LookupError::Invalid(err.to_string()))?;
         let key_batch = &key_batch;
         let attempt = || async move {
             let _permit = self.permits.acquire().await.map_err(|_| LookupError::Unavailable("closed".into()))?;
-            LookupMetrics::add(&self.metrics.queries, 1);
             LookupMetrics::add(&self.metrics.keys_fetched, chunk.len() as u64);
-            let started = Instant::now();
-            let result = match self.options.timeout {
-                Some(limit) => {
-                    tokio::time::timeout(limit, self.connector.fetch(key_batch)).await.unwrap_or_else(|_| {
-                        Err(LookupError::Unavailable(format!("no answer within {}", humantime::format_duration(limit))))
-                    })
+            self.timed(async {
+                match self.options.timeout {
+                    Some(limit) => {
+                        tokio::time::timeout(limit, self.connector.fetch(key_batch)).await.unwrap_or_else(|_| {
+                            Err(LookupError::Unavailable(format!(
+                                "no answer within {}",
+                                humantime::format_duration(limit)
+                            )))
+                        })
+                    }
+                    None => self.connector.fetch(key_batch).await,
                 }
-                None => self.connector.fetch(key_batch).await,
-            };
-            self.metrics.record_latency(started.elapsed());
-            if result.is_err() {
-                LookupMetrics::add(&self.metrics.errors, 1);
-            }
-            result
+            })
+            .await
         };
         let batches = attempt
             .retry(self.backoff(persistence))
@@ -443,18 +454,12 @@ impl DimensionTable {
             .await?;
         let mut rows = hashbrown::HashMap::with_capacity(chunk.len());
         for batch in &batches {
-            let key_columns: Vec<ArrayRef> = self.key_indices.iter().map(|&i| Arc::clone(batch.column(i))).collect();
-            let keys = self.keys.encode(&key_columns).map_err(|err| LookupError::Invalid(err.to_string()))?;
+            let keys = self.encode_keys(batch)?;
             let encoded = self.rows.encode(batch).map_err(|err| LookupError::Invalid(err.to_string()))?;
             for row in 0..batch.num_rows() {
                 rows.insert(Box::<[u8]>::from(keys.rows.row(row).data()), Arc::<[u8]>::from(encoded.row(row).data()));
             }
         }
         Ok(rows)
-    }
-
-    /// Rows in the partial cache now.
-    pub fn cached_rows(&self) -> Option<u64> {
-        self.partial.as_ref().map(PartialCache::entries)
     }
 }

@@ -39,7 +39,7 @@ impl TextRows {
     /// # Errors
     /// As [`TextRows::finish`].
     pub fn cut_if_full(&mut self) -> Result<(), LookupError> {
-        if self.len() >= SCAN_BATCH {
+        if self.collected() >= SCAN_BATCH {
             let batch = self.type_collected()?;
             self.typed.push(batch);
         }
@@ -51,14 +51,9 @@ impl TextRows {
         self.columns[index].append_option(value);
     }
 
-    /// Rows collected so far (of the first column; callers push every column of every row).
-    pub fn len(&self) -> usize {
+    /// Rows collected since the last cut (callers push every column of every row).
+    fn collected(&self) -> usize {
         self.columns.first().map_or(0, arrow::array::ArrayBuilder::len)
-    }
-
-    /// Whether no row was collected.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Every row collected, typed.

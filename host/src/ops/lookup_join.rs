@@ -159,13 +159,10 @@ impl TransformSpec for LookupJoinConfig {
             fields.push(Field::new(name, table.schema().field(index).data_type().clone(), true));
             dimension_columns.push(index);
         }
-        let retry_on_miss = match &self.retry_on_miss {
-            Some(retry) => {
-                let delay = retry.value.delay.unwrap_or_default();
-                Some(RetryOnMiss { attempts: retry.value.attempts, delay })
-            }
-            None => None,
-        };
+        let retry_on_miss = self
+            .retry_on_miss
+            .as_ref()
+            .map(|retry| RetryOnMiss { attempts: retry.value.attempts, delay: retry.value.delay.unwrap_or_default() });
         if self.in_flight == 0 {
             return Err(SpecIssue::new("`in_flight` must be at least 1"));
         }

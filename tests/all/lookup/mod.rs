@@ -92,6 +92,15 @@ pub async fn wait_for_update(ws: &Workspace, port: u16, first_id: i64, update: U
     }
 }
 
+/// Writes `events.jsonl` with one `{id, site, device}` event per tuple.
+pub fn write_site_events(ws: &Workspace, events: &[(i64, &str, i64)]) {
+    let lines: String = events
+        .iter()
+        .map(|(id, site, device)| format!("{{\"id\": {id}, \"site\": \"{site}\", \"device\": {device}}}\n"))
+        .collect();
+    ws.write("events.jsonl", lines);
+}
+
 /// Rows of the `out.jsonl` file sorted by `id`.
 pub fn sorted_rows(ws: &Workspace) -> Vec<serde_json::Value> {
     let mut rows = json_lines(&ws.read("out.jsonl"));

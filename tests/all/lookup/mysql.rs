@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
-use super::{Update, free_port, http_join_pipeline, name_for, sorted_rows, wait_for_update};
+use super::{Update, free_port, http_join_pipeline, name_for, sorted_rows, wait_for_update, write_site_events};
 use crate::connectors::mysql::{URL, connection};
 use crate::support::{Workspace, unique};
 
@@ -24,11 +24,7 @@ async fn composite_keys_with_a_partial_cache_that_remembers_misses() {
     let table = unique("my_devices");
     let mut db = create(&table).await;
     let ws = Workspace::new();
-    let events: String = [(1, "berlin", 1), (2, "austin", 1), (3, "austin", 2), (4, "berlin", 2), (5, "austin", 2)]
-        .iter()
-        .map(|(id, site, device)| format!("{{\"id\": {id}, \"site\": \"{site}\", \"device\": {device}}}\n"))
-        .collect();
-    ws.write("events.jsonl", events);
+    write_site_events(&ws, &[(1, "berlin", 1), (2, "austin", 1), (3, "austin", 2), (4, "berlin", 2), (5, "austin", 2)]);
     let yaml = format!(
         r#"
 sources:

@@ -49,6 +49,25 @@ impl Devices {
     }
 }
 
+/// A pipeline over `events.jsonl` (`{id, device}`): a lookup join on `device` with `join` options,
+/// a JSON-lines sink `out.jsonl`, and `settings`.
+fn file_join_pipeline(declaration: &str, join: &str, settings: &str) -> String {
+    format!(
+        r#"
+sources:
+  events: {{ type: file, path: events.jsonl, schema: {{ id: int64, device: int64 }} }}
+tables:
+  devices:
+{declaration}
+transforms:
+  joined: {{ type: lookup_join, inputs: [events], table: devices, on: {{ device: id }}, {join} }}
+sinks:
+  out: {{ type: file, inputs: [joined], path: out.jsonl }}
+settings: {{ {settings} }}
+"#
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn left_and_inner_joins_with_every_type_null_and_missing_keys() {
     let devices = Devices::create().await;
@@ -112,21 +131,7 @@ async fn rows_sharing_a_key_cost_one_lookup() {
     let ws = Workspace::new();
     let events: String = (0..10_000).map(|i| format!("{{\"id\": {i}, \"device\": {}}}\n", i % 3 + 1)).collect();
     ws.write("events.jsonl", events);
-    let yaml = format!(
-        r#"
-sources:
-  events: {{ type: file, path: events.jsonl, schema: {{ id: int64, device: int64 }} }}
-tables:
-  devices:
-{}
-transforms:
-  joined: {{ type: lookup_join, inputs: [events], table: devices, on: {{ device: id }}, parallelism: 1 }}
-sinks:
-  out: {{ type: file, inputs: [joined], path: out.jsonl }}
-settings: {{ batch_size: 10000 }}
-"#,
-        devices.declaration("")
-    );
+    let yaml = file_join_pipeline(&devices.declaration(""), "parallelism: 1", "batch_size: 10000");
     let pipeline = ws.load(&yaml).unwrap();
     let metrics = weir_host::engine::runner::metrics_for(&pipeline);
     weir_host::engine::runner::run(&pipeline, &metrics, Default::default()).await.unwrap();
@@ -302,20 +307,10 @@ async fn output_keeps_input_order_while_batches_are_in_flight() {
     // wait for PostgreSQL, yet the output must come out in input order.
     let events: String = (1..=2000).map(|i| format!("{{\"id\": {i}, \"device\": {}}}\n", i % 5)).collect();
     ws.write("events.jsonl", events);
-    let yaml = format!(
-        r#"
-sources:
-  events: {{ type: file, path: events.jsonl, schema: {{ id: int64, device: int64 }} }}
-tables:
-  devices:
-{}
-transforms:
-  joined: {{ type: lookup_join, inputs: [events], table: devices, on: {{ device: id }}, kind: left, columns: [name], parallelism: 1, in_flight: 8 }}
-sinks:
-  out: {{ type: file, inputs: [joined], path: out.jsonl }}
-settings: {{ batch_size: 7 }}
-"#,
-        devices.declaration("    cache: { mode: partial, max_rows: 2, expire_after_write: 50ms }\n")
+    let yaml = file_join_pipeline(
+        &devices.declaration("    cache: { mode: partial, max_rows: 2, expire_after_write: 50ms }\n"),
+        "kind: left, columns: [name], parallelism: 1, in_flight: 8",
+        "batch_size: 7",
     );
     ws.run(&yaml).await.unwrap();
     let ids: Vec<i64> =
@@ -330,19 +325,10 @@ async fn retry_on_miss_finds_a_row_that_arrives_just_after_the_fact() {
     let devices = Devices::create().await;
     let ws = Workspace::new();
     ws.write("events.jsonl", "{\"id\": 1, \"device\": 42}\n{\"id\": 2, \"device\": 43}\n");
-    let yaml = format!(
-        r#"
-sources:
-  events: {{ type: file, path: events.jsonl, schema: {{ id: int64, device: int64 }} }}
-tables:
-  devices:
-{}
-transforms:
-  joined: {{ type: lookup_join, inputs: [events], table: devices, on: {{ device: id }}, kind: left, columns: [name], retry_on_miss: {{ attempts: 10, delay: 300ms }} }}
-sinks:
-  out: {{ type: file, inputs: [joined], path: out.jsonl }}
-"#,
-        devices.declaration("")
+    let yaml = file_join_pipeline(
+        &devices.declaration(""),
+        "kind: left, columns: [name], retry_on_miss: { attempts: 10, delay: 300ms }",
+        "",
     );
     // Device 42 is written half a second after the job starts; 43 never is.
     let late = {

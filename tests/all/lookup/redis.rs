@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
 
-use super::{free_port, http_join_pipeline, name_for, sorted_rows};
+use super::{free_port, http_join_pipeline, name_for, sorted_rows, write_site_events};
 use crate::connectors::redis::{URL, connection};
 use crate::support::{Workspace, unique};
 
@@ -22,11 +22,7 @@ async fn hashes_by_composite_key_pattern_with_every_cache_mode() {
     // A hash lacking a declared field: the column is NULL.
     let _: () = redis.hset(format!("{prefix}:austin:2"), "name", "fan").await.unwrap();
     let ws = Workspace::new();
-    let events: String = [(1, "berlin", 1), (2, "austin", 1), (3, "austin", 2), (4, "berlin", 9), (5, "berlin", 2)]
-        .iter()
-        .map(|(id, site, device)| format!("{{\"id\": {id}, \"site\": \"{site}\", \"device\": {device}}}\n"))
-        .collect();
-    ws.write("events.jsonl", events);
+    write_site_events(&ws, &[(1, "berlin", 1), (2, "austin", 1), (3, "austin", 2), (4, "berlin", 9), (5, "berlin", 2)]);
     for cache in ["{ mode: none }", "{ mode: partial, max_rows: 2 }", "{ mode: full }"] {
         let yaml = format!(
             r#"
