@@ -108,12 +108,16 @@ impl Workspace {
 
     /// Rows of a JSON-lines output file written so far: the complete file, or while the job runs
     /// the file sink's in-progress file (`.name.inprogress`, flushed at least once a second while
-    /// sources wait for confirmation). Empty if neither exists yet.
+    /// sources wait for confirmation), whose last line may still be half written and is then left
+    /// out. Empty if neither exists yet.
     pub fn rows(&self, name: &str) -> Vec<serde_json::Value> {
         let in_progress = self.path(&format!(".{name}.inprogress"));
         std::fs::read_to_string(self.path(name))
             .or_else(|_| std::fs::read_to_string(in_progress))
-            .map(|text| json_lines(&text))
+            .map(|text| {
+                let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+                json_lines(complete)
+            })
             .unwrap_or_default()
     }
 }
