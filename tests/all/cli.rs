@@ -4,13 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{Workspace, json_lines};
-
-fn weir() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
-    command.env_remove("RUST_LOG");
-    command
-}
+use crate::support::{Workspace, json_lines, weir};
 
 #[test]
 fn validate_reports_ok_or_the_error_with_exit_code_2() {
@@ -40,8 +34,10 @@ sinks:
   out: { type: stdout, inputs: [errors] }
 "#,
     );
+    let summary = ws.path("summary.json");
     let mut child = weir()
-        .args(["--log-format", "json", "run", "--quiet"])
+        .args(["--log-format", "json", "run", "--quiet", "--summary-json"])
+        .arg(&summary)
         .arg(&file)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -67,6 +63,40 @@ sinks:
     let warning: serde_json::Value = serde_json::from_str(warning).expect("JSON log lines");
     assert_eq!(warning["fields"]["position"], "stdin:3 (byte 55)");
     assert!(stderr.contains("done in"), "final summary: {stderr}");
+
+    let summary: serde_json::Value = serde_json::from_str(&ws.read("summary.json")).unwrap();
+    assert_eq!(summary["ok"], true);
+    assert_eq!((summary["events_in"].as_u64(), summary["events_out"].as_u64()), (Some(3), Some(2)));
+    let lines = &summary["components"][0];
+    assert_eq!((lines["name"].as_str(), lines["role"].as_str()), (Some("lines"), Some("source")));
+    assert_eq!((lines["errors"].as_u64(), lines["discarded_events"].as_u64()), (Some(1), Some(1)));
+    assert!(summary["wall_seconds"].as_f64().unwrap() > 0.0 && summary["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+}
+
+#[test]
+fn summary_json_of_a_failed_job_says_why() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "pipe.yaml",
+        "sources:\n  lines: { type: stdin, schema: { n: int64 } }\nsinks:\n  out: { type: stdout, inputs: [lines] }\n",
+    );
+    let summary = ws.path("summary.json");
+    let mut child = weir()
+        .args(["run", "--quiet", "--summary-json"])
+        .arg(&summary)
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"{\"n\": 1}\n{\"n\": \"two\"}\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(&ws.read("summary.json")).unwrap();
+    assert_eq!(summary["ok"], false);
+    let error = summary["error"].as_str().expect("the reason");
+    assert!(error.contains("stdin:2"), "{error}");
 }
 
 #[test]

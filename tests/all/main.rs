@@ -12,6 +12,7 @@ mod files;
 mod graph;
 mod languages;
 mod lookup;
+mod nexmark;
 mod plugins;
 mod support;
 mod validation;

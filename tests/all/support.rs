@@ -49,6 +49,13 @@ impl Workspace {
     }
 }
 
+/// The `weir` binary, with the caller's `RUST_LOG` removed.
+pub fn weir() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));
+    command.env_remove("RUST_LOG");
+    command
+}
+
 /// Counter of one component.
 pub fn counters(metrics: &PipelineMetrics, name: &str) -> weir_host::engine::metrics::MetricsSnapshot {
     metrics.components.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("no component {name}")).2.snapshot()

@@ -1,30 +1,79 @@
-//! `weir bench`: throughput of built-in scenarios, each run through the real pipeline parser and
-//! engine, reported as events/s, events per CPU-second ("per core", user+sys from getrusage, the
-//! Nexmark definition) and as a ratio to the floor scenario measured in the same run.
+//! `weir bench`: picks a suite (`pipelines` by default, `nexmark`, `plugins`, `languages`,
+//! `connectors`, `lookups`) and runs the built-in `pipelines` scenarios itself: each is run through
+//! the real pipeline parser and engine, reported as events/s, events per CPU-second ("per core",
+//! user+sys from getrusage, the Nexmark definition) and as a ratio to the floor scenario measured
+//! in the same run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::metrics::Role;
 use crate::engine::runner;
 use crate::pipeline;
 
-/// Options of `weir bench`.
+use super::bench_nexmark::generator_events;
+use super::rusage::cpu_time;
+
+/// Options of `weir bench`: a suite, `pipelines` when none is named.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
-    /// Which suite: `pipelines` (built-in scenarios), `plugins` (the Wasm boundary),
-    /// `languages` (the same UDF in Rust, Python, JavaScript and C; run from the repository root)
-    /// `connectors` (sources and sinks against the services on loopback; at most 200,000
-    /// records per scenario) or `lookups` (lookup joins: all cache hits, and cold lookups in
-    /// PostgreSQL against one query per row; at most 200,000 rows per cold scenario).
-    #[arg(default_value = "pipelines")]
-    suite: String,
-    /// Where the compiled plugins are (for the `plugins` suite).
-    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
-    plugins_dir: std::path::PathBuf,
+    #[command(subcommand)]
+    suite: Option<Suite>,
+    #[command(flatten)]
+    pipelines: PipelinesArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Suite {
+    /// Built-in scenarios: generator floor, q1, q2 and a JSON file round trip (the default).
+    Pipelines(PipelinesArgs),
+    /// The Nexmark queries of examples/nexmark/, in memory and from a JSON-lines file.
+    Nexmark(super::bench_nexmark::NexmarkArgs),
+    /// The Wasm boundary: call and row costs, q1 as a UDF, load times.
+    Plugins {
+        /// Where the compiled plugins are.
+        #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+        plugins_dir: PathBuf,
+        /// Bids in the q1 scenarios.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Runs per scenario; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// The same UDF in Rust, Python, JavaScript and C (run from the repository root).
+    Languages,
+    /// Sources and sinks against the services on loopback, against bare clients.
+    Connectors {
+        /// Records per scenario.
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        /// Only scenarios whose name contains this.
+        #[arg(long)]
+        only: Option<String>,
+    },
+    /// Lookup joins: all cache hits per cache mode, and cold lookups in PostgreSQL against one
+    /// query per row.
+    Lookups {
+        /// Rows in the cache-hit scenarios.
+        #[arg(long, default_value_t = 5_000_000)]
+        events: u64,
+        /// Rows in the cold scenarios.
+        #[arg(long, default_value_t = 200_000)]
+        cold_events: u64,
+        /// Runs per scenario; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+/// Options of the `pipelines` suite.
+#[derive(Debug, Args)]
+struct PipelinesArgs {
     /// Bids per scenario.
     #[arg(long, default_value_t = 5_000_000)]
     events: u64,
@@ -71,11 +120,6 @@ impl Measurement {
     }
 }
 
-/// Generator events that yield `bids` bids (46 of every 50 events are bids).
-fn generator_events(bids: u64) -> u64 {
-    bids.div_ceil(46) * 50
-}
-
 fn scenarios(events: u64, json_path: &Path, out_path: &Path, input_bytes: u64) -> Vec<Scenario> {
     let source = format!("bids: {{ type: nexmark, kind: bid, events: {} }}", generator_events(events));
     vec![
@@ -118,18 +162,6 @@ fn scenarios(events: u64, json_path: &Path, out_path: &Path, input_bytes: u64) -
     ]
 }
 
-/// CPU time (user + sys) of this process so far.
-pub fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the struct we pass; RUSAGE_SELF is always valid.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
-}
-
 /// Runs pipeline text once and measures it.
 ///
 /// # Errors
@@ -157,16 +189,18 @@ pub fn main(args: &BenchArgs) -> std::process::ExitCode {
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
-    match args.suite.as_str() {
-        "pipelines" => {}
-        "plugins" => return super::bench_plugins::bench(&args.plugins_dir, args.events.min(2_000_000), args.runs),
-        "languages" => return super::bench_languages::bench(Path::new("plugins")),
-        "connectors" => return super::bench_connectors::bench(args.events.min(200_000), args.only.as_deref()),
-        "lookups" => return super::bench_lookups::bench(args.events, args.events.min(200_000), args.runs),
-        other => anyhow::bail!(
-            "unknown benchmark suite `{other}`; expected pipelines, plugins, languages, connectors or lookups"
-        ),
+    match &args.suite {
+        None => pipelines(&args.pipelines),
+        Some(Suite::Pipelines(pipeline_args)) => pipelines(pipeline_args),
+        Some(Suite::Nexmark(nexmark)) => super::bench_nexmark::bench(nexmark),
+        Some(Suite::Plugins { plugins_dir, events, runs }) => super::bench_plugins::bench(plugins_dir, *events, *runs),
+        Some(Suite::Languages) => super::bench_languages::bench(Path::new("plugins")),
+        Some(Suite::Connectors { events, only }) => super::bench_connectors::bench(*events, only.as_deref()),
+        Some(Suite::Lookups { events, cold_events, runs }) => super::bench_lookups::bench(*events, *cold_events, *runs),
     }
+}
+
+fn pipelines(args: &PipelinesArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let dir = std::env::temp_dir().join(format!("weir-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rdkafka::consumer::Consumer;
 
-use super::bench::{Measurement, cpu_time};
+use super::bench::Measurement;
+use super::rusage::cpu_time;
 use crate::engine::metrics::Role;
 use crate::engine::runner;
 use crate::pipeline;

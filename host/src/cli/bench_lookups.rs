@@ -13,8 +13,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::bench::{Measurement, cpu_time, run_pipeline};
+use super::bench::{Measurement, run_pipeline};
 use super::progress::human;
+use super::rusage::cpu_time;
 
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Rows in the dimension tables.

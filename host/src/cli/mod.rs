@@ -7,9 +7,11 @@ mod bench;
 mod bench_connectors;
 mod bench_languages;
 mod bench_lookups;
+mod bench_nexmark;
 mod bench_plugins;
 mod plugin;
 mod progress;
+mod rusage;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -53,6 +55,10 @@ enum Command {
         /// No live progress line.
         #[arg(long, short)]
         quiet: bool,
+        /// Also write the end-of-run summary as JSON to this file: wall and CPU seconds of the job,
+        /// peak RSS, and every component's counters (for scripts and `weir bench nexmark`).
+        #[arg(long, value_name = "PATH")]
+        summary_json: Option<PathBuf>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -107,7 +113,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref(), cli.log_format);
     match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
-        Command::Run { pipeline, quiet } => run(&pipeline, quiet),
+        Command::Run { pipeline, quiet, summary_json } => run(&pipeline, quiet, summary_json.as_deref()),
         Command::Bench(args) => bench::main(&args),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(&file),
         Command::Plugin(PluginCommand::New { name, lang, kind, dir }) => {
@@ -155,7 +161,7 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, quiet: bool) -> ExitCode {
+fn run(path: &std::path::Path, quiet: bool, summary_json: Option<&std::path::Path>) -> ExitCode {
     let pipeline = match pipeline::load(path) {
         Ok(pipeline) => pipeline,
         Err(err) => {
@@ -172,7 +178,7 @@ fn run(path: &std::path::Path, quiet: bool) -> ExitCode {
     };
     let metrics = runner::metrics_for(&pipeline);
     let stop = CancellationToken::new();
-    let started = Instant::now();
+    let (started, cpu_at_start) = (Instant::now(), rusage::cpu_time());
     let result = runtime.block_on(async {
         tokio::spawn(stop_on_ctrl_c(stop.clone()));
         let progress =
@@ -184,10 +190,22 @@ fn run(path: &std::path::Path, quiet: bool) -> ExitCode {
         }
         result
     });
-    eprintln!("{}", progress::summary(&metrics, started.elapsed()));
+    let (elapsed, cpu) = (started.elapsed(), rusage::cpu_time() - cpu_at_start);
+    eprintln!("{}", progress::summary(&metrics, elapsed));
     for line in progress::plugin_metrics(&pipeline.plugins).into_iter().chain(progress::table_metrics(&pipeline.tables))
     {
         eprintln!("{line}");
+    }
+    if let Some(file) = summary_json {
+        let error = result.as_ref().err().map(ToString::to_string);
+        let report = progress::RunReport::new(path, &metrics, elapsed, cpu, error);
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(file, json));
+        if let Err(err) = written {
+            eprintln!("error: cannot write the summary to {}: {err}", file.display());
+            return ExitCode::FAILURE;
+        }
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,6 +64,73 @@ pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
     text
 }
 
+/// The machine-readable end-of-run summary (`weir run --summary-json`): how long the job ran, the
+/// CPU it used, the process's peak memory and every component's counters.
+#[derive(Debug, serde::Serialize)]
+pub struct RunReport {
+    /// The pipeline file.
+    pub pipeline: std::path::PathBuf,
+    /// Whether the job ended without error.
+    pub ok: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Wall time of the job (from the first component starting to the last sink flushing).
+    pub wall_seconds: f64,
+    /// CPU time (user + sys, all threads) used while the job ran.
+    pub cpu_seconds: f64,
+    /// Peak resident set size of the process, loading included.
+    pub peak_rss_bytes: u64,
+    /// Rows the sources produced.
+    pub events_in: u64,
+    /// Rows the sinks wrote.
+    pub events_out: u64,
+    /// Per component, in declaration order.
+    pub components: Vec<ComponentReport>,
+}
+
+/// One component's counters in a [`RunReport`].
+#[derive(Debug, serde::Serialize)]
+pub struct ComponentReport {
+    /// Its name in the pipeline.
+    pub name: String,
+    /// Source, transform or sink.
+    pub role: Role,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: crate::engine::metrics::MetricsSnapshot,
+}
+
+impl RunReport {
+    /// The report of a finished job.
+    pub fn new(
+        pipeline: &std::path::Path,
+        metrics: &PipelineMetrics,
+        wall: Duration,
+        cpu: Duration,
+        error: Option<String>,
+    ) -> Self {
+        Self {
+            pipeline: pipeline.to_path_buf(),
+            ok: error.is_none(),
+            error,
+            wall_seconds: wall.as_secs_f64(),
+            cpu_seconds: cpu.as_secs_f64(),
+            peak_rss_bytes: super::rusage::peak_rss_bytes(),
+            events_in: metrics.total(Role::Source, |m| m.received_events),
+            events_out: metrics.total(Role::Sink, |m| m.sent_events),
+            components: metrics
+                .components
+                .iter()
+                .map(|(name, role, counters)| ComponentReport {
+                    name: name.clone(),
+                    role: *role,
+                    counters: counters.snapshot(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One line per declared plugin that reported counters or gauges (`counter-add`, `gauge-set`).
 pub fn plugin_metrics(plugins: &crate::plugin::PluginCatalog) -> Vec<String> {
     let mut lines: Vec<String> = plugins

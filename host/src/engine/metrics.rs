@@ -18,7 +18,7 @@ pub struct ComponentMetrics {
 }
 
 /// A point-in-time copy of [`ComponentMetrics`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct MetricsSnapshot {
     /// `component_received_events_total`: rows taken in (sources: rows decoded or generated).
     pub received_events: u64,
@@ -73,7 +73,8 @@ impl ComponentMetrics {
 }
 
 /// Which part of the graph a component is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Produces data.
     Source,

@@ -75,6 +75,32 @@ pub fn parse_type(text: &str) -> Result<DataType, String> {
     Ok(data_type)
 }
 
+/// The declared-schema name of a type, the inverse of [`parse_type`]; `None` for types a schema
+/// cannot declare (lists, structs, ...).
+pub fn type_name(data_type: &DataType) -> Option<String> {
+    let unit = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => "s",
+        TimeUnit::Millisecond => "ms",
+        TimeUnit::Microsecond => "us",
+        TimeUnit::Nanosecond => "ns",
+    };
+    Some(match data_type {
+        DataType::Boolean => "bool".into(),
+        DataType::Int32 => "int32".into(),
+        DataType::Int64 => "int64".into(),
+        DataType::UInt64 => "uint64".into(),
+        DataType::Float32 => "float32".into(),
+        DataType::Float64 => "float64".into(),
+        DataType::Utf8 => "string".into(),
+        DataType::Binary => "binary".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(time_unit, None) => format!("timestamp({})", unit(time_unit)),
+        DataType::Timestamp(time_unit, Some(zone)) => format!("timestamp({}, {zone})", unit(time_unit)),
+        DataType::Decimal128(precision, scale) => format!("decimal({precision},{scale})"),
+        _ => return None,
+    })
+}
+
 fn time_unit(unit: &str) -> Result<TimeUnit, String> {
     match unit {
         "s" => Ok(TimeUnit::Second),
@@ -96,5 +122,16 @@ mod tests {
         assert_eq!(parse_type("Decimal(12, 2)").unwrap(), DataType::Decimal128(12, 2));
         assert!(parse_type("int65").unwrap_err().contains("unknown type"));
         assert!(parse_type("timestamp(h)").is_err());
+    }
+
+    #[test]
+    fn type_names_round_trip() {
+        for name in
+            ["bool", "int64", "float64", "string", "date", "timestamp(ms)", "timestamp(us, UTC)", "decimal(12,2)"]
+        {
+            let data_type = parse_type(name).unwrap();
+            assert_eq!(type_name(&data_type).as_deref(), Some(name), "{data_type}");
+        }
+        assert_eq!(type_name(&DataType::Null), None);
     }
 }
