@@ -4,8 +4,8 @@ Run it through bench/nexmark-vs-flink.sh, which builds weir and the plugins and 
 PyPI into bench/.venv first. Steps:
 
 1. Generate N Nexmark bids into a JSON-lines file with weir's generator (reused when present).
-2. Equal outputs: every query once in each system with a file sink; the two outputs must be equal
-   as multisets (numeric columns with fractions within a relative 1e-9, timestamps compared as
+2. Equal outputs: every query once in each system with a file sink, on the first --check-events
+   bids of the file; the two outputs must be equal as multisets (numeric columns with fractions within a relative 1e-9, timestamps compared as
    instants). weir's q1-wasm is checked against Flink's q1.
 3. Throughput: for each parallelism and query, weir (`weir bench nexmark --input`, one process
    per run, job time only) and Flink (flink_job.py: one JVM per query, warmed up, the per-job
@@ -169,7 +169,7 @@ def equal_as_multisets(weir_rows, flink_rows):
 
 def check_outputs(weir, python, bids, warmup, queries, work):
     weir_dir, flink_dir = work / "out-weir", work / "out-flink"
-    log("equal outputs: running every query once in each system with a file sink ...")
+    log(f"equal outputs: every query once in each system with a file sink, on {bids.name} ...")
     run_weir(weir, queries, bids, 1, output=weir_dir)
     results = {}
     for query in dict.fromkeys(flink_query(q) for q in queries):
@@ -249,6 +249,7 @@ def main():
     parser.add_argument("--queries", default=",".join(WEIR_QUERIES), help="weir query names, comma-separated")
     parser.add_argument("--work", default=str(ROOT / "bench" / ".work"), help="input, outputs and results")
     parser.add_argument("--chart", default=str(HERE / "nexmark-vs-flink.png"))
+    parser.add_argument("--check-events", type=int, default=500_000, help="bids in the equal-output check")
     parser.add_argument("--skip-check", action="store_true", help="no equal-output check")
     parser.add_argument("--weir", default=str(ROOT / "target" / "release" / "weir"))
     args = parser.parse_args()
@@ -260,7 +261,12 @@ def main():
     bids = generate_input(args.weir, args.events, work)
     warmup = head(bids, WARMUP_EVENTS, work / "warmup.jsonl")
     results = {"events": args.events, "runs": args.runs, "machine": machine(), "throughput": []}
-    results["equal"] = {} if args.skip_check else check_outputs(args.weir, python, bids, warmup, queries, work)
+    if args.skip_check:
+        results["equal"] = {}
+    else:
+        check_input = head(bids, args.check_events, work / "check.jsonl")
+        results["equal"] = check_outputs(args.weir, python, check_input, warmup, queries, work)
+        results["check_events"] = min(args.check_events, args.events)
 
     for parallelism in map(int, args.parallelism.split(",")):
         flink_cache = {}

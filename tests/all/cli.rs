@@ -1,7 +1,7 @@
 //! The `weir` binary: exit codes, validate output, stdin to stdout, and Ctrl-C draining.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::{Workspace, json_lines, weir};

@@ -139,7 +139,8 @@ fn example_queries_compute_their_definitions_in_memory_and_from_a_file() {
             bids_file.display()
         ),
     );
-    assert!(weir().args(["run", "--quiet"]).arg(&generate).status().unwrap().success());
+    let generated = weir().args(["run", "--quiet"]).arg(&generate).output().unwrap();
+    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
     let bids = json_lines(&std::fs::read_to_string(&bids_file).unwrap());
     assert_eq!(bids.len(), 5014, "109 epochs of 46 bids");
 
