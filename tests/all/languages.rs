@@ -5,19 +5,15 @@
 //! `tests/run.sh` builds the plugins under `plugins/` (installing componentize-py and
 //! ComponentizeJS into `.tools/` and Debian's clang for wasm32-wasi) before the tests run.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::support::{Workspace, json_lines};
+use crate::support::{Workspace, json_lines, repo};
 
 const LANGUAGES: [&str; 4] = ["rust", "python", "js", "c"];
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The built component of a plugin folder under `plugins/`.
 fn built(folder: &str, name: &str) -> PathBuf {

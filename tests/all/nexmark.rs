@@ -7,13 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::support::{Workspace, json_lines, weir};
+use crate::support::{Workspace, json_lines, repo, weir};
 
 const QUERIES: [&str; 7] = ["q0", "q1", "q1-wasm", "q2", "q14", "q21", "q22"];
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// `weir bench nexmark ... --runs 1 --json --output-dir <out>`: the report lines by query.
 fn bench(args: &[&str], out: &Path) -> BTreeMap<String, Value> {

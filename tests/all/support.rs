@@ -49,6 +49,11 @@ impl Workspace {
     }
 }
 
+/// The repository root (examples, plugins).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
 /// The `weir` binary, with the caller's `RUST_LOG` removed.
 pub fn weir() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));

@@ -14,7 +14,7 @@ use crate::engine::metrics::Role;
 use crate::engine::runner;
 use crate::pipeline;
 
-use super::bench_nexmark::generator_events;
+use super::bench_nexmark::{bids_file_pipeline, bids_file_source, generator_events};
 use super::rusage::cpu_time;
 
 /// Options of `weir bench`: a suite, `pipelines` when none is named.
@@ -151,15 +151,24 @@ fn scenarios(events: u64, json_path: &Path, out_path: &Path, input_bytes: u64) -
             name: "json-file",
             what: "JSON file -> filter -> JSON file",
             yaml: format!(
-                "sources:\n  bids:\n    type: file\n    path: {}\n    format: json\n    schema: {{ auction: int64, bidder: int64, price: int64, channel: string, url: string, dateTime: \"timestamp(ms)\", extra: string }}\n\
+                "sources:\n  bids: {}\n\
                  transforms:\n  q2: {{ type: filter, inputs: [bids], where: \"MOD(auction, 123) = 0\" }}\n\
                  sinks:\n  out: {{ type: file, inputs: [q2], path: {}, format: json }}\n",
-                json_path.display(),
+                bids_file_source(json_path),
                 out_path.display()
             ),
             input_bytes: Some(input_bytes),
         },
     ]
+}
+
+/// The median of `runs` by `key` (events per CPU-second in every suite); `runs` is left sorted.
+///
+/// # Panics
+/// When `runs` is empty.
+pub fn median_by<T: Copy>(runs: &mut [T], key: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    runs[runs.len() / 2]
 }
 
 /// Runs pipeline text once and measures it.
@@ -207,12 +216,7 @@ fn pipelines(args: &PipelinesArgs) -> anyhow::Result<()> {
     let json_path = dir.join("bids.jsonl");
     let out_path = dir.join("out.jsonl");
     eprintln!("writing {} bids to {} ...", args.file_events, json_path.display());
-    let writer = format!(
-        "sources:\n  bids: {{ type: nexmark, kind: bid, events: {} }}\nsinks:\n  out: {{ type: file, inputs: [bids], path: {}, format: json }}\n",
-        generator_events(args.file_events),
-        json_path.display()
-    );
-    run_pipeline(&runtime, &writer, &dir)?;
+    run_pipeline(&runtime, &bids_file_pipeline(args.file_events, &json_path), &dir)?;
     let input_bytes = std::fs::metadata(&json_path)?.len();
     eprintln!("input file: {:.1} MB", input_bytes as f64 / 1e6);
 
@@ -231,8 +235,7 @@ fn pipelines(args: &PipelinesArgs) -> anyhow::Result<()> {
         let mut runs = (0..args.runs.max(1))
             .map(|_| run_pipeline(&runtime, &scenario.yaml, &dir))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        runs.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
-        let median = runs[runs.len() / 2];
+        let median = median_by(&mut runs, Measurement::per_cpu_second);
         let per_core = median.per_cpu_second();
         let floor_per_core = *floor.get_or_insert(per_core);
         let mb_per_second = scenario

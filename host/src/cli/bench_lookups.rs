@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::bench::{Measurement, run_pipeline};
+use super::bench::{Measurement, median_by, run_pipeline};
 use super::progress::human;
 use super::rusage::cpu_time;
 
@@ -42,8 +42,7 @@ fn without_join(rows: u64, keys: &str) -> String {
 fn median(runtime: &tokio::runtime::Runtime, yaml: &str, dir: &Path, runs: usize) -> anyhow::Result<Measurement> {
     let mut measured =
         (0..runs.max(1)).map(|_| run_pipeline(runtime, yaml, dir)).collect::<anyhow::Result<Vec<_>>>()?;
-    measured.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
-    Ok(measured[measured.len() / 2])
+    Ok(median_by(&mut measured, Measurement::per_cpu_second))
 }
 
 fn row(name: &str, m: &Measurement, note: &str) {

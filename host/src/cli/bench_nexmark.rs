@@ -165,9 +165,6 @@ pub fn bench(args: &NexmarkArgs) -> anyhow::Result<()> {
             std::fs::write(&pipeline_file, serde_json::to_string_pretty(&pipeline)?)?;
             let mut runs = Vec::new();
             for run in 0..args.runs.max(1) {
-                if let Some(dir) = sink_dir {
-                    clear_outputs(dir, &query.name)?;
-                }
                 let summary_file = work.path().join(format!("{}-{}-{run}.json", query.name, input.label()));
                 runs.push(run_job(&weir, &pipeline_file, &summary_file).with_context(|| {
                     format!("query {} on the {} input ({})", query.name, input.label(), query.file.display())
@@ -190,8 +187,7 @@ fn describe_file(inputs: &[Input]) -> String {
 }
 
 fn report(json: bool, query: &Query, input: &Input, runs: &mut [JobSummary]) {
-    runs.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
-    let median = runs[runs.len() / 2];
+    let median = super::bench::median_by(runs, JobSummary::per_cpu_second);
     let wall = median.wall_seconds.max(1e-9);
     let mb_per_second = match input {
         Input::File { bytes, .. } => Some(*bytes as f64 / 1e6 / wall),
@@ -291,7 +287,7 @@ fn variant(
             Input::Memory { generator_events } => {
                 source["events"] = json!(generator_events);
             }
-            Input::File { path, .. } if is_bid => *source = file_source(path),
+            Input::File { path, .. } if is_bid => *source = bids_file_source(path),
             Input::File { .. } => bail!(
                 "{}: source `{name}` generates {} events; the file input holds bids only",
                 query.file.display(),
@@ -334,7 +330,7 @@ fn entries_mut<'a>(document: &'a mut Map<String, Value>, section: &str) -> Vec<(
 }
 
 /// A `file` source reading JSON-lines bids with the generator's bid schema.
-fn file_source(path: &Path) -> Value {
+pub fn bids_file_source(path: &Path) -> Value {
     let schema = EventKind::Bid
         .schema()
         .fields()
@@ -347,27 +343,20 @@ fn file_source(path: &Path) -> Value {
     json!({ "type": "file", "path": path.display().to_string(), "format": "json", "schema": schema })
 }
 
-/// Writes `bids` generated bids as JSON lines to `path`.
-fn write_bids_file(weir: &Path, bids: u64, path: &Path, work: &Path) -> anyhow::Result<()> {
-    let pipeline = json!({
+/// A pipeline (JSON text, which is YAML) writing `bids` generated bids as JSON lines to `path`.
+pub fn bids_file_pipeline(bids: u64, path: &Path) -> String {
+    json!({
         "sources": { "bids": { "type": "nexmark", "kind": "bid", "events": generator_events(bids) } },
         "sinks": { "out": { "type": "file", "inputs": ["bids"], "path": path.display().to_string(), "format": "json" } },
-    });
-    let pipeline_file = work.join("generate.yaml");
-    std::fs::write(&pipeline_file, serde_json::to_string_pretty(&pipeline)?)?;
-    run_job(weir, &pipeline_file, &work.join("generate.json")).context("generating the bids file")?;
-    Ok(())
+    })
+    .to_string()
 }
 
-/// Removes earlier outputs of `query` so a run's file holds only its own rows.
-fn clear_outputs(dir: &Path, query: &str) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
-        if name == format!("{query}.jsonl") || (name.starts_with(&format!("{query}-")) && name.ends_with(".jsonl")) {
-            std::fs::remove_file(&path)?;
-        }
-    }
+/// Writes `bids` generated bids as JSON lines to `path`.
+fn write_bids_file(weir: &Path, bids: u64, path: &Path, work: &Path) -> anyhow::Result<()> {
+    let pipeline_file = work.join("generate.yaml");
+    std::fs::write(&pipeline_file, bids_file_pipeline(bids, path))?;
+    run_job(weir, &pipeline_file, &work.join("generate.json")).context("generating the bids file")?;
     Ok(())
 }
 

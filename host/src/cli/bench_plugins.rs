@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, Int64Array, StringArray};
 
-use super::bench::run_pipeline;
+use super::bench::{Measurement, median_by, run_pipeline};
 use super::progress::human;
 use crate::plugin::runtime::{build_engine, load_with};
 use crate::plugin::udf::ScalarCaller;
@@ -106,8 +106,7 @@ pub fn bench(plugins_dir: &Path, events: u64, runs: usize) -> anyhow::Result<()>
     for (label, yaml) in [("native `price * 0.908`", &native), ("Wasm `dollar_to_euro(price)`", &wasm)] {
         let mut measured =
             (0..runs.max(1)).map(|_| run_pipeline(&runtime, yaml, &dir)).collect::<anyhow::Result<Vec<_>>>()?;
-        measured.sort_by(|a, b| a.per_cpu_second().total_cmp(&b.per_cpu_second()));
-        let median = measured[measured.len() / 2];
+        let median = median_by(&mut measured, Measurement::per_cpu_second);
         let per_core = median.per_cpu_second();
         let baseline = *native_per_core.get_or_insert(per_core);
         println!("| {label} | {} | {} | {:.2} |", human(median.per_second()), human(per_core), per_core / baseline);
