@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = ROOT / "bench" / "nexmark"
-WEIR_QUERIES = ["q0", "q1", "q1-wasm", "q2", "q14", "q21", "q22"]
+WEIR_QUERIES = ["q0", "q1", "q1-wasm", "q2", "q5", "q7", "q14", "q21", "q22"]
 WARMUP_EVENTS = 10_000
 TOLERANCE = 1e-9
 

@@ -16,3 +16,4 @@ mod nexmark;
 mod plugins;
 mod support;
 mod validation;
+mod windows;

@@ -9,7 +9,53 @@ use serde_json::{Value, json};
 
 use crate::support::{Workspace, json_lines, repo, weir};
 
-const QUERIES: [&str; 7] = ["q0", "q1", "q1-wasm", "q2", "q14", "q21", "q22"];
+const QUERIES: [&str; 9] = ["q0", "q1", "q1-wasm", "q2", "q5", "q7", "q14", "q21", "q22"];
+
+/// Event time of a bid in ms (the JSON holds it as text).
+fn millis(bid: &Value) -> i64 {
+    let text = bid["dateTime"].as_str().unwrap().replace(' ', "T");
+    let text = text.trim_end_matches('Z');
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .unwrap_or_else(|err| panic!("{text}: {err}"))
+        .and_utc()
+        .timestamp_millis()
+}
+
+/// Nexmark q5: per hopping window (10 s every 2 s), the auctions with the most bids.
+fn hot_items(bids: &[Value]) -> Vec<Value> {
+    let mut windows: BTreeMap<i64, BTreeMap<i64, i64>> = BTreeMap::new();
+    for bid in bids {
+        let time = millis(bid);
+        let mut start = time - time.rem_euclid(2_000);
+        while start > time - 10_000 {
+            *windows.entry(start).or_default().entry(bid["auction"].as_i64().unwrap()).or_default() += 1;
+            start -= 2_000;
+        }
+    }
+    let mut rows = Vec::new();
+    for counts in windows.values() {
+        let top = counts.values().max().unwrap();
+        rows.extend(counts.iter().filter(|(_, n)| *n == top).map(|(auction, n)| json!({ "auction": auction, "num": n })));
+    }
+    rows
+}
+
+/// Nexmark q7: per tumbling 10 s window, the bids with the highest price.
+fn highest_bids(bids: &[Value]) -> Vec<Value> {
+    let mut windows: BTreeMap<i64, Vec<&Value>> = BTreeMap::new();
+    for bid in bids {
+        let time = millis(bid);
+        windows.entry(time - time.rem_euclid(10_000)).or_default().push(bid);
+    }
+    let mut rows = Vec::new();
+    for window in windows.values() {
+        let top = window.iter().map(|b| b["price"].as_i64().unwrap()).max().unwrap();
+        rows.extend(window.iter().filter(|b| b["price"].as_i64() == Some(top)).map(|b| {
+            json!({ "auction": b["auction"], "price": b["price"], "bidder": b["bidder"], "dateTime": b["dateTime"], "extra": b["extra"] })
+        }));
+    }
+    rows
+}
 
 /// `weir bench nexmark ... --runs 1 --json --output-dir <out>`: the report lines by query.
 fn bench(args: &[&str], out: &Path) -> BTreeMap<String, Value> {
@@ -53,6 +99,8 @@ fn expected(query: &str, bids: &[Value]) -> Vec<Value> {
             })
             .collect(),
         "q1" | "q1-wasm" => bids.iter().map(q1).collect(),
+        "q5" => hot_items(bids),
+        "q7" => highest_bids(bids),
         "q2" => bids
             .iter()
             .filter(|b| int(b, "auction") % 123 == 0)
@@ -126,28 +174,29 @@ fn canonical(rows: &[Value]) -> Vec<String> {
 #[test]
 fn example_queries_compute_their_definitions_in_memory_and_from_a_file() {
     let ws = Workspace::new();
-    // The generator's bids written as JSON lines: the same bids the in-memory runs generate.
+    // The generator's bids written as JSON lines: the same bids the in-memory runs generate;
+    // 25 s of event time, so q5 and q7 see many windows.
     let bids_file = ws.path("bids.jsonl");
     let generate = ws.write(
         "generate.yaml",
         format!(
-            "sources:\n  bids: {{ type: nexmark, kind: bid, events: 5450 }}\nsinks:\n  out: {{ type: file, inputs: [bids], path: {} }}\n",
+            "sources:\n  bids: {{ type: nexmark, kind: bid, events: 250000 }}\nsinks:\n  out: {{ type: file, inputs: [bids], path: {} }}\n",
             bids_file.display()
         ),
     );
     let generated = weir().args(["run", "--quiet"]).arg(&generate).output().unwrap();
     assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
     let bids = json_lines(&std::fs::read_to_string(&bids_file).unwrap());
-    assert_eq!(bids.len(), 5014, "109 epochs of 46 bids");
+    assert_eq!(bids.len(), 230_000, "5000 epochs of 46 bids");
 
     let from_file = bench(&["--mode", "file", "--input", bids_file.to_str().unwrap()], &ws.path("file"));
-    let in_memory = bench(&["--mode", "memory", "--events", "5014"], &ws.path("memory"));
+    let in_memory = bench(&["--mode", "memory", "--events", "230000"], &ws.path("memory"));
     assert_eq!(from_file.keys().collect::<Vec<_>>().len(), QUERIES.len(), "{from_file:?}");
 
     for query in QUERIES {
         let (file_report, memory_report) = (&from_file[query], &in_memory[query]);
         for report in [file_report, memory_report] {
-            assert_eq!(report["events"], 5014, "{query}: {report}");
+            assert_eq!(report["events"], 230_000, "{query}: {report}");
             assert!(report["cpu_seconds"].as_f64().unwrap() > 0.0 && report["peak_rss_bytes"].as_u64().unwrap() > 0);
         }
         assert!(file_report["mb_per_second"].as_f64().unwrap() > 0.0, "{file_report}");

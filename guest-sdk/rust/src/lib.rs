@@ -19,6 +19,9 @@
 //! (with `E: Display`) to reject a row: the row becomes NULL and the host applies the step's error
 //! policy (`fail`, `skip`, `dead-letter`) to it.
 //!
+//! Aggregates ([`aggregate_udfs!`]) fold rows into a serde-able [`Accumulator`] whose encoded
+//! bytes the host keeps per key and window.
+//!
 //! For whole columns, implement the generated `Guest` traits directly (see [`scalar`]) and use
 //! [`ColumnView`] / [`ColumnBuilder`] to read and write Arrow-layout columns, or, with the `arrow`
 //! feature, `ColumnView::to_arrow` and `column_from_arrow` to work with arrow-rs arrays and kernels.
@@ -45,6 +48,187 @@ pub mod scalar {
         export_macro_name: "export_scalar_udf",
         default_bindings_module: "weir_plugin::scalar",
     });
+}
+
+/// Bindings of the `aggregate-udf` world.
+pub mod aggregate {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "weir:plugin/aggregate-udf@0.1.0",
+        pub_export_macro: true,
+        export_macro_name: "export_aggregate_udf",
+        default_bindings_module: "weir_plugin::aggregate",
+        with: {
+            "weir:plugin/types@0.1.0": crate::types,
+            "weir:plugin/host@0.1.0": crate::host,
+        },
+    });
+}
+
+#[doc(hidden)]
+pub use postcard;
+#[doc(hidden)]
+pub use serde;
+
+/// An aggregate's accumulator state. The host keeps it, encoded, per key and window; the plugin
+/// only ever sees it for the length of one call. Implement it on a `Default + Serialize +
+/// Deserialize` struct and declare the function with [`aggregate_udfs!`].
+pub trait Accumulator: Default + serde::Serialize + for<'de> serde::Deserialize<'de> {
+    /// Folds another state of the same group into this one (partial aggregates, merged sessions).
+    fn merge(&mut self, other: Self);
+}
+
+#[doc(hidden)]
+pub fn decode_state<A: Accumulator>(bytes: &[u8]) -> Result<A, CallError> {
+    if bytes.is_empty() {
+        return Ok(A::default());
+    }
+    postcard::from_bytes(bytes).map_err(|err| CallError::InvalidInput(format!("unreadable accumulator state: {err}")))
+}
+
+#[doc(hidden)]
+pub fn encode_state<A: Accumulator>(state: &A) -> Result<Vec<u8>, CallError> {
+    postcard::to_allocvec(state).map_err(|err| CallError::Failed(format!("cannot encode the accumulator state: {err}")))
+}
+
+/// Declares an aggregate-UDF plugin. Each function names its accumulator type (an
+/// [`Accumulator`]) and its state version (bump it when the state's encoding changes: the host
+/// refuses to hand old states to a plugin with another version), and gives two blocks: how one
+/// row is folded in (`state` is `&mut` the accumulator, the arguments are the row's values; rows
+/// with a NULL argument are skipped, as SQL aggregates do) and the final value.
+///
+/// ```ignore
+/// #[derive(Default, serde::Serialize, serde::Deserialize)]
+/// struct Values(Vec<f64>);
+/// impl weir_plugin::Accumulator for Values {
+///     fn merge(&mut self, other: Self) { self.0.extend(other.0) }
+/// }
+/// weir_plugin::aggregate_udfs! {
+///     plugin: { name: "stats", version: "0.1.0", description: "Statistics" },
+///     /// The median.
+///     fn median(value: f64) -> Option<f64> {
+///         state: Values, version: 1,
+///         accumulate: |state| state.0.push(value),
+///         finish: |state| { let mut v = state.0.clone(); v.sort_by(f64::total_cmp); v.get(v.len() / 2).copied() },
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! aggregate_udfs {
+    (
+        plugin: { name: $plugin:literal, version: $version:literal, description: $description:literal $(,)? },
+        $(
+            $(#[doc = $doc:literal])*
+            fn $name:ident ( $( $arg:ident : $ty:ty ),* $(,)? ) -> $ret:ty {
+                state: $state:ty, version: $state_version:literal,
+                accumulate: |$acc:ident| $accumulate:expr,
+                finish: |$fin:ident| $finish:expr $(,)?
+            }
+        )*
+    ) => {
+        struct WeirAggregatePlugin;
+
+        impl $crate::aggregate::exports::weir::plugin::aggregate::Guest for WeirAggregatePlugin {
+            fn describe() -> ($crate::PluginInfo, ::std::vec::Vec<$crate::types::AggregateSignature>) {
+                let info = $crate::PluginInfo {
+                    name: $plugin.into(),
+                    version: $version.into(),
+                    description: $description.into(),
+                };
+                let functions = ::std::vec![$(
+                    $crate::types::AggregateSignature {
+                        name: ::std::stringify!($name).into(),
+                        args: ::std::vec![$( <$ty as $crate::Arg>::DATA_TYPE ),*],
+                        returns: <$ret as $crate::Ret>::DATA_TYPE,
+                        state_version: $state_version,
+                        description: ::std::concat!($($doc, "\n"),*).trim().into(),
+                    }
+                ),*];
+                (info, functions)
+            }
+
+            fn accumulate(
+                function: u32,
+                states: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                groups: ::std::vec::Vec<u32>,
+                args: ::std::vec::Vec<$crate::Column>,
+            ) -> ::std::result::Result<::std::vec::Vec<::std::vec::Vec<u8>>, $crate::CallError> {
+                let invalid = |message: ::std::string::String| $crate::CallError::InvalidInput(message);
+                let mut index = 0u32;
+                $(
+                    if function == index {
+                        let rows = groups.len();
+                        let mut columns = args.iter();
+                        $(
+                            let $arg = $crate::ColumnView::new(
+                                columns.next().ok_or_else(|| invalid(::std::format!("missing argument `{}`", ::std::stringify!($arg))))?,
+                                rows,
+                            ).map_err(invalid)?;
+                            let $arg = <$ty as $crate::Arg>::reader(&$arg).map_err(invalid)?;
+                        )*
+                        let mut decoded: ::std::vec::Vec<$state> = states
+                            .iter()
+                            .map(|bytes| $crate::decode_state::<$state>(bytes))
+                            .collect::<::std::result::Result<_, _>>()?;
+                        for (row, &group) in groups.iter().enumerate() {
+                            $(
+                                let ::std::option::Option::Some($arg) = <$ty as $crate::Arg>::read(&$arg, row) else { continue };
+                            )*
+                            let $acc: &mut $state = decoded.get_mut(group as usize).ok_or_else(|| invalid(::std::format!("group {group} has no state")))?;
+                            $accumulate;
+                        }
+                        return decoded.iter().map($crate::encode_state).collect();
+                    }
+                    index += 1;
+                )*
+                let _ = index;
+                ::std::result::Result::Err(invalid(::std::format!("no aggregate number {function}")))
+            }
+
+            fn merge(
+                function: u32,
+                left: ::std::vec::Vec<u8>,
+                right: ::std::vec::Vec<u8>,
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::CallError> {
+                let mut index = 0u32;
+                $(
+                    if function == index {
+                        let mut state = $crate::decode_state::<$state>(&left)?;
+                        $crate::Accumulator::merge(&mut state, $crate::decode_state::<$state>(&right)?);
+                        return $crate::encode_state(&state);
+                    }
+                    index += 1;
+                )*
+                let _ = index;
+                ::std::result::Result::Err($crate::CallError::InvalidInput(::std::format!("no aggregate number {function}")))
+            }
+
+            fn finish(
+                function: u32,
+                states: ::std::vec::Vec<::std::vec::Vec<u8>>,
+            ) -> ::std::result::Result<$crate::Column, $crate::CallError> {
+                let mut index = 0u32;
+                $(
+                    if function == index {
+                        let mut out = $crate::ColumnBuilder::<<$ret as $crate::Ret>::Value>::with_capacity(states.len());
+                        let mut errors = ::std::vec::Vec::new();
+                        for (row, bytes) in states.iter().enumerate() {
+                            let $fin: $state = $crate::decode_state::<$state>(bytes)?;
+                            let value: $ret = $finish;
+                            $crate::Ret::append_to(value, &mut out, &mut errors, row);
+                        }
+                        return ::std::result::Result::Ok(out.finish());
+                    }
+                    index += 1;
+                )*
+                let _ = index;
+                ::std::result::Result::Err($crate::CallError::InvalidInput(::std::format!("no aggregate number {function}")))
+            }
+        }
+
+        $crate::aggregate::export_aggregate_udf!(WeirAggregatePlugin);
+    };
 }
 
 /// Bindings of the `table-udf` world.

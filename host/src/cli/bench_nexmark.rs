@@ -287,7 +287,14 @@ fn variant(
             Input::Memory { generator_events } => {
                 source["events"] = json!(generator_events);
             }
-            Input::File { path, .. } if is_bid => *source = bids_file_source(path),
+            Input::File { path, .. } if is_bid => {
+                // Same columns from the file, so the same event time.
+                let event_time = source.get("event_time").cloned();
+                *source = bids_file_source(path);
+                if let Some(event_time) = event_time {
+                    source["event_time"] = event_time;
+                }
+            }
             Input::File { .. } => bail!(
                 "{}: source `{name}` generates {} events; the file input holds bids only",
                 query.file.display(),

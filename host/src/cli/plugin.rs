@@ -21,6 +21,7 @@ pub fn inspect(path: &Path) -> ExitCode {
         PluginKind::Scalar if buffers => "scalar-udf-buffers",
         PluginKind::Scalar => "scalar-udf",
         PluginKind::Table => "table-udf",
+        PluginKind::Aggregate => "aggregate-udf",
     };
     println!("{}", path.display());
     println!("  plugin:   {} {} — {}", plugin.info.name, plugin.info.version, plugin.info.description);
@@ -49,6 +50,16 @@ pub fn inspect(path: &Path) -> ExitCode {
             function.name,
             type_list(&function.args),
             output.join(", "),
+            function.description
+        );
+    }
+    for function in &plugin.aggregate {
+        println!(
+            "    {}({}) -> {}    aggregate, state version {}    {}",
+            function.name,
+            type_list(&function.args),
+            type_name(&function.returns),
+            function.state_version,
             function.description
         );
     }

@@ -16,6 +16,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::Delivery;
 use super::metrics::ComponentMetrics;
 use super::output::{DownstreamClosed, Output};
 use crate::formats::errors::RecordErrorHandler;
@@ -230,6 +231,19 @@ pub struct PlannedTransform {
     pub schema: SchemaRef,
     /// Creates one operator per subtask.
     pub factory: Arc<dyn OperatorFactory>,
+    /// How input rows are spread over the subtasks.
+    pub partitioning: Partitioning,
+}
+
+/// How a transform's input rows are spread over its subtasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Any subtask may take any row (stateless steps).
+    Any,
+    /// Rows with equal values in these input columns go to the same subtask (keyed state).
+    Hash(Vec<usize>),
+    /// One subtask sees every row (a global window or aggregate without `group_by`).
+    Single,
 }
 
 /// Creates operator instances.
@@ -244,6 +258,8 @@ pub enum OperatorInstance {
     Sync(Box<dyn Operator>),
     /// I/O per batch, several batches in flight ([`AsyncOperator`]).
     Async(Box<dyn AsyncOperator>),
+    /// State across batches, driven by watermarks and timers ([`StatefulOperator`]).
+    Stateful(Box<dyn StatefulOperator>),
 }
 
 impl OperatorInstance {
@@ -320,6 +336,77 @@ pub trait AsyncOperator: Send {
         batch: RecordBatch,
         stop: &CancellationToken,
     ) -> BoxFuture<'static, Result<AsyncOutput, RuntimeError>>;
+}
+
+/// Where a [`StatefulOperator`] puts what it emits. Each result batch carries the deliveries it
+/// completes: a window holds the deliveries of the batches whose rows it keeps and hands them on
+/// with the results it fires, so a source acknowledges input only once the results made from it
+/// are durable.
+#[derive(Debug, Default)]
+pub struct Emitter {
+    /// Result batches with their deliveries, in order.
+    pub batches: Vec<(RecordBatch, Delivery)>,
+    /// Rows too late for their window, for the `<name>.late` side output (or counted).
+    pub late: Vec<(RecordBatch, Delivery)>,
+}
+
+impl Emitter {
+    /// Queues a result batch.
+    pub fn emit(&mut self, batch: RecordBatch, delivery: Delivery) {
+        self.batches.push((batch, delivery));
+    }
+}
+
+/// An operator that keeps state across batches (windows, keyed aggregates): it owns the
+/// deliveries of the batches it takes, reacts to watermarks, and may run on a processing-time
+/// timer.
+pub trait StatefulOperator: Send {
+    /// Takes one input batch. Rows that cannot be processed (no event time) go to `errors`.
+    ///
+    /// # Errors
+    /// Evaluation failures and failed rows under `on_error: fail`.
+    fn process(
+        &mut self,
+        batch: RecordBatch,
+        delivery: Delivery,
+        out: &mut Emitter,
+        errors: &mut RecordErrorHandler,
+    ) -> Result<(), RuntimeError>;
+
+    /// Event time reached `watermark`: emit what is complete and free what can no longer change.
+    /// The engine forwards the watermark after the emitted batches.
+    ///
+    /// # Errors
+    /// As for [`StatefulOperator::process`].
+    fn on_watermark(&mut self, watermark: super::EventTime, out: &mut Emitter) -> Result<(), RuntimeError>;
+
+    /// How often [`StatefulOperator::on_timer`] runs (processing-time windows, early firing).
+    fn timer_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// A processing-time tick.
+    ///
+    /// # Errors
+    /// As for [`StatefulOperator::process`].
+    fn on_timer(&mut self, _out: &mut Emitter) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    /// Every input ended: emit everything still open (bounded inputs end event time).
+    ///
+    /// # Errors
+    /// As for [`StatefulOperator::process`].
+    fn finish(&mut self, out: &mut Emitter) -> Result<(), RuntimeError>;
+
+    /// Bytes of state held now (reported per operator in the metrics).
+    fn state_bytes(&self) -> usize;
+
+    /// Whether the operator runs plugin code (Wasm aggregates): the engine then runs it off the
+    /// async workers.
+    fn runs_plugins(&self) -> bool {
+        false
+    }
 }
 
 // ---------------------------------------------------------------- sinks

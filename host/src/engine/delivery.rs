@@ -41,12 +41,24 @@ impl Drop for Shared {
     }
 }
 
-/// One holder's share of a batch's delivery. Settle it when done; dropping it unsettled marks
-/// the batch failed.
+/// One holder's share of a batch's delivery (or, after [`Delivery::merge`], of several
+/// batches'). Settle it when done; dropping it unsettled marks the batches failed.
 #[derive(Debug, Default)]
 pub struct Delivery {
-    shared: Option<Arc<Shared>>,
+    shares: Shares,
     settled: bool,
+}
+
+/// The batches a delivery stands for.
+#[derive(Debug, Clone, Default)]
+enum Shares {
+    /// Nobody waits (generators, files).
+    #[default]
+    Untracked,
+    /// One source batch.
+    One(Arc<Shared>),
+    /// Several source batches, e.g. every batch whose rows a window aggregated.
+    Many(Arc<[Arc<Shared>]>),
 }
 
 impl Delivery {
@@ -57,12 +69,34 @@ impl Delivery {
 
     /// Whether a source waits for this delivery.
     pub fn is_tracked(&self) -> bool {
-        self.shared.is_some()
+        !matches!(self.shares, Shares::Untracked)
     }
 
     /// Another share of the same delivery, for another holder.
     pub fn fork(&self) -> Self {
-        Self { shared: self.shared.clone(), settled: false }
+        Self { shares: self.shares.clone(), settled: false }
+    }
+
+    /// One delivery standing for all of `deliveries` (which are settled into it): a result made
+    /// from rows of many batches is delivered when it is, and failed if it fails.
+    pub fn merge(deliveries: impl IntoIterator<Item = Delivery>) -> Self {
+        let mut shared: Vec<Arc<Shared>> = Vec::new();
+        for mut delivery in deliveries {
+            match &delivery.shares {
+                Shares::Untracked => {}
+                Shares::One(one) => shared.push(Arc::clone(one)),
+                Shares::Many(many) => shared.extend(many.iter().cloned()),
+            }
+            delivery.settled = true;
+        }
+        shared.sort_by_key(|s| Arc::as_ptr(s) as usize);
+        shared.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let shares = match shared.len() {
+            0 => Shares::Untracked,
+            1 => Shares::One(shared.pop().expect("one")),
+            _ => Shares::Many(shared.into()),
+        };
+        Self { shares, settled: false }
     }
 
     /// This holder is done: the batch (or everything made from it) was handed on or made durable.
@@ -85,10 +119,13 @@ impl Clone for Delivery {
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if !self.settled
-            && let Some(shared) = &self.shared
-        {
-            shared.failed.store(true, Ordering::Release);
+        if self.settled {
+            return;
+        }
+        match &self.shares {
+            Shares::Untracked => {}
+            Shares::One(shared) => shared.failed.store(true, Ordering::Release),
+            Shares::Many(many) => many.iter().for_each(|shared| shared.failed.store(true, Ordering::Release)),
         }
     }
 }
@@ -130,7 +167,7 @@ impl<T> DeliveryTracker<T> {
         self.next_id += 1;
         self.pending.insert(id, (ack, None));
         let shared = Arc::new(Shared { id, failed: AtomicBool::new(false), report: self.report.clone() });
-        Delivery { shared: Some(shared), settled: false }
+        Delivery { shares: Shares::One(shared), settled: false }
     }
 
     /// Batches emitted and not yet handed back.
@@ -223,6 +260,23 @@ mod tests {
         let outcomes = tracker.next_settled().await;
         assert_eq!(outcomes, vec![Outcome::Delivered(1), Outcome::Delivered(2), Outcome::Delivered(3)]);
         assert!(tracker.next_settled().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_merged_delivery_settles_or_fails_every_batch_in_it() {
+        let mut tracker = DeliveryTracker::new();
+        let (first, second, third) = (tracker.track(1), tracker.track(2), tracker.track(3));
+        let window = Delivery::merge([first, second.fork(), Delivery::untracked()]);
+        second.settle();
+        assert!(tracker.try_settled().is_empty(), "the window's result is not out yet");
+        window.fork().settle();
+        window.settle();
+        let failed_window = Delivery::merge([third]);
+        drop(failed_window);
+        assert_eq!(
+            tracker.next_settled().await,
+            vec![Outcome::Delivered(1), Outcome::Delivered(2), Outcome::Failed(3)]
+        );
     }
 
     #[test]

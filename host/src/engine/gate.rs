@@ -1,7 +1,9 @@
 //! The input side of a task: merges its input channels into one ordered event stream.
 //!
 //! Keeps the protocol's promises for multi-input tasks (fan-in, several upstream subtasks):
-//! - a watermark is emitted only when the minimum over all live inputs advances;
+//! - a watermark is emitted only when the minimum over all live, active inputs advances; an input
+//!   that said it is idle ([`Message::Idle`]) is left out until it sends a batch or a watermark
+//!   again, and when every live input is idle the task reports itself idle downstream;
 //! - a barrier is emitted once every live input has delivered it; an input that delivered the
 //!   barrier is not read again until alignment completes (Chandy-Lamport / Flink aligned checkpoints);
 //! - `End` is emitted once, after every input ended (a closed channel counts as ended).
@@ -26,6 +28,8 @@ pub enum GateEvent {
     Watermark(EventTime),
     /// Every input delivered the barrier for this epoch.
     Barrier(u64),
+    /// Every live input is idle: tell downstream not to wait for this task's watermark.
+    Idle,
     /// Every input ended.
     End,
 }
@@ -35,6 +39,7 @@ struct GateInput {
     ended: bool,
     watermark: EventTime,
     barrier: Option<u64>,
+    idle: bool,
 }
 
 /// Merges a task's input channels. Cancel safe: a message is only taken from a channel when
@@ -44,6 +49,8 @@ pub struct InputGate {
     next_input: usize,
     watermark: EventTime,
     end_sent: bool,
+    /// Whether `Idle` was reported and no input became active since.
+    idle_sent: bool,
 }
 
 impl InputGate {
@@ -51,9 +58,9 @@ impl InputGate {
     pub fn new(receivers: Vec<mpsc::Receiver<Message>>) -> Self {
         let inputs = receivers
             .into_iter()
-            .map(|receiver| GateInput { receiver, ended: false, watermark: EventTime::MIN, barrier: None })
+            .map(|receiver| GateInput { receiver, ended: false, watermark: EventTime::MIN, barrier: None, idle: false })
             .collect();
-        Self { inputs, next_input: 0, watermark: EventTime::MIN, end_sent: false }
+        Self { inputs, next_input: 0, watermark: EventTime::MIN, end_sent: false, idle_sent: false }
     }
 
     /// The current (minimum) watermark.
@@ -102,11 +109,20 @@ impl InputGate {
     /// Updates bookkeeping for one message; returns the event to surface, if any.
     fn accept(&mut self, index: usize, message: Message) -> Option<GateEvent> {
         match message {
-            Message::Batch(batch, delivery) => Some(GateEvent::Batch(index, batch, delivery)),
+            Message::Batch(batch, delivery) => {
+                self.activate(index);
+                Some(GateEvent::Batch(index, batch, delivery))
+            }
             Message::Watermark(time) => {
+                self.activate(index);
                 let input = &mut self.inputs[index];
                 input.watermark = input.watermark.max(time);
                 self.advance_watermark()
+            }
+            Message::Idle => {
+                self.inputs[index].idle = true;
+                // The others may now be ahead of the idle one: the minimum can move.
+                self.advance_watermark().or_else(|| self.report_idle())
             }
             Message::Barrier(epoch) => {
                 self.inputs[index].barrier = Some(epoch);
@@ -119,13 +135,29 @@ impl InputGate {
                     return None; // the loop reports End
                 }
                 // An ended input no longer holds back the watermark or an alignment.
-                self.complete_barrier().or_else(|| self.advance_watermark())
+                self.complete_barrier().or_else(|| self.advance_watermark()).or_else(|| self.report_idle())
             }
         }
     }
 
+    fn activate(&mut self, index: usize) {
+        self.inputs[index].idle = false;
+        self.idle_sent = false;
+    }
+
+    /// `Idle` once, when every live input is idle.
+    fn report_idle(&mut self) -> Option<GateEvent> {
+        let mut live = self.inputs.iter().filter(|input| !input.ended).peekable();
+        if !self.idle_sent && live.peek().is_some() && live.all(|input| input.idle) {
+            self.idle_sent = true;
+            return Some(GateEvent::Idle);
+        }
+        None
+    }
+
     fn advance_watermark(&mut self) -> Option<GateEvent> {
-        let minimum = self.inputs.iter().filter(|input| !input.ended).map(|input| input.watermark).min()?;
+        let minimum =
+            self.inputs.iter().filter(|input| !input.ended && !input.idle).map(|input| input.watermark).min()?;
         if minimum > self.watermark {
             self.watermark = minimum;
             Some(GateEvent::Watermark(minimum))
@@ -181,6 +213,31 @@ mod tests {
         b_tx.send(Message::End).await.unwrap();
         assert!(matches!(gate.next().await, GateEvent::End));
         assert!(matches!(gate.next().await, GateEvent::End));
+    }
+
+    #[tokio::test]
+    async fn an_idle_input_does_not_hold_back_the_watermark() {
+        let (a_tx, a_rx) = mpsc::channel(8);
+        let (b_tx, b_rx) = mpsc::channel(8);
+        let mut gate = InputGate::new(vec![a_rx, b_rx]);
+        a_tx.send(Message::Watermark(10)).await.unwrap();
+        b_tx.send(Message::Watermark(5)).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::Watermark(5)));
+        // `b` goes quiet: `a` alone decides.
+        b_tx.send(Message::Idle).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::Watermark(10)));
+        a_tx.send(Message::Watermark(30)).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::Watermark(30)));
+        // Both idle: reported once.
+        a_tx.send(Message::Idle).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::Idle));
+        // `b` comes back with data: it counts again, from its own watermark (the gate never goes back).
+        b_tx.send(Message::Batch(batch(1), Delivery::untracked())).await.unwrap();
+        assert_eq!(value(&gate.next().await), 1);
+        b_tx.send(Message::Watermark(40)).await.unwrap();
+        a_tx.send(Message::Watermark(35)).await.unwrap();
+        // `a` is active again at 35, `b` at 40.
+        assert!(matches!(gate.next().await, GateEvent::Watermark(35)));
     }
 
     #[tokio::test]

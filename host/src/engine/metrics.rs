@@ -15,6 +15,8 @@ pub struct ComponentMetrics {
     errors: AtomicU64,
     discarded_events: AtomicU64,
     dead_lettered_events: AtomicU64,
+    late_events: AtomicU64,
+    state_bytes: std::sync::atomic::AtomicI64,
 }
 
 /// A point-in-time copy of [`ComponentMetrics`].
@@ -30,6 +32,10 @@ pub struct MetricsSnapshot {
     pub discarded_events: u64,
     /// Bad records sent to a dead-letter sink.
     pub dead_lettered_events: u64,
+    /// Rows that arrived after their window closed and had no `.late` output to go to.
+    pub late_events: u64,
+    /// Bytes of operator state held now (windows, aggregates), over all subtasks.
+    pub state_bytes: u64,
 }
 
 impl ComponentMetrics {
@@ -60,6 +66,16 @@ impl ComponentMetrics {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts rows dropped for arriving after their window closed.
+    pub fn record_late(&self, rows: usize) {
+        self.late_events.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    /// Moves the state-size gauge by `delta` bytes (each subtask reports its own changes).
+    pub fn add_state_bytes(&self, delta: i64) {
+        self.state_bytes.fetch_add(delta, Ordering::Relaxed);
+    }
+
     /// Reads all counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -68,6 +84,8 @@ impl ComponentMetrics {
             errors: self.errors.load(Ordering::Relaxed),
             discarded_events: self.discarded_events.load(Ordering::Relaxed),
             dead_lettered_events: self.dead_lettered_events.load(Ordering::Relaxed),
+            late_events: self.late_events.load(Ordering::Relaxed),
+            state_bytes: self.state_bytes.load(Ordering::Relaxed).max(0) as u64,
         }
     }
 }

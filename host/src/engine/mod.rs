@@ -4,10 +4,12 @@
 //! fan-in, watermark minimum, barrier alignment, end detection), the output side
 //! ([`output::Output`]: fan-out and partitioning across subtasks), the component traits that
 //! sources, operators and sinks implement ([`component`]), per-component metrics ([`metrics`]),
-//! and the runner that turns a validated pipeline into running tasks ([`runner`]).
+//! event time at the sources ([`event_time`]: timestamps, watermarks, idleness), and the runner
+//! that turns a validated pipeline into running tasks ([`runner`]).
 
 pub mod component;
 pub mod delivery;
+pub mod event_time;
 pub mod gate;
 pub mod metrics;
 pub mod output;
@@ -29,6 +31,9 @@ pub enum Message {
     Batch(RecordBatch, Delivery),
     /// Event time has reached this value on this input: no later row will be older.
     Watermark(EventTime),
+    /// This input has nothing to say for now (an idle source partition): until its next batch
+    /// or watermark, it does not hold back the watermark of the task it feeds.
+    Idle,
     /// Checkpoint barrier for an epoch; aligned at multi-input tasks.
     Barrier(u64),
     /// This input is exhausted.

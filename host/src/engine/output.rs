@@ -2,7 +2,9 @@
 //! the downstream component's subtasks.
 //!
 //! Batches go to one subtask per downstream edge (forward when both sides have the same
-//! parallelism, otherwise round-robin preferring a subtask with free capacity); control messages
+//! parallelism, otherwise round-robin preferring a subtask with free capacity), or, into a keyed
+//! operator, are split by a hash of the key columns so each key always reaches the same subtask;
+//! control messages
 //! (watermarks, barriers, end) go to every subtask of every edge. All channels are bounded, so a
 //! slow consumer makes `send` wait.
 
@@ -31,6 +33,43 @@ pub enum Route {
     Forward(usize),
     /// Rotate over subtasks, skipping full ones when another has room.
     RoundRobin(usize),
+    /// Rows go to the subtask their key's hash picks (keyed operators: windows, aggregates).
+    Hash(Arc<[usize]>),
+}
+
+/// The hash that places keys on subtasks: fixed seeds, so every upstream subtask (and every run)
+/// sends a key to the same place.
+const PARTITION_HASH: datafusion_common::hash_utils::RandomState =
+    datafusion_common::hash_utils::RandomState::with_seed(0x5745_4952); // "WEIR"
+
+/// Splits `batch` into one batch per subtask by the hash of the `key` columns (empty batches
+/// for subtasks that get no rows).
+///
+/// # Errors
+/// Hashing or `take` failures (unsupported key types are refused at planning).
+pub fn partition_by_hash(
+    batch: &RecordBatch,
+    key: &[usize],
+    subtasks: usize,
+) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    let rows = batch.num_rows();
+    let mut hashes = vec![0u64; rows];
+    let columns: Vec<&arrow::array::ArrayRef> = key.iter().map(|&k| batch.column(k)).collect();
+    datafusion_common::hash_utils::create_hashes(columns, &PARTITION_HASH, &mut hashes)
+        .map_err(|err| arrow::error::ArrowError::ComputeError(err.to_string()))?;
+    let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(rows / subtasks + 1); subtasks];
+    for (row, hash) in hashes.iter().enumerate() {
+        // Multiply-shift instead of `%`: uniform over subtasks without a division per row.
+        let subtask = ((u128::from(*hash) * subtasks as u128) >> 64) as usize;
+        indices[subtask].push(row as u32);
+    }
+    indices
+        .into_iter()
+        .map(|rows| {
+            let rows = arrow::array::UInt32Array::from(rows);
+            arrow::compute::take_record_batch(batch, &rows)
+        })
+        .collect()
 }
 
 /// One edge to a downstream component: a sender per downstream subtask.
@@ -59,6 +98,11 @@ impl Output {
     /// An output over these edges; sent rows are counted in `metrics`.
     pub fn new(component: Arc<str>, edges: Vec<Edge>, metrics: Arc<ComponentMetrics>) -> Self {
         Self { component, edges, metrics }
+    }
+
+    /// The edges, for a task that takes over this output (the watermark assigner).
+    pub fn into_edges(self) -> Vec<Edge> {
+        self.edges
     }
 
     /// Sends a batch nobody needs to acknowledge; see [`Output::deliver`].
@@ -96,6 +140,20 @@ impl Output {
         let edge = &mut self.edges[index];
         let closed = || DownstreamClosed { component: Arc::clone(&self.component) };
         match &mut edge.route {
+            Route::Hash(key) if edge.senders.len() > 1 => {
+                let Message::Batch(batch, delivery) = message else { unreachable!("only batches are routed") };
+                // Key types are checked when the pipeline is planned, so hashing cannot fail here.
+                let parts = partition_by_hash(&batch, key, edge.senders.len()).expect("hashable key columns");
+                for (subtask, part) in parts.into_iter().enumerate() {
+                    if part.num_rows() > 0 {
+                        let message = Message::Batch(part, delivery.fork());
+                        edge.senders[subtask].send(message).await.map_err(|_| closed())?;
+                    }
+                }
+                delivery.settle();
+                Ok(())
+            }
+            Route::Hash(_) => edge.senders[0].send(message).await.map_err(|_| closed()),
             Route::Forward(subtask) => edge.senders[*subtask].send(message).await.map_err(|_| closed()),
             Route::RoundRobin(next) => {
                 let count = edge.senders.len();
@@ -168,6 +226,28 @@ mod tests {
         assert!(matches!(c_rx.recv().await, Some(Message::Batch(..))));
         assert!(matches!(c_rx.recv().await, Some(Message::End)));
         assert_eq!(metrics.snapshot().sent_events, 5);
+    }
+
+    #[tokio::test]
+    async fn hash_routing_sends_each_key_to_one_subtask() {
+        let (a_tx, mut a_rx) = mpsc::channel(8);
+        let (b_tx, mut b_rx) = mpsc::channel(8);
+        let key: Arc<[usize]> = Arc::from(vec![0]);
+        let edges = vec![Edge::new(vec![a_tx, b_tx], Route::Hash(key))];
+        let mut output = Output::new("src".into(), edges, Arc::default());
+        output.send(batch(100)).await.unwrap();
+        output.send(batch(100)).await.unwrap();
+        drop(output);
+        let mut seen: [std::collections::BTreeSet<i64>; 2] = Default::default();
+        for (subtask, rx) in [&mut a_rx, &mut b_rx].into_iter().enumerate() {
+            while let Some(Message::Batch(batch, _)) = rx.recv().await {
+                let values = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                seen[subtask].extend(values.values().iter().copied());
+            }
+        }
+        assert!(seen[0].is_disjoint(&seen[1]), "a key went to both subtasks");
+        assert_eq!(seen[0].len() + seen[1].len(), 100);
+        assert!(!seen[0].is_empty() && !seen[1].is_empty(), "100 keys all hashed to one subtask");
     }
 
     #[tokio::test]

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Message;
 use super::component::{
-    AsyncOperator, AsyncOutput, Durability, Operator, OperatorInstance, RuntimeError, Sink, SinkContext, SourceContext,
+    AsyncOperator, AsyncOutput, Durability, Emitter, Operator, OperatorInstance, Partitioning, RuntimeError, Sink,
+    SinkContext, SourceContext, StatefulOperator,
 };
 use super::delivery::Delivery;
 use super::gate::{GateEvent, InputGate};
@@ -83,10 +84,12 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                     senders.push(sender);
                     receivers_of_subtask.push(receiver);
                 }
-                let route = if upstream == component.parallelism {
-                    Route::Forward(i)
-                } else {
-                    Route::RoundRobin(i % component.parallelism)
+                let route = match &component.runnable {
+                    Runnable::Transform { partitioning: Partitioning::Hash(key), .. } if component.parallelism > 1 => {
+                        Route::Hash(Arc::from(key.as_slice()))
+                    }
+                    _ if upstream == component.parallelism => Route::Forward(i),
+                    _ => Route::RoundRobin(i % component.parallelism),
                 };
                 outgoing.push(Edge::new(senders, route));
             }
@@ -112,10 +115,28 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                 }
             };
             match &component.runnable {
-                Runnable::Source { factory, on_error } => {
+                Runnable::Source { factory, on_error, watermarks } => {
                     let errors =
                         error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
                     let source = factory.create(subtask, component.parallelism);
+                    // With event time, the source's batches pass through a watermark assigner.
+                    let output = match watermarks {
+                        None => output,
+                        Some(strategy) => {
+                            let (sender, receiver) = mpsc::channel(capacity);
+                            let assigned = Output::new(Arc::clone(&name), output.into_edges(), Arc::default());
+                            let strategy = strategy.clone();
+                            let failed = failed.clone();
+                            tasks.spawn(async move {
+                                super::event_time::assign(strategy, receiver, assigned).await.map_err(failed)
+                            });
+                            Output::new(
+                                Arc::clone(&name),
+                                vec![Edge::new(vec![sender], Route::Forward(0))],
+                                Arc::clone(&component_metrics),
+                            )
+                        }
+                    };
                     let mut ctx = SourceContext {
                         component: Arc::clone(&name),
                         output,
@@ -129,7 +150,7 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                         ctx.end().await.map_err(failed)
                     });
                 }
-                Runnable::Transform { factory, on_error } => {
+                Runnable::Transform { factory, on_error, .. } => {
                     let errors =
                         error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
                     let metrics = Arc::clone(&component_metrics);
@@ -142,6 +163,15 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                             let stop = stop.clone();
                             tasks.spawn(async move {
                                 run_async_operator(operator, gate, output, errors, &metrics, stop).await.map_err(failed)
+                            })
+                        }
+                        OperatorInstance::Stateful(operator) => {
+                            let late = take_edges(c, Port::Late, subtask);
+                            let late = (!late.is_empty()).then(|| Output::new(Arc::clone(&name), late, Arc::default()));
+                            tasks.spawn(async move {
+                                run_stateful_operator(operator, gate, output, late, errors, &metrics)
+                                    .await
+                                    .map_err(failed)
                             })
                         }
                     };
@@ -220,6 +250,7 @@ async fn run_operator(
                 delivery.settle();
             }
             GateEvent::Watermark(time) => output.broadcast(Message::Watermark(time)).await?,
+            GateEvent::Idle => output.broadcast(Message::Idle).await?,
             GateEvent::Barrier(epoch) => output.broadcast(Message::Barrier(epoch)).await?,
             GateEvent::End => {
                 operator.finish(&mut results)?;
@@ -228,6 +259,92 @@ async fn run_operator(
                 }
                 errors.finish().await?;
                 output.broadcast(Message::End).await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Drives a [`StatefulOperator`]: batches, watermarks (results first, then the watermark),
+/// processing-time ticks, and its state size in the metrics.
+async fn run_stateful_operator(
+    mut operator: Box<dyn StatefulOperator>,
+    mut gate: InputGate,
+    mut output: Output,
+    mut late: Option<Output>,
+    mut errors: RecordErrorHandler,
+    metrics: &ComponentMetrics,
+) -> Result<(), RuntimeError> {
+    let off_workers = operator.runs_plugins();
+    let run = |work: &mut dyn FnMut() -> Result<(), RuntimeError>| {
+        if off_workers { super::blocking(work) } else { work() }
+    };
+    let mut ticks = operator.timer_interval().map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
+    let mut emitted = Emitter::default();
+    let mut state_bytes = 0usize;
+    loop {
+        let event = match &mut ticks {
+            Some(ticks) => tokio::select! {
+                event = gate.next() => Some(event),
+                _ = ticks.tick() => None,
+            },
+            None => Some(gate.next().await),
+        };
+        let control = match event {
+            None => {
+                run(&mut || operator.on_timer(&mut emitted))?;
+                None
+            }
+            Some(GateEvent::Batch(_, batch, delivery)) => {
+                metrics.record_received(batch.num_rows());
+                let mut input = Some((batch, delivery));
+                run(&mut || {
+                    let (batch, delivery) = input.take().expect("runs once");
+                    operator.process(batch, delivery, &mut emitted, &mut errors)
+                })?;
+                errors.flush().await?;
+                None
+            }
+            Some(GateEvent::Watermark(time)) => {
+                run(&mut || operator.on_watermark(time, &mut emitted))?;
+                Some(Message::Watermark(time))
+            }
+            Some(GateEvent::Idle) => Some(Message::Idle),
+            Some(GateEvent::Barrier(epoch)) => Some(Message::Barrier(epoch)),
+            Some(GateEvent::End) => {
+                run(&mut || operator.finish(&mut emitted))?;
+                Some(Message::End)
+            }
+        };
+        for (batch, delivery) in emitted.late.drain(..) {
+            match &mut late {
+                Some(late) => late.deliver(batch, delivery).await?,
+                None => {
+                    metrics.record_late(batch.num_rows());
+                    delivery.settle();
+                }
+            }
+        }
+        for (batch, delivery) in emitted.batches.drain(..) {
+            output.deliver(batch, delivery).await?;
+        }
+        let now = operator.state_bytes();
+        metrics.add_state_bytes(now as i64 - state_bytes as i64);
+        state_bytes = now;
+        if let Some(control) = control {
+            let end = matches!(control, Message::End);
+            if end {
+                errors.finish().await?;
+                if let Some(late) = &mut late {
+                    late.broadcast(Message::End).await?;
+                }
+            }
+            output.broadcast(control).await?;
+            if end {
                 return Ok(());
             }
         }
@@ -265,6 +382,7 @@ async fn run_async_operator(
                         continue;
                     }
                     GateEvent::Watermark(time) => Message::Watermark(time),
+                    GateEvent::Idle => Message::Idle,
                     GateEvent::Barrier(epoch) => Message::Barrier(epoch),
                     GateEvent::End => Message::End,
                 };
@@ -350,7 +468,7 @@ async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkCo
                     }
                 }
             }
-            GateEvent::Watermark(_) => {}
+            GateEvent::Watermark(_) | GateEvent::Idle => {}
             GateEvent::Barrier(_) => {
                 sink.flush().await?;
                 waiting.settle(durability, sink.as_ref(), true);

@@ -166,6 +166,13 @@ fn check(path: &Path, manifest: &Manifest) -> Result<Plugin, GuestError> {
     let world = match plugin.kind {
         plugin::PluginKind::Scalar => World::Scalar,
         plugin::PluginKind::Table => World::Table,
+        plugin::PluginKind::Aggregate => {
+            return Err(refused(
+                "it is an aggregate-udf; `weir plugin build` makes scalar and table plugins (aggregates are \
+                 written with the Rust SDK and built with cargo for now)"
+                    .into(),
+            ));
+        }
     };
     if world != manifest.world {
         return Err(refused(format!(

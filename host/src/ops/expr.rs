@@ -156,6 +156,36 @@ fn rewrite_dialect(ast: &mut datafusion_sql::sqlparser::ast::Expr) {
     });
 }
 
+/// Parses and plans one SQL expression to a DataFusion logical expression (coerced and
+/// simplified), for callers that lower it themselves (aggregates).
+///
+/// # Errors
+/// Syntax, unknown names, type errors.
+pub fn plan_logical(
+    sql: &str,
+    schema: &SchemaRef,
+    functions: &FunctionCatalog,
+) -> Result<(Expr, Arc<DFSchema>), ExprError> {
+    let mut parser = Parser::new(&GenericDialect {}).try_with_sql(sql)?;
+    let mut ast = parser.parse_expr()?;
+    expect_end(&mut parser)?;
+    rewrite_dialect(&mut ast);
+    let df_schema = Arc::new(DFSchema::try_from(schema.as_ref().clone())?);
+    let planner = SqlToRel::new_with_options(functions, parser_options());
+    let logical = planner.sql_to_expr(ast, &df_schema, &mut PlannerContext::new())?;
+    let simplifier = ExprSimplifier::new(SimplifyContext::builder().with_schema(Arc::clone(&df_schema)).build());
+    let logical = simplifier.coerce(logical, &df_schema)?;
+    Ok((logical, df_schema))
+}
+
+/// Lowers a logical expression (from [`plan_logical`]) to a physical one.
+///
+/// # Errors
+/// Expressions DataFusion cannot lower.
+pub fn lower(expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>, ExprError> {
+    Ok(create_physical_expr(expr, schema, &ExecutionProps::new(), &PhysicalPlanningContext::default())?)
+}
+
 fn compile_ast(
     mut ast: datafusion_sql::sqlparser::ast::Expr,
     alias: Option<String>,
@@ -189,6 +219,7 @@ fn parser_options() -> ParserOptions {
 #[derive(Clone)]
 pub struct FunctionCatalog {
     scalar: HashMap<String, Arc<ScalarUDF>>,
+    aggregate: HashMap<String, Arc<AggregateUDF>>,
     planners: Vec<Arc<dyn ExprPlanner>>,
     options: ConfigOptions,
 }
@@ -217,6 +248,16 @@ impl FunctionCatalog {
         self.scalar.contains_key(name)
     }
 
+    /// Adds (or replaces) an aggregate function under its name (Wasm aggregate UDFs).
+    pub fn register_aggregate(&mut self, udaf: Arc<AggregateUDF>) {
+        self.aggregate.insert(udaf.name().to_string(), udaf);
+    }
+
+    /// Whether an aggregate function of this name exists.
+    pub fn contains_aggregate(&self, name: &str) -> bool {
+        self.aggregate.contains_key(name)
+    }
+
     fn builtin() -> Self {
         let mut scalar = HashMap::new();
         for udf in datafusion_functions::all_default_functions() {
@@ -225,7 +266,20 @@ impl FunctionCatalog {
             }
             scalar.insert(udf.name().to_string(), udf);
         }
+        let mut aggregate = HashMap::new();
+        for udaf in datafusion_functions_aggregate::all_default_aggregate_functions() {
+            for alias in udaf.aliases() {
+                aggregate.insert(alias.clone(), Arc::clone(&udaf));
+            }
+            aggregate.insert(udaf.name().to_string(), udaf);
+        }
+        // Flink SQL's names for first_value / last_value.
+        for (alias, name) in [("first", "first_value"), ("last", "last_value")] {
+            let udaf = Arc::clone(&aggregate[name]);
+            aggregate.insert(alias.to_string(), udaf);
+        }
         let planners: Vec<Arc<dyn ExprPlanner>> = vec![
+            Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
             Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
             Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
             Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),
@@ -233,7 +287,7 @@ impl FunctionCatalog {
         let mut options = ConfigOptions::default();
         options.sql_parser.enable_ident_normalization = false;
         options.sql_parser.map_string_types_to_utf8view = false;
-        Self { scalar, planners, options }
+        Self { scalar, aggregate, planners, options }
     }
 }
 
@@ -254,8 +308,8 @@ impl ContextProvider for FunctionCatalog {
         None
     }
 
-    fn get_aggregate_meta(&self, _name: &str) -> Option<Arc<AggregateUDF>> {
-        None
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.aggregate.get(name).cloned()
     }
 
     fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
@@ -279,7 +333,7 @@ impl ContextProvider for FunctionCatalog {
     }
 
     fn udaf_names(&self) -> Vec<String> {
-        Vec::new()
+        self.aggregate.keys().cloned().collect()
     }
 
     fn udwf_names(&self) -> Vec<String> {

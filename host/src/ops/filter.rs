@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::expr::compile_predicate;
-use crate::engine::component::{
+use crate::engine::component::{Partitioning, 
     Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
     TransformSpec,
 };
@@ -46,7 +46,7 @@ impl TransformSpec for FilterConfig {
         let compiled = compile_predicate(&self.predicate.value, input, &ctx.functions)
             .map_err(|err| SpecIssue::at(&self.predicate.referenced, format!("`where`: {err}")))?;
         let factory = Arc::new(FilterFactory { sql: self.predicate.value.clone(), predicate: compiled.physical });
-        Ok(PlannedTransform { schema: input.clone(), factory })
+        Ok(PlannedTransform { schema: input.clone(), factory, partitioning: Partitioning::Any })
     }
 }
 

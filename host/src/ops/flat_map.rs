@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::udf::{compile_args, evaluate_args, report_failures, resolve_function};
-use crate::engine::component::{
+use crate::engine::component::{Partitioning, 
     Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
     TransformSpec,
 };
@@ -77,9 +77,9 @@ impl TransformSpec for FlatMapConfig {
             }
             fields.push(to_arrow_field(field));
         }
-        let schema = Arc::new(Schema::new(fields));
+        let schema = Arc::new(crate::engine::event_time::carry(input, Schema::new(fields)));
         let factory = Arc::new(FlatMapFactory { schema: schema.clone(), plugin, limits, function, args, described });
-        Ok(PlannedTransform { schema, factory })
+        Ok(PlannedTransform { schema, factory, partitioning: Partitioning::Any })
     }
 }
 

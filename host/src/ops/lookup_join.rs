@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::component::{
+use crate::engine::component::{Partitioning, 
     AsyncOperator, AsyncOutput, BoxFuture, FailedRow, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform,
     RuntimeError, TransformKind, TransformSpec,
 };
@@ -166,7 +166,7 @@ impl TransformSpec for LookupJoinConfig {
         if self.in_flight == 0 {
             return Err(SpecIssue::new("`in_flight` must be at least 1"));
         }
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let schema: SchemaRef = Arc::new(crate::engine::event_time::carry(input, Schema::new(fields)));
         let plan = JoinPlan {
             table: Arc::clone(table),
             stream_keys,
@@ -177,7 +177,7 @@ impl TransformSpec for LookupJoinConfig {
             retry_on_miss,
             in_flight: self.in_flight,
         };
-        Ok(PlannedTransform { schema, factory: Arc::new(LookupJoinFactory(Arc::new(plan))) })
+        Ok(PlannedTransform { schema, factory: Arc::new(LookupJoinFactory(Arc::new(plan))), partitioning: Partitioning::Any })
     }
 }
 

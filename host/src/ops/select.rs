@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::expr::compile_select_item;
-use crate::engine::component::{
+use crate::engine::component::{Partitioning, 
     Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
     TransformSpec,
 };
@@ -66,9 +66,9 @@ impl TransformSpec for SelectConfig {
                 sql.push(item.value.clone());
             }
         }
-        let schema = Arc::new(Schema::new(fields));
+        let schema = Arc::new(crate::engine::event_time::carry(input, Schema::new(fields)));
         let factory = Arc::new(SelectFactory { schema: schema.clone(), exprs, sql });
-        Ok(PlannedTransform { schema, factory })
+        Ok(PlannedTransform { schema, factory, partitioning: Partitioning::Any })
     }
 }
 

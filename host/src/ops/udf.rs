@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::expr::compile_select_item;
-use crate::engine::component::{
+use crate::engine::component::{Partitioning, 
     Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
     TransformSpec,
 };
@@ -76,10 +76,12 @@ pub fn resolve_function(
         .resolve(&plugin.value, &ctx.base_dir)
         .map_err(|message| SpecIssue::at(&plugin.referenced, message))?;
     if loaded.kind != kind {
-        let (wanted, found) = match kind {
-            PluginKind::Scalar => ("a scalar-udf", "a table-udf"),
-            PluginKind::Table => ("a table-udf", "a scalar-udf"),
+        let world = |kind: PluginKind| match kind {
+            PluginKind::Scalar => "a scalar-udf",
+            PluginKind::Table => "a table-udf",
+            PluginKind::Aggregate => "an aggregate-udf",
         };
+        let (wanted, found) = (world(kind), world(loaded.kind));
         return Err(SpecIssue::at(
             &plugin.referenced,
             format!("plugin `{}` is {found} plugin; this step needs {wanted} plugin", loaded.info.name),
@@ -88,6 +90,7 @@ pub fn resolve_function(
     let names: Vec<&str> = match kind {
         PluginKind::Scalar => loaded.scalar.iter().map(|f| f.name.as_str()).collect(),
         PluginKind::Table => loaded.table.iter().map(|f| f.name.as_str()).collect(),
+        PluginKind::Aggregate => loaded.aggregate.iter().map(|f| f.name.as_str()).collect(),
     };
     let index = names.iter().position(|name| *name == function.value).ok_or_else(|| {
         SpecIssue::at(
@@ -154,11 +157,11 @@ impl TransformSpec for UdfConfig {
             Some(at) => fields[at] = output,
             None => fields.push(output),
         }
-        let schema = Arc::new(Schema::new(fields));
+        let schema = Arc::new(crate::engine::event_time::carry(input, Schema::new(fields)));
         let replace = position.unwrap_or(input.fields().len());
         let factory =
             Arc::new(UdfFactory { schema: schema.clone(), plugin, limits, function, args, replace, described });
-        Ok(PlannedTransform { schema, factory })
+        Ok(PlannedTransform { schema, factory, partitioning: Partitioning::Any })
     }
 }
 

@@ -10,7 +10,7 @@ use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::engine::component::{
+use crate::engine::component::{Partitioning, 
     Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
     TransformSpec,
 };
@@ -35,7 +35,7 @@ pub struct UnionConfig {
 
 impl TransformSpec for UnionConfig {
     fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
-        Ok(PlannedTransform { schema: input.clone(), factory: Arc::new(PassThrough) })
+        Ok(PlannedTransform { schema: input.clone(), factory: Arc::new(PassThrough), partitioning: Partitioning::Any })
     }
 }
 

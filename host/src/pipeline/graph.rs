@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::yaml::{Document, Node, Spanned};
 use super::{InputRef, PlannedComponent, Port, Runnable, SpecIssue};
-use crate::engine::component::{PlanContext, SinkSpec, SourceSpec, TransformSpec};
+use crate::engine::component::{Partitioning, PlanContext, SinkSpec, SourceSpec, TransformSpec};
 use crate::engine::metrics::Role;
 use crate::formats::errors::{ErrorPolicy, dead_letter_schema};
 
@@ -23,6 +23,8 @@ struct Common {
     #[serde(default)]
     on_error: ErrorPolicy,
     dead_letter: Option<Spanned<String>>,
+    /// Sources only (their typed configs accept the key; transforms and sinks refuse it).
+    event_time: Option<crate::engine::event_time::EventTimeConfig>,
 }
 
 /// A component's typed config.
@@ -148,6 +150,9 @@ impl SpecIssue {
     }
 }
 
+/// Transform types with a `.late` side output.
+const LATE_OUTPUTS: &[&str] = &["window", "top_n"];
+
 /// Resolves inputs, orders the graph and plans every component against its input schema.
 ///
 /// # Errors
@@ -169,7 +174,12 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             }
             Role::Transform | Role::Sink => {
                 for input in &component.common.inputs {
-                    let upstream = *index.get(input.value.as_str()).ok_or_else(|| {
+                    // `<window>.late`: the rows a window or top_n received too late.
+                    let (name, port) = match input.value.rsplit_once('.') {
+                        Some((name, "late")) if !index.contains_key(input.value.as_str()) => (name, Port::Late),
+                        _ => (input.value.as_str(), Port::Main),
+                    };
+                    let upstream = *index.get(name).ok_or_else(|| {
                         let known: Vec<&str> =
                             declared.iter().filter(|c| c.role != Role::Sink).map(|c| c.name.as_str()).collect();
                         fail(SpecIssue::at(
@@ -190,7 +200,17 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
                     if upstream == i {
                         return Err(fail(SpecIssue::at(&input.referenced, "a component cannot read its own output")));
                     }
-                    inputs[i].push(InputRef { component: upstream, port: Port::Main });
+                    if port == Port::Late && !LATE_OUTPUTS.contains(&declared[upstream].kind.as_str()) {
+                        return Err(fail(SpecIssue::at(
+                            &input.referenced,
+                            format!(
+                                "`{name}` is a {}; only {} steps have a `.late` output",
+                                declared[upstream].kind,
+                                LATE_OUTPUTS.join(" and ")
+                            ),
+                        )));
+                    }
+                    inputs[i].push(InputRef { component: upstream, port });
                 }
             }
         }
@@ -252,6 +272,8 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
                 let schema_of = |edge: &InputRef| match edge.port {
                     Port::Main => planned[edge.component].schema.clone(),
                     Port::DeadLetter => dead_letter_schema(),
+                    // Late rows are the window's input rows.
+                    Port::Late => planned[planned[edge.component].inputs[0].component].schema.clone(),
                 };
                 let schema = schema_of(first);
                 for edge in &edges[1..] {
@@ -282,8 +304,16 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             }
             Spec::Source(spec) => {
                 let source = spec.plan(ctx).map_err(fail)?;
-                let runnable = Runnable::Source { factory: source.factory, on_error: component.common.on_error };
-                (source.schema, source.parallelism, runnable)
+                let (watermarks, schema) = match &component.common.event_time {
+                    None => (None, source.schema),
+                    Some(event_time) => {
+                        let (strategy, schema) = event_time.plan(&source.schema).map_err(fail)?;
+                        (Some(strategy), schema)
+                    }
+                };
+                let runnable =
+                    Runnable::Source { factory: source.factory, on_error: component.common.on_error, watermarks };
+                (schema, source.parallelism, runnable)
             }
             Spec::Transform(spec) => {
                 if component.common.on_error == ErrorPolicy::Retry && !spec.retries_failures() {
@@ -295,8 +325,21 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
                 }
                 let input = input_schema.expect("transforms have inputs");
                 let transform = spec.plan(&input, ctx).map_err(fail)?;
-                let parallelism = parallelism_option.map_or(ctx.default_parallelism, |p| p.value);
-                let runnable = Runnable::Transform { factory: transform.factory, on_error: component.common.on_error };
+                let parallelism = match (&transform.partitioning, parallelism_option) {
+                    (Partitioning::Single, Some(p)) if p.value > 1 => {
+                        return Err(fail(SpecIssue::at(
+                            &p.referenced,
+                            "without `group_by` every row meets in one subtask; parallelism must be 1",
+                        )));
+                    }
+                    (Partitioning::Single, _) => 1,
+                    (_, option) => option.map_or(ctx.default_parallelism, |p| p.value),
+                };
+                let runnable = Runnable::Transform {
+                    factory: transform.factory,
+                    on_error: component.common.on_error,
+                    partitioning: transform.partitioning,
+                };
                 (transform.schema, parallelism, runnable)
             }
             Spec::Sink(spec) => {

@@ -80,6 +80,8 @@ pub enum Port {
     Main,
     /// The dead-letter rows of a component with `on_error: dead-letter`.
     DeadLetter,
+    /// Rows a window received too late (`<window>.late`); same schema as the window's input.
+    Late,
 }
 
 /// An edge into a component.
@@ -100,6 +102,8 @@ pub enum Runnable {
         factory: Arc<dyn SourceFactory>,
         /// Bad-record policy.
         on_error: ErrorPolicy,
+        /// Watermarks from the `event_time` option, when declared.
+        watermarks: Option<crate::engine::event_time::WatermarkStrategy>,
     },
     /// A transform, with its failed-row policy.
     Transform {
@@ -107,6 +111,8 @@ pub enum Runnable {
         factory: Arc<dyn OperatorFactory>,
         /// Failed-row policy.
         on_error: ErrorPolicy,
+        /// How input rows reach the subtasks.
+        partitioning: crate::engine::component::Partitioning,
     },
     /// A sink, with its policy for rows the destination rejects.
     Sink {
@@ -232,6 +238,10 @@ fn load_plugins(
         for index in 0..plugin.scalar.len() {
             let function = crate::ops::wasm_function::WasmFunction::new(Arc::clone(&plugin), limits, index as u32);
             functions.register(Arc::new(datafusion_expr::ScalarUDF::new_from_impl(function)));
+        }
+        for index in 0..plugin.aggregate.len() {
+            let function = crate::ops::wasm_aggregate::WasmAggregate::new(Arc::clone(&plugin), limits, index as u32);
+            functions.register_aggregate(Arc::new(datafusion_expr::AggregateUDF::new_from_impl(function)));
         }
         catalog.insert(name.clone(), plugin, limits);
     }

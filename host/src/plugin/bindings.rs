@@ -34,8 +34,20 @@ pub mod table {
     });
 }
 
+/// The `aggregate-udf` world, reusing the shared interfaces generated for `scalar`.
+pub mod aggregate {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "weir:plugin/aggregate-udf@0.1.0",
+        with: {
+            "weir:plugin/types@0.1.0": super::scalar::weir::plugin::types,
+            "weir:plugin/host@0.1.0": super::scalar::weir::plugin::host,
+        },
+    });
+}
+
 pub use scalar::weir::plugin::host::Level;
 pub use scalar::weir::plugin::types::{
-    CallError, Column, ColumnValues, DataType, DecimalType, Field, PluginInfo, RowError, ScalarSignature,
-    TableSignature, TimeUnit, VarData,
+    AggregateSignature, CallError, Column, ColumnValues, DataType, DecimalType, Field, PluginInfo, RowError,
+    ScalarSignature, TableSignature, TimeUnit, VarData,
 };

@@ -17,8 +17,9 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::scalar::{ScalarUdf, ScalarUdfPre};
 use super::bindings::scalar_buffers::{ScalarUdfBuffers, ScalarUdfBuffersPre};
+use super::bindings::aggregate::{AggregateUdf, AggregateUdfPre};
 use super::bindings::table::{TableUdf, TableUdfPre};
-use super::bindings::{PluginInfo, ScalarSignature, TableSignature};
+use super::bindings::{AggregateSignature, PluginInfo, ScalarSignature, TableSignature};
 use super::sandbox::{CAPTURE_CAPACITY, Limits, PluginMetrics, StoreState};
 
 /// How often the epoch advances; call time limits are counted in these ticks.
@@ -48,7 +49,7 @@ pub enum PluginError {
     },
     /// A component that does not implement a weir world.
     #[error(
-        "{path} does not implement a weir plugin world (it should export weir:plugin/scalar@0.1.0, weir:plugin/scalar-buffers@0.1.0 or weir:plugin/table@0.1.0); it exports [{exports}] and imports [{imports}]"
+        "{path} does not implement a weir plugin world (it should export weir:plugin/scalar@0.1.0, weir:plugin/scalar-buffers@0.1.0, weir:plugin/table@0.1.0 or weir:plugin/aggregate@0.1.0); it exports [{exports}] and imports [{imports}]"
     )]
     UnknownWorld {
         /// The file.
@@ -146,6 +147,8 @@ pub enum PluginKind {
     Scalar,
     /// `table-udf`.
     Table,
+    /// `aggregate-udf`.
+    Aggregate,
 }
 
 #[derive(Clone)]
@@ -153,6 +156,7 @@ enum Pre {
     Scalar(ScalarUdfPre<StoreState>),
     ScalarBuffers(ScalarUdfBuffersPre<StoreState>),
     Table(TableUdfPre<StoreState>),
+    Aggregate(AggregateUdfPre<StoreState>),
 }
 
 /// A loaded, described plugin, ready to instantiate.
@@ -172,6 +176,8 @@ pub struct Plugin {
     pub scalar: Vec<ScalarSignature>,
     /// Table functions (table world).
     pub table: Vec<TableSignature>,
+    /// Aggregate functions (aggregate world).
+    pub aggregate: Vec<AggregateSignature>,
     /// What it imports (for `weir plugin inspect`).
     pub imports: Vec<String>,
     /// What it exports.
@@ -245,6 +251,8 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
         PluginKind::Scalar
     } else if exports.iter().any(|e| e == "weir:plugin/table@0.1.0") {
         PluginKind::Table
+    } else if exports.iter().any(|e| e == "weir:plugin/aggregate@0.1.0") {
+        PluginKind::Aggregate
     } else {
         return Err(PluginError::UnknownWorld {
             path: path.to_path_buf(),
@@ -277,6 +285,12 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
             let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
             Pre::Table(TableUdfPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
         }
+        PluginKind::Aggregate => {
+            AggregateUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
+                .map_err(|err| instantiate_error(format!("{err:#}")))?;
+            let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
+            Pre::Aggregate(AggregateUdfPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
+        }
     };
     let metrics = Arc::new(PluginMetrics::default());
     let mut plugin = Plugin {
@@ -287,6 +301,7 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
         kind,
         scalar: Vec::new(),
         table: Vec::new(),
+        aggregate: Vec::new(),
         imports,
         exports,
         load_time,
@@ -321,6 +336,12 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
                 bindings.weir_plugin_table().call_describe(&mut instance.store).map_err(describe_error)?;
             plugin.info = info;
             plugin.table = functions;
+        }
+        Bindings::Aggregate(bindings) => {
+            let (info, functions) =
+                bindings.weir_plugin_aggregate().call_describe(&mut instance.store).map_err(describe_error)?;
+            plugin.info = info;
+            plugin.aggregate = functions;
         }
     }
     Ok(plugin)
@@ -451,6 +472,7 @@ enum Bindings {
     Scalar(ScalarUdf),
     ScalarBuffers(ScalarUdfBuffers),
     Table(TableUdf),
+    Aggregate(AggregateUdf),
 }
 
 /// One live instance of a plugin, with its own store and limits.
@@ -482,6 +504,7 @@ impl Instance {
             Pre::Scalar(pre) => Bindings::Scalar(pre.instantiate(&mut store).map_err(failed)?),
             Pre::ScalarBuffers(pre) => Bindings::ScalarBuffers(pre.instantiate(&mut store).map_err(failed)?),
             Pre::Table(pre) => Bindings::Table(pre.instantiate(&mut store).map_err(failed)?),
+            Pre::Aggregate(pre) => Bindings::Aggregate(pre.instantiate(&mut store).map_err(failed)?),
         };
         Ok(Self { plugin, limits, store, bindings, logged: (0, 0) })
     }
@@ -530,7 +553,9 @@ impl Instance {
                     })
                 })
             }
-            Bindings::Table(_) => unreachable!("a table plugin is never called as scalar (checked at load)"),
+            Bindings::Table(_) | Bindings::Aggregate(_) => {
+                unreachable!("only scalar plugins are called as scalar (checked at load)")
+            }
         })?;
         match output {
             Ok(Ok(output)) => Ok(Ok(output)),
@@ -558,10 +583,63 @@ impl Instance {
     > {
         self.guarded(function, |bindings, store| match bindings {
             Bindings::Table(bindings) => bindings.weir_plugin_table().call_call(store, function, rows, args),
-            Bindings::Scalar(_) | Bindings::ScalarBuffers(_) => {
-                unreachable!("a scalar plugin is never called as table (checked at load)")
+            Bindings::Scalar(_) | Bindings::ScalarBuffers(_) | Bindings::Aggregate(_) => {
+                unreachable!("only table plugins are called as table (checked at load)")
             }
         })
+    }
+
+    fn aggregate_bindings(
+        bindings: &Bindings,
+    ) -> &super::bindings::aggregate::exports::weir::plugin::aggregate::Guest {
+        match bindings {
+            Bindings::Aggregate(bindings) => bindings.weir_plugin_aggregate(),
+            _ => unreachable!("only aggregate plugins are called as aggregates (checked at load)"),
+        }
+    }
+
+    /// Folds rows into accumulator states: `states[g]` is group g's state (empty = fresh),
+    /// `groups[r]` the group of row r; returns every group's new state.
+    ///
+    /// # Errors
+    /// Traps (the caller must replace this instance).
+    pub fn call_accumulate(
+        &mut self,
+        function: u32,
+        states: &[Vec<u8>],
+        groups: &[u32],
+        args: &[super::bindings::Column],
+    ) -> Result<Result<Vec<Vec<u8>>, super::bindings::CallError>, PluginError> {
+        self.guarded(function, |bindings, store| {
+            Self::aggregate_bindings(bindings).call_accumulate(store, function, states, groups, args)
+        })
+    }
+
+    /// Combines two states of one group.
+    ///
+    /// # Errors
+    /// Traps (the caller must replace this instance).
+    pub fn call_merge(
+        &mut self,
+        function: u32,
+        left: &[u8],
+        right: &[u8],
+    ) -> Result<Result<Vec<u8>, super::bindings::CallError>, PluginError> {
+        self.guarded(function, |bindings, store| {
+            Self::aggregate_bindings(bindings).call_merge(store, function, left, right)
+        })
+    }
+
+    /// Final values, one per state.
+    ///
+    /// # Errors
+    /// Traps (the caller must replace this instance).
+    pub fn call_finish(
+        &mut self,
+        function: u32,
+        states: &[Vec<u8>],
+    ) -> Result<Result<super::bindings::Column, super::bindings::CallError>, PluginError> {
+        self.guarded(function, |bindings, store| Self::aggregate_bindings(bindings).call_finish(store, function, states))
     }
 
     /// Runs one export call under the time limit, forwards what the guest printed, and turns
@@ -589,6 +667,7 @@ impl Instance {
         let name = match self.plugin.kind {
             PluginKind::Scalar => self.plugin.scalar.get(function as usize).map(|f| f.name.clone()),
             PluginKind::Table => self.plugin.table.get(function as usize).map(|f| f.name.clone()),
+            PluginKind::Aggregate => self.plugin.aggregate.get(function as usize).map(|f| f.name.clone()),
         };
         name.unwrap_or_else(|| format!("#{function}"))
     }

@@ -85,6 +85,12 @@ impl InstanceSlot {
     }
 }
 
+impl std::fmt::Debug for InstanceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceSlot").field("live", &self.live.is_some()).finish()
+    }
+}
+
 /// A row a function failed on, with why.
 #[derive(Debug, Clone)]
 pub struct FailedRow {

@@ -37,6 +37,9 @@ pub const SOURCE: SourceKind =
 pub struct FileSourceConfig {
     #[serde(rename = "type")]
     _type: IgnoredAny,
+    /// Read by the pipeline planner (`engine::event_time`).
+    #[serde(default, rename = "event_time")]
+    _event_time: IgnoredAny,
     #[serde(default, rename = "on_error")]
     _on_error: IgnoredAny,
     #[serde(default, rename = "dead_letter")]

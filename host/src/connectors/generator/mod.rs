@@ -44,6 +44,9 @@ pub const SOURCE: SourceKind =
 pub struct GeneratorConfig {
     #[serde(rename = "type")]
     _type: IgnoredAny,
+    /// Read by the pipeline planner (`engine::event_time`).
+    #[serde(default, rename = "event_time")]
+    _event_time: IgnoredAny,
     /// Total rows; unbounded when absent.
     pub count: Option<u64>,
     /// Rows per second (all subtasks together); unlimited when absent.

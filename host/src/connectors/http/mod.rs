@@ -56,6 +56,9 @@ const QUEUED_REQUESTS: usize = 4;
 pub struct HttpSourceConfig {
     #[serde(rename = "type")]
     _type: IgnoredAny,
+    /// Read by the pipeline planner (`engine::event_time`).
+    #[serde(default, rename = "event_time")]
+    _event_time: IgnoredAny,
     #[serde(default, rename = "on_error")]
     _on_error: IgnoredAny,
     #[serde(default, rename = "dead_letter")]

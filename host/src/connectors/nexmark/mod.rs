@@ -34,6 +34,9 @@ pub const SOURCE: SourceKind =
 pub struct NexmarkConfig {
     #[serde(rename = "type")]
     _type: IgnoredAny,
+    /// Read by the pipeline planner (`engine::event_time`).
+    #[serde(default, rename = "event_time")]
+    _event_time: IgnoredAny,
     /// Which stream.
     pub kind: EventKind,
     /// Total generator events (all kinds); unbounded when absent.

@@ -1,0 +1,350 @@
+//! Aggregate expressions (`count(*)`, `max(price)`, `count(DISTINCT bidder)`,
+//! `sum(price) FILTER (WHERE price > 10)`, `percentile(price, 0.99)` from a plugin) compiled once
+//! at load time into DataFusion aggregate functions, and the per-group accumulators that windows
+//! and keyed aggregates keep.
+//!
+//! Each `aggregates:` entry is one aggregate call keyed by its output column. The call is planned
+//! by DataFusion's SQL planner and lowered with [`AggregateExprBuilder`]; state lives in a
+//! [`GroupsAccumulator`] (vectorized over group indices, DataFusion's fast path), or for
+//! functions without one (distinct counts, `first`/`last`) in per-group accumulators behind
+//! DataFusion's adapter. Arguments and filters are evaluated once per input batch
+//! ([`AggregateSet::arguments`]) and handed to every window the rows fall in.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::datatypes::{Field, SchemaRef};
+use datafusion_expr::expr::{AggregateFunction, NullTreatment};
+use datafusion_expr::{EmitTo, Expr, GroupsAccumulator};
+use datafusion_functions_aggregate_common::aggregate::groups_accumulator::GroupsAccumulatorAdapter;
+use datafusion_physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctionExpr};
+use datafusion_physical_expr::{PhysicalExpr, PhysicalSortExpr};
+
+use super::expr::{ExprError, FunctionCatalog, lower, plan_logical};
+use crate::engine::component::RuntimeError;
+
+/// One compiled aggregate: output column, function, argument and filter expressions.
+#[derive(Debug, Clone)]
+pub struct AggregateCall {
+    /// The SQL as written, for errors.
+    pub sql: String,
+    /// Output column.
+    pub field: Field,
+    function: Arc<AggregateFunctionExpr>,
+    /// Arguments, then ORDER BY expressions (what the accumulator's `update_batch` takes).
+    inputs: Vec<Arc<dyn PhysicalExpr>>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl AggregateCall {
+    /// Compiles one aggregate call, named `name`, over rows of `schema`.
+    ///
+    /// # Errors
+    /// Syntax, unknown columns or functions, a call that is not one aggregate function.
+    pub fn compile(name: &str, sql: &str, schema: &SchemaRef, functions: &FunctionCatalog) -> Result<Self, ExprError> {
+        let sql_text = rewrite_count_distinct(sql);
+        let (logical, df_schema) = plan_logical(&sql_text, schema, functions)?;
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = logical else {
+            return Err(ExprError {
+                message: format!(
+                    "`{sql}` is not an aggregate call; each aggregate is one call such as count(*), max(price), \
+                     count(DISTINCT bidder) or a plugin's aggregate"
+                ),
+            });
+        };
+        let args = params.args.iter().map(|arg| lower(arg, &df_schema)).collect::<Result<Vec<_>, _>>()?;
+        let order_by = params
+            .order_by
+            .iter()
+            .map(|sort| {
+                let expr = lower(&sort.expr, &df_schema)?;
+                let options =
+                    arrow::compute::SortOptions { descending: !sort.asc, nulls_first: sort.nulls_first };
+                Ok(PhysicalSortExpr { expr, options })
+            })
+            .collect::<Result<Vec<_>, ExprError>>()?;
+        let filter = params.filter.as_ref().map(|filter| lower(filter, &df_schema)).transpose()?;
+        let mut inputs = args.clone();
+        inputs.extend(order_by.iter().map(|sort| Arc::clone(&sort.expr)));
+        let function = AggregateExprBuilder::new(func, args)
+            .schema(Arc::clone(schema))
+            .alias(name)
+            .with_distinct(params.distinct)
+            .with_ignore_nulls(params.null_treatment == Some(NullTreatment::IgnoreNulls))
+            .order_by(order_by)
+            .build()?;
+        let returned = function.field();
+        let field = Field::new(name, returned.data_type().clone(), true);
+        Ok(Self { sql: sql.to_string(), field, function: Arc::new(function), inputs, filter })
+    }
+
+    /// A fresh accumulator for any number of groups.
+    ///
+    /// # Errors
+    /// Functions DataFusion cannot accumulate (reported at planning by [`AggregateSet::compile`]).
+    pub fn accumulator(&self) -> Result<Box<dyn GroupsAccumulator>, ExprError> {
+        if self.function.groups_accumulator_supported() {
+            return Ok(self.function.create_groups_accumulator()?);
+        }
+        let function = Arc::clone(&self.function);
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || function.create_accumulator())))
+    }
+}
+
+/// `count_distinct(x)` (the name Flink users look for) is `count(DISTINCT x)`.
+fn rewrite_count_distinct(sql: &str) -> String {
+    let trimmed = sql.trim_start();
+    match trimmed.get(..15) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("count_distinct(") => format!("count(DISTINCT {}", &trimmed[15..]),
+        _ => sql.to_string(),
+    }
+}
+
+/// The arguments of every aggregate, evaluated over one batch (or a subset of its rows).
+#[derive(Debug, Clone)]
+pub struct Arguments {
+    /// Per aggregate: argument arrays (then ORDER BY arrays).
+    pub values: Vec<Vec<ArrayRef>>,
+    /// Per aggregate: its FILTER mask.
+    pub filters: Vec<Option<BooleanArray>>,
+}
+
+impl Arguments {
+    /// The rows at `indices`, for one window.
+    ///
+    /// # Errors
+    /// Arrow `take` failures.
+    pub fn take(&self, indices: &arrow::array::UInt32Array) -> Result<Self, arrow::error::ArrowError> {
+        let take = |array: &ArrayRef| arrow::compute::take(array, indices, None);
+        Ok(Self {
+            values: self.values.iter().map(|args| args.iter().map(take).collect()).collect::<Result<_, _>>()?,
+            filters: self
+                .filters
+                .iter()
+                .map(|filter| {
+                    filter
+                        .as_ref()
+                        .map(|f| arrow::compute::take(f, indices, None).map(|a| arrow::array::AsArray::as_boolean(&a).clone()))
+                        .transpose()
+                })
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// The aggregates of one step, in output order.
+#[derive(Debug, Clone)]
+pub struct AggregateSet {
+    /// Compiled calls.
+    pub calls: Vec<AggregateCall>,
+}
+
+impl AggregateSet {
+    /// Compiles `name: sql` pairs.
+    ///
+    /// # Errors
+    /// The first call that does not compile, with its output name.
+    pub fn compile<'a>(
+        entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+        schema: &SchemaRef,
+        functions: &FunctionCatalog,
+    ) -> Result<Self, (String, ExprError)> {
+        let mut calls = Vec::new();
+        for (name, sql) in entries {
+            let call = AggregateCall::compile(name, sql, schema, functions).map_err(|err| (name.to_string(), err))?;
+            call.accumulator().map_err(|err| (name.to_string(), err))?;
+            calls.push(call);
+        }
+        Ok(Self { calls })
+    }
+
+    /// Whether any aggregate is a plugin's (its calls must run off the async workers).
+    pub fn runs_plugins(&self) -> bool {
+        self.calls.iter().any(|call| super::wasm_aggregate::is_wasm(call.function.fun()))
+    }
+
+    /// Output fields, in order.
+    pub fn fields(&self) -> Vec<Field> {
+        self.calls.iter().map(|call| call.field.clone()).collect()
+    }
+
+    /// Evaluates every argument and filter over `batch`.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Expression`] naming the aggregate.
+    pub fn arguments(&self, batch: &RecordBatch) -> Result<Arguments, RuntimeError> {
+        let rows = batch.num_rows();
+        let mut values = Vec::with_capacity(self.calls.len());
+        let mut filters = Vec::with_capacity(self.calls.len());
+        for call in &self.calls {
+            let failed = |err: datafusion_common::DataFusionError| RuntimeError::Expression {
+                expression: call.sql.clone(),
+                reason: err.to_string(),
+            };
+            let args = call
+                .inputs
+                .iter()
+                .map(|input| input.evaluate(batch).and_then(|value| value.into_array(rows)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
+            let filter = match &call.filter {
+                None => None,
+                Some(filter) => {
+                    let mask = filter.evaluate(batch).and_then(|value| value.into_array(rows)).map_err(failed)?;
+                    Some(arrow::array::AsArray::as_boolean(&mask).clone())
+                }
+            };
+            values.push(args);
+            filters.push(filter);
+        }
+        Ok(Arguments { values, filters })
+    }
+
+    /// Fresh accumulators, one per aggregate.
+    pub fn accumulators(&self) -> Accumulators {
+        Accumulators {
+            states: self.calls.iter().map(|call| call.accumulator().expect("checked at planning")).collect(),
+        }
+    }
+}
+
+/// The accumulators of one window (or one keyed aggregate), one per aggregate, indexed by group.
+pub struct Accumulators {
+    states: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+impl std::fmt::Debug for Accumulators {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accumulators").field("aggregates", &self.states.len()).finish()
+    }
+}
+
+fn failed(set: &AggregateSet, index: usize, err: datafusion_common::DataFusionError) -> RuntimeError {
+    RuntimeError::Expression { expression: set.calls[index].sql.clone(), reason: err.to_string() }
+}
+
+impl Accumulators {
+    /// Folds rows into their groups: `groups[r]` is row r's group, `group_count` the number of
+    /// groups so far.
+    ///
+    /// # Errors
+    /// Accumulator failures (overflow, type errors), naming the aggregate.
+    pub fn update(
+        &mut self,
+        set: &AggregateSet,
+        arguments: &Arguments,
+        groups: &[usize],
+        group_count: usize,
+    ) -> Result<(), RuntimeError> {
+        for (index, state) in self.states.iter_mut().enumerate() {
+            state
+                .update_batch(&arguments.values[index], groups, arguments.filters[index].as_ref(), group_count)
+                .map_err(|err| failed(set, index, err))?;
+        }
+        Ok(())
+    }
+
+    /// Final values of every group, emptying the accumulators.
+    ///
+    /// # Errors
+    /// Accumulator failures, naming the aggregate.
+    pub fn evaluate(&mut self, set: &AggregateSet) -> Result<Vec<ArrayRef>, RuntimeError> {
+        self.states
+            .iter_mut()
+            .enumerate()
+            .map(|(index, state)| state.evaluate(EmitTo::All).map_err(|err| failed(set, index, err)))
+            .collect()
+    }
+
+    /// Final values of every group, keeping the state (for windows that may still change with
+    /// late rows, and running aggregates): the partial state is taken out, merged into a copy
+    /// that is evaluated, and merged back.
+    ///
+    /// # Errors
+    /// Accumulator failures, naming the aggregate.
+    pub fn evaluate_keeping(
+        &mut self,
+        set: &AggregateSet,
+        group_count: usize,
+    ) -> Result<Vec<ArrayRef>, RuntimeError> {
+        let groups: Vec<usize> = (0..group_count).collect();
+        let mut values = Vec::with_capacity(self.states.len());
+        for (index, state) in self.states.iter_mut().enumerate() {
+            let fail = |err| failed(set, index, err);
+            let partial = state.state(EmitTo::All).map_err(fail)?;
+            let mut copy = set.calls[index].accumulator().expect("checked at planning");
+            copy.merge_batch(&partial, &groups, None, group_count).map_err(fail)?;
+            values.push(copy.evaluate(EmitTo::All).map_err(fail)?);
+            state.merge_batch(&partial, &groups, None, group_count).map_err(fail)?;
+        }
+        Ok(values)
+    }
+
+    /// Bytes held.
+    pub fn size(&self) -> usize {
+        self.states.iter().map(|state| state.size()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Int64Type, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("auction", DataType::Int64, false),
+            Field::new("price", DataType::Int64, true),
+        ]))
+    }
+
+    #[test]
+    fn calls_compile_and_accumulate_per_group() {
+        let schema = schema();
+        let set = AggregateSet::compile(
+            [
+                ("n", "count(*)"),
+                ("top", "max(price)"),
+                ("distinct_prices", "count_distinct(price)"),
+                ("big", "count(*) FILTER (WHERE price > 10)"),
+                ("mean", "avg(price)"),
+                ("first_price", "first(price)"),
+            ],
+            &schema,
+            &FunctionCatalog::default(),
+        )
+        .unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 1, 2, 1])),
+                Arc::new(Int64Array::from(vec![Some(5), Some(20), Some(7), Some(5)])),
+            ],
+        )
+        .unwrap();
+        let arguments = set.arguments(&batch).unwrap();
+        let mut accumulators = set.accumulators();
+        accumulators.update(&set, &arguments, &[0, 0, 1, 0], 2).unwrap();
+        let kept = accumulators.evaluate_keeping(&set, 2).unwrap();
+        let values = accumulators.evaluate(&set).unwrap();
+        assert_eq!(kept.len(), values.len());
+        for (kept, value) in kept.iter().zip(&values) {
+            assert_eq!(kept.as_ref(), value.as_ref(), "evaluating without emptying gives the same values");
+        }
+        assert_eq!(values[0].as_primitive::<Int64Type>().values().to_vec(), vec![3, 1]);
+        assert_eq!(values[1].as_primitive::<Int64Type>().values().to_vec(), vec![20, 7]);
+        assert_eq!(values[2].as_primitive::<Int64Type>().values().to_vec(), vec![2, 1]);
+        assert_eq!(values[3].as_primitive::<Int64Type>().values().to_vec(), vec![1, 0]);
+        assert_eq!(values[4].as_primitive::<arrow::datatypes::Float64Type>().value(0), 10.0);
+        assert_eq!(values[5].as_primitive::<Int64Type>().values().to_vec(), vec![5, 7]);
+    }
+
+    #[test]
+    fn a_plain_expression_is_refused() {
+        let err = AggregateCall::compile("x", "price + 1", &schema(), &FunctionCatalog::default()).unwrap_err();
+        assert!(err.message.contains("not an aggregate"), "{err}");
+        let err = AggregateCall::compile("x", "max(pricee)", &schema(), &FunctionCatalog::default()).unwrap_err();
+        assert!(err.message.contains("pricee"), "{err}");
+    }
+}

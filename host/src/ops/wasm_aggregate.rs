@@ -1,0 +1,340 @@
+//! Plugin aggregate functions (the `aggregate-udf` world) as DataFusion aggregates, so a window
+//! can say `p99: "percentile(price, 0.99)"`.
+//!
+//! The host owns the state: each group's accumulator is a byte string the plugin defined
+//! (`create` is the empty string), kept in the window's accumulators per key and window. A batch
+//! crosses the boundary once per window it touches: its argument columns, the group of every
+//! row, and the states of the groups it touches; the plugin returns their new states. `merge`
+//! combines two states (partial aggregates), `finish` turns states into values. Because the
+//! states are plain bytes in the host, they can be checkpointed and handed to a new version of
+//! the plugin (which the plugin's declared `state-version` guards). A trap fails the job: the
+//! state of the groups in that call cannot be trusted any more.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray};
+use arrow::datatypes::{DataType as ArrowType, Field, FieldRef};
+use datafusion_common::{DataFusionError, Result};
+use datafusion_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion_expr::{Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility};
+
+use crate::plugin::bindings::DataType;
+use crate::plugin::convert::{from_column, to_arrow_type, to_column};
+use crate::plugin::udf::InstanceSlot;
+use crate::plugin::{Limits, Plugin, PluginError};
+
+/// One plugin aggregate as a DataFusion aggregate function.
+#[derive(Debug)]
+pub struct WasmAggregate {
+    name: String,
+    plugin: Arc<Plugin>,
+    limits: Limits,
+    function: u32,
+    signature: Signature,
+    args: Vec<ArrowType>,
+    returns: DataType,
+    return_type: ArrowType,
+    /// The declared state encoding version.
+    pub state_version: u32,
+    slots: Arc<Mutex<Vec<InstanceSlot>>>,
+}
+
+impl WasmAggregate {
+    /// Aggregate number `function` of an aggregate plugin.
+    pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
+        let signature = &plugin.aggregate[function as usize];
+        Self {
+            name: signature.name.clone(),
+            signature: Signature::user_defined(Volatility::Immutable),
+            args: signature.args.iter().map(to_arrow_type).collect(),
+            returns: signature.returns.clone(),
+            return_type: to_arrow_type(&signature.returns),
+            state_version: signature.state_version,
+            plugin,
+            limits,
+            function,
+            slots: Arc::default(),
+        }
+    }
+
+    fn caller(&self) -> WasmCaller {
+        WasmCaller {
+            plugin: Arc::clone(&self.plugin),
+            limits: self.limits,
+            function: self.function,
+            returns: self.returns.clone(),
+            slots: Arc::clone(&self.slots),
+        }
+    }
+}
+
+impl PartialEq for WasmAggregate {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.plugin.hash == other.plugin.hash && self.function == other.function
+    }
+}
+
+impl Eq for WasmAggregate {}
+
+impl Hash for WasmAggregate {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.plugin.hash.hash(state);
+    }
+}
+
+/// Whether an aggregate call runs plugin code.
+pub fn is_wasm(udf: &datafusion_expr::AggregateUDF) -> bool {
+    let any: &dyn std::any::Any = udf.inner().as_ref();
+    any.is::<WasmAggregate>()
+}
+
+impl AggregateUDFImpl for WasmAggregate {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, given: &[ArrowType]) -> Result<Vec<ArrowType>> {
+        let fits = |given: &ArrowType, wanted: &ArrowType| {
+            given == wanted || given.is_null() || (given.is_numeric() && wanted.is_numeric())
+        };
+        if given.len() != self.args.len() || !given.iter().zip(&self.args).all(|(g, w)| fits(g, w)) {
+            let show = |types: &[ArrowType]| types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            return datafusion_common::plan_err!(
+                "plugin aggregate {}({}) -> {} cannot take ({})",
+                self.name,
+                show(&self.args),
+                self.return_type,
+                show(given)
+            );
+        }
+        Ok(self.args.clone())
+    }
+
+    fn return_type(&self, _arg_types: &[ArrowType]) -> Result<ArrowType> {
+        Ok(self.return_type.clone())
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(OneGroup(WasmGroups::new(self.caller()))))
+    }
+
+    fn state_fields(&self, _args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(format!("{}[state]", self.name), ArrowType::Binary, true))])
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(WasmGroups::new(self.caller())))
+    }
+}
+
+/// Calls into the plugin with an instance from the function's pool (one per concurrent caller).
+#[derive(Debug)]
+struct WasmCaller {
+    plugin: Arc<Plugin>,
+    limits: Limits,
+    function: u32,
+    returns: DataType,
+    slots: Arc<Mutex<Vec<InstanceSlot>>>,
+}
+
+impl WasmCaller {
+    fn with_instance<R>(
+        &self,
+        call: impl FnOnce(&mut crate::plugin::Instance) -> std::result::Result<std::result::Result<R, crate::plugin::bindings::CallError>, PluginError>,
+    ) -> Result<R> {
+        let mut slot = self.slots.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
+        let outcome = match slot.get(&self.plugin, self.limits) {
+            Err(err) => Err(DataFusionError::External(Box::new(err))),
+            Ok(instance) => match crate::engine::blocking(|| call(instance)) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(
+                    crate::plugin::bindings::CallError::InvalidInput(reason)
+                    | crate::plugin::bindings::CallError::Failed(reason),
+                )) => Err(DataFusionError::Execution(format!(
+                    "plugin aggregate `{}`: {reason}",
+                    self.plugin.aggregate[self.function as usize].name
+                ))),
+                Err(trap) => {
+                    slot.discard();
+                    Err(DataFusionError::External(Box::new(trap)))
+                }
+            },
+        };
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
+        outcome
+    }
+}
+
+/// Host-held states of every group.
+#[derive(Debug)]
+struct WasmGroups {
+    caller: WasmCaller,
+    states: Vec<Vec<u8>>,
+    bytes: usize,
+}
+
+impl WasmGroups {
+    fn new(caller: WasmCaller) -> Self {
+        Self { caller, states: Vec::new(), bytes: 0 }
+    }
+
+    fn taken(&mut self, emit_to: EmitTo) -> Vec<Vec<u8>> {
+        let taken = emit_to.take_needed(&mut self.states);
+        self.bytes = self.states.iter().map(Vec::len).sum();
+        taken
+    }
+}
+
+fn kept_rows(filter: Option<&BooleanArray>, rows: usize) -> Option<Vec<bool>> {
+    filter.map(|filter| (0..rows).map(|r| filter.is_valid(r) && filter.value(r)).collect())
+}
+
+impl GroupsAccumulator for WasmGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.states.resize(total_num_groups, Vec::new());
+        let rows = group_indices.len();
+        let (values, group_indices): (Vec<ArrayRef>, Vec<usize>) = match kept_rows(opt_filter, rows) {
+            None => (values.to_vec(), group_indices.to_vec()),
+            Some(keep) => {
+                let mask = BooleanArray::from(keep.clone());
+                let values = values.iter().map(|v| arrow::compute::filter(v, &mask)).collect::<std::result::Result<_, _>>()?;
+                let groups = group_indices.iter().zip(&keep).filter(|(_, k)| **k).map(|(g, _)| *g).collect();
+                (values, groups)
+            }
+        };
+        if group_indices.is_empty() {
+            return Ok(());
+        }
+        // The touched groups, numbered in order of first appearance for the call.
+        let mut local = vec![u32::MAX; total_num_groups];
+        let mut touched: Vec<usize> = Vec::new();
+        let rows_to_local: Vec<u32> = group_indices
+            .iter()
+            .map(|&group| {
+                if local[group] == u32::MAX {
+                    local[group] = touched.len() as u32;
+                    touched.push(group);
+                }
+                local[group]
+            })
+            .collect();
+        let states: Vec<Vec<u8>> = touched.iter().map(|&g| std::mem::take(&mut self.states[g])).collect();
+        let columns = values
+            .iter()
+            .map(|array| {
+                to_column(array).ok_or_else(|| {
+                    DataFusionError::Execution(format!("cannot pass {} to a plugin aggregate", array.data_type()))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let function = self.caller.function;
+        let new_states =
+            self.caller.with_instance(|instance| instance.call_accumulate(function, &states, &rows_to_local, &columns))?;
+        if new_states.len() != touched.len() {
+            return Err(DataFusionError::Execution(format!(
+                "plugin aggregate returned {} states for {} groups",
+                new_states.len(),
+                touched.len()
+            )));
+        }
+        for (group, state) in touched.into_iter().zip(new_states) {
+            self.states[group] = state;
+        }
+        self.bytes = self.states.iter().map(Vec::len).sum();
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let states = self.taken(emit_to);
+        let count = states.len();
+        let function = self.caller.function;
+        let column = self.caller.with_instance(|instance| instance.call_finish(function, &states))?;
+        from_column(column, &self.caller.returns, count).map_err(DataFusionError::Execution)
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let states = self.taken(emit_to);
+        Ok(vec![Arc::new(BinaryArray::from_iter_values(states))])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.states.resize(total_num_groups, Vec::new());
+        let partial = values[0].as_binary::<i32>();
+        let keep = kept_rows(opt_filter, group_indices.len());
+        let function = self.caller.function;
+        for (row, &group) in group_indices.iter().enumerate() {
+            if keep.as_ref().is_some_and(|keep| !keep[row]) || partial.is_null(row) || partial.value(row).is_empty() {
+                continue;
+            }
+            let right = partial.value(row);
+            if self.states[group].is_empty() {
+                self.states[group] = right.to_vec();
+            } else {
+                let left = std::mem::take(&mut self.states[group]);
+                self.states[group] = self.caller.with_instance(|instance| instance.call_merge(function, &left, right))?;
+            }
+        }
+        self.bytes = self.states.iter().map(Vec::len).sum();
+        Ok(())
+    }
+
+    fn size(&self) -> usize {
+        self.bytes + self.states.capacity() * std::mem::size_of::<Vec<u8>>()
+    }
+}
+
+/// The same states for one group (DataFusion's row-at-a-time accumulator API).
+#[derive(Debug)]
+struct OneGroup(WasmGroups);
+
+impl Accumulator for OneGroup {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let rows = values.first().map_or(0, |v| v.len());
+        self.0.update_batch(values, &vec![0; rows], None, 1)
+    }
+
+    fn evaluate(&mut self) -> Result<datafusion_common::ScalarValue> {
+        self.0.states.resize(1, Vec::new());
+        let states = self.0.states.clone();
+        let function = self.0.caller.function;
+        let column = self.0.caller.with_instance(|instance| instance.call_finish(function, &states))?;
+        let array = from_column(column, &self.0.caller.returns, 1).map_err(DataFusionError::Execution)?;
+        datafusion_common::ScalarValue::try_from_array(&array, 0)
+    }
+
+    fn size(&self) -> usize {
+        self.0.size()
+    }
+
+    fn state(&mut self) -> Result<Vec<datafusion_common::ScalarValue>> {
+        self.0.states.resize(1, Vec::new());
+        Ok(vec![datafusion_common::ScalarValue::Binary(Some(self.0.states[0].clone()))])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let rows = states.first().map_or(0, |s| s.len());
+        self.0.merge_batch(states, &vec![0; rows], None, 1)
+    }
+}

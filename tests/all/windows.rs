@@ -1,0 +1,316 @@
+//! Event time, watermarks and windows end to end: every window kind against a plain-Rust
+//! evaluation on out-of-order input, late rows (side output, allowed lateness), empty windows,
+//! many keys over parallel subtasks, idle sources, and a golden file for the aggregates.
+
+use std::collections::BTreeMap;
+
+use rand::{Rng, SeedableRng};
+
+use serde_json::{Value, json};
+
+use crate::support::{Workspace, assert_golden_unordered, counters, json_lines};
+
+/// Rows `{ts, key, v}` in roughly increasing time, each up to `jitter` ms behind the newest.
+fn out_of_order_rows(seed: u64, count: usize, keys: u32, jitter: i64) -> Vec<(i64, String, i64)> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut newest = 1_000_000i64;
+    (0..count)
+        .map(|_| {
+            // Mostly small steps, now and then a quiet stretch (empty windows, session gaps).
+            newest += if rng.random_range(0..50) == 0 { rng.random_range(10_000..30_000) } else { rng.random_range(0..400) };
+            let time = newest - rng.random_range(0..=jitter);
+            (time, format!("k{}", rng.random_range(0..keys)), rng.random_range(-1_000..1_000))
+        })
+        .collect()
+}
+
+fn write_rows(ws: &Workspace, rows: &[(i64, String, i64)]) -> std::path::PathBuf {
+    let text: String =
+        rows.iter().map(|(ts, key, v)| format!("{}\n", json!({ "ts": ts, "key": key, "v": v }))).collect();
+    ws.write("rows.jsonl", text)
+}
+
+/// A pipeline: the rows file with event time, one window step, a file sink.
+fn window_pipeline(ws: &Workspace, window: &str, batch_size: usize) -> String {
+    format!(
+        r#"
+settings: {{ batch_size: {batch_size} }}
+sources:
+  rows:
+    type: file
+    path: {input}
+    format: json
+    schema: {{ ts: int64, key: string, v: int64 }}
+    event_time: {{ column: ts, max_out_of_orderness: 3s }}
+transforms:
+  w: {window}
+sinks:
+  out: {{ type: file, inputs: [w], path: {output} }}
+"#,
+        input = ws.path("rows.jsonl").display(),
+        output = ws.path("out.jsonl").display(),
+    )
+}
+
+/// count, sum, min, max of `v` per window and key, as the reference computes them.
+type Expected = BTreeMap<(i64, i64, String), (i64, i64, i64, i64)>;
+
+fn add(expected: &mut Expected, bounds: (i64, i64), key: &str, v: i64) {
+    let entry = expected.entry((bounds.0, bounds.1, key.to_string())).or_insert((0, 0, i64::MAX, i64::MIN));
+    entry.0 += 1;
+    entry.1 += v;
+    entry.2 = entry.2.min(v);
+    entry.3 = entry.3.max(v);
+}
+
+fn reference(kind: &str, rows: &[(i64, String, i64)]) -> Expected {
+    let mut expected = Expected::new();
+    match kind {
+        "tumble" => rows.iter().for_each(|(t, k, v)| {
+            let start = t - t.rem_euclid(10_000);
+            add(&mut expected, (start, start + 10_000), k, *v);
+        }),
+        "hop" => rows.iter().for_each(|(t, k, v)| {
+            let mut start = t - t.rem_euclid(5_000);
+            while start > t - 10_000 {
+                add(&mut expected, (start, start + 10_000), k, *v);
+                start -= 5_000;
+            }
+        }),
+        "cumulate" => rows.iter().for_each(|(t, k, v)| {
+            let start = t - t.rem_euclid(20_000);
+            let mut end = start + (t - start) / 5_000 * 5_000 + 5_000;
+            while end <= start + 20_000 {
+                add(&mut expected, (start, end), k, *v);
+                end += 5_000;
+            }
+        }),
+        "session" => {
+            let mut by_key: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+            for (t, k, v) in rows {
+                by_key.entry(k).or_default().push((*t, *v));
+            }
+            for (key, mut rows) in by_key {
+                rows.sort_unstable();
+                let mut session: Vec<(i64, i64)> = Vec::new();
+                let flush = |session: &mut Vec<(i64, i64)>, expected: &mut Expected| {
+                    if let (Some(first), Some(last)) = (session.first(), session.last()) {
+                        let bounds = (first.0, last.0 + 4_000);
+                        session.iter().for_each(|(_, v)| add(expected, bounds, key, *v));
+                    }
+                    session.clear();
+                };
+                for (t, v) in rows {
+                    if session.last().is_some_and(|(last, _)| t >= last + 4_000) {
+                        flush(&mut session, &mut expected);
+                    }
+                    session.push((t, v));
+                }
+                flush(&mut session, &mut expected);
+            }
+        }
+        other => panic!("{other}"),
+    }
+    expected
+}
+
+fn actual(output: &str) -> Expected {
+    json_lines(output)
+        .into_iter()
+        .map(|row| {
+            let int = |name: &str| row[name].as_i64().unwrap_or_else(|| panic!("{name} in {row}"));
+            (
+                (int("window_start"), int("window_end"), row["key"].as_str().unwrap().to_string()),
+                (int("n"), int("total"), int("lo"), int("hi")),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_window_kind_matches_a_plain_evaluation_on_out_of_order_input() {
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let rows = out_of_order_rows(seed, 3_000, 40, 2_500);
+    let aggregates = r#"{ n: "count(*)", total: "sum(v)", lo: "min(v)", hi: "max(v)" }"#;
+    for (kind, windows) in [
+        ("tumble", "tumble: 10s"),
+        ("hop", "hop: { size: 10s, slide: 5s }"),
+        ("cumulate", "cumulate: { step: 5s, max: 20s }"),
+        ("session", "session: { gap: 4s }"),
+    ] {
+        for parallelism in [1, 2] {
+            let ws = Workspace::new();
+            write_rows(&ws, &rows);
+            let window = format!(
+                "{{ type: window, inputs: [rows], {windows}, group_by: [key], aggregates: {aggregates}, parallelism: {parallelism} }}"
+            );
+            let metrics = ws.run(&window_pipeline(&ws, &window, 64)).await.unwrap_or_else(|err| panic!("{kind}: {err}"));
+            let got = actual(&ws.read("out.jsonl"));
+            let want = reference(kind, &rows);
+            assert_eq!(got.len(), json_lines(&ws.read("out.jsonl")).len(), "{kind}: one row per window and key");
+            assert_eq!(got, want, "{kind} with {parallelism} subtasks (seed {seed})");
+            assert_eq!(counters(&metrics, "w").late_events, 0, "{kind}: nothing is late within 3 s");
+            assert_eq!(counters(&metrics, "w").state_bytes, 0, "{kind}: every window freed at the end");
+        }
+    }
+}
+
+#[tokio::test]
+async fn empty_windows_emit_nothing_and_many_keys_spread_over_subtasks() {
+    let ws = Workspace::new();
+    // 20 000 keys in the first window, nothing for a minute, one key after.
+    let mut rows: Vec<(i64, String, i64)> = (0..20_000).map(|i| (i / 4, format!("k{i}"), 1)).collect();
+    rows.push((90_000, "late-comer".into(), 5));
+    write_rows(&ws, &rows);
+    let window = r#"{ type: window, inputs: [rows], tumble: 10s, group_by: [key], aggregates: { n: "count(*)", total: "sum(v)", lo: "min(v)", hi: "max(v)" }, parallelism: 2 }"#;
+    ws.run(&window_pipeline(&ws, window, 1000)).await.unwrap();
+    let got = actual(&ws.read("out.jsonl"));
+    assert_eq!(got.len(), 20_001);
+    let windows: std::collections::BTreeSet<(i64, i64)> = got.keys().map(|(s, e, _)| (*s, *e)).collect();
+    assert_eq!(windows.into_iter().collect::<Vec<_>>(), vec![(0, 10_000), (90_000, 100_000)], "no empty windows");
+}
+
+#[tokio::test]
+async fn late_rows_go_to_the_late_output_or_update_the_window_within_allowed_lateness() {
+    let ws = Workspace::new();
+    let rows = vec![
+        (1_000, "a".to_string(), 1),
+        (5_000, "a".to_string(), 2),
+        (15_000, "a".to_string(), 3), // watermark 11 999: [0, 10 s) fires with 1 + 2
+        (9_000, "a".to_string(), 4),  // late: its window fired
+        (30_000, "a".to_string(), 5), // watermark 26 999: [10 s, 20 s) fires
+        (12_000, "a".to_string(), 6), // late for [10 s, 20 s) too
+    ];
+    write_rows(&ws, &rows);
+    let late_sink = format!("  late: {{ type: file, inputs: [w.late], path: {} }}\n", ws.path("late.jsonl").display());
+    let window = r#"{ type: window, inputs: [rows], tumble: 10s, group_by: [key], aggregates: { n: "count(*)", total: "sum(v)", lo: "min(v)", hi: "max(v)" } }"#;
+    let pipeline = window_pipeline(&ws, window, 1) + &late_sink;
+    let metrics = ws.run(&pipeline).await.unwrap();
+    let got = actual(&ws.read("out.jsonl"));
+    assert_eq!(got[&(0, 10_000, "a".into())], (2, 3, 1, 2), "the late row is not in the fired window");
+    assert_eq!(got[&(10_000, 20_000, "a".into())], (1, 3, 3, 3));
+    let late = json_lines(&ws.read("late.jsonl"));
+    assert_eq!(late, vec![json!({ "ts": 9_000, "key": "a", "v": 4 }), json!({ "ts": 12_000, "key": "a", "v": 6 })]);
+    assert_eq!(counters(&metrics, "w").late_events, 0, "late rows with a `.late` reader are not dropped");
+
+    // Without a reader they are counted; with allowed lateness the first one updates its window.
+    let ws = Workspace::new();
+    write_rows(&ws, &rows);
+    let window = r#"{ type: window, inputs: [rows], tumble: 10s, allowed_lateness: 5s, group_by: [key], aggregates: { n: "count(*)", total: "sum(v)", lo: "min(v)", hi: "max(v)" } }"#;
+    let metrics = ws.run(&window_pipeline(&ws, window, 1)).await.unwrap();
+    let fired: Vec<Value> = json_lines(&ws.read("out.jsonl"));
+    let first_window: Vec<i64> =
+        fired.iter().filter(|row| row["window_start"] == 0).map(|row| row["n"].as_i64().unwrap()).collect();
+    assert_eq!(first_window, vec![2, 3], "fired at the watermark, then again with the late row: {fired:?}");
+    // 12 000 arrives at watermark 26 999: [10 s, 20 s) closed at 19 999 + 5 000.
+    assert_eq!(counters(&metrics, "w").late_events, 1);
+}
+
+#[tokio::test]
+async fn every_aggregate_over_a_tumbling_window_matches_the_golden_file() {
+    let ws = Workspace::new();
+    let rows: Vec<(i64, String, i64)> = [
+        (100, "a", 5),
+        (200, "b", 7),
+        (300, "a", 5),
+        (2_500, "a", -3),
+        (1_900, "b", 1),
+        (4_000, "a", 9),
+        (3_100, "b", 7),
+        (6_000, "a", 2),
+        (12_000, "b", 4),
+    ]
+    .into_iter()
+    .map(|(t, k, v)| (t, k.to_string(), v))
+    .collect();
+    write_rows(&ws, &rows);
+    let window = r#"{ type: window, inputs: [rows], tumble: 5s, group_by: [key], aggregates: { n: "count(*)", distinct_v: "count_distinct(v)", total: "sum(v)", lo: "min(v)", hi: "max(v)", mean: "avg(v)", first_v: "first(v)", last_v: "last(v)", positive: "count(*) FILTER (WHERE v > 0)" } }"#;
+    ws.run(&window_pipeline(&ws, window, 2)).await.unwrap();
+    assert_golden_unordered("window_tumble_aggregates.jsonl", &ws.read("out.jsonl"));
+}
+
+#[tokio::test]
+async fn top_n_keeps_the_highest_rows_of_each_window_with_ties() {
+    let ws = Workspace::new();
+    let rows: Vec<(i64, String, i64)> = [(100, "a", 5), (200, "b", 9), (300, "c", 9), (4_000, "d", 1), (6_000, "e", 3), (7_000, "f", 2)]
+        .into_iter()
+        .map(|(t, k, v)| (t, k.to_string(), v))
+        .collect();
+    write_rows(&ws, &rows);
+    let top = r#"{ type: top_n, inputs: [rows], tumble: 5s, order_by: [v DESC], limit: 1 }"#;
+    ws.run(&window_pipeline(&ws, top, 2)).await.unwrap();
+    let mut got: Vec<(i64, String)> = json_lines(&ws.read("out.jsonl"))
+        .into_iter()
+        .map(|row| (row["window_start"].as_i64().unwrap(), row["key"].as_str().unwrap().to_string()))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(0, "b".into()), (0, "c".into()), (5_000, "e".into())]);
+}
+
+#[tokio::test]
+async fn an_idle_source_stops_holding_back_the_windows_of_a_busy_one() {
+    // A free port for the (silent) HTTP source.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for idle_timeout in [Some("300ms"), None] {
+        let ws = Workspace::new();
+        let idle = idle_timeout.map_or(String::new(), |timeout| format!(", idle_timeout: {timeout}"));
+        let pipeline = format!(
+            r#"
+sources:
+  bids:
+    type: nexmark
+    kind: bid
+    throttle: true
+    rate: 2000
+    event_time: {{ column: dateTime }}
+  quiet:
+    type: http
+    listen: 127.0.0.1:{port}
+    format: json
+    schema: {{ auction: int64, dateTime: timestamp }}
+    event_time: {{ column: dateTime{idle} }}
+transforms:
+  picked: {{ type: select, inputs: [bids], columns: [auction, dateTime] }}
+  w: {{ type: window, inputs: [picked, quiet], tumble: 500ms, aggregates: {{ n: "count(*)" }} }}
+sinks:
+  out: {{ type: file, inputs: [w], path: {output} }}
+"#,
+            output = ws.path("out.jsonl").display()
+        );
+        let running = ws.start(&pipeline);
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let fired_while_running = ws.rows("out.jsonl").len();
+        running.stop().await.unwrap();
+        match idle_timeout {
+            Some(_) => assert!(fired_while_running >= 2, "windows fire while the quiet source is idle: {fired_while_running}"),
+            None => assert_eq!(fired_while_running, 0, "without idleness the quiet source holds every window back"),
+        }
+        assert!(!ws.read("out.jsonl").is_empty(), "stopping fires what is open");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_aggregates_in_a_window_match_native_percentile_and_distinct_count() {
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let ws = Workspace::new();
+    let rows = out_of_order_rows(seed, 5_000, 6, 1_000);
+    write_rows(&ws, &rows);
+    let sketches = crate::support::repo().join("plugins/target/wasm32-wasip2/release/sketches.wasm");
+    assert!(sketches.exists(), "{} is missing: run ./tests/run.sh, which builds the plugins", sketches.display());
+    let window = r#"{ type: window, inputs: [rows], hop: { size: 20s, slide: 10s }, group_by: [key], parallelism: 2, aggregates: {
+        p90: "percentile(v, 0.9)", native_p90: "percentile_cont(v, 0.9)",
+        distinct: "approx_distinct_hll(v)", native_distinct: "count(DISTINCT v)" } }"#;
+    let pipeline = format!("plugins:\n  sketches: {{ path: {} }}\n{}", sketches.display(), window_pipeline(&ws, window, 100));
+    ws.run(&pipeline).await.unwrap();
+    let output = json_lines(&ws.read("out.jsonl"));
+    assert!(output.len() > 20, "{} windows and keys", output.len());
+    for row in &output {
+        let (wasm, native) = (row["p90"].as_f64().unwrap(), row["native_p90"].as_f64().unwrap());
+        assert!((wasm - native).abs() < 1e-9, "percentile {wasm} vs {native} in {row} (seed {seed})");
+        let (estimate, exact) = (row["distinct"].as_i64().unwrap(), row["native_distinct"].as_i64().unwrap());
+        let error = (estimate - exact).abs() as f64 / exact as f64;
+        assert!(error < 0.06, "HyperLogLog {estimate} vs {exact} distinct in {row} (seed {seed})");
+    }
+}
