@@ -307,10 +307,31 @@ async fn wasm_aggregates_in_a_window_match_native_percentile_and_distinct_count(
     let output = json_lines(&ws.read("out.jsonl"));
     assert!(output.len() > 20, "{} windows and keys", output.len());
     for row in &output {
+        // DataFusion quantizes the interpolation weight to 1e-6 (of a gap of at most 2000 here).
         let (wasm, native) = (row["p90"].as_f64().unwrap(), row["native_p90"].as_f64().unwrap());
-        assert!((wasm - native).abs() < 1e-9, "percentile {wasm} vs {native} in {row} (seed {seed})");
+        assert!((wasm - native).abs() < 3e-3, "percentile {wasm} vs {native} in {row} (seed {seed})");
         let (estimate, exact) = (row["distinct"].as_i64().unwrap(), row["native_distinct"].as_i64().unwrap());
-        let error = (estimate - exact).abs() as f64 / exact as f64;
-        assert!(error < 0.06, "HyperLogLog {estimate} vs {exact} distinct in {row} (seed {seed})");
+        // Two values can share one of the 4096 registers: small counts may be off by one or two.
+        let error = (estimate - exact).abs() as f64;
+        assert!(error <= (0.06 * exact as f64).max(2.0), "HyperLogLog {estimate} vs {exact} distinct in {row} (seed {seed})");
     }
+}
+
+#[tokio::test]
+async fn a_keyed_aggregate_emits_running_totals_after_each_batch() {
+    let ws = Workspace::new();
+    let rows: Vec<(i64, String, i64)> =
+        [(1, "a", 1), (2, "b", 10), (3, "a", 2), (4, "a", 3), (5, "b", 20)].into_iter().map(|(t, k, v)| (t, k.to_string(), v)).collect();
+    write_rows(&ws, &rows);
+    let totals = r#"{ type: aggregate, inputs: [rows], group_by: [key], aggregates: { n: "count(*)", total: "sum(v)" }, parallelism: 2 }"#;
+    ws.run(&window_pipeline(&ws, totals, 2)).await.unwrap();
+    let updates: Vec<(String, i64, i64)> = json_lines(&ws.read("out.jsonl"))
+        .into_iter()
+        .map(|row| (row["key"].as_str().unwrap().to_string(), row["n"].as_i64().unwrap(), row["total"].as_i64().unwrap()))
+        .collect();
+    // Per key, the updates come in order and end with the totals.
+    let of = |key: &str| updates.iter().filter(|(k, _, _)| k == key).map(|(_, n, t)| (*n, *t)).collect::<Vec<_>>();
+    // Batches of 2 rows: [a1 b10] [a2 a3] [b20].
+    assert_eq!(of("a"), vec![(1, 1), (3, 6)]);
+    assert_eq!(of("b"), vec![(1, 10), (2, 30)]);
 }

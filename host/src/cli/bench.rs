@@ -166,9 +166,9 @@ fn scenarios(events: u64, json_path: &Path, out_path: &Path, input_bytes: u64) -
 ///
 /// # Panics
 /// When `runs` is empty.
-pub fn median_by<T: Copy>(runs: &mut [T], key: impl Fn(&T) -> f64) -> T {
+pub fn median_by<T: Clone>(runs: &mut [T], key: impl Fn(&T) -> f64) -> T {
     runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    runs[runs.len() / 2]
+    runs[runs.len() / 2].clone()
 }
 
 /// Runs pipeline text once and measures it.

@@ -94,16 +94,31 @@ struct Query {
 }
 
 /// The part of `weir run --summary-json` the benchmark reads.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct JobSummary {
     wall_seconds: f64,
     cpu_seconds: f64,
     peak_rss_bytes: u64,
     events_in: u64,
     events_out: u64,
+    components: Vec<ComponentState>,
+}
+
+/// A component's operator state in a job summary.
+#[derive(Debug, Clone, Deserialize)]
+struct ComponentState {
+    peak_state_bytes: u64,
+    peak_state_groups: u64,
 }
 
 impl JobSummary {
+    /// Peak state of the stateful steps: bytes and open (window, key) groups.
+    fn peak_state(&self) -> (u64, u64) {
+        let bytes = self.components.iter().map(|c| c.peak_state_bytes).sum();
+        let groups = self.components.iter().map(|c| c.peak_state_groups).sum();
+        (bytes, groups)
+    }
+
     fn per_cpu_second(&self) -> f64 {
         self.events_in as f64 / self.cpu_seconds.max(1e-9)
     }
@@ -153,8 +168,10 @@ pub fn bench(args: &NexmarkArgs) -> anyhow::Result<()> {
             describe_file(&inputs),
             args.runs.max(1)
         );
-        println!("| query | input | events | events/s | events/s per core | rows out | peak RSS (MB) | MB/s |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| query | input | events | events/s | events/s per core | rows out | peak RSS (MB) | MB/s | peak window state |"
+        );
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     }
     for input in &inputs {
         for query in &queries {
@@ -189,6 +206,12 @@ fn describe_file(inputs: &[Input]) -> String {
 fn report(json: bool, query: &Query, input: &Input, runs: &mut [JobSummary]) {
     let median = super::bench::median_by(runs, JobSummary::per_cpu_second);
     let wall = median.wall_seconds.max(1e-9);
+    let (state_bytes, state_groups) = median.peak_state();
+    let state = if state_groups == 0 {
+        String::new()
+    } else {
+        format!("{:.0} KB, {} B/group", state_bytes as f64 / 1e3, state_bytes / state_groups)
+    };
     let mb_per_second = match input {
         Input::File { bytes, .. } => Some(*bytes as f64 / 1e6 / wall),
         Input::Memory { .. } => None,
@@ -204,13 +227,15 @@ fn report(json: bool, query: &Query, input: &Input, runs: &mut [JobSummary]) {
             "events_per_second": median.events_in as f64 / wall,
             "events_per_cpu_second": median.per_cpu_second(),
             "peak_rss_bytes": median.peak_rss_bytes,
+            "peak_state_bytes": state_bytes,
+            "peak_state_groups": state_groups,
             "mb_per_second": mb_per_second,
             "runs": runs.iter().map(|run| json!({ "wall_seconds": run.wall_seconds, "cpu_seconds": run.cpu_seconds })).collect::<Vec<_>>(),
         });
         println!("{line}");
     } else {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {state} |",
             query.name,
             input.label(),
             median.events_in,

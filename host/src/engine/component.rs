@@ -402,6 +402,9 @@ pub trait StatefulOperator: Send {
     /// Bytes of state held now (reported per operator in the metrics).
     fn state_bytes(&self) -> usize;
 
+    /// Open groups now: (window, key) pairs, or keys for a running aggregate.
+    fn state_groups(&self) -> usize;
+
     /// Whether the operator runs plugin code (Wasm aggregates): the engine then runs it off the
     /// async workers.
     fn runs_plugins(&self) -> bool {

@@ -17,6 +17,9 @@ pub struct ComponentMetrics {
     dead_lettered_events: AtomicU64,
     late_events: AtomicU64,
     state_bytes: std::sync::atomic::AtomicI64,
+    peak_state_bytes: std::sync::atomic::AtomicI64,
+    state_groups: std::sync::atomic::AtomicI64,
+    peak_state_groups: std::sync::atomic::AtomicI64,
 }
 
 /// A point-in-time copy of [`ComponentMetrics`].
@@ -36,6 +39,12 @@ pub struct MetricsSnapshot {
     pub late_events: u64,
     /// Bytes of operator state held now (windows, aggregates), over all subtasks.
     pub state_bytes: u64,
+    /// The most `state_bytes` held at once.
+    pub peak_state_bytes: u64,
+    /// Open (window, key) groups now, over all subtasks.
+    pub state_groups: u64,
+    /// The most `state_groups` open at once.
+    pub peak_state_groups: u64,
 }
 
 impl ComponentMetrics {
@@ -71,9 +80,12 @@ impl ComponentMetrics {
         self.late_events.fetch_add(rows as u64, Ordering::Relaxed);
     }
 
-    /// Moves the state-size gauge by `delta` bytes (each subtask reports its own changes).
-    pub fn add_state_bytes(&self, delta: i64) {
-        self.state_bytes.fetch_add(delta, Ordering::Relaxed);
+    /// Moves the state gauges by `bytes` and `groups` (each subtask reports its own changes).
+    pub fn add_state(&self, bytes: i64, groups: i64) {
+        let now = self.state_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak_state_bytes.fetch_max(now, Ordering::Relaxed);
+        let now = self.state_groups.fetch_add(groups, Ordering::Relaxed) + groups;
+        self.peak_state_groups.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Reads all counters.
@@ -86,6 +98,9 @@ impl ComponentMetrics {
             dead_lettered_events: self.dead_lettered_events.load(Ordering::Relaxed),
             late_events: self.late_events.load(Ordering::Relaxed),
             state_bytes: self.state_bytes.load(Ordering::Relaxed).max(0) as u64,
+            peak_state_bytes: self.peak_state_bytes.load(Ordering::Relaxed).max(0) as u64,
+            state_groups: self.state_groups.load(Ordering::Relaxed).max(0) as u64,
+            peak_state_groups: self.peak_state_groups.load(Ordering::Relaxed).max(0) as u64,
         }
     }
 }

@@ -27,7 +27,7 @@ pub struct DownstreamClosed {
 }
 
 /// How batches pick a subtask on one edge.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Route {
     /// Always the same subtask (upstream subtask i feeds downstream subtask i).
     Forward(usize),

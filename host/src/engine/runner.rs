@@ -285,7 +285,7 @@ async fn run_stateful_operator(
         ticks
     });
     let mut emitted = Emitter::default();
-    let mut state_bytes = 0usize;
+    let mut state = (0usize, 0usize);
     loop {
         let event = match &mut ticks {
             Some(ticks) => tokio::select! {
@@ -332,9 +332,9 @@ async fn run_stateful_operator(
         for (batch, delivery) in emitted.batches.drain(..) {
             output.deliver(batch, delivery).await?;
         }
-        let now = operator.state_bytes();
-        metrics.add_state_bytes(now as i64 - state_bytes as i64);
-        state_bytes = now;
+        let (bytes, groups) = (operator.state_bytes(), operator.state_groups());
+        metrics.add_state(bytes as i64 - state.0 as i64, groups as i64 - state.1 as i64);
+        state = (bytes, groups);
         if let Some(control) = control {
             let end = matches!(control, Message::End);
             if end {
@@ -429,7 +429,7 @@ async fn emit_async(
 }
 
 /// While batches wait for a flush to become durable, the sink is flushed at least this often, so
-/// sources can acknowledge them.
+/// sources can acknowledge them; buffered sinks are also flushed this long after a write.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
@@ -463,9 +463,11 @@ async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkCo
                 } else {
                     waiting.deliveries.push_back((write, delivery));
                     waiting.settle(durability, sink.as_ref(), false);
-                    if !waiting.is_empty() {
-                        flush_due.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_INTERVAL);
-                    }
+                }
+                // Buffered writes reach the destination within a second even when nobody waits
+                // for them (someone may be reading the file while the job runs).
+                if !waiting.is_empty() || durability == Durability::OnFlush {
+                    flush_due.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_INTERVAL);
                 }
             }
             GateEvent::Watermark(_) | GateEvent::Idle => {}

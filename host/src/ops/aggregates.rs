@@ -43,7 +43,11 @@ impl AggregateCall {
     /// Syntax, unknown columns or functions, a call that is not one aggregate function.
     pub fn compile(name: &str, sql: &str, schema: &SchemaRef, functions: &FunctionCatalog) -> Result<Self, ExprError> {
         let sql_text = rewrite_count_distinct(sql);
-        let (logical, df_schema) = plan_logical(&sql_text, schema, functions)?;
+        let (mut logical, df_schema) = plan_logical(&sql_text, schema, functions)?;
+        // The planner names `count(*)` with an alias around `count(1)`.
+        while let Expr::Alias(alias) = logical {
+            logical = *alias.expr;
+        }
         let Expr::AggregateFunction(AggregateFunction { func, params }) = logical else {
             return Err(ExprError {
                 message: format!(
@@ -88,6 +92,17 @@ impl AggregateCall {
         }
         let function = Arc::clone(&self.function);
         Ok(Box::new(GroupsAccumulatorAdapter::new(move || function.create_accumulator())))
+    }
+}
+
+impl AggregateCall {
+    /// A fresh row-level accumulator for one group, whose value can be read without emptying
+    /// it (running aggregates).
+    ///
+    /// # Errors
+    /// Functions DataFusion cannot accumulate.
+    pub fn row_accumulator(&self) -> Result<Box<dyn datafusion_expr::Accumulator>, ExprError> {
+        Ok(self.function.create_accumulator()?)
     }
 }
 
@@ -273,9 +288,9 @@ impl Accumulators {
             let fail = |err| failed(set, index, err);
             let partial = state.state(EmitTo::All).map_err(fail)?;
             let mut copy = set.calls[index].accumulator().expect("checked at planning");
-            copy.merge_batch(&partial, &groups, None, group_count).map_err(fail)?;
+            copy.merge_batch(&partial, &groups, group_count).map_err(fail)?;
             values.push(copy.evaluate(EmitTo::All).map_err(fail)?);
-            state.merge_batch(&partial, &groups, None, group_count).map_err(fail)?;
+            state.merge_batch(&partial, &groups, group_count).map_err(fail)?;
         }
         Ok(values)
     }

@@ -1,9 +1,10 @@
-//! Transforms: `filter`, `select`, `union`, `lookup_join`, `window`, and the plugin steps `udf`
+//! Transforms: `filter`, `select`, `union`, `lookup_join`, `window`, `top_n`, `aggregate`, and the plugin steps `udf`
 //! and `flat_map`, plus what they share: the SQL expression compiler (which also calls plugin
 //! functions), aggregate calls and their accumulators, and group-key tables.
 //!
 //! Adding a transform: a module here and one line in [`TRANSFORMS`].
 
+pub mod aggregate;
 pub mod aggregates;
 pub mod expr;
 pub mod filter;
@@ -22,4 +23,4 @@ use crate::engine::component::TransformKind;
 
 /// Every built-in transform type.
 pub static TRANSFORMS: &[TransformKind] =
-    &[filter::KIND, select::KIND, union::KIND, udf::KIND, flat_map::KIND, lookup_join::KIND, window::KIND, top_n::KIND];
+    &[filter::KIND, select::KIND, union::KIND, udf::KIND, flat_map::KIND, lookup_join::KIND, window::KIND, top_n::KIND, aggregate::KIND];

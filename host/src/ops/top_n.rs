@@ -223,7 +223,10 @@ impl TopN {
         if rows.num_rows() <= self.plan.limit {
             return Ok(rows);
         }
-        let columns: Vec<ArrayRef> = self.plan.order.iter().map(|&(c, _)| Arc::clone(rows.column(c))).collect();
+        // Assigned windows put `window_start` and `window_end` in front of the input columns.
+        let offset = usize::from(matches!(self.plan.windows, Windows::Assigned { .. })) * 2;
+        let columns: Vec<ArrayRef> =
+            self.plan.order.iter().map(|&(c, _)| Arc::clone(rows.column(c + offset))).collect();
         let keys = self.order.convert_columns(&columns)?;
         let mut ranked: Vec<u32> = (0..rows.num_rows() as u32).collect();
         let nth = self.plan.limit - 1;
@@ -353,6 +356,10 @@ impl StatefulOperator for TopN {
 
     fn finish(&mut self, out: &mut Emitter) -> Result<(), RuntimeError> {
         self.fire(true, out)
+    }
+
+    fn state_groups(&self) -> usize {
+        self.windows.values().map(HashMap::len).sum()
     }
 
     fn state_bytes(&self) -> usize {

@@ -273,19 +273,12 @@ impl GroupsAccumulator for WasmGroups {
         Ok(vec![Arc::new(BinaryArray::from_iter_values(states))])
     }
 
-    fn merge_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
-        total_num_groups: usize,
-    ) -> Result<()> {
+    fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
         self.states.resize(total_num_groups, Vec::new());
         let partial = values[0].as_binary::<i32>();
-        let keep = kept_rows(opt_filter, group_indices.len());
         let function = self.caller.function;
         for (row, &group) in group_indices.iter().enumerate() {
-            if keep.as_ref().is_some_and(|keep| !keep[row]) || partial.is_null(row) || partial.value(row).is_empty() {
+            if partial.is_null(row) || partial.value(row).is_empty() {
                 continue;
             }
             let right = partial.value(row);
@@ -298,6 +291,21 @@ impl GroupsAccumulator for WasmGroups {
         }
         self.bytes = self.states.iter().map(Vec::len).sum();
         Ok(())
+    }
+
+    /// Every row its own group: one state per row.
+    fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+        let rows = values.first().map_or(0, |v| v.len());
+        let mut single = WasmGroups::new(WasmCaller {
+            plugin: Arc::clone(&self.caller.plugin),
+            limits: self.caller.limits,
+            function: self.caller.function,
+            returns: self.caller.returns.clone(),
+            slots: Arc::clone(&self.caller.slots),
+        });
+        let groups: Vec<usize> = (0..rows).collect();
+        single.update_batch(values, &groups, opt_filter, rows)?;
+        single.state(EmitTo::All)
     }
 
     fn size(&self) -> usize {
@@ -335,6 +343,6 @@ impl Accumulator for OneGroup {
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         let rows = states.first().map_or(0, |s| s.len());
-        self.0.merge_batch(states, &vec![0; rows], None, 1)
+        self.0.merge_batch(states, &vec![0; rows], 1)
     }
 }

@@ -258,6 +258,10 @@ impl StatefulOperator for AlignedWindows {
         self.fire(true, out)
     }
 
+    fn state_groups(&self) -> usize {
+        self.windows.values().map(|window| window.groups.len()).sum()
+    }
+
     fn state_bytes(&self) -> usize {
         self.windows.values().map(|window| window.groups.size() + window.accumulators.size()).sum()
     }

@@ -338,7 +338,7 @@ pub fn compile_aggregates(
     if aggregates.value.0.is_empty() {
         return Err(SpecIssue::at(&aggregates.referenced, "`aggregates` is empty"));
     }
-    let entries = aggregates.value.0.iter().map(|(name, sql)| (name.value.as_str(), sql.value.value.as_str()));
+    let entries = aggregates.value.0.iter().map(|(name, sql)| (name.value.as_str(), sql.value.as_str()));
     AggregateSet::compile(entries, input, &ctx.functions).map_err(|(name, err)| {
         let at = aggregates.value.0.iter().find(|(key, _)| key.value == name).map(|(_, sql)| &sql.referenced);
         match at {

@@ -286,6 +286,10 @@ impl StatefulOperator for SessionWindows {
         Ok(())
     }
 
+    fn state_groups(&self) -> usize {
+        self.ends.len()
+    }
+
     fn state_bytes(&self) -> usize {
         let arguments: usize = self
             .stored
@@ -298,6 +302,9 @@ impl StatefulOperator for SessionWindows {
                 values + filters
             })
             .sum();
+        if self.ends.is_empty() && self.stored.is_empty() {
+            return 0;
+        }
         let rows: usize = self.sessions.iter().flatten().map(|s| s.rows.capacity() * 8 + 64).sum();
         arguments + rows + self.keys.size() + self.ends.len() * 40
     }
