@@ -35,7 +35,9 @@ fn hot_items(bids: &[Value]) -> Vec<Value> {
     let mut rows = Vec::new();
     for counts in windows.values() {
         let top = counts.values().max().unwrap();
-        rows.extend(counts.iter().filter(|(_, n)| *n == top).map(|(auction, n)| json!({ "auction": auction, "num": n })));
+        rows.extend(
+            counts.iter().filter(|(_, n)| *n == top).map(|(auction, n)| json!({ "auction": auction, "num": n })),
+        );
     }
     rows
 }

@@ -17,7 +17,8 @@ fn out_of_order_rows(seed: u64, count: usize, keys: u32, jitter: i64) -> Vec<(i6
     (0..count)
         .map(|_| {
             // Mostly small steps, now and then a quiet stretch (empty windows, session gaps).
-            newest += if rng.random_range(0..50) == 0 { rng.random_range(10_000..30_000) } else { rng.random_range(0..400) };
+            newest +=
+                if rng.random_range(0..50) == 0 { rng.random_range(10_000..30_000) } else { rng.random_range(0..400) };
             let time = newest - rng.random_range(0..=jitter);
             (time, format!("k{}", rng.random_range(0..keys)), rng.random_range(-1_000..1_000))
         })
@@ -145,7 +146,8 @@ async fn every_window_kind_matches_a_plain_evaluation_on_out_of_order_input() {
             let window = format!(
                 "{{ type: window, inputs: [rows], {windows}, group_by: [key], aggregates: {aggregates}, parallelism: {parallelism} }}"
             );
-            let metrics = ws.run(&window_pipeline(&ws, &window, 64)).await.unwrap_or_else(|err| panic!("{kind}: {err}"));
+            let metrics =
+                ws.run(&window_pipeline(&ws, &window, 64)).await.unwrap_or_else(|err| panic!("{kind}: {err}"));
             let got = actual(&ws.read("out.jsonl"));
             let want = reference(kind, &rows);
             assert_eq!(got.len(), json_lines(&ws.read("out.jsonl")).len(), "{kind}: one row per window and key");
@@ -233,10 +235,11 @@ async fn every_aggregate_over_a_tumbling_window_matches_the_golden_file() {
 #[tokio::test]
 async fn top_n_keeps_the_highest_rows_of_each_window_with_ties() {
     let ws = Workspace::new();
-    let rows: Vec<(i64, String, i64)> = [(100, "a", 5), (200, "b", 9), (300, "c", 9), (4_000, "d", 1), (6_000, "e", 3), (7_000, "f", 2)]
-        .into_iter()
-        .map(|(t, k, v)| (t, k.to_string(), v))
-        .collect();
+    let rows: Vec<(i64, String, i64)> =
+        [(100, "a", 5), (200, "b", 9), (300, "c", 9), (4_000, "d", 1), (6_000, "e", 3), (7_000, "f", 2)]
+            .into_iter()
+            .map(|(t, k, v)| (t, k.to_string(), v))
+            .collect();
     write_rows(&ws, &rows);
     let top = r#"{ type: top_n, inputs: [rows], tumble: 5s, order_by: [v DESC], limit: 1 }"#;
     ws.run(&window_pipeline(&ws, top, 2)).await.unwrap();
@@ -283,7 +286,9 @@ sinks:
         let fired_while_running = ws.rows("out.jsonl").len();
         running.stop().await.unwrap();
         match idle_timeout {
-            Some(_) => assert!(fired_while_running >= 2, "windows fire while the quiet source is idle: {fired_while_running}"),
+            Some(_) => {
+                assert!(fired_while_running >= 2, "windows fire while the quiet source is idle: {fired_while_running}")
+            }
             None => assert_eq!(fired_while_running, 0, "without idleness the quiet source holds every window back"),
         }
         assert!(!ws.read("out.jsonl").is_empty(), "stopping fires what is open");
@@ -302,7 +307,8 @@ async fn wasm_aggregates_in_a_window_match_native_percentile_and_distinct_count(
     let window = r#"{ type: window, inputs: [rows], hop: { size: 20s, slide: 10s }, group_by: [key], parallelism: 2, aggregates: {
         p90: "percentile(v, 0.9)", native_p90: "percentile_cont(v, 0.9)",
         distinct: "approx_distinct_hll(v)", native_distinct: "count(DISTINCT v)" } }"#;
-    let pipeline = format!("plugins:\n  sketches: {{ path: {} }}\n{}", sketches.display(), window_pipeline(&ws, window, 100));
+    let pipeline =
+        format!("plugins:\n  sketches: {{ path: {} }}\n{}", sketches.display(), window_pipeline(&ws, window, 100));
     ws.run(&pipeline).await.unwrap();
     let output = json_lines(&ws.read("out.jsonl"));
     assert!(output.len() > 20, "{} windows and keys", output.len());
@@ -313,21 +319,28 @@ async fn wasm_aggregates_in_a_window_match_native_percentile_and_distinct_count(
         let (estimate, exact) = (row["distinct"].as_i64().unwrap(), row["native_distinct"].as_i64().unwrap());
         // Two values can share one of the 4096 registers: small counts may be off by one or two.
         let error = (estimate - exact).abs() as f64;
-        assert!(error <= (0.06 * exact as f64).max(2.0), "HyperLogLog {estimate} vs {exact} distinct in {row} (seed {seed})");
+        assert!(
+            error <= (0.06 * exact as f64).max(2.0),
+            "HyperLogLog {estimate} vs {exact} distinct in {row} (seed {seed})"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_keyed_aggregate_emits_running_totals_after_each_batch() {
     let ws = Workspace::new();
-    let rows: Vec<(i64, String, i64)> =
-        [(1, "a", 1), (2, "b", 10), (3, "a", 2), (4, "a", 3), (5, "b", 20)].into_iter().map(|(t, k, v)| (t, k.to_string(), v)).collect();
+    let rows: Vec<(i64, String, i64)> = [(1, "a", 1), (2, "b", 10), (3, "a", 2), (4, "a", 3), (5, "b", 20)]
+        .into_iter()
+        .map(|(t, k, v)| (t, k.to_string(), v))
+        .collect();
     write_rows(&ws, &rows);
     let totals = r#"{ type: aggregate, inputs: [rows], group_by: [key], aggregates: { n: "count(*)", total: "sum(v)" }, parallelism: 2 }"#;
     ws.run(&window_pipeline(&ws, totals, 2)).await.unwrap();
     let updates: Vec<(String, i64, i64)> = json_lines(&ws.read("out.jsonl"))
         .into_iter()
-        .map(|row| (row["key"].as_str().unwrap().to_string(), row["n"].as_i64().unwrap(), row["total"].as_i64().unwrap()))
+        .map(|row| {
+            (row["key"].as_str().unwrap().to_string(), row["n"].as_i64().unwrap(), row["total"].as_i64().unwrap())
+        })
         .collect();
     // Per key, the updates come in order and end with the totals.
     let of = |key: &str| updates.iter().filter(|(k, _, _)| k == key).map(|(_, n, t)| (*n, *t)).collect::<Vec<_>>();

@@ -207,11 +207,9 @@ fn report(json: bool, query: &Query, input: &Input, runs: &mut [JobSummary]) {
     let median = super::bench::median_by(runs, JobSummary::per_cpu_second);
     let wall = median.wall_seconds.max(1e-9);
     let (state_bytes, state_groups) = median.peak_state();
-    let state = if state_groups == 0 {
-        String::new()
-    } else {
-        format!("{:.0} KB, {} B/group", state_bytes as f64 / 1e3, state_bytes / state_groups)
-    };
+    let state = state_bytes
+        .checked_div(state_groups)
+        .map_or(String::new(), |per_group| format!("{:.0} KB, {per_group} B/group", state_bytes as f64 / 1e3));
     let mb_per_second = match input {
         Input::File { bytes, .. } => Some(*bytes as f64 / 1e6 / wall),
         Input::Memory { .. } => None,

@@ -214,8 +214,7 @@ mod tests {
         let (source_tx, source_rx) = mpsc::channel(8);
         let (down_tx, mut down_rx) = mpsc::channel(8);
         let output = Output::new("src".into(), vec![Edge::new(vec![down_tx], Route::Forward(0))], Arc::default());
-        let strategy =
-            WatermarkStrategy { column: 0, delay_ms: 4_000, idle_timeout: Some(Duration::from_millis(50)) };
+        let strategy = WatermarkStrategy { column: 0, delay_ms: 4_000, idle_timeout: Some(Duration::from_millis(50)) };
         let task = tokio::spawn(assign(strategy, source_rx, output));
         source_tx.send(Message::Batch(times(&[10_000, 12_000, 11_000]), Delivery::untracked())).await.unwrap();
         assert!(matches!(down_rx.recv().await, Some(Message::Batch(..))));

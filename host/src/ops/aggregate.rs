@@ -132,7 +132,10 @@ impl StatefulOperator for RunningAggregate {
                 .aggregates
                 .calls
                 .iter()
-                .map(|call| call.row_accumulator().map_err(|err| RuntimeError::Expression { expression: call.sql.clone(), reason: err.message }))
+                .map(|call| {
+                    call.row_accumulator()
+                        .map_err(|err| RuntimeError::Expression { expression: call.sql.clone(), reason: err.message })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             self.accumulators.push(fresh);
         }
@@ -157,8 +160,9 @@ impl StatefulOperator for RunningAggregate {
                 if let Some(filter) = &taken.filters[index] {
                     values = values.iter().map(|v| arrow::compute::filter(v, filter)).collect::<Result<_, _>>()?;
                 }
-                accumulator.update_batch(&values).map_err(|err| {
-                    RuntimeError::Expression { expression: plan.aggregates.calls[index].sql.clone(), reason: err.to_string() }
+                accumulator.update_batch(&values).map_err(|err| RuntimeError::Expression {
+                    expression: plan.aggregates.calls[index].sql.clone(),
+                    reason: err.to_string(),
                 })?;
             }
         }

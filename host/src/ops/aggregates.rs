@@ -62,8 +62,7 @@ impl AggregateCall {
             .iter()
             .map(|sort| {
                 let expr = lower(&sort.expr, &df_schema)?;
-                let options =
-                    arrow::compute::SortOptions { descending: !sort.asc, nulls_first: sort.nulls_first };
+                let options = arrow::compute::SortOptions { descending: !sort.asc, nulls_first: sort.nulls_first };
                 Ok(PhysicalSortExpr { expr, options })
             })
             .collect::<Result<Vec<_>, ExprError>>()?;
@@ -139,7 +138,10 @@ impl Arguments {
                 .map(|filter| {
                     filter
                         .as_ref()
-                        .map(|f| arrow::compute::take(f, indices, None).map(|a| arrow::array::AsArray::as_boolean(&a).clone()))
+                        .map(|f| {
+                            arrow::compute::take(f, indices, None)
+                                .map(|a| arrow::array::AsArray::as_boolean(&a).clone())
+                        })
                         .transpose()
                 })
                 .collect::<Result<_, _>>()?,
@@ -277,11 +279,7 @@ impl Accumulators {
     ///
     /// # Errors
     /// Accumulator failures, naming the aggregate.
-    pub fn evaluate_keeping(
-        &mut self,
-        set: &AggregateSet,
-        group_count: usize,
-    ) -> Result<Vec<ArrayRef>, RuntimeError> {
+    pub fn evaluate_keeping(&mut self, set: &AggregateSet, group_count: usize) -> Result<Vec<ArrayRef>, RuntimeError> {
         let groups: Vec<usize> = (0..group_count).collect();
         let mut values = Vec::with_capacity(self.states.len());
         for (index, state) in self.states.iter_mut().enumerate() {

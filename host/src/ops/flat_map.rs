@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::udf::{compile_args, evaluate_args, report_failures, resolve_function};
-use crate::engine::component::{Partitioning, 
-    Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
-    TransformSpec,
+use crate::engine::component::{
+    Operator, OperatorFactory, OperatorInstance, Partitioning, PlanContext, PlannedTransform, RuntimeError,
+    TransformKind, TransformSpec,
 };
 use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;

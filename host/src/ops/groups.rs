@@ -74,7 +74,11 @@ impl KeyEncoder {
     ///
     /// # Errors
     /// Arrow failures.
-    pub fn decode_groups(&self, table: &GroupTable, groups: &[usize]) -> Result<Vec<ArrayRef>, arrow::error::ArrowError> {
+    pub fn decode_groups(
+        &self,
+        table: &GroupTable,
+        groups: &[usize],
+    ) -> Result<Vec<ArrayRef>, arrow::error::ArrowError> {
         if table.global {
             return Ok(Vec::new());
         }
@@ -96,7 +100,13 @@ pub struct GroupTable {
 impl GroupTable {
     /// The group of each row of `rows` (the rows at `selection`, or all `row_count`), adding
     /// new groups. `rows` is `None` for a global (keyless) table.
-    pub fn intern(&mut self, rows: Option<&Rows>, selection: Option<&[u32]>, row_count: usize, groups: &mut Vec<usize>) {
+    pub fn intern(
+        &mut self,
+        rows: Option<&Rows>,
+        selection: Option<&[u32]>,
+        row_count: usize,
+        groups: &mut Vec<usize>,
+    ) {
         use std::hash::BuildHasher as _;
         groups.clear();
         let Some(rows) = rows else {

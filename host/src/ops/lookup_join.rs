@@ -31,9 +31,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::component::{Partitioning, 
-    AsyncOperator, AsyncOutput, BoxFuture, FailedRow, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform,
-    RuntimeError, TransformKind, TransformSpec,
+use crate::engine::component::{
+    AsyncOperator, AsyncOutput, BoxFuture, FailedRow, OperatorFactory, OperatorInstance, Partitioning, PlanContext,
+    PlannedTransform, RuntimeError, TransformKind, TransformSpec,
 };
 use crate::formats::errors::ErrorPolicy;
 use crate::lookup::DimensionTable;
@@ -177,7 +177,11 @@ impl TransformSpec for LookupJoinConfig {
             retry_on_miss,
             in_flight: self.in_flight,
         };
-        Ok(PlannedTransform { schema, factory: Arc::new(LookupJoinFactory(Arc::new(plan))), partitioning: Partitioning::Any })
+        Ok(PlannedTransform {
+            schema,
+            factory: Arc::new(LookupJoinFactory(Arc::new(plan))),
+            partitioning: Partitioning::Any,
+        })
     }
 }
 

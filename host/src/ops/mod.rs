@@ -22,5 +22,14 @@ pub mod window;
 use crate::engine::component::TransformKind;
 
 /// Every built-in transform type.
-pub static TRANSFORMS: &[TransformKind] =
-    &[filter::KIND, select::KIND, union::KIND, udf::KIND, flat_map::KIND, lookup_join::KIND, window::KIND, top_n::KIND, aggregate::KIND];
+pub static TRANSFORMS: &[TransformKind] = &[
+    filter::KIND,
+    select::KIND,
+    union::KIND,
+    udf::KIND,
+    flat_map::KIND,
+    lookup_join::KIND,
+    window::KIND,
+    top_n::KIND,
+    aggregate::KIND,
+];

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::expr::compile_select_item;
-use crate::engine::component::{Partitioning, 
-    Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
-    TransformSpec,
+use crate::engine::component::{
+    Operator, OperatorFactory, OperatorInstance, Partitioning, PlanContext, PlannedTransform, RuntimeError,
+    TransformKind, TransformSpec,
 };
 use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;

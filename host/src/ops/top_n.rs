@@ -147,7 +147,10 @@ impl TransformSpec for TopNConfig {
                 None | Some("ASC") => false,
                 Some("DESC") => true,
                 Some(other) => {
-                    return Err(SpecIssue::at(&item.referenced, format!("`order_by`: expected ASC or DESC, not `{other}`")));
+                    return Err(SpecIssue::at(
+                        &item.referenced,
+                        format!("`order_by`: expected ASC or DESC, not `{other}`"),
+                    ));
                 }
             };
             if words.next().is_some() {
@@ -184,7 +187,10 @@ impl OperatorFactory for TopNFactory {
     fn create(&self) -> OperatorInstance {
         let plan = Arc::clone(&self.0);
         let order = RowConverter::new(
-            plan.order.iter().map(|&(c, options)| SortField::new_with_options(plan.input.field(c).data_type().clone(), options)).collect(),
+            plan.order
+                .iter()
+                .map(|&(c, options)| SortField::new_with_options(plan.input.field(c).data_type().clone(), options))
+                .collect(),
         )
         .expect("orderable columns");
         let partition = RowConverter::new(
@@ -208,12 +214,15 @@ struct Candidates {
     deliveries: Vec<Delivery>,
 }
 
+/// One window's candidates by partition key (row-format bytes; empty without `partition_by`).
+type Partitions = HashMap<Box<[u8]>, Candidates>;
+
 struct TopN {
     plan: Arc<TopNPlan>,
     order: RowConverter,
     partition: RowConverter,
     /// Open windows by (end, start), then partition key.
-    windows: BTreeMap<(i64, i64), HashMap<Box<[u8]>, Candidates>>,
+    windows: BTreeMap<(i64, i64), Partitions>,
     watermark: EventTime,
 }
 
@@ -288,7 +297,9 @@ impl StatefulOperator for TopN {
                     }
                     kind.windows_of(times.value(row), &mut bounds);
                 }
-                (_, _, Some(starts), Some(ends)) => bounds.push(Bounds { start: starts.value(row), end: ends.value(row) }),
+                (_, _, Some(starts), Some(ends)) => {
+                    bounds.push(Bounds { start: starts.value(row), end: ends.value(row) })
+                }
                 _ => unreachable!("times or bounds are evaluated"),
             }
             let mut any = false;
@@ -303,7 +314,8 @@ impl StatefulOperator for TopN {
             }
         }
         let partition_columns: Vec<ArrayRef> = plan.partition.iter().map(|&c| Arc::clone(batch.column(c))).collect();
-        let partition_keys = (!partition_columns.is_empty()).then(|| self.partition.convert_columns(&partition_columns)).transpose()?;
+        let partition_keys =
+            (!partition_columns.is_empty()).then(|| self.partition.convert_columns(&partition_columns)).transpose()?;
         for (window, selection) in placed {
             // Split the window's rows by partition key.
             let mut parts: HashMap<Box<[u8]>, Vec<u32>> = HashMap::new();

@@ -10,9 +10,9 @@ use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::engine::component::{Partitioning, 
-    Operator, OperatorFactory, OperatorInstance, PlanContext, PlannedTransform, RuntimeError, TransformKind,
-    TransformSpec,
+use crate::engine::component::{
+    Operator, OperatorFactory, OperatorInstance, Partitioning, PlanContext, PlannedTransform, RuntimeError,
+    TransformKind, TransformSpec,
 };
 use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;

@@ -48,7 +48,7 @@ impl WasmAggregate {
             name: signature.name.clone(),
             signature: Signature::user_defined(Volatility::Immutable),
             args: signature.args.iter().map(to_arrow_type).collect(),
-            returns: signature.returns.clone(),
+            returns: signature.returns,
             return_type: to_arrow_type(&signature.returns),
             state_version: signature.state_version,
             plugin,
@@ -63,7 +63,7 @@ impl WasmAggregate {
             plugin: Arc::clone(&self.plugin),
             limits: self.limits,
             function: self.function,
-            returns: self.returns.clone(),
+            returns: self.returns,
             slots: Arc::clone(&self.slots),
         }
     }
@@ -150,7 +150,10 @@ struct WasmCaller {
 impl WasmCaller {
     fn with_instance<R>(
         &self,
-        call: impl FnOnce(&mut crate::plugin::Instance) -> std::result::Result<std::result::Result<R, crate::plugin::bindings::CallError>, PluginError>,
+        call: impl FnOnce(
+            &mut crate::plugin::Instance,
+        )
+            -> std::result::Result<std::result::Result<R, crate::plugin::bindings::CallError>, PluginError>,
     ) -> Result<R> {
         let mut slot = self.slots.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
         let outcome = match slot.get(&self.plugin, self.limits) {
@@ -213,7 +216,8 @@ impl GroupsAccumulator for WasmGroups {
             None => (values.to_vec(), group_indices.to_vec()),
             Some(keep) => {
                 let mask = BooleanArray::from(keep.clone());
-                let values = values.iter().map(|v| arrow::compute::filter(v, &mask)).collect::<std::result::Result<_, _>>()?;
+                let values =
+                    values.iter().map(|v| arrow::compute::filter(v, &mask)).collect::<std::result::Result<_, _>>()?;
                 let groups = group_indices.iter().zip(&keep).filter(|(_, k)| **k).map(|(g, _)| *g).collect();
                 (values, groups)
             }
@@ -244,8 +248,9 @@ impl GroupsAccumulator for WasmGroups {
             })
             .collect::<Result<Vec<_>>>()?;
         let function = self.caller.function;
-        let new_states =
-            self.caller.with_instance(|instance| instance.call_accumulate(function, &states, &rows_to_local, &columns))?;
+        let new_states = self
+            .caller
+            .with_instance(|instance| instance.call_accumulate(function, &states, &rows_to_local, &columns))?;
         if new_states.len() != touched.len() {
             return Err(DataFusionError::Execution(format!(
                 "plugin aggregate returned {} states for {} groups",
@@ -286,7 +291,8 @@ impl GroupsAccumulator for WasmGroups {
                 self.states[group] = right.to_vec();
             } else {
                 let left = std::mem::take(&mut self.states[group]);
-                self.states[group] = self.caller.with_instance(|instance| instance.call_merge(function, &left, right))?;
+                self.states[group] =
+                    self.caller.with_instance(|instance| instance.call_merge(function, &left, right))?;
             }
         }
         self.bytes = self.states.iter().map(Vec::len).sum();
@@ -300,7 +306,7 @@ impl GroupsAccumulator for WasmGroups {
             plugin: Arc::clone(&self.caller.plugin),
             limits: self.caller.limits,
             function: self.caller.function,
-            returns: self.caller.returns.clone(),
+            returns: self.caller.returns,
             slots: Arc::clone(&self.caller.slots),
         });
         let groups: Vec<usize> = (0..rows).collect();

@@ -15,9 +15,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
+use super::bindings::aggregate::{AggregateUdf, AggregateUdfPre};
 use super::bindings::scalar::{ScalarUdf, ScalarUdfPre};
 use super::bindings::scalar_buffers::{ScalarUdfBuffers, ScalarUdfBuffersPre};
-use super::bindings::aggregate::{AggregateUdf, AggregateUdfPre};
 use super::bindings::table::{TableUdf, TableUdfPre};
 use super::bindings::{AggregateSignature, PluginInfo, ScalarSignature, TableSignature};
 use super::sandbox::{CAPTURE_CAPACITY, Limits, PluginMetrics, StoreState};
@@ -589,9 +589,7 @@ impl Instance {
         })
     }
 
-    fn aggregate_bindings(
-        bindings: &Bindings,
-    ) -> &super::bindings::aggregate::exports::weir::plugin::aggregate::Guest {
+    fn aggregate_bindings(bindings: &Bindings) -> &super::bindings::aggregate::exports::weir::plugin::aggregate::Guest {
         match bindings {
             Bindings::Aggregate(bindings) => bindings.weir_plugin_aggregate(),
             _ => unreachable!("only aggregate plugins are called as aggregates (checked at load)"),
@@ -639,7 +637,9 @@ impl Instance {
         function: u32,
         states: &[Vec<u8>],
     ) -> Result<Result<super::bindings::Column, super::bindings::CallError>, PluginError> {
-        self.guarded(function, |bindings, store| Self::aggregate_bindings(bindings).call_finish(store, function, states))
+        self.guarded(function, |bindings, store| {
+            Self::aggregate_bindings(bindings).call_finish(store, function, states)
+        })
     }
 
     /// Runs one export call under the time limit, forwards what the guest printed, and turns

@@ -107,8 +107,7 @@ impl AlignedWindows {
     /// and frees those that can no longer change.
     fn fire(&mut self, all: bool, out: &mut Emitter) -> Result<(), RuntimeError> {
         let watermark = if all { EventTime::MAX } else { self.watermark };
-        let due: Vec<(i64, i64)> =
-            self.windows.keys().take_while(|(end, _)| end - 1 <= watermark).copied().collect();
+        let due: Vec<(i64, i64)> = self.windows.keys().take_while(|(end, _)| end - 1 <= watermark).copied().collect();
         for key in due {
             let (end, start) = key;
             if all || (end - 1).saturating_add(self.plan.lateness) <= watermark {
@@ -144,7 +143,8 @@ fn emit(
         window.accumulators.evaluate_keeping(&plan.aggregates, count)?
     };
     let keys = plan.keys.decode(&window.groups)?;
-    let mut batch = plan.output(Int64Array::from_value(start, count), Int64Array::from_value(end, count), keys, values)?;
+    let mut batch =
+        plan.output(Int64Array::from_value(start, count), Int64Array::from_value(end, count), keys, values)?;
     if refire {
         let mut changed = std::mem::take(&mut window.changed);
         changed.resize(count, false);

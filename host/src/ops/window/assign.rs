@@ -100,7 +100,10 @@ mod tests {
     fn aligned_windows_contain_their_rows() {
         assert_eq!(windows(WindowKind::Tumble { size: 10 }, 25), vec![(20, 30)]);
         assert_eq!(windows(WindowKind::Tumble { size: 10 }, -1), vec![(-10, 0)]);
-        assert_eq!(windows(WindowKind::Hop { size: 10, slide: 2 }, 25), vec![(24, 34), (22, 32), (20, 30), (18, 28), (16, 26)]);
+        assert_eq!(
+            windows(WindowKind::Hop { size: 10, slide: 2 }, 25),
+            vec![(24, 34), (22, 32), (20, 30), (18, 28), (16, 26)]
+        );
         assert_eq!(windows(WindowKind::Hop { size: 10, slide: 2 }, 24).len(), 5);
         assert_eq!(windows(WindowKind::Cumulate { step: 10, max: 30 }, 15), vec![(0, 20), (0, 30)]);
         assert_eq!(windows(WindowKind::Cumulate { step: 10, max: 30 }, 29), vec![(0, 30)]);

@@ -162,33 +162,33 @@ pub fn window_kind(
     session: Option<&SessionConfig>,
     cumulate: Option<&CumulateConfig>,
 ) -> Result<WindowKind, SpecIssue> {
-        let mut kinds = Vec::new();
-        if let Some(size) = tumble {
-            kinds.push(WindowKind::Tumble { size: millis(size) });
+    let mut kinds = Vec::new();
+    if let Some(size) = tumble {
+        kinds.push(WindowKind::Tumble { size: millis(size) });
+    }
+    if let Some(hop) = hop {
+        kinds.push(WindowKind::Hop { size: millis(hop.size), slide: millis(hop.slide) });
+    }
+    if let Some(session) = session {
+        kinds.push(WindowKind::Session { gap: millis(session.gap) });
+    }
+    if let Some(cumulate) = cumulate {
+        kinds.push(WindowKind::Cumulate { step: millis(cumulate.step), max: millis(cumulate.max) });
+    }
+    let kind = match kinds.as_slice() {
+        [kind] => *kind,
+        [] => return Err(SpecIssue::new("say which windows: `tumble`, `hop`, `session` or `cumulate`")),
+        _ => return Err(SpecIssue::new("`tumble`, `hop`, `session` and `cumulate` exclude each other; pick one")),
+    };
+    match kind {
+        WindowKind::Hop { size, slide } if slide > size => {
+            Err(SpecIssue::new("`hop.slide` is longer than `hop.size`: rows between windows would be lost"))
         }
-        if let Some(hop) = hop {
-            kinds.push(WindowKind::Hop { size: millis(hop.size), slide: millis(hop.slide) });
+        WindowKind::Cumulate { step, max } if max % step != 0 => {
+            Err(SpecIssue::new("`cumulate.max` must be a whole number of `cumulate.step`s"))
         }
-        if let Some(session) = session {
-            kinds.push(WindowKind::Session { gap: millis(session.gap) });
-        }
-        if let Some(cumulate) = cumulate {
-            kinds.push(WindowKind::Cumulate { step: millis(cumulate.step), max: millis(cumulate.max) });
-        }
-        let kind = match kinds.as_slice() {
-            [kind] => *kind,
-            [] => return Err(SpecIssue::new("say which windows: `tumble`, `hop`, `session` or `cumulate`")),
-            _ => return Err(SpecIssue::new("`tumble`, `hop`, `session` and `cumulate` exclude each other; pick one")),
-        };
-        match kind {
-            WindowKind::Hop { size, slide } if slide > size => {
-                Err(SpecIssue::new("`hop.slide` is longer than `hop.size`: rows between windows would be lost"))
-            }
-            WindowKind::Cumulate { step, max } if max % step != 0 => {
-                Err(SpecIssue::new("`cumulate.max` must be a whole number of `cumulate.step`s"))
-            }
-            kind => Ok(kind),
-        }
+        kind => Ok(kind),
+    }
 }
 
 /// Resolves the time column of a windowed step.
@@ -202,7 +202,10 @@ pub fn time_source(
 ) -> Result<(TimeSource, DataType), SpecIssue> {
     if processing_time {
         if let Some(column) = time_column {
-            return Err(SpecIssue::at(&column.referenced, "`time_column` and `processing_time: true` exclude each other"));
+            return Err(SpecIssue::at(
+                &column.referenced,
+                "`time_column` and `processing_time: true` exclude each other",
+            ));
         }
         return Ok((TimeSource::Processing, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))));
     }
@@ -254,7 +257,11 @@ pub fn key_columns(input: &SchemaRef, group_by: &[Spanned<String>]) -> Result<Ve
         )]) {
             return Err(SpecIssue::at(
                 &name.referenced,
-                format!("`group_by`: `{}` has type {}, which cannot be a key", name.value, input.field(index).data_type()),
+                format!(
+                    "`group_by`: `{}` has type {}, which cannot be a key",
+                    name.value,
+                    input.field(index).data_type()
+                ),
             ));
         }
         columns.push(index);
@@ -308,10 +315,8 @@ impl WindowPlan {
 
 /// The output schema of a windowed aggregate.
 fn output_schema(time_type: &DataType, keys: &KeyEncoder, aggregates: &AggregateSet) -> Result<SchemaRef, SpecIssue> {
-    let mut fields = vec![
-        Field::new("window_start", time_type.clone(), false),
-        Field::new("window_end", time_type.clone(), false),
-    ];
+    let mut fields =
+        vec![Field::new("window_start", time_type.clone(), false), Field::new("window_end", time_type.clone(), false)];
     fields.extend(keys.fields.iter().cloned());
     for field in aggregates.fields() {
         if fields.iter().any(|f| f.name() == field.name()) {
@@ -371,7 +376,9 @@ impl TransformSpec for WindowConfig {
             time_type,
             keys,
             aggregates,
-            lateness: self.allowed_lateness.map_or(0, |lateness| i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX)),
+            lateness: self
+                .allowed_lateness
+                .map_or(0, |lateness| i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX)),
             early_fire: self.early_fire,
             schema: Arc::clone(&schema),
         });

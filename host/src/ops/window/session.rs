@@ -223,7 +223,7 @@ impl StatefulOperator for SessionWindows {
         self.next_batch = self.next_batch.wrapping_add(1);
         let mut users = 0;
         let mut late = Vec::new();
-        for row in 0..rows {
+        for (row, &group) in groups.iter().enumerate() {
             if times.is_null(row) {
                 let raw = crate::formats::encode::row_as_json(&batch, row);
                 errors.handle(BadRecord {
@@ -235,11 +235,11 @@ impl StatefulOperator for SessionWindows {
             }
             let time = times.value(row);
             // Late: its own session would be due already and it joins no open one.
-            if time + self.gap - 1 <= self.watermark && !self.overlaps(groups[row], time, time + self.gap) {
+            if time + self.gap - 1 <= self.watermark && !self.overlaps(group, time, time + self.gap) {
                 late.push(row as u32);
                 continue;
             }
-            self.add(groups[row], time, (id, row as u32), &delivery);
+            self.add(group, time, (id, row as u32), &delivery);
             users += 1;
         }
         self.scratch = groups;
