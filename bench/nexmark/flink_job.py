@@ -84,8 +84,10 @@ def main():
         )
         table = env.sql_query(select)
         # The sink takes the query's own column types (the planner's, e.g. DECIMAL(24, 3) for q1).
+        # A time attribute (`TIMESTAMP(3) *ROWTIME*`) is a plain TIMESTAMP(3) in a sink.
         columns = ", ".join(
-            f"`{column.getName()}` {column.getDataType().toString()}"
+            f"`{column.getName()}` "
+            + column.getDataType().toString().replace(" *ROWTIME*", "").replace(" *PROCTIME*", "")
             for column in table._j_table.getResolvedSchema().getColumns()
         )
         env.execute_sql("DROP TEMPORARY TABLE IF EXISTS sink")

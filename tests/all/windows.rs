@@ -363,7 +363,8 @@ async fn window_kinds_on_a_fixed_input_match_their_golden_files() {
     ] {
         let ws = Workspace::new();
         write_rows(&ws, &rows);
-        let window = format!("{{ type: window, inputs: [rows], {windows}, group_by: [key], aggregates: {aggregates} }}");
+        let window =
+            format!("{{ type: window, inputs: [rows], {windows}, group_by: [key], aggregates: {aggregates} }}");
         ws.run(&window_pipeline(&ws, &window, 16)).await.unwrap();
         let output = ws.read("out.jsonl");
         assert_eq!(actual(&output), reference(kind, &rows), "{kind}");
@@ -392,7 +393,8 @@ sinks:
     let counted: i64 = windows.iter().map(|w| w["n"].as_i64().unwrap()).sum();
     assert_eq!(counted, 5000, "{windows:?}");
     for window in &windows {
-        let start = chrono::DateTime::parse_from_rfc3339(window["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
+        let start =
+            chrono::DateTime::parse_from_rfc3339(window["window_start"].as_str().unwrap()).unwrap().timestamp_millis();
         assert!(start > started - 200 && start <= ended, "window at {start}, job ran {started}..{ended}");
     }
 }
@@ -419,4 +421,79 @@ sinks:
     let all = json_lines(&ws.read("out.jsonl"));
     let last = all.last().unwrap()["n"].as_i64().unwrap();
     assert!(last >= *early.last().unwrap(), "the final result counts at least what the early ones did");
+}
+
+/// Loads a pipeline over `bids` (with or without event time) and one step; returns the error.
+fn refused(event_time: bool, step: &str) -> String {
+    let ws = Workspace::new();
+    let event_time = if event_time { ", event_time: { column: dateTime, max_out_of_orderness: 4s }" } else { "" };
+    let pipeline = format!(
+        "sources:\n  bids: {{ type: nexmark, kind: bid, events: 100{event_time} }}\ntransforms:\n  w: {step}\nsinks:\n  out: {{ type: blackhole, inputs: [w] }}\n"
+    );
+    let err = ws.load(&pipeline).expect_err("the pipeline must be refused").to_string();
+    assert!(err.contains("pipeline.yaml:") && err.contains("`transforms.w`"), "names file and component: {err}");
+    err
+}
+
+#[test]
+fn window_mistakes_are_refused_with_the_reason() {
+    let cases = [
+        (false, r#"{ type: window, inputs: [bids], tumble: 10s, aggregates: { n: "count(*)" } }"#, "no event time"),
+        (
+            true,
+            r#"{ type: window, inputs: [bids], aggregates: { n: "count(*)" } }"#,
+            "`tumble`, `hop`, `session` or `cumulate`",
+        ),
+        (
+            true,
+            r#"{ type: window, inputs: [bids], tumble: 10s, hop: { size: 10s, slide: 2s }, aggregates: { n: "count(*)" } }"#,
+            "exclude each other",
+        ),
+        (
+            true,
+            r#"{ type: window, inputs: [bids], tumble: 10s, group_by: [auctoin], aggregates: { n: "count(*)" } }"#,
+            "`auctoin` is not in the input",
+        ),
+        (
+            true,
+            r#"{ type: window, inputs: [bids], tumble: 10s, aggregates: { n: "price + 1" } }"#,
+            "not an aggregate call",
+        ),
+        (true, r#"{ type: window, inputs: [bids], tumble: 10s, aggregates: { n: "max(prize)" } }"#, "prize"),
+        (
+            true,
+            r#"{ type: window, inputs: [bids], tumble: 10s, aggregates: { n: "count(*)" }, parallelism: 2 }"#,
+            "parallelism must be 1",
+        ),
+        (
+            true,
+            r#"{ type: window, inputs: [bids], hop: { size: 2s, slide: 10s }, aggregates: { n: "count(*)" } }"#,
+            "longer than `hop.size`",
+        ),
+        (
+            true,
+            r#"{ type: window, inputs: [bids], session: { gap: 5s }, allowed_lateness: 1s, aggregates: { n: "count(*)" } }"#,
+            "not supported for session windows",
+        ),
+        (
+            true,
+            r#"{ type: window, inputs: [bids], tumble: 10s, time_column: channel, aggregates: { n: "count(*)" } }"#,
+            "must be Int64",
+        ),
+        (true, r#"{ type: top_n, inputs: [bids], order_by: [price DESC], limit: 1 }"#, "say which windows"),
+        (
+            true,
+            r#"{ type: top_n, inputs: [bids], tumble: 10s, order_by: [price DOWN], limit: 1 }"#,
+            "expected ASC or DESC",
+        ),
+        (
+            true,
+            r#"{ type: filter, inputs: [bids.late], where: "price > 0" }"#,
+            "only window and top_n steps have a `.late` output",
+        ),
+    ];
+    for (event_time, step, wanted) in cases {
+        let err = refused(event_time, step);
+        assert!(err.contains(wanted), "{step}: expected {wanted:?} in: {err}");
+    }
 }
