@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
@@ -36,7 +36,7 @@ use crate::engine::component::{
     StatefulOperator, TransformKind, TransformSpec,
 };
 use crate::engine::delivery::Delivery;
-use crate::formats::errors::{BadRecord, RecordErrorHandler};
+use crate::formats::errors::RecordErrorHandler;
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::{Spanned, duration_opt};
 
@@ -287,12 +287,7 @@ impl StatefulOperator for TopN {
             match (&plan.windows, &times, &starts, &ends) {
                 (Windows::Assigned { kind, .. }, Some(times), _, _) => {
                     if times.is_null(row) {
-                        let raw = crate::formats::encode::row_as_json(&batch, row);
-                        errors.handle(BadRecord {
-                            position: format!("input row {row}"),
-                            raw: &raw,
-                            reason: "the row has no event time (the time column is null)".into(),
-                        })?;
+                        super::window::reject_timeless(&batch, row, errors)?;
                         continue;
                     }
                     kind.windows_of(times.value(row), &mut bounds);
@@ -387,11 +382,10 @@ fn with_bounds(
     rows: RecordBatch,
 ) -> Result<RecordBatch, RuntimeError> {
     let count = rows.num_rows();
-    let bound = |value: i64| -> Result<ArrayRef, RuntimeError> {
-        let column: ArrayRef = Arc::new(Int64Array::from_value(value, count));
-        Ok(if *time_type == DataType::Int64 { column } else { arrow::compute::cast(&column, time_type)? })
-    };
-    let mut columns = vec![bound(window.start)?, bound(window.end)?];
+    let mut columns = vec![
+        super::window::bound_column(window.start, count, time_type)?,
+        super::window::bound_column(window.end, count, time_type)?,
+    ];
     columns.extend(rows.columns().iter().cloned());
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }

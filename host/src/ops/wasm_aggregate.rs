@@ -100,20 +100,7 @@ impl AggregateUDFImpl for WasmAggregate {
     }
 
     fn coerce_types(&self, given: &[ArrowType]) -> Result<Vec<ArrowType>> {
-        let fits = |given: &ArrowType, wanted: &ArrowType| {
-            given == wanted || given.is_null() || (given.is_numeric() && wanted.is_numeric())
-        };
-        if given.len() != self.args.len() || !given.iter().zip(&self.args).all(|(g, w)| fits(g, w)) {
-            let show = |types: &[ArrowType]| types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            return datafusion_common::plan_err!(
-                "plugin aggregate {}({}) -> {} cannot take ({})",
-                self.name,
-                show(&self.args),
-                self.return_type,
-                show(given)
-            );
-        }
-        Ok(self.args.clone())
+        super::wasm_function::coerce_to_declared("aggregate", &self.name, &self.args, &self.return_type, given)
     }
 
     fn return_type(&self, _arg_types: &[ArrowType]) -> Result<ArrowType> {

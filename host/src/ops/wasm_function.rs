@@ -63,6 +63,33 @@ impl Hash for WasmFunction {
     }
 }
 
+/// The argument types a plugin function (or aggregate) declared, if `given` can become them:
+/// numbers convert to the declared numeric type (so `f(price, 3)` works for an int32 parameter);
+/// anything else must match exactly: no silent number-to-string casts.
+///
+/// # Errors
+/// A plan error naming both signatures.
+pub fn coerce_to_declared(
+    kind: &str,
+    name: &str,
+    declared: &[ArrowType],
+    returns: &ArrowType,
+    given: &[ArrowType],
+) -> Result<Vec<ArrowType>> {
+    let fits = |given: &ArrowType, wanted: &ArrowType| {
+        given == wanted || given.is_null() || (given.is_numeric() && wanted.is_numeric())
+    };
+    if given.len() != declared.len() || !given.iter().zip(declared).all(|(g, w)| fits(g, w)) {
+        let show = |types: &[ArrowType]| types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        return datafusion_common::plan_err!(
+            "plugin {kind} {name}({}) -> {returns} cannot take ({})",
+            show(declared),
+            show(given)
+        );
+    }
+    Ok(declared.to_vec())
+}
+
 impl ScalarUDFImpl for WasmFunction {
     fn name(&self) -> &str {
         &self.name
@@ -72,24 +99,8 @@ impl ScalarUDFImpl for WasmFunction {
         &self.signature
     }
 
-    /// Numbers convert to the declared numeric type (so `f(price, 3)` works for an int32
-    /// parameter); anything else must match exactly: no silent number-to-string casts.
     fn coerce_types(&self, given: &[ArrowType]) -> Result<Vec<ArrowType>> {
-        let declared = &self.args;
-        let fits = |given: &ArrowType, wanted: &ArrowType| {
-            given == wanted || given.is_null() || (given.is_numeric() && wanted.is_numeric())
-        };
-        if given.len() != declared.len() || !given.iter().zip(declared).all(|(g, w)| fits(g, w)) {
-            let show = |types: &[ArrowType]| types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-            return datafusion_common::plan_err!(
-                "plugin function {}({}) -> {} cannot take ({})",
-                self.name,
-                show(declared),
-                self.return_type,
-                show(given)
-            );
-        }
-        Ok(declared.clone())
+        coerce_to_declared("function", &self.name, &self.args, &self.return_type, given)
     }
 
     fn return_type(&self, _arg_types: &[ArrowType]) -> Result<ArrowType> {

@@ -19,7 +19,7 @@ use super::{TimeSource, WindowPlan, now_ms, row_times};
 use crate::engine::EventTime;
 use crate::engine::component::{Emitter, RuntimeError, StatefulOperator};
 use crate::engine::delivery::Delivery;
-use crate::formats::errors::{BadRecord, RecordErrorHandler};
+use crate::formats::errors::RecordErrorHandler;
 use crate::ops::aggregates::Accumulators;
 use crate::ops::groups::GroupTable;
 
@@ -174,12 +174,7 @@ impl StatefulOperator for AlignedWindows {
         let mut late: Vec<u32> = Vec::new();
         for row in 0..rows {
             if times.is_null(row) {
-                let raw = crate::formats::encode::row_as_json(&batch, row);
-                errors.handle(BadRecord {
-                    position: format!("input row {row}"),
-                    raw: &raw,
-                    reason: "the row has no event time (the time column is null)".into(),
-                })?;
+                super::reject_timeless(&batch, row, errors)?;
                 continue;
             }
             let time = times.value(row);

@@ -304,7 +304,8 @@ impl WindowPlan {
     ) -> Result<RecordBatch, RuntimeError> {
         let bound = |column: arrow::array::Int64Array| -> Result<ArrayRef, RuntimeError> {
             let column: ArrayRef = Arc::new(column);
-            Ok(if self.time_type == DataType::Int64 { column } else { arrow::compute::cast(&column, &self.time_type)? })
+            let typed = self.time_type != DataType::Int64;
+            Ok(if typed { arrow::compute::cast(&column, &self.time_type)? } else { column })
         };
         let mut columns = vec![bound(starts)?, bound(ends)?];
         columns.extend(keys);
@@ -406,6 +407,32 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Hands a row whose time column is NULL to the step's `on_error` (it belongs to no window).
+///
+/// # Errors
+/// Under `on_error: fail`.
+pub fn reject_timeless(
+    batch: &RecordBatch,
+    row: usize,
+    errors: &mut crate::formats::errors::RecordErrorHandler,
+) -> Result<(), RuntimeError> {
+    let raw = crate::formats::encode::row_as_json(batch, row);
+    errors.handle(crate::formats::errors::BadRecord {
+        position: format!("input row {row}"),
+        raw: &raw,
+        reason: "the row has no event time (the time column is null)".into(),
+    })
+}
+
+/// A window bound repeated for `rows` rows, in the window's time type.
+///
+/// # Errors
+/// Arrow cast failures (types are fixed at planning).
+pub fn bound_column(value: i64, rows: usize, time_type: &DataType) -> Result<ArrayRef, RuntimeError> {
+    let column: ArrayRef = Arc::new(arrow::array::Int64Array::from_value(value, rows));
+    Ok(if *time_type == DataType::Int64 { column } else { arrow::compute::cast(&column, time_type)? })
 }
 
 /// Row times of a batch in ms: the time column, or the arrival time for processing time.

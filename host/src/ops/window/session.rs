@@ -16,7 +16,7 @@ use super::{WindowPlan, row_times};
 use crate::engine::EventTime;
 use crate::engine::component::{Emitter, RuntimeError, StatefulOperator};
 use crate::engine::delivery::Delivery;
-use crate::formats::errors::{BadRecord, RecordErrorHandler};
+use crate::formats::errors::RecordErrorHandler;
 use crate::ops::aggregates::Arguments;
 use crate::ops::groups::GroupTable;
 
@@ -225,12 +225,7 @@ impl StatefulOperator for SessionWindows {
         let mut late = Vec::new();
         for (row, &group) in groups.iter().enumerate() {
             if times.is_null(row) {
-                let raw = crate::formats::encode::row_as_json(&batch, row);
-                errors.handle(BadRecord {
-                    position: format!("input row {row}"),
-                    raw: &raw,
-                    reason: "the row has no event time (the time column is null)".into(),
-                })?;
+                super::reject_timeless(&batch, row, errors)?;
                 continue;
             }
             let time = times.value(row);
