@@ -61,6 +61,11 @@ pub fn weir() -> std::process::Command {
     command
 }
 
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// Counter of one component.
 pub fn counters(metrics: &PipelineMetrics, name: &str) -> weir_host::engine::metrics::MetricsSnapshot {
     metrics.components.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("no component {name}")).2.snapshot()

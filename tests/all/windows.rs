@@ -254,7 +254,7 @@ async fn top_n_keeps_the_highest_rows_of_each_window_with_ties() {
 #[tokio::test]
 async fn an_idle_source_stops_holding_back_the_windows_of_a_busy_one() {
     // A free port for the (silent) HTTP source.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::support::free_port();
     for idle_timeout in [Some("300ms"), None] {
         let ws = Workspace::new();
         let idle = idle_timeout.map_or(String::new(), |timeout| format!(", idle_timeout: {timeout}"));
@@ -495,5 +495,60 @@ fn window_mistakes_are_refused_with_the_reason() {
     for (event_time, step, wanted) in cases {
         let err = refused(event_time, step);
         assert!(err.contains(wanted), "{step}: expected {wanted:?} in: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_at_least_once_a_window_acknowledges_input_only_after_its_results_are_written() {
+    for at_least_once in [true, false] {
+        let port = crate::support::free_port();
+        let ws = Workspace::new();
+        let running = ws.start(&format!(
+            r#"
+sources:
+  events:
+    type: http
+    listen: 127.0.0.1:{port}
+    schema: {{ ts: int64, v: int64 }}
+    event_time: {{ column: ts }}
+transforms:
+  w: {{ type: window, inputs: [events], tumble: 10s, aggregates: {{ n: "count(*)" }}, at_least_once: {at_least_once} }}
+sinks:
+  out: {{ type: file, inputs: [w], path: {} }}
+"#,
+            ws.path("out.jsonl").display()
+        ));
+        let url = format!("http://127.0.0.1:{port}/ingest");
+        let client = reqwest::Client::new();
+        let post = |body: &'static str| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                loop {
+                    // The listener may not be up yet.
+                    if let Ok(response) = client.post(&url).body(body).send().await {
+                        return response.status();
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let first = post(r#"{"ts": 1000, "v": 1}"#);
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        if at_least_once {
+            assert!(!first.is_finished(), "the row waits in an open window: not acknowledged yet");
+            // A later row moves the watermark past the first window, which fires and is written.
+            let second = post(r#"{"ts": 25000, "v": 2}"#);
+            let status = tokio::time::timeout(std::time::Duration::from_secs(10), first).await.unwrap().unwrap();
+            assert_eq!(status, 200);
+            assert_eq!(ws.rows("out.jsonl").len(), 1, "acknowledged after the window's row was written");
+            assert!(!second.is_finished(), "the second row's window is still open");
+            running.stop().await.unwrap();
+            assert_eq!(second.await.unwrap(), 200, "stopping fires the last window and acknowledges it");
+        } else {
+            assert!(first.is_finished(), "by default a row is acknowledged once it is in window state");
+            assert_eq!(first.await.unwrap(), 200);
+            running.stop().await.unwrap();
+        }
+        assert!(!ws.read("out.jsonl").is_empty());
     }
 }

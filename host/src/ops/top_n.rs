@@ -76,6 +76,9 @@ pub struct TopNConfig {
     /// Rank within groups of a window.
     #[serde(default)]
     pub partition_by: Vec<Spanned<String>>,
+    /// Acknowledge input only once the results made from it are durable (see `window`).
+    #[serde(default)]
+    pub at_least_once: bool,
 }
 
 /// Where each row's window comes from.
@@ -93,6 +96,7 @@ struct TopNPlan {
     order: Vec<(usize, SortOptions)>,
     partition: Vec<usize>,
     limit: usize,
+    at_least_once: bool,
     input: SchemaRef,
     schema: SchemaRef,
 }
@@ -172,6 +176,7 @@ impl TransformSpec for TopNConfig {
             order,
             partition,
             limit: self.limit.value,
+            at_least_once: self.at_least_once,
             input: Arc::clone(input),
             schema: Arc::clone(&schema),
         });
@@ -339,7 +344,7 @@ impl StatefulOperator for TopN {
                 };
                 let mut merged = merged;
                 merged.rows = self.cut(merged.rows)?;
-                if delivery.is_tracked() {
+                if plan.at_least_once && delivery.is_tracked() {
                     merged.deliveries.push(delivery.fork());
                 }
                 self.windows.get_mut(&(window.end, window.start)).expect("just opened").insert(key, merged);

@@ -5,11 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connectors::webhook::{Hook, serve};
-use crate::support::{Workspace, eventually, sorted_ids};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::support::{Workspace, eventually, free_port, sorted_ids};
 
 async fn wait_for_listener(port: u16) {
     eventually(10, "the ingest endpoint", async || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok())

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{Workspace, json_lines};
 
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use crate::support::free_port;
 
 /// A pipeline around one table declaration: an HTTP ingest source of `{id, device}` rows, a left
 /// lookup join on `device`, a JSON-lines file sink `out.jsonl`.

@@ -97,7 +97,7 @@ impl AlignedWindows {
                 window.changed[group] = true;
             }
         }
-        if delivery.is_tracked() {
+        if plan.at_least_once && delivery.is_tracked() {
             window.deliveries.push(delivery.fork());
         }
         Ok(())

@@ -14,6 +14,15 @@
 //!   processing_time: false           # true: windows by wall-clock time of arrival
 //! ```
 //!
+//! Delivery: by default a source may acknowledge input once its rows are folded into window
+//! state (as Flink does without checkpoints), so a crash loses the open windows. With
+//! `at_least_once: true` a window holds the deliveries of its rows and hands them on, merged,
+//! with the results it fires: a crash replays the open windows' input. That needs a source that
+//! tolerates many unacknowledged messages for a window's length (Kafka, Redis Streams, files):
+//! AMQP prefetch, JetStream `max_ack_pending`/`ack_wait`, MQTT in-flight limits and waiting HTTP
+//! clients would stall or redeliver until the window fires. Checkpoints (a later issue) make
+//! window state durable instead.
+//!
 //! Output: `window_start`, `window_end` (the type of the time column), the `group_by` columns,
 //! then one column per aggregate. A window fires when the watermark passes its end (Flink: when
 //! `watermark >= end - 1`); with `allowed_lateness` its state stays until `end - 1 + lateness`
@@ -150,6 +159,9 @@ pub struct WindowConfig {
     /// Windows by arrival time instead of event time.
     #[serde(default)]
     pub processing_time: bool,
+    /// Acknowledge input only once the results made from it are durable.
+    #[serde(default)]
+    pub at_least_once: bool,
 }
 
 /// The one window kind configured (shared by `window` and `top_n`).
@@ -286,6 +298,8 @@ pub struct WindowPlan {
     pub lateness: i64,
     /// Early firing interval.
     pub early_fire: Option<Duration>,
+    /// Hold the deliveries of the input rows until the results made from them are delivered.
+    pub at_least_once: bool,
     /// Output schema.
     pub schema: SchemaRef,
 }
@@ -381,6 +395,7 @@ impl TransformSpec for WindowConfig {
                 .allowed_lateness
                 .map_or(0, |lateness| i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX)),
             early_fire: self.early_fire,
+            at_least_once: self.at_least_once,
             schema: Arc::clone(&schema),
         });
         let partitioning = if columns.is_empty() { Partitioning::Single } else { Partitioning::Hash(columns) };

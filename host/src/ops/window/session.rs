@@ -88,7 +88,7 @@ impl SessionWindows {
         }
         let mut rows = vec![row];
         let mut deliveries = Vec::new();
-        if delivery.is_tracked() {
+        if self.plan.at_least_once && delivery.is_tracked() {
             deliveries.push(delivery.fork());
         }
         for session in sessions.drain(first..last) {
