@@ -57,7 +57,7 @@ pub fn partition_by_hash(
     let columns: Vec<&arrow::array::ArrayRef> = key.iter().map(|&k| batch.column(k)).collect();
     datafusion_common::hash_utils::create_hashes(columns, &PARTITION_HASH, &mut hashes)
         .map_err(|err| arrow::error::ArrowError::ComputeError(err.to_string()))?;
-    let mut indices: Vec<Vec<u32>> = vec![Vec::with_capacity(rows / subtasks + 1); subtasks];
+    let mut indices: Vec<Vec<u32>> = (0..subtasks).map(|_| Vec::with_capacity(rows / subtasks + 1)).collect();
     for (row, hash) in hashes.iter().enumerate() {
         // Multiply-shift instead of `%`: uniform over subtasks without a division per row.
         let subtask = ((u128::from(*hash) * subtasks as u128) >> 64) as usize;

@@ -21,7 +21,7 @@ use datafusion_expr::Accumulator;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::aggregates::AggregateSet;
+use super::aggregates::{AggregateSet, failed};
 use super::groups::{GroupTable, KeyEncoder};
 use super::window::{compile_aggregates, key_columns};
 use crate::engine::EventTime;
@@ -107,12 +107,6 @@ struct RunningAggregate {
     scratch: Vec<usize>,
 }
 
-impl RunningAggregate {
-    fn failed(&self, index: usize, err: datafusion_common::DataFusionError) -> RuntimeError {
-        RuntimeError::Expression { expression: self.plan.aggregates.calls[index].sql.clone(), reason: err.to_string() }
-    }
-}
-
 impl StatefulOperator for RunningAggregate {
     fn process(
         &mut self,
@@ -160,10 +154,7 @@ impl StatefulOperator for RunningAggregate {
                 if let Some(filter) = &taken.filters[index] {
                     values = values.iter().map(|v| arrow::compute::filter(v, filter)).collect::<Result<_, _>>()?;
                 }
-                accumulator.update_batch(&values).map_err(|err| RuntimeError::Expression {
-                    expression: plan.aggregates.calls[index].sql.clone(),
-                    reason: err.to_string(),
-                })?;
+                accumulator.update_batch(&values).map_err(|err| failed(&plan.aggregates, index, err))?;
             }
         }
         // The touched keys' current values.
@@ -174,8 +165,8 @@ impl StatefulOperator for RunningAggregate {
                 .iter()
                 .map(|&group| self.accumulators[group][index].evaluate())
                 .collect::<Result<Vec<ScalarValue>, _>>()
-                .map_err(|err| self.failed(index, err))?;
-            let array = ScalarValue::iter_to_array(values).map_err(|err| self.failed(index, err))?;
+                .map_err(|err| failed(&plan.aggregates, index, err))?;
+            let array = ScalarValue::iter_to_array(values).map_err(|err| failed(&plan.aggregates, index, err))?;
             let wanted = plan.aggregates.calls[index].field.data_type();
             let array = if array.data_type() == wanted { array } else { arrow::compute::cast(&array, wanted)? };
             columns.push(array);

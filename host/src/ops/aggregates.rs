@@ -42,8 +42,7 @@ impl AggregateCall {
     /// # Errors
     /// Syntax, unknown columns or functions, a call that is not one aggregate function.
     pub fn compile(name: &str, sql: &str, schema: &SchemaRef, functions: &FunctionCatalog) -> Result<Self, ExprError> {
-        let sql_text = rewrite_count_distinct(sql);
-        let (mut logical, df_schema) = plan_logical(&sql_text, schema, functions)?;
+        let (mut logical, df_schema) = plan_logical(sql, schema, functions)?;
         // The planner names `count(*)` with an alias around `count(1)`.
         while let Expr::Alias(alias) = logical {
             logical = *alias.expr;
@@ -102,15 +101,6 @@ impl AggregateCall {
     /// Functions DataFusion cannot accumulate.
     pub fn row_accumulator(&self) -> Result<Box<dyn datafusion_expr::Accumulator>, ExprError> {
         Ok(self.function.create_accumulator()?)
-    }
-}
-
-/// `count_distinct(x)` (the name Flink users look for) is `count(DISTINCT x)`.
-fn rewrite_count_distinct(sql: &str) -> String {
-    let trimmed = sql.trim_start();
-    match trimmed.get(..15) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("count_distinct(") => format!("count(DISTINCT {}", &trimmed[15..]),
-        _ => sql.to_string(),
     }
 }
 
@@ -236,7 +226,8 @@ impl std::fmt::Debug for Accumulators {
     }
 }
 
-fn failed(set: &AggregateSet, index: usize, err: datafusion_common::DataFusionError) -> RuntimeError {
+/// An accumulator failure, naming the aggregate's SQL.
+pub fn failed(set: &AggregateSet, index: usize, err: datafusion_common::DataFusionError) -> RuntimeError {
     RuntimeError::Expression { expression: set.calls[index].sql.clone(), reason: err.to_string() }
 }
 

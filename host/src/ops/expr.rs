@@ -131,12 +131,21 @@ fn expect_end(parser: &mut Parser<'_>) -> Result<(), ExprError> {
 }
 
 /// Rewrites SQL dialect functions DataFusion lacks into what it has: `MOD(a, b)` (Flink SQL,
-/// MySQL, Nexmark q2) becomes `a % b`.
+/// MySQL, Nexmark q2) becomes `a % b`, `count_distinct(x)` becomes `count(DISTINCT x)`.
 fn rewrite_dialect(ast: &mut datafusion_sql::sqlparser::ast::Expr) {
     use datafusion_sql::sqlparser::ast::{
-        BinaryOperator, Expr as Sql, FunctionArg, FunctionArgExpr, FunctionArguments,
+        BinaryOperator, DuplicateTreatment, Expr as Sql, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+        ObjectName,
     };
     let _ = datafusion_sql::sqlparser::ast::visit_expressions_mut(ast, |expr| {
+        // `count_distinct(x)` (the name Flink users look for) is `count(DISTINCT x)`.
+        if let Sql::Function(function) = expr
+            && function.name.to_string().eq_ignore_ascii_case("count_distinct")
+            && let FunctionArguments::List(list) = &mut function.args
+        {
+            function.name = ObjectName::from(vec![Ident::new("count")]);
+            list.duplicate_treatment = Some(DuplicateTreatment::Distinct);
+        }
         if let Sql::Function(function) = expr
             && function.name.to_string().eq_ignore_ascii_case("mod")
             && let FunctionArguments::List(list) = &function.args

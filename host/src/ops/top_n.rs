@@ -222,6 +222,12 @@ struct Candidates {
 /// One window's candidates by partition key (row-format bytes; empty without `partition_by`).
 type Partitions = HashMap<Box<[u8]>, Candidates>;
 
+/// Row times of one batch, by where the windows come from.
+enum RowTimes {
+    Assigned(WindowKind, arrow::array::Int64Array),
+    Columns(arrow::array::Int64Array, arrow::array::Int64Array),
+}
+
 struct TopN {
     plan: Arc<TopNPlan>,
     order: RowConverter,
@@ -232,24 +238,6 @@ struct TopN {
 }
 
 impl TopN {
-    /// The rows of `rows` that rank within the limit (all ties of the last one included).
-    fn cut(&self, rows: RecordBatch) -> Result<RecordBatch, RuntimeError> {
-        if rows.num_rows() <= self.plan.limit {
-            return Ok(rows);
-        }
-        // Assigned windows put `window_start` and `window_end` in front of the input columns.
-        let offset = usize::from(matches!(self.plan.windows, Windows::Assigned { .. })) * 2;
-        let columns: Vec<ArrayRef> =
-            self.plan.order.iter().map(|&(c, _)| Arc::clone(rows.column(c + offset))).collect();
-        let keys = self.order.convert_columns(&columns)?;
-        let mut ranked: Vec<u32> = (0..rows.num_rows() as u32).collect();
-        let nth = self.plan.limit - 1;
-        ranked.select_nth_unstable_by(nth, |&a, &b| keys.row(a as usize).cmp(&keys.row(b as usize)));
-        let threshold = keys.row(ranked[nth] as usize);
-        let kept: Vec<u32> = (0..rows.num_rows() as u32).filter(|&r| keys.row(r as usize) <= threshold).collect();
-        Ok(arrow::compute::take_record_batch(&rows, &UInt32Array::from(kept))?)
-    }
-
     /// Emits the windows complete at the watermark (all when `all`).
     fn fire(&mut self, all: bool, out: &mut Emitter) -> Result<(), RuntimeError> {
         let watermark = if all { EventTime::MAX } else { self.watermark };
@@ -275,32 +263,28 @@ impl StatefulOperator for TopN {
     ) -> Result<(), RuntimeError> {
         let plan = Arc::clone(&self.plan);
         let rows = batch.num_rows();
-        // Each row's window(s); for assigned windows the output gains the bound columns.
         let mut placed: BTreeMap<Bounds, Vec<u32>> = BTreeMap::new();
         let mut late = Vec::new();
         let mut bounds = Vec::new();
-        let (times, starts, ends) = match &plan.windows {
-            Windows::Assigned { time, .. } => (Some(row_times(*time, &batch)?), None, None),
-            Windows::Columns { start, end } => (
-                None,
-                Some(crate::engine::event_time::millis(batch.column(*start))?),
-                Some(crate::engine::event_time::millis(batch.column(*end))?),
+        // Each row's window(s): assigned from its time, or read from the input's bound columns.
+        let times = match &plan.windows {
+            Windows::Assigned { kind, time, .. } => RowTimes::Assigned(*kind, row_times(*time, &batch)?),
+            Windows::Columns { start, end } => RowTimes::Columns(
+                crate::engine::event_time::millis(batch.column(*start))?,
+                crate::engine::event_time::millis(batch.column(*end))?,
             ),
         };
         for row in 0..rows {
             bounds.clear();
-            match (&plan.windows, &times, &starts, &ends) {
-                (Windows::Assigned { kind, .. }, Some(times), _, _) => {
-                    if times.is_null(row) {
-                        super::window::reject_timeless(&batch, row, errors)?;
-                        continue;
-                    }
-                    kind.windows_of(times.value(row), &mut bounds);
+            match &times {
+                RowTimes::Assigned(_, times) if times.is_null(row) => {
+                    super::window::reject_timeless(&batch, row, errors)?;
+                    continue;
                 }
-                (_, _, Some(starts), Some(ends)) => {
+                RowTimes::Assigned(kind, times) => kind.windows_of(times.value(row), &mut bounds),
+                RowTimes::Columns(starts, ends) => {
                     bounds.push(Bounds { start: starts.value(row), end: ends.value(row) })
                 }
-                _ => unreachable!("times or bounds are evaluated"),
             }
             let mut any = false;
             for &window in &bounds {
@@ -335,19 +319,15 @@ impl StatefulOperator for TopN {
                     taken = with_bounds(&plan.schema, time_type, window, taken)?;
                 }
                 let open = self.windows.entry((window.end, window.start)).or_default();
-                let merged = match open.remove(&key) {
-                    None => Candidates { rows: taken, deliveries: Vec::new() },
-                    Some(mut candidates) => {
-                        candidates.rows = arrow::compute::concat_batches(&plan.schema, [&candidates.rows, &taken])?;
-                        candidates
-                    }
-                };
-                let mut merged = merged;
-                merged.rows = self.cut(merged.rows)?;
+                let candidates = open.entry(key).or_insert_with(|| Candidates {
+                    rows: RecordBatch::new_empty(Arc::clone(&plan.schema)),
+                    deliveries: Vec::new(),
+                });
+                let merged = arrow::compute::concat_batches(&plan.schema, [&candidates.rows, &taken])?;
+                candidates.rows = cut(&plan, &self.order, merged)?;
                 if plan.at_least_once && delivery.is_tracked() {
-                    merged.deliveries.push(delivery.fork());
+                    candidates.deliveries.push(delivery.fork());
                 }
-                self.windows.get_mut(&(window.end, window.start)).expect("just opened").insert(key, merged);
             }
         }
         if !late.is_empty() {
@@ -377,6 +357,23 @@ impl StatefulOperator for TopN {
     fn state_bytes(&self) -> usize {
         self.windows.values().flat_map(HashMap::values).map(|c| c.rows.get_array_memory_size()).sum()
     }
+}
+
+/// The rows of `rows` that rank within the limit (all ties of the last one included).
+fn cut(plan: &TopNPlan, order: &RowConverter, rows: RecordBatch) -> Result<RecordBatch, RuntimeError> {
+    if rows.num_rows() <= plan.limit {
+        return Ok(rows);
+    }
+    // Assigned windows put `window_start` and `window_end` in front of the input columns.
+    let offset = usize::from(matches!(plan.windows, Windows::Assigned { .. })) * 2;
+    let columns: Vec<ArrayRef> = plan.order.iter().map(|&(c, _)| Arc::clone(rows.column(c + offset))).collect();
+    let keys = order.convert_columns(&columns)?;
+    let mut ranked: Vec<u32> = (0..rows.num_rows() as u32).collect();
+    let nth = plan.limit - 1;
+    ranked.select_nth_unstable_by(nth, |&a, &b| keys.row(a as usize).cmp(&keys.row(b as usize)));
+    let threshold = keys.row(ranked[nth] as usize);
+    let kept: Vec<u32> = (0..rows.num_rows() as u32).filter(|&r| keys.row(r as usize) <= threshold).collect();
+    Ok(arrow::compute::take_record_batch(&rows, &UInt32Array::from(kept))?)
 }
 
 /// Prepends the window bounds to rows of one window.

@@ -125,7 +125,7 @@ impl AggregateUDFImpl for WasmAggregate {
 }
 
 /// Calls into the plugin with an instance from the function's pool (one per concurrent caller).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct WasmCaller {
     plugin: Arc<Plugin>,
     limits: Limits,
@@ -289,13 +289,7 @@ impl GroupsAccumulator for WasmGroups {
     /// Every row its own group: one state per row.
     fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
         let rows = values.first().map_or(0, |v| v.len());
-        let mut single = WasmGroups::new(WasmCaller {
-            plugin: Arc::clone(&self.caller.plugin),
-            limits: self.caller.limits,
-            function: self.caller.function,
-            returns: self.caller.returns,
-            slots: Arc::clone(&self.caller.slots),
-        });
+        let mut single = WasmGroups::new(self.caller.clone());
         let groups: Vec<usize> = (0..rows).collect();
         single.update_batch(values, &groups, opt_filter, rows)?;
         single.state(EmitTo::All)

@@ -53,6 +53,21 @@ pub mod duration_opt {
     }
 }
 
+/// Required `humantime` durations: `#[serde(with = "duration")]`.
+pub mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    /// Deserializes a `Duration` from a string.
+    ///
+    /// # Errors
+    /// A string that is not a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A map that keeps the position of every key and value, in file order.
 #[derive(Debug)]
 pub struct SpannedMap<V>(pub Vec<(Spanned<String>, Spanned<V>)>);

@@ -72,10 +72,10 @@ pub const WINDOW_KEY: &str = "weir.window";
 #[serde(deny_unknown_fields)]
 pub struct HopConfig {
     /// Window length.
-    #[serde(with = "humantime_serde_required")]
+    #[serde(with = "crate::pipeline::yaml::duration")]
     pub size: Duration,
     /// Distance between window starts.
-    #[serde(with = "humantime_serde_required")]
+    #[serde(with = "crate::pipeline::yaml::duration")]
     pub slide: Duration,
 }
 
@@ -84,7 +84,7 @@ pub struct HopConfig {
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
     /// Largest gap between rows of one session.
-    #[serde(with = "humantime_serde_required")]
+    #[serde(with = "crate::pipeline::yaml::duration")]
     pub gap: Duration,
 }
 
@@ -93,22 +93,11 @@ pub struct SessionConfig {
 #[serde(deny_unknown_fields)]
 pub struct CumulateConfig {
     /// How much the window grows each time it fires.
-    #[serde(with = "humantime_serde_required")]
+    #[serde(with = "crate::pipeline::yaml::duration")]
     pub step: Duration,
     /// The longest window; a new one starts after it.
-    #[serde(with = "humantime_serde_required")]
+    #[serde(with = "crate::pipeline::yaml::duration")]
     pub max: Duration,
-}
-
-/// A required `humantime` duration.
-mod humantime_serde_required {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
 }
 
 /// Where a row's time comes from.
@@ -316,12 +305,7 @@ impl WindowPlan {
         keys: Vec<ArrayRef>,
         values: Vec<ArrayRef>,
     ) -> Result<RecordBatch, RuntimeError> {
-        let bound = |column: arrow::array::Int64Array| -> Result<ArrayRef, RuntimeError> {
-            let column: ArrayRef = Arc::new(column);
-            let typed = self.time_type != DataType::Int64;
-            Ok(if typed { arrow::compute::cast(&column, &self.time_type)? } else { column })
-        };
-        let mut columns = vec![bound(starts)?, bound(ends)?];
+        let mut columns = vec![as_time_type(starts, &self.time_type)?, as_time_type(ends, &self.time_type)?];
         columns.extend(keys);
         columns.extend(values);
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
@@ -446,7 +430,12 @@ pub fn reject_timeless(
 /// # Errors
 /// Arrow cast failures (types are fixed at planning).
 pub fn bound_column(value: i64, rows: usize, time_type: &DataType) -> Result<ArrayRef, RuntimeError> {
-    let column: ArrayRef = Arc::new(arrow::array::Int64Array::from_value(value, rows));
+    as_time_type(arrow::array::Int64Array::from_value(value, rows), time_type)
+}
+
+/// Milliseconds as a column of the window's time type (`Int64` or a `Timestamp`).
+fn as_time_type(millis: arrow::array::Int64Array, time_type: &DataType) -> Result<ArrayRef, RuntimeError> {
+    let column: ArrayRef = Arc::new(millis);
     Ok(if *time_type == DataType::Int64 { column } else { arrow::compute::cast(&column, time_type)? })
 }
 
