@@ -14,6 +14,7 @@
 //! - [`guest`]: plugins from source in Rust, Python, JavaScript and C (`weir plugin new/build/test`).
 //! - [`cli`]: the `weir` command line (run, validate, bench).
 
+pub mod api;
 pub mod cli;
 pub mod connectors;
 pub mod engine;

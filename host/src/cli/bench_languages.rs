@@ -66,7 +66,7 @@ fn wasm_per_row(plugin: &Arc<Plugin>, function: &str, args: &[ArrayRef], rows: u
         .iter()
         .position(|f| f.name == function)
         .ok_or_else(|| anyhow::anyhow!("{} has no function {function}", plugin.info.name))?;
-    let mut caller = ScalarCaller::new(Arc::clone(plugin), bench_limits(), index as u32);
+    let mut caller = ScalarCaller::fixed(Arc::clone(plugin), bench_limits(), index as u32);
     per_row(rows, Duration::from_millis(400), || {
         let result = caller.call(args, rows)?;
         anyhow::ensure!(result.failed.is_empty(), "{function} rejected rows in the benchmark");

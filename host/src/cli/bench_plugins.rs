@@ -71,7 +71,7 @@ pub fn bench(plugins_dir: &Path, events: u64, runs: usize) -> anyhow::Result<()>
     println!("|---|{}---:|---:|", "---:|".repeat(sizes.len()));
     for (label, function) in [("int64", "identity_i64"), ("utf8 (16 bytes)", "identity_str")] {
         let index = function_index(&bench_udfs, function)?;
-        let mut caller = ScalarCaller::new(Arc::clone(&bench_udfs), Limits::default(), index);
+        let mut caller = ScalarCaller::fixed(Arc::clone(&bench_udfs), Limits::default(), index);
         let mut points = Vec::new();
         for rows in sizes {
             let array: ArrayRef = if function == "identity_i64" {
@@ -149,7 +149,7 @@ pub fn bench(plugins_dir: &Path, events: u64, runs: usize) -> anyhow::Result<()>
     for plugin in [&without_epochs, &with_epochs] {
         let index = function_index(plugin, "spin_sum")?;
         let mut caller =
-            ScalarCaller::new(Arc::clone(plugin), Limits { time: Duration::from_secs(10), ..Limits::default() }, index);
+            ScalarCaller::fixed(Arc::clone(plugin), Limits { time: Duration::from_secs(10), ..Limits::default() }, index);
         timings.push(time_calls(&mut caller, &args, rows, Duration::from_millis(1500))?);
     }
     println!("| engine | ms per batch | relative |");

@@ -1,8 +1,9 @@
-//! The `weir` command line: `run`, `validate` and `bench`.
+//! The `weir` command line: `run`, `validate`, `bench` and `plugin`.
 //!
 //! Exit codes: 0 success (also after Ctrl-C with a clean drain), 1 the job failed while running,
 //! 2 the pipeline file was refused.
 
+mod admin;
 mod bench;
 mod bench_connectors;
 mod bench_languages;
@@ -59,6 +60,19 @@ enum Command {
         /// peak RSS, and every component's counters (for scripts and `weir bench nexmark`).
         #[arg(long, value_name = "PATH")]
         summary_json: Option<PathBuf>,
+        /// Address of the admin API (default 127.0.0.1:8686; when that is taken, the job runs
+        /// without it). Any non-loopback address needs --admin-token.
+        #[arg(long, env = "WEIR_ADMIN", value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
+        /// Bearer token the admin API requires (always required for uploads).
+        #[arg(long, env = "WEIR_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// Run without the admin API.
+        #[arg(long, conflicts_with = "admin")]
+        no_admin: bool,
+        /// Watch this directory for new plugin versions (overrides `settings.plugins_dir`).
+        #[arg(long, value_name = "DIR")]
+        plugins_dir: Option<PathBuf>,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -105,6 +119,53 @@ enum PluginCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// List the running job's plugins: versions, calls, traps, swaps, canaries.
+    List {
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Swap in a new version of a running job's plugin (from FILE, or its file re-read).
+    Reload {
+        /// The plugin's name in the pipeline.
+        name: String,
+        /// The new component (default: the plugin's own file, re-read).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Restore the previous version of a running job's plugin.
+    Rollback {
+        /// The plugin's name in the pipeline.
+        name: String,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Run FILE in the shadow of a running plugin on a sample of batches and compare (without
+    /// FILE: print the running canary's report).
+    Canary {
+        /// The plugin's name in the pipeline.
+        name: String,
+        /// The candidate component.
+        file: Option<PathBuf>,
+        /// Fraction of batches to compare.
+        #[arg(long, default_value_t = 0.1)]
+        sample: f64,
+        /// Wait this long, then print the report (`10s`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        watch: Option<std::time::Duration>,
+        /// Stop the canary (prints its final report).
+        #[arg(long)]
+        stop: bool,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
+    /// Make the running canary the plugin's current version.
+    Promote {
+        /// The plugin's name in the pipeline.
+        name: String,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
+    },
 }
 
 /// Entry point of the `weir` binary.
@@ -113,7 +174,16 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref(), cli.log_format);
     match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
-        Command::Run { pipeline, quiet, summary_json } => run(&pipeline, quiet, summary_json.as_deref()),
+        Command::Run { pipeline, quiet, summary_json, admin, admin_token, no_admin, plugins_dir } => {
+            let options = RunOptions {
+                quiet,
+                summary_json,
+                admin: if no_admin { AdminBind::Off } else { admin.map_or(AdminBind::Default, AdminBind::Explicit) },
+                admin_token,
+                plugins_dir,
+            };
+            run(&pipeline, &options)
+        }
         Command::Bench(args) => bench::main(&args),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(&file),
         Command::Plugin(PluginCommand::New { name, lang, kind, dir }) => {
@@ -121,6 +191,16 @@ pub fn main() -> ExitCode {
         }
         Command::Plugin(PluginCommand::Build { dir }) => plugin::build(&dir),
         Command::Plugin(PluginCommand::Test { dir }) => plugin::test(&dir),
+        Command::Plugin(PluginCommand::List { admin }) => admin::main(&admin, &admin::Request::List),
+        Command::Plugin(PluginCommand::Reload { name, file, admin }) => {
+            admin::main(&admin, &admin::Request::Reload(&name, file.as_deref()))
+        }
+        Command::Plugin(PluginCommand::Rollback { name, admin }) => admin::main(&admin, &admin::Request::Rollback(&name)),
+        Command::Plugin(PluginCommand::Promote { name, admin }) => admin::main(&admin, &admin::Request::Promote(&name)),
+        Command::Plugin(PluginCommand::Canary { name, file, sample, watch, stop, admin }) => admin::main(
+            &admin,
+            &admin::Request::Canary { name: &name, file: file.as_deref(), sample, watch, stop },
+        ),
     }
 }
 
@@ -161,7 +241,59 @@ fn validate(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, quiet: bool, summary_json: Option<&std::path::Path>) -> ExitCode {
+/// Where `weir run` serves the admin API.
+#[derive(Debug, Clone, Copy)]
+enum AdminBind {
+    /// Not at all (`--no-admin`).
+    Off,
+    /// On the default address, if free.
+    Default,
+    /// On this address, or the run fails.
+    Explicit(std::net::SocketAddr),
+}
+
+#[derive(Debug)]
+struct RunOptions {
+    quiet: bool,
+    summary_json: Option<PathBuf>,
+    admin: AdminBind,
+    admin_token: Option<String>,
+    plugins_dir: Option<PathBuf>,
+}
+
+/// Starts the admin API and the plugin directory watch of a run.
+async fn start_services(
+    pipeline: &pipeline::Pipeline,
+    metrics: &crate::engine::metrics::PipelineMetrics,
+    options: &RunOptions,
+    stop: &CancellationToken,
+) -> Result<Option<crate::plugin::watch::PluginWatcher>, String> {
+    let base_dir = pipeline.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let plugins_dir =
+        options.plugins_dir.clone().or_else(|| pipeline.settings.plugins_dir.as_ref().map(|dir| base_dir.join(dir)));
+    let watcher = match plugins_dir {
+        Some(dir) => Some(
+            crate::plugin::watch::watch(&dir, std::sync::Arc::clone(&pipeline.plugins)).map_err(|err| err.to_string())?,
+        ),
+        None => None,
+    };
+    let address = match options.admin {
+        AdminBind::Off => return Ok(watcher),
+        AdminBind::Default => crate::api::DEFAULT_ADDRESS.parse().expect("a valid default address"),
+        AdminBind::Explicit(address) => address,
+    };
+    let context = crate::api::AdminContext::new(pipeline, metrics);
+    match crate::api::serve(address, options.admin_token.clone(), context, stop.child_token()).await {
+        Ok(_) => Ok(watcher),
+        Err(err @ crate::api::AdminError::Bind { .. }) if matches!(options.admin, AdminBind::Default) => {
+            tracing::warn!(error = %err, "running without the admin API (choose another address with --admin)");
+            Ok(watcher)
+        }
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+fn run(path: &std::path::Path, options: &RunOptions) -> ExitCode {
     let pipeline = match pipeline::load(path) {
         Ok(pipeline) => pipeline,
         Err(err) => {
@@ -178,26 +310,38 @@ fn run(path: &std::path::Path, quiet: bool, summary_json: Option<&std::path::Pat
     };
     let metrics = runner::metrics_for(&pipeline);
     let stop = CancellationToken::new();
+    let services = CancellationToken::new();
     let (started, cpu_at_start) = (Instant::now(), rusage::cpu_time());
-    let result = runtime.block_on(async {
+    let outcome = runtime.block_on(async {
+        // A refused admin address or plugins directory stops the run before it starts.
+        let watcher = start_services(&pipeline, &metrics, options, &services).await?;
         tokio::spawn(stop_on_ctrl_c(stop.clone()));
-        let progress =
-            (!quiet && std::io::stderr().is_terminal()).then(|| tokio::spawn(progress::live(metrics.clone(), started)));
+        let progress = (!options.quiet && std::io::stderr().is_terminal())
+            .then(|| tokio::spawn(progress::live(metrics.clone(), started)));
         let result = runner::run(&pipeline, &metrics, stop.clone()).await;
         if let Some(progress) = progress {
             progress.abort();
             progress::clear_line();
         }
-        result
+        services.cancel();
+        drop(watcher);
+        Ok::<_, String>(result.map_err(|err| err.to_string()))
     });
+    let result = match outcome {
+        Ok(result) => result,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let (elapsed, cpu) = (started.elapsed(), rusage::cpu_time() - cpu_at_start);
     eprintln!("{}", progress::summary(&metrics, elapsed));
     for line in progress::plugin_metrics(&pipeline.plugins).into_iter().chain(progress::table_metrics(&pipeline.tables))
     {
         eprintln!("{line}");
     }
-    if let Some(file) = summary_json {
-        let error = result.as_ref().err().map(ToString::to_string);
+    if let Some(file) = &options.summary_json {
+        let error = result.as_ref().err().cloned();
         let report = progress::RunReport::new(path, &metrics, elapsed, cpu, error);
         let written = serde_json::to_vec_pretty(&report)
             .map_err(std::io::Error::other)

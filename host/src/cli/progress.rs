@@ -1,5 +1,6 @@
 //! The live progress line and the final summary of `weir run`.
 
+use std::sync::Arc;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -132,10 +133,12 @@ impl RunReport {
 }
 
 /// One line per declared plugin that reported counters or gauges (`counter-add`, `gauge-set`).
-pub fn plugin_metrics(plugins: &crate::plugin::PluginCatalog) -> Vec<String> {
+pub fn plugin_metrics(plugins: &crate::plugin::PluginRegistry) -> Vec<String> {
     let mut lines: Vec<String> = plugins
+        .handles()
         .iter()
-        .filter_map(|(name, (plugin, _))| {
+        .filter_map(|handle| {
+            let (name, plugin) = (handle.name(), Arc::clone(&handle.current().plugin));
             let counters = plugin.metrics.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let gauges = plugin.metrics.gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let values: Vec<String> = counters

@@ -111,8 +111,10 @@ pub struct PlanContext {
     pub batch_size: usize,
     /// Default parallelism of stateless transforms.
     pub default_parallelism: usize,
-    /// The pipeline's plugins (`plugins:`).
-    pub plugins: Arc<crate::plugin::PluginCatalog>,
+    /// The component being planned (`transforms.tag`), for what it registers.
+    pub component: String,
+    /// The job's plugins (`plugins:` and `.wasm` paths steps name).
+    pub plugins: Arc<crate::plugin::PluginRegistry>,
     /// Functions expressions can call: built-ins plus the plugins' scalar functions.
     pub functions: Arc<crate::ops::expr::FunctionCatalog>,
     /// The pipeline's dimension tables (`tables:`).

@@ -20,6 +20,7 @@ pub struct ComponentMetrics {
     peak_state_bytes: std::sync::atomic::AtomicI64,
     state_groups: std::sync::atomic::AtomicI64,
     peak_state_groups: std::sync::atomic::AtomicI64,
+    blocked_nanos: AtomicU64,
 }
 
 /// A point-in-time copy of [`ComponentMetrics`].
@@ -45,6 +46,9 @@ pub struct MetricsSnapshot {
     pub state_groups: u64,
     /// The most `state_groups` open at once.
     pub peak_state_groups: u64,
+    /// Microseconds subtasks spent waiting to hand batches on because downstream was full
+    /// (backpressure; the admin API reports it as a share of wall time).
+    pub blocked_micros: u64,
 }
 
 impl ComponentMetrics {
@@ -88,6 +92,11 @@ impl ComponentMetrics {
         self.peak_state_groups.fetch_max(now, Ordering::Relaxed);
     }
 
+    /// Counts time spent waiting for room downstream.
+    pub fn record_blocked(&self, waited: std::time::Duration) {
+        self.blocked_nanos.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// Reads all counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -101,6 +110,7 @@ impl ComponentMetrics {
             peak_state_bytes: self.peak_state_bytes.load(Ordering::Relaxed).max(0) as u64,
             state_groups: self.state_groups.load(Ordering::Relaxed).max(0) as u64,
             peak_state_groups: self.peak_state_groups.load(Ordering::Relaxed).max(0) as u64,
+            blocked_micros: self.blocked_nanos.load(Ordering::Relaxed) / 1_000,
         }
     }
 }
@@ -128,5 +138,61 @@ impl PipelineMetrics {
     /// Sum of a counter over the components with this role.
     pub fn total(&self, role: Role, counter: impl Fn(&MetricsSnapshot) -> u64) -> u64 {
         self.components.iter().filter(|(_, r, _)| *r == role).map(|(_, _, m)| counter(&m.snapshot())).sum()
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket is everything slower).
+pub const LATENCY_BUCKETS_US: [u64; 17] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    5_000_000,
+];
+
+/// A latency histogram with fixed buckets ([`LATENCY_BUCKETS_US`]), shared by threads without
+/// locks; exported as a Prometheus histogram (`plugin_call_seconds`, lookup latency).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyHistogram {
+    /// Counts one observation.
+    pub fn record(&self, elapsed: std::time::Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKETS_US.iter().position(|&bound| micros <= bound).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The sum of all observations and the count per bucket (not cumulative; the last is
+    /// everything above the last bound).
+    pub fn buckets(&self) -> (std::time::Duration, Vec<u64>) {
+        let counts = self.buckets.iter().map(|count| count.load(Ordering::Relaxed)).collect();
+        (std::time::Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)), counts)
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|count| count.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q`, if anything was recorded.
+    pub fn quantile(&self, q: f64) -> Option<std::time::Duration> {
+        let (_, counts) = self.buckets();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let bound = LATENCY_BUCKETS_US.get(bucket).copied().unwrap_or(u64::MAX);
+                return Some(std::time::Duration::from_micros(bound));
+            }
+        }
+        None
     }
 }

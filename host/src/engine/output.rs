@@ -127,11 +127,14 @@ impl Output {
         self.metrics.record_sent(batch.num_rows());
         let last = self.edges.len().saturating_sub(1);
         let mut batch = Some(batch);
+        // With room downstream the sends return at once, so this is the time spent blocked.
+        let started = std::time::Instant::now();
         for index in 0..self.edges.len() {
             let message = if index == last { batch.take() } else { batch.clone() };
             let message = Message::Batch(message.expect("one batch per edge"), delivery.fork());
             self.send_on_edge(index, message).await?;
         }
+        self.metrics.record_blocked(started.elapsed());
         delivery.settle();
         Ok(())
     }

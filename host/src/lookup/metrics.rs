@@ -1,15 +1,12 @@
 //! Counters of one dimension table, summed over every join and subtask that uses it.
 //!
 //! Hits and misses count distinct keys per batch (rows that share a key within a batch are one
-//! lookup). The latency histogram has Prometheus-style cumulative buckets so the admin API can
-//! export it as it is.
+//! lookup). Query latency is a [`LatencyHistogram`], exported by the admin API as it is.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the latency buckets, in microseconds (the last bucket is everything slower).
-pub const LATENCY_BUCKETS_US: [u64; 14] =
-    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 5_000_000];
+pub use crate::engine::metrics::LatencyHistogram;
 
 /// Counters of one table.
 #[derive(Debug, Default)]
@@ -36,9 +33,8 @@ pub struct LookupMetrics {
     pub rows_joined: AtomicU64,
     /// Input rows that found none (dropped by inner joins, kept with NULLs by left joins).
     pub rows_unmatched: AtomicU64,
-    /// Query latency: count per bucket of [`LATENCY_BUCKETS_US`], plus one for slower.
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
-    latency_sum_us: AtomicU64,
+    /// Query latency.
+    pub latency: LatencyHistogram,
 }
 
 /// A copy of the counters, for summaries and tests.
@@ -80,22 +76,12 @@ impl LookupMetrics {
 
     /// Records one query's latency.
     pub fn record_latency(&self, elapsed: Duration) {
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let bucket = LATENCY_BUCKETS_US.iter().position(|&bound| micros <= bound).unwrap_or(LATENCY_BUCKETS_US.len());
-        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    /// Query latencies per bucket (the last is everything above the last bound) and their sum.
-    pub fn latency_histogram(&self) -> (Vec<u64>, Duration) {
-        let counts = self.latency_buckets.iter().map(|count| count.load(Ordering::Relaxed)).collect();
-        (counts, Duration::from_micros(self.latency_sum_us.load(Ordering::Relaxed)))
+        self.latency.record(elapsed);
     }
 
     /// Reads every counter.
     pub fn snapshot(&self) -> LookupSnapshot {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        let (counts, _) = self.latency_histogram();
         LookupSnapshot {
             cache_hits: load(&self.cache_hits),
             cache_misses: load(&self.cache_misses),
@@ -108,29 +94,10 @@ impl LookupMetrics {
             snapshot_rows: load(&self.snapshot_rows),
             rows_joined: load(&self.rows_joined),
             rows_unmatched: load(&self.rows_unmatched),
-            latency_p50: quantile(&counts, 0.5),
-            latency_p99: quantile(&counts, 0.99),
+            latency_p50: self.latency.quantile(0.5),
+            latency_p99: self.latency.quantile(0.99),
         }
     }
-}
-
-/// The upper bound of the bucket holding quantile `q`.
-fn quantile(counts: &[u64], q: f64) -> Option<Duration> {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    for (bucket, count) in counts.iter().enumerate() {
-        seen += count;
-        if seen >= rank {
-            let bound = LATENCY_BUCKETS_US.get(bucket).copied().unwrap_or(u64::MAX);
-            return Some(Duration::from_micros(bound));
-        }
-    }
-    None
 }
 
 #[cfg(test)]
@@ -148,6 +115,6 @@ mod tests {
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.latency_p50, Some(Duration::from_micros(500)));
         assert_eq!(snapshot.latency_p99, Some(Duration::from_millis(25)));
-        assert_eq!(metrics.latency_histogram().0.last(), Some(&1));
+        assert_eq!(metrics.latency.buckets().1.last(), Some(&1));
     }
 }

@@ -26,7 +26,7 @@ use crate::pipeline::yaml::Spanned;
 use crate::plugin::convert::{to_arrow_field, type_list};
 use crate::plugin::sandbox::LimitsConfig;
 use crate::plugin::udf::TableCaller;
-use crate::plugin::{Limits, Plugin, PluginKind};
+use crate::plugin::{Limits, PluginHandle, PluginKind};
 
 /// Registration.
 pub const KIND: TransformKind =
@@ -59,8 +59,9 @@ pub struct FlatMapConfig {
 
 impl TransformSpec for FlatMapConfig {
     fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
-        let (plugin, limits, function) =
+        let (handle, limits, function) =
             resolve_function(&self.plugin, &self.function, self.limits.as_ref(), PluginKind::Table, ctx)?;
+        let plugin = Arc::clone(&handle.current().plugin);
         let signature = &plugin.table[function as usize];
         let described = format!("{}.{}({})", plugin.info.name, signature.name, type_list(&signature.args));
         let args = compile_args(&self.args, &signature.args, &described, input, ctx, &self.function)?;
@@ -78,7 +79,8 @@ impl TransformSpec for FlatMapConfig {
             fields.push(to_arrow_field(field));
         }
         let schema = Arc::new(crate::engine::event_time::carry(input, Schema::new(fields)));
-        let factory = Arc::new(FlatMapFactory { schema: schema.clone(), plugin, limits, function, args, described });
+        let function = signature.name.clone();
+        let factory = Arc::new(FlatMapFactory { schema: schema.clone(), handle, limits, function, args, described });
         Ok(PlannedTransform { schema, factory, partitioning: Partitioning::Any })
     }
 }
@@ -86,9 +88,9 @@ impl TransformSpec for FlatMapConfig {
 #[derive(Debug)]
 struct FlatMapFactory {
     schema: SchemaRef,
-    plugin: Arc<Plugin>,
+    handle: Arc<PluginHandle>,
     limits: Limits,
-    function: u32,
+    function: String,
     args: Vec<Arc<dyn PhysicalExpr>>,
     described: String,
 }
@@ -97,7 +99,7 @@ impl OperatorFactory for FlatMapFactory {
     fn create(&self) -> OperatorInstance {
         OperatorInstance::sync(FlatMap {
             schema: self.schema.clone(),
-            caller: TableCaller::new(Arc::clone(&self.plugin), self.limits, self.function),
+            caller: TableCaller::new(Arc::clone(&self.handle), self.limits, &self.function),
             args: self.args.clone(),
             described: self.described.clone(),
             rows_seen: 0,

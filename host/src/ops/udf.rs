@@ -28,8 +28,9 @@ use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 use crate::plugin::convert::{type_list, type_name};
 use crate::plugin::sandbox::LimitsConfig;
+use crate::plugin::registry::function_shape;
 use crate::plugin::udf::{FailedRow, ScalarCaller};
-use crate::plugin::{Limits, Plugin, PluginKind};
+use crate::plugin::{Limits, PluginHandle, PluginKind};
 
 /// Registration.
 pub const KIND: TransformKind =
@@ -63,18 +64,20 @@ pub struct UdfConfig {
     pub limits: Option<LimitsConfig>,
 }
 
-/// Resolves `plugin`/`function` of a step to a plugin of `kind`, its limits and function index.
+/// Resolves `plugin`/`function` of a step to a plugin of `kind`, its limits and the function's
+/// index in the current version, and registers the use, so later versions must keep it.
 pub fn resolve_function(
     plugin: &Spanned<String>,
     function: &Spanned<String>,
     limits: Option<&LimitsConfig>,
     kind: PluginKind,
     ctx: &PlanContext,
-) -> Result<(Arc<Plugin>, Limits, u32), SpecIssue> {
-    let (loaded, default_limits) = ctx
+) -> Result<(Arc<PluginHandle>, Limits, u32), SpecIssue> {
+    let handle = ctx
         .plugins
         .resolve(&plugin.value, &ctx.base_dir)
         .map_err(|message| SpecIssue::at(&plugin.referenced, message))?;
+    let loaded = handle.current().plugin.clone();
     if loaded.kind != kind {
         let world = |kind: PluginKind| match kind {
             PluginKind::Scalar => "a scalar-udf",
@@ -87,22 +90,23 @@ pub fn resolve_function(
             format!("plugin `{}` is {found} plugin; this step needs {wanted} plugin", loaded.info.name),
         ));
     }
-    let names: Vec<&str> = match kind {
-        PluginKind::Scalar => loaded.scalar.iter().map(|f| f.name.as_str()).collect(),
-        PluginKind::Table => loaded.table.iter().map(|f| f.name.as_str()).collect(),
-        PluginKind::Aggregate => loaded.aggregate.iter().map(|f| f.name.as_str()).collect(),
-    };
-    let index = names.iter().position(|name| *name == function.value).ok_or_else(|| {
-        SpecIssue::at(
+    let Some((index, shape)) = function_shape(&loaded, &function.value) else {
+        let names: Vec<&str> = match kind {
+            PluginKind::Scalar => loaded.scalar.iter().map(|f| f.name.as_str()).collect(),
+            PluginKind::Table => loaded.table.iter().map(|f| f.name.as_str()).collect(),
+            PluginKind::Aggregate => loaded.aggregate.iter().map(|f| f.name.as_str()).collect(),
+        };
+        return Err(SpecIssue::at(
             &function.referenced,
             format!("plugin `{}` has no function `{}`; it has: {}", loaded.info.name, function.value, names.join(", ")),
-        )
-    })?;
+        ));
+    };
     let limits = match limits {
-        None => default_limits,
+        None => handle.limits,
         Some(config) => config.resolve().map_err(|message| SpecIssue::at(&plugin.referenced, message))?,
     };
-    Ok((loaded, limits, index as u32))
+    handle.register_use(ctx.component.clone(), function.value.clone(), shape, limits, true);
+    Ok((handle, limits, index))
 }
 
 /// Compiles argument expressions and checks them against the function's declared types.
@@ -139,8 +143,9 @@ pub fn compile_args(
 
 impl TransformSpec for UdfConfig {
     fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
-        let (plugin, limits, function) =
+        let (handle, limits, function) =
             resolve_function(&self.plugin, &self.function, self.limits.as_ref(), PluginKind::Scalar, ctx)?;
+        let plugin = Arc::clone(&handle.current().plugin);
         let signature = &plugin.scalar[function as usize];
         let described = format!(
             "{}.{}({}) -> {}",
@@ -159,8 +164,9 @@ impl TransformSpec for UdfConfig {
         }
         let schema = Arc::new(crate::engine::event_time::carry(input, Schema::new(fields)));
         let replace = position.unwrap_or(input.fields().len());
+        let function = signature.name.clone();
         let factory =
-            Arc::new(UdfFactory { schema: schema.clone(), plugin, limits, function, args, replace, described });
+            Arc::new(UdfFactory { schema: schema.clone(), handle, limits, function, args, replace, described });
         Ok(PlannedTransform { schema, factory, partitioning: Partitioning::Any })
     }
 }
@@ -168,9 +174,9 @@ impl TransformSpec for UdfConfig {
 #[derive(Debug)]
 struct UdfFactory {
     schema: SchemaRef,
-    plugin: Arc<Plugin>,
+    handle: Arc<PluginHandle>,
     limits: Limits,
-    function: u32,
+    function: String,
     args: Vec<Arc<dyn PhysicalExpr>>,
     replace: usize,
     described: String,
@@ -180,7 +186,7 @@ impl OperatorFactory for UdfFactory {
     fn create(&self) -> OperatorInstance {
         OperatorInstance::sync(Udf {
             schema: self.schema.clone(),
-            caller: ScalarCaller::new(Arc::clone(&self.plugin), self.limits, self.function),
+            caller: ScalarCaller::new(Arc::clone(&self.handle), self.limits, &self.function),
             args: self.args.clone(),
             replace: self.replace,
             described: self.described.clone(),

@@ -7,10 +7,13 @@
 //! row, and the states of the groups it touches; the plugin returns their new states. `merge`
 //! combines two states (partial aggregates), `finish` turns states into values. Because the
 //! states are plain bytes in the host, they can be checkpointed and handed to a new version of
-//! the plugin (which the plugin's declared `state-version` guards). A trap fails the job: the
-//! state of the groups in that call cannot be trusted any more.
+//! the plugin (which the plugin's declared `state-version` guards). A trap fails the job (the
+//! state of the groups in that call cannot be trusted any more), except on a version on
+//! probation after a hot swap: the call, whose input states are untouched, runs again on the
+//! previous version.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BooleanArray};
@@ -21,57 +24,68 @@ use datafusion_expr::{Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, 
 
 use crate::plugin::bindings::DataType;
 use crate::plugin::convert::{from_column, to_arrow_type, to_column};
-use crate::plugin::udf::InstanceSlot;
-use crate::plugin::{Limits, Plugin, PluginError};
+use crate::plugin::registry::FunctionShape;
+use crate::plugin::udf::FunctionBinding;
+use crate::plugin::{Limits, PluginError, PluginHandle};
 
 /// One plugin aggregate as a DataFusion aggregate function.
 #[derive(Debug)]
 pub struct WasmAggregate {
     name: String,
-    plugin: Arc<Plugin>,
+    handle: Arc<PluginHandle>,
     limits: Limits,
-    function: u32,
     signature: Signature,
     args: Vec<ArrowType>,
     returns: DataType,
     return_type: ArrowType,
-    /// The declared state encoding version.
+    /// The declared state encoding version (every later version must declare the same).
     pub state_version: u32,
-    slots: Arc<Mutex<Vec<InstanceSlot>>>,
+    used: Arc<AtomicBool>,
+    bindings: Arc<Mutex<Vec<FunctionBinding>>>,
 }
 
 impl WasmAggregate {
-    /// Aggregate number `function` of an aggregate plugin.
-    pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
-        let signature = &plugin.aggregate[function as usize];
+    /// Aggregate number `function` of an aggregate plugin's current version, registered with
+    /// the handle as a use that becomes live when an expression calls it.
+    pub fn new(handle: Arc<PluginHandle>, limits: Limits, function: u32) -> Self {
+        let current = handle.current();
+        let signature = &current.plugin.aggregate[function as usize];
+        let args: Vec<ArrowType> = signature.args.iter().map(to_arrow_type).collect();
+        let return_type = to_arrow_type(&signature.returns);
+        let shape = FunctionShape::Aggregate {
+            args: args.clone(),
+            returns: return_type.clone(),
+            state_version: signature.state_version,
+        };
+        let used = handle.register_use("SQL aggregates".into(), signature.name.clone(), shape, limits, false);
         Self {
             name: signature.name.clone(),
             signature: Signature::user_defined(Volatility::Immutable),
-            args: signature.args.iter().map(to_arrow_type).collect(),
+            args,
             returns: signature.returns,
-            return_type: to_arrow_type(&signature.returns),
+            return_type,
             state_version: signature.state_version,
-            plugin,
+            handle,
             limits,
-            function,
-            slots: Arc::default(),
+            used,
+            bindings: Arc::default(),
         }
     }
 
     fn caller(&self) -> WasmCaller {
         WasmCaller {
-            plugin: Arc::clone(&self.plugin),
+            handle: Arc::clone(&self.handle),
             limits: self.limits,
-            function: self.function,
+            name: self.name.clone(),
             returns: self.returns,
-            slots: Arc::clone(&self.slots),
+            bindings: Arc::clone(&self.bindings),
         }
     }
 }
 
 impl PartialEq for WasmAggregate {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.plugin.hash == other.plugin.hash && self.function == other.function
+        self.name == other.name && Arc::ptr_eq(&self.handle, &other.handle)
     }
 }
 
@@ -80,7 +94,7 @@ impl Eq for WasmAggregate {}
 impl Hash for WasmAggregate {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.name.hash(state);
-        self.plugin.hash.hash(state);
+        self.handle.name().hash(state);
     }
 }
 
@@ -104,6 +118,8 @@ impl AggregateUDFImpl for WasmAggregate {
     }
 
     fn return_type(&self, _arg_types: &[ArrowType]) -> Result<ArrowType> {
+        // The planner asks while planning a call: the pipeline keeps state of this aggregate.
+        self.used.store(true, Ordering::Relaxed);
         Ok(self.return_type.clone())
     }
 
@@ -124,43 +140,40 @@ impl AggregateUDFImpl for WasmAggregate {
     }
 }
 
-/// Calls into the plugin with an instance from the function's pool (one per concurrent caller).
+/// Calls into the plugin with a binding from the function's pool (one per concurrent caller),
+/// on the version current when the call starts: states kept by the host carry over a swap
+/// (the registry only accepts versions with the same `state-version`).
 #[derive(Debug, Clone)]
 struct WasmCaller {
-    plugin: Arc<Plugin>,
+    handle: Arc<PluginHandle>,
     limits: Limits,
-    function: u32,
+    name: String,
     returns: DataType,
-    slots: Arc<Mutex<Vec<InstanceSlot>>>,
+    bindings: Arc<Mutex<Vec<FunctionBinding>>>,
 }
 
 impl WasmCaller {
     fn with_instance<R>(
         &self,
-        call: impl FnOnce(
+        rows: usize,
+        mut call: impl FnMut(
             &mut crate::plugin::Instance,
+            u32,
         )
             -> std::result::Result<std::result::Result<R, crate::plugin::bindings::CallError>, PluginError>,
     ) -> Result<R> {
-        let mut slot = self.slots.lock().unwrap_or_else(PoisonError::into_inner).pop().unwrap_or_default();
-        let outcome = match slot.get(&self.plugin, self.limits) {
+        let taken = self.bindings.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut binding = taken
+            .unwrap_or_else(|| FunctionBinding::new(Arc::clone(&self.handle), self.name.clone(), self.limits));
+        let outcome = match crate::engine::blocking(|| binding.call_once(rows, &mut call)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(
+                crate::plugin::bindings::CallError::InvalidInput(reason)
+                | crate::plugin::bindings::CallError::Failed(reason),
+            )) => Err(DataFusionError::Execution(format!("plugin aggregate `{}`: {reason}", self.name))),
             Err(err) => Err(DataFusionError::External(Box::new(err))),
-            Ok(instance) => match crate::engine::blocking(|| call(instance)) {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(
-                    crate::plugin::bindings::CallError::InvalidInput(reason)
-                    | crate::plugin::bindings::CallError::Failed(reason),
-                )) => Err(DataFusionError::Execution(format!(
-                    "plugin aggregate `{}`: {reason}",
-                    self.plugin.aggregate[self.function as usize].name
-                ))),
-                Err(trap) => {
-                    slot.discard();
-                    Err(DataFusionError::External(Box::new(trap)))
-                }
-            },
         };
-        self.slots.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
+        self.bindings.lock().unwrap_or_else(PoisonError::into_inner).push(binding);
         outcome
     }
 }
@@ -234,10 +247,9 @@ impl GroupsAccumulator for WasmGroups {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let function = self.caller.function;
-        let new_states = self
-            .caller
-            .with_instance(|instance| instance.call_accumulate(function, &states, &rows_to_local, &columns))?;
+        let new_states = self.caller.with_instance(rows_to_local.len(), |instance, function| {
+            instance.call_accumulate(function, &states, &rows_to_local, &columns)
+        })?;
         if new_states.len() != touched.len() {
             return Err(DataFusionError::Execution(format!(
                 "plugin aggregate returned {} states for {} groups",
@@ -255,8 +267,8 @@ impl GroupsAccumulator for WasmGroups {
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let states = self.taken(emit_to);
         let count = states.len();
-        let function = self.caller.function;
-        let column = self.caller.with_instance(|instance| instance.call_finish(function, &states))?;
+        let column =
+            self.caller.with_instance(count, |instance, function| instance.call_finish(function, &states))?;
         from_column(column, &self.caller.returns, count).map_err(DataFusionError::Execution)
     }
 
@@ -268,7 +280,6 @@ impl GroupsAccumulator for WasmGroups {
     fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
         self.states.resize(total_num_groups, Vec::new());
         let partial = values[0].as_binary::<i32>();
-        let function = self.caller.function;
         for (row, &group) in group_indices.iter().enumerate() {
             if partial.is_null(row) || partial.value(row).is_empty() {
                 continue;
@@ -279,7 +290,7 @@ impl GroupsAccumulator for WasmGroups {
             } else {
                 let left = std::mem::take(&mut self.states[group]);
                 self.states[group] =
-                    self.caller.with_instance(|instance| instance.call_merge(function, &left, right))?;
+                    self.caller.with_instance(1, |instance, function| instance.call_merge(function, &left, right))?;
             }
         }
         self.bytes = self.states.iter().map(Vec::len).sum();
@@ -313,8 +324,7 @@ impl Accumulator for OneGroup {
     fn evaluate(&mut self) -> Result<datafusion_common::ScalarValue> {
         self.0.states.resize(1, Vec::new());
         let states = self.0.states.clone();
-        let function = self.0.caller.function;
-        let column = self.0.caller.with_instance(|instance| instance.call_finish(function, &states))?;
+        let column = self.0.caller.with_instance(1, |instance, function| instance.call_finish(function, &states))?;
         let array = from_column(column, &self.0.caller.returns, 1).map_err(DataFusionError::Execution)?;
         datafusion_common::ScalarValue::try_from_array(&array, 0)
     }

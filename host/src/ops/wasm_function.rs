@@ -6,6 +6,7 @@
 //! a trap fails the job. Use a `udf` step when failing rows should be skipped or dead-lettered.
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arrow::array::ArrayRef;
@@ -14,35 +15,42 @@ use datafusion_common::{DataFusionError, Result};
 use datafusion_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 
 use crate::plugin::convert::to_arrow_type;
+use crate::plugin::registry::FunctionShape;
 use crate::plugin::udf::ScalarCaller;
-use crate::plugin::{Limits, Plugin};
+use crate::plugin::{Limits, PluginHandle};
 
 /// One plugin function as a DataFusion scalar function.
 #[derive(Debug)]
 pub struct WasmFunction {
     name: String,
-    plugin: Arc<Plugin>,
+    handle: Arc<PluginHandle>,
     limits: Limits,
-    function: u32,
     signature: Signature,
     args: Vec<ArrowType>,
     return_type: ArrowType,
+    /// Set when an expression calls the function: from then on, new versions must keep it.
+    used: Arc<AtomicBool>,
     callers: Mutex<Vec<ScalarCaller>>,
 }
 
 impl WasmFunction {
-    /// Function number `function` of a scalar plugin.
-    pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
-        let signature = &plugin.scalar[function as usize];
+    /// Function number `function` of a scalar plugin's current version, registered with the
+    /// handle as a use that becomes live when an expression calls it.
+    pub fn new(handle: Arc<PluginHandle>, limits: Limits, function: u32) -> Self {
+        let current = handle.current();
+        let signature = &current.plugin.scalar[function as usize];
         let args: Vec<ArrowType> = signature.args.iter().map(to_arrow_type).collect();
+        let return_type = to_arrow_type(&signature.returns);
+        let shape = FunctionShape::Scalar { args: args.clone(), returns: return_type.clone() };
+        let used = handle.register_use("SQL expressions".into(), signature.name.clone(), shape, limits, false);
         Self {
             name: signature.name.clone(),
-            return_type: to_arrow_type(&signature.returns),
+            return_type,
             signature: Signature::user_defined(Volatility::Immutable),
             args,
-            plugin,
+            handle,
             limits,
-            function,
+            used,
             callers: Mutex::new(Vec::new()),
         }
     }
@@ -50,7 +58,7 @@ impl WasmFunction {
 
 impl PartialEq for WasmFunction {
     fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.plugin.hash == other.plugin.hash && self.function == other.function
+        self.name == other.name && Arc::ptr_eq(&self.handle, &other.handle)
     }
 }
 
@@ -59,7 +67,7 @@ impl Eq for WasmFunction {}
 impl Hash for WasmFunction {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.name.hash(state);
-        self.plugin.hash.hash(state);
+        self.handle.name().hash(state);
     }
 }
 
@@ -104,6 +112,8 @@ impl ScalarUDFImpl for WasmFunction {
     }
 
     fn return_type(&self, _arg_types: &[ArrowType]) -> Result<ArrowType> {
+        // The planner asks while planning a call: the pipeline uses this function.
+        self.used.store(true, Ordering::Relaxed);
         Ok(self.return_type.clone())
     }
 
@@ -113,7 +123,7 @@ impl ScalarUDFImpl for WasmFunction {
         // One caller (one instance) per concurrent evaluation; idle ones are reused.
         let taken = self.callers.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut caller =
-            taken.unwrap_or_else(|| ScalarCaller::new(Arc::clone(&self.plugin), self.limits, self.function));
+            taken.unwrap_or_else(|| ScalarCaller::new(Arc::clone(&self.handle), self.limits, &self.name));
         let result = crate::engine::blocking(|| caller.call(&arrays, rows));
         self.callers.lock().unwrap_or_else(PoisonError::into_inner).push(caller);
         let result = result.map_err(|err| DataFusionError::External(Box::new(err)))?;

@@ -262,6 +262,7 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
     for &old in &order {
         let component = declared[old].take().expect("each component is planned once");
         let fail = |issue: SpecIssue| (label(&component), issue.or_at(component.key_at));
+        let ctx = &PlanContext { component: label(&component), ..ctx.clone() };
         let edges: Vec<InputRef> = inputs[old]
             .iter()
             .map(|input| InputRef { component: position[input.component], port: input.port })

@@ -151,8 +151,8 @@ pub struct Pipeline {
     pub settings: Settings,
     /// Components, inputs first.
     pub components: Vec<PlannedComponent>,
-    /// The plugins declared under `plugins:`.
-    pub plugins: Arc<crate::plugin::PluginCatalog>,
+    /// The job's plugins (declared under `plugins:`, or named by path in a step).
+    pub plugins: Arc<crate::plugin::PluginRegistry>,
     /// The dimension tables declared under `tables:`.
     pub tables: Arc<crate::lookup::TableCatalog>,
 }
@@ -190,6 +190,7 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Pipeline, Pipel
         load_plugins(&top.plugins, base_dir).map_err(|(name, issue)| error(Some(format!("plugins.{name}")), issue))?;
     let declared = graph::declare(&document).map_err(|(component, issue)| error(component, issue))?;
     let mut ctx = PlanContext {
+        component: String::new(),
         base_dir: base_dir.to_path_buf(),
         batch_size: settings.batch_size,
         default_parallelism: settings.parallelism(),
@@ -220,32 +221,66 @@ struct PluginDecl {
     path: yaml::Spanned<String>,
     /// Sandbox limits for every use of the plugin.
     limits: Option<crate::plugin::sandbox::LimitsConfig>,
+    /// Pins the version: the component's SHA-256 must start with this (at least 8 hex digits),
+    /// and hot swaps are refused.
+    hash: Option<yaml::Spanned<String>>,
+    /// When a new version is rolled back on its own.
+    rollback: Option<RollbackDecl>,
 }
 
-/// Loads the declared plugins and registers their scalar functions for expressions.
+/// `rollback:` of a plugin.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackDecl {
+    /// Traps tolerated within `window` after a swap (default 3); one more rolls back.
+    max_traps: Option<u64>,
+    /// How long a new version is on probation (default 60s).
+    #[serde(default, with = "yaml::duration_opt")]
+    window: Option<std::time::Duration>,
+}
+
+/// Loads the declared plugins into the job's registry and registers their scalar and aggregate
+/// functions for expressions.
 fn load_plugins(
     declared: &indexmap::IndexMap<String, PluginDecl>,
     base_dir: &Path,
-) -> Result<(crate::plugin::PluginCatalog, crate::ops::expr::FunctionCatalog), (String, SpecIssue)> {
-    let mut catalog = crate::plugin::PluginCatalog::default();
+) -> Result<(crate::plugin::PluginRegistry, crate::ops::expr::FunctionCatalog), (String, SpecIssue)> {
+    let registry = crate::plugin::PluginRegistry::default();
     let mut functions = crate::ops::expr::FunctionCatalog::default();
     for (name, decl) in declared {
         let fail = |message: String| (name.clone(), SpecIssue::at(&decl.path.referenced, message));
         let limits = decl.limits.as_ref().map(|l| l.resolve()).transpose().map_err(fail)?.unwrap_or_default();
         let path = base_dir.join(&decl.path.value);
         let plugin = Arc::new(crate::plugin::load(&path).map_err(|err| fail(err.to_string()))?);
+        if let Some(pinned) = &decl.hash {
+            let wanted = pinned.value.to_ascii_lowercase();
+            let at = |message: String| (name.clone(), SpecIssue::at(&pinned.referenced, message));
+            if wanted.len() < 8 || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(at("`hash` must be at least 8 hex digits of the component's SHA-256".into()));
+            }
+            if !plugin.hash.starts_with(&wanted) {
+                return Err(at(format!("{} has hash {}, but the pipeline pins {wanted}", path.display(), plugin.hash)));
+            }
+        }
+        let mut policy = crate::plugin::RollbackPolicy::default();
+        if let Some(rollback) = &decl.rollback {
+            policy.max_traps = rollback.max_traps.unwrap_or(policy.max_traps);
+            policy.window = rollback.window.unwrap_or(policy.window);
+        }
         tracing::debug!(plugin = %name, version = %plugin.info.version, cached = plugin.cached, "plugin loaded");
+        let pinned = decl.hash.as_ref().map(|h| h.value.to_ascii_lowercase());
+        let handle = Arc::new(crate::plugin::PluginHandle::new(name.clone(), Arc::clone(&plugin), limits, pinned, policy));
         for index in 0..plugin.scalar.len() {
-            let function = crate::ops::wasm_function::WasmFunction::new(Arc::clone(&plugin), limits, index as u32);
+            let function = crate::ops::wasm_function::WasmFunction::new(Arc::clone(&handle), limits, index as u32);
             functions.register(Arc::new(datafusion_expr::ScalarUDF::new_from_impl(function)));
         }
         for index in 0..plugin.aggregate.len() {
-            let function = crate::ops::wasm_aggregate::WasmAggregate::new(Arc::clone(&plugin), limits, index as u32);
+            let function = crate::ops::wasm_aggregate::WasmAggregate::new(Arc::clone(&handle), limits, index as u32);
             functions.register_aggregate(Arc::new(datafusion_expr::AggregateUDF::new_from_impl(function)));
         }
-        catalog.insert(name.clone(), plugin, limits);
+        registry.insert(handle);
     }
-    Ok((catalog, functions))
+    Ok((registry, functions))
 }
 
 /// The `settings` and `plugins` sections, read from the whole document (other sections are

@@ -12,11 +12,14 @@ pub struct Settings {
     pub batch_size: usize,
     /// Batches buffered per channel before the sender waits (backpressure). Default 4.
     pub channel_capacity: usize,
+    /// A directory watched for new plugin versions while the job runs (relative to the
+    /// pipeline file; `weir run --plugins-dir` overrides it). Default: none.
+    pub plugins_dir: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { parallelism: None, batch_size: 8192, channel_capacity: 4 }
+        Self { parallelism: None, batch_size: 8192, channel_capacity: 4, plugins_dir: None }
     }
 }
 

@@ -1,5 +1,6 @@
-//! WebAssembly plugins: the wasmtime embedding, the sandbox, Arrow <-> WIT conversion, and the
-//! catalog of plugins a pipeline declares.
+//! WebAssembly plugins: the wasmtime embedding, the sandbox, Arrow <-> WIT conversion, the
+//! registry of a job's plugins with their versions (hot swap, rollback), canaries, and the
+//! watched plugins directory.
 //!
 //! Plugins implement a world of `wit/plugin.wit` (`weir:plugin@0.1.0`). They are compiled once
 //! (cached on disk), pre-instantiated, and called a batch at a time. A trap never takes the host
@@ -8,15 +9,15 @@
 
 pub mod bindings;
 pub mod buffers;
+pub mod canary;
 pub mod convert;
+pub mod registry;
 pub mod runtime;
 pub mod sandbox;
 pub mod udf;
+pub mod watch;
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
-
+pub use registry::{PluginHandle, PluginRegistry, RollbackPolicy, SwapError, Version};
 pub use runtime::{Instance, Plugin, PluginError, PluginKind, load};
 pub use sandbox::Limits;
 
@@ -26,42 +27,4 @@ pub use sandbox::Limits;
 /// that trap.
 pub fn allowed_import(name: &str) -> bool {
     name.starts_with("weir:plugin/") || name.starts_with("wasi:")
-}
-
-/// The plugins a pipeline declared under `plugins:`, by name.
-#[derive(Debug, Default, Clone)]
-pub struct PluginCatalog {
-    plugins: HashMap<String, (Arc<Plugin>, Limits)>,
-}
-
-impl PluginCatalog {
-    /// Adds a loaded plugin under `name`.
-    pub fn insert(&mut self, name: String, plugin: Arc<Plugin>, limits: Limits) {
-        self.plugins.insert(name, (plugin, limits));
-    }
-
-    /// A declared plugin by name, or a `.wasm` path loaded on the spot (relative to `base`).
-    ///
-    /// # Errors
-    /// Unknown names and load failures, as text for the step's error.
-    pub fn resolve(&self, reference: &str, base: &Path) -> Result<(Arc<Plugin>, Limits), String> {
-        if let Some(found) = self.plugins.get(reference) {
-            return Ok(found.clone());
-        }
-        if reference.ends_with(".wasm") {
-            let path = if Path::new(reference).is_absolute() { reference.into() } else { base.join(reference) };
-            return load(&path).map(|plugin| (Arc::new(plugin), Limits::default())).map_err(|err| err.to_string());
-        }
-        let mut known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
-        known.sort_unstable();
-        Err(format!(
-            "unknown plugin `{reference}`; declared plugins: [{}] (or give a path ending in .wasm)",
-            known.join(", ")
-        ))
-    }
-
-    /// Every declared plugin.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &(Arc<Plugin>, Limits))> {
-        self.plugins.iter()
-    }
 }

@@ -4,8 +4,14 @@
 //! call traps, the instance is replaced and the batch is bisected until the rows that trap on
 //! their own are found, so the good rows of the batch still get their results and the error
 //! policy sees exactly the failing rows.
+//!
+//! Callers hold a [`PluginHandle`], not a plugin: each batch reads the current version once
+//! ([`FunctionBinding`]) and runs on it from start to end, so a hot swap takes effect between
+//! batches. A version on probation that traps or cannot be instantiated hands the batch to the
+//! version it replaced (see `registry`), and sampled batches are offered to a running canary.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use arrow::array::{ArrayRef, new_null_array};
 use arrow::compute::concat;
@@ -13,6 +19,7 @@ use arrow::datatypes::DataType as ArrowType;
 
 use super::bindings::{CallError, DataType};
 use super::convert::{from_column, to_arrow_type, to_column};
+use super::registry::{PluginHandle, Version, function_shape};
 use super::{Instance, Limits, Plugin, PluginError};
 
 /// Rows `start..start + len` of every argument, as WIT columns.
@@ -109,29 +116,150 @@ pub struct ScalarResult {
     pub failed: Vec<FailedRow>,
 }
 
+/// Why an attempt on one version ended without a result.
+enum Attempt {
+    /// A failure the caller reports.
+    Failed(PluginError),
+    /// Run the batch again on this version (the one a version on probation replaced).
+    Retry(Arc<Version>),
+}
+
+impl From<PluginError> for Attempt {
+    fn from(err: PluginError) -> Self {
+        Self::Failed(err)
+    }
+}
+
+/// One function of a plugin handle, bound to the version a batch runs on, with an instance of
+/// that version. Rebinding (after a swap or rollback) drops the old instance.
+pub struct FunctionBinding {
+    handle: Arc<PluginHandle>,
+    name: String,
+    limits: Limits,
+    bound: Option<(Arc<Version>, u32)>,
+    slot: InstanceSlot,
+}
+
+impl std::fmt::Debug for FunctionBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FunctionBinding").field("plugin", &self.handle.name()).field("function", &self.name).finish()
+    }
+}
+
+impl FunctionBinding {
+    /// Function `name` of `handle`'s versions, instantiated under `limits`.
+    pub fn new(handle: Arc<PluginHandle>, name: String, limits: Limits) -> Self {
+        Self { handle, name, limits, bound: None, slot: InstanceSlot::default() }
+    }
+
+    /// The plugin handle.
+    pub fn handle(&self) -> &Arc<PluginHandle> {
+        &self.handle
+    }
+
+    /// The function name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// An instance of `version` and the function's index in it.
+    fn instance(&mut self, version: &Arc<Version>) -> Result<(&mut Instance, u32), Attempt> {
+        if self.bound.as_ref().is_none_or(|(bound, _)| bound.generation != version.generation) {
+            let (index, _) = function_shape(&version.plugin, &self.name).ok_or_else(|| PluginError::Contract {
+                plugin: self.handle.name().to_owned(),
+                function: self.name.clone(),
+                reason: format!("version {} has no such function", version.label()),
+            })?;
+            self.bound = Some((Arc::clone(version), index));
+            self.slot = InstanceSlot::default();
+        }
+        let index = self.bound.as_ref().map_or(0, |(_, index)| *index);
+        match self.slot.get(&version.plugin, self.limits) {
+            Ok(instance) => Ok((instance, index)),
+            Err(err) => match self.handle.report_instantiation_failure(version, &err) {
+                Some(fallback) => Err(Attempt::Retry(fallback)),
+                None => Err(Attempt::Failed(err)),
+            },
+        }
+    }
+
+    /// After a trap on `version`: the instance is dropped; returns the version to retry the
+    /// whole batch on, if `version` is on probation.
+    fn trapped(&mut self, version: &Arc<Version>, trap: &PluginError) -> Option<Arc<Version>> {
+        self.slot.discard();
+        self.handle.report_trap(version, trap)
+    }
+
+    /// Runs one call (not bisected) on the current version, falling back while a new version
+    /// is on probation. For aggregates, whose calls cannot be split by rows.
+    ///
+    /// # Errors
+    /// Traps outside probation, instantiation failures, what `call` returns.
+    pub fn call_once<R>(
+        &mut self,
+        rows: usize,
+        mut call: impl FnMut(&mut Instance, u32) -> Result<R, PluginError>,
+    ) -> Result<R, PluginError> {
+        let mut version = self.handle.current();
+        loop {
+            let started = Instant::now();
+            let outcome = match self.instance(&version) {
+                Ok((instance, function)) => call(instance, function),
+                Err(Attempt::Retry(fallback)) => {
+                    version = fallback;
+                    continue;
+                }
+                Err(Attempt::Failed(err)) => return Err(err),
+            };
+            match outcome {
+                Ok(value) => {
+                    version.stats.record_call(rows, started.elapsed());
+                    return Ok(value);
+                }
+                Err(trap @ PluginError::Trap { .. }) => match self.trapped(&version, &trap) {
+                    Some(fallback) => version = fallback,
+                    None => return Err(trap),
+                },
+                Err(other) => return Err(other),
+            }
+        }
+    }
+}
+
 /// Calls one scalar function of a plugin.
 pub struct ScalarCaller {
-    plugin: Arc<Plugin>,
-    limits: Limits,
-    function: u32,
+    binding: FunctionBinding,
     returns: DataType,
-    instance: InstanceSlot,
 }
 
 impl std::fmt::Debug for ScalarCaller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScalarCaller")
-            .field("plugin", &self.plugin.info.name)
-            .field("function", &self.function)
-            .finish()
+        f.debug_struct("ScalarCaller").field("binding", &self.binding).finish()
     }
 }
 
 impl ScalarCaller {
-    /// A caller for function number `function`.
-    pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
-        let returns = plugin.scalar[function as usize].returns;
-        Self { plugin, limits, function, returns, instance: InstanceSlot::default() }
+    /// A caller for the scalar function `function` of `handle`'s versions (which all declare
+    /// the same return type: the registry refuses versions that do not).
+    ///
+    /// # Panics
+    /// If the current version has no such scalar function (checked when planning).
+    pub fn new(handle: Arc<PluginHandle>, limits: Limits, function: &str) -> Self {
+        let current = handle.current();
+        let returns = current
+            .plugin
+            .scalar
+            .iter()
+            .find(|f| f.name == function)
+            .map(|f| f.returns)
+            .expect("the function exists (checked when planning)");
+        Self { binding: FunctionBinding::new(handle, function.to_owned(), limits), returns }
+    }
+
+    /// A caller over one fixed plugin (benchmarks, tools).
+    pub fn fixed(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
+        let name = plugin.scalar[function as usize].name.clone();
+        Self::new(PluginHandle::fixed(plugin, limits), limits, &name)
     }
 
     /// Arrow type of the result.
@@ -139,15 +267,35 @@ impl ScalarCaller {
         to_arrow_type(&self.returns)
     }
 
-    /// Calls the function on `rows` rows of `args`.
+    /// Calls the function on `rows` rows of `args`, on the version current when the call
+    /// starts.
     ///
     /// # Errors
     /// Only failures that are not about rows: the instance cannot be created, the plugin broke
     /// the contract, or rejected the input as a whole.
     pub fn call(&mut self, args: &[ArrayRef], rows: usize) -> Result<ScalarResult, PluginError> {
+        let mut version = self.binding.handle.current();
+        loop {
+            let started = Instant::now();
+            match self.call_on(&version, args, rows) {
+                Ok(result) => {
+                    let elapsed = started.elapsed();
+                    version.stats.record_call(rows, elapsed);
+                    if let Some(canary) = self.binding.handle.canary() {
+                        canary.offer_scalar(&self.binding.name, args, rows, &result, elapsed);
+                    }
+                    return Ok(result);
+                }
+                Err(Attempt::Retry(fallback)) => version = fallback,
+                Err(Attempt::Failed(err)) => return Err(err),
+            }
+        }
+    }
+
+    fn call_on(&mut self, version: &Arc<Version>, args: &[ArrayRef], rows: usize) -> Result<ScalarResult, Attempt> {
         let mut pieces = Vec::new();
         let mut failed = Vec::new();
-        self.bisect(args, 0, rows, &mut pieces, &mut failed)?;
+        self.bisect(version, args, 0, rows, &mut pieces, &mut failed)?;
         let values = match pieces.len() {
             1 => pieces.pop().expect("one piece"),
             _ => {
@@ -160,21 +308,22 @@ impl ScalarCaller {
 
     fn bisect(
         &mut self,
+        version: &Arc<Version>,
         args: &[ArrayRef],
         start: usize,
         len: usize,
         pieces: &mut Vec<ArrayRef>,
         failed: &mut Vec<FailedRow>,
-    ) -> Result<(), PluginError> {
+    ) -> Result<(), Attempt> {
         let columns = slice_columns(args, start, len).map_err(|reason| self.contract(reason))?;
-        let instance = self.instance.get(&self.plugin, self.limits)?;
-        let outcome = instance.call_scalar(self.function, len as u32, &columns);
+        let (instance, function) = self.binding.instance(version)?;
+        let outcome = instance.call_scalar(function, len as u32, &columns);
         match outcome {
             Ok(Ok(output)) => {
                 let values = from_column(output.values, &self.returns, len).map_err(|reason| self.contract(reason))?;
                 for error in output.errors {
                     if error.row as usize >= len {
-                        return Err(self.contract(format!("reported an error for row {} of {len}", error.row)));
+                        return Err(self.contract(format!("reported an error for row {} of {len}", error.row)).into());
                     }
                     failed.push(FailedRow { row: start + error.row as usize, reason: error.message });
                 }
@@ -186,28 +335,28 @@ impl ScalarCaller {
                 pieces.push(new_null_array(&self.return_type(), len));
                 Ok(())
             }
-            Ok(Err(CallError::InvalidInput(reason))) => Err(self.contract(format!("rejected its input: {reason}"))),
+            Ok(Err(CallError::InvalidInput(reason))) => {
+                Err(self.contract(format!("rejected its input: {reason}")).into())
+            }
             Err(trap @ PluginError::Trap { .. }) => {
-                self.instance.discard();
+                if let Some(fallback) = self.binding.trapped(version, &trap) {
+                    return Err(Attempt::Retry(fallback));
+                }
                 if len == 1 {
                     failed.push(FailedRow { row: start, reason: trap.to_string() });
                     pieces.push(new_null_array(&self.return_type(), 1));
                     return Ok(());
                 }
                 let half = len / 2;
-                self.bisect(args, start, half, pieces, failed)?;
-                self.bisect(args, start + half, len - half, pieces, failed)
+                self.bisect(version, args, start, half, pieces, failed)?;
+                self.bisect(version, args, start + half, len - half, pieces, failed)
             }
-            Err(other) => Err(other),
+            Err(other) => Err(other.into()),
         }
     }
 
     fn contract(&self, reason: String) -> PluginError {
-        PluginError::Contract {
-            plugin: self.plugin.info.name.clone(),
-            function: self.plugin.scalar[self.function as usize].name.clone(),
-            reason,
-        }
+        PluginError::Contract { plugin: self.binding.handle.name().to_owned(), function: self.binding.name.clone(), reason }
     }
 }
 
@@ -224,24 +373,44 @@ pub struct TableResult {
 
 /// Calls one table function of a plugin.
 pub struct TableCaller {
-    plugin: Arc<Plugin>,
-    limits: Limits,
-    function: u32,
-    instance: InstanceSlot,
+    binding: FunctionBinding,
 }
 
 impl TableCaller {
-    /// A caller for function number `function`.
-    pub fn new(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
-        Self { plugin, limits, function, instance: InstanceSlot::default() }
+    /// A caller for the table function `function` of `handle`'s versions.
+    pub fn new(handle: Arc<PluginHandle>, limits: Limits, function: &str) -> Self {
+        Self { binding: FunctionBinding::new(handle, function.to_owned(), limits) }
     }
 
-    /// Calls the function on `rows` rows of `args`.
+    /// Calls the function on `rows` rows of `args`, on the version current when the call
+    /// starts.
     ///
     /// # Errors
     /// As for [`ScalarCaller::call`].
     pub fn call(&mut self, args: &[ArrayRef], rows: usize) -> Result<TableResult, PluginError> {
-        let fields = self.plugin.table[self.function as usize].output.clone();
+        let mut version = self.binding.handle.current();
+        loop {
+            let started = Instant::now();
+            match self.call_on(&version, args, rows) {
+                Ok(result) => {
+                    let elapsed = started.elapsed();
+                    version.stats.record_call(rows, elapsed);
+                    if let Some(canary) = self.binding.handle.canary() {
+                        canary.offer_table(&self.binding.name, args, rows, &result, elapsed);
+                    }
+                    return Ok(result);
+                }
+                Err(Attempt::Retry(fallback)) => version = fallback,
+                Err(Attempt::Failed(err)) => return Err(err),
+            }
+        }
+    }
+
+    fn call_on(&mut self, version: &Arc<Version>, args: &[ArrayRef], rows: usize) -> Result<TableResult, Attempt> {
+        let fields = function_shape(&version.plugin, &self.binding.name)
+            .and_then(|(index, _)| version.plugin.table.get(index as usize))
+            .map(|f| f.output.clone())
+            .unwrap_or_default();
         let mut parents = Vec::new();
         let mut pieces: Vec<Vec<ArrayRef>> = Vec::new();
         let mut failed = Vec::new();
@@ -251,22 +420,19 @@ impl TableCaller {
                 continue;
             }
             let columns = slice_columns(args, start, len).map_err(|reason| self.contract(reason))?;
-            let instance = self.instance.get(&self.plugin, self.limits)?;
-            let outcome = instance.call_table(self.function, len as u32, &columns);
+            let (instance, function) = self.binding.instance(version)?;
+            let outcome = instance.call_table(function, len as u32, &columns);
             match outcome {
                 Ok(Ok(output)) => {
                     let produced = output.parents.len();
                     if output.parents.iter().any(|&p| p as usize >= len)
                         || output.parents.windows(2).any(|w| w[0] > w[1])
                     {
-                        return Err(self.contract("parent rows out of range or out of order".into()));
+                        return Err(self.contract("parent rows out of range or out of order".into()).into());
                     }
                     if output.columns.len() != fields.len() {
-                        return Err(self.contract(format!(
-                            "returned {} columns, declared {}",
-                            output.columns.len(),
-                            fields.len()
-                        )));
+                        let reason = format!("returned {} columns, declared {}", output.columns.len(), fields.len());
+                        return Err(self.contract(reason).into());
                     }
                     let arrays = output
                         .columns
@@ -285,10 +451,12 @@ impl TableCaller {
                     failed.extend((start..start + len).map(|row| FailedRow { row, reason: reason.clone() }));
                 }
                 Ok(Err(CallError::InvalidInput(reason))) => {
-                    return Err(self.contract(format!("rejected its input: {reason}")));
+                    return Err(self.contract(format!("rejected its input: {reason}")).into());
                 }
                 Err(trap @ PluginError::Trap { .. }) => {
-                    self.instance.discard();
+                    if let Some(fallback) = self.binding.trapped(version, &trap) {
+                        return Err(Attempt::Retry(fallback));
+                    }
                     if len == 1 {
                         failed.push(FailedRow { row: start, reason: trap.to_string() });
                     } else {
@@ -297,7 +465,7 @@ impl TableCaller {
                         pending.push((start, len / 2));
                     }
                 }
-                Err(other) => return Err(other),
+                Err(other) => return Err(other.into()),
             }
         }
         let columns = (0..fields.len())
@@ -315,10 +483,6 @@ impl TableCaller {
     }
 
     fn contract(&self, reason: String) -> PluginError {
-        PluginError::Contract {
-            plugin: self.plugin.info.name.clone(),
-            function: self.plugin.table[self.function as usize].name.clone(),
-            reason,
-        }
+        PluginError::Contract { plugin: self.binding.handle.name().to_owned(), function: self.binding.name.clone(), reason }
     }
 }
