@@ -10,6 +10,7 @@ mod cli;
 mod connectors;
 mod files;
 mod graph;
+mod hotswap;
 mod languages;
 mod lookup;
 mod nexmark;

@@ -372,7 +372,7 @@ async fn load_candidate(
     };
     let loaded = tokio::task::spawn_blocking(move || crate::plugin::load(&path)).await;
     match loaded {
-        Ok(plugin) => Ok((plugin?, origin)),
+        Ok(plugin) => Ok((plugin.inspect_err(|err| handle.refuse_unloadable(err))?, origin)),
         Err(err) => Err(SwapError::Load(crate::plugin::PluginError::Read { path: "upload".into(), reason: err.to_string() })),
     }
 }

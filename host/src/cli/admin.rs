@@ -126,8 +126,8 @@ async fn run(args: &AdminArgs, request: &Request<'_>) -> anyhow::Result<()> {
         Request::Canary { name, file, sample, watch, stop } => {
             let path = format!("/plugins/{name}/canary");
             if let Some(file) = file {
-                let request = client.request(Method::POST, &format!("{path}?sample={sample}"));
-                let started = client.send(client.with_file(request, file)?).await?;
+                let start = client.request(Method::POST, &format!("{path}?sample={sample}"));
+                let started = client.send(client.with_file(start, file)?).await?;
                 if watch.is_none() {
                     print_answer(args, request_name(request), &started);
                     return Ok(());

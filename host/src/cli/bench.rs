@@ -1,5 +1,5 @@
 //! `weir bench`: picks a suite (`pipelines` by default, `nexmark`, `plugins`, `languages`,
-//! `connectors`, `lookups`) and runs the built-in `pipelines` scenarios itself: each is run through
+//! `swap`, `connectors`, `lookups`) and runs the built-in `pipelines` scenarios itself: each is run through
 //! the real pipeline parser and engine, reported as events/s, events per CPU-second ("per core",
 //! user+sys from getrusage, the Nexmark definition) and as a ratio to the floor scenario measured
 //! in the same run.
@@ -47,6 +47,8 @@ enum Suite {
     },
     /// The same UDF in Rust, Python, JavaScript and C (run from the repository root).
     Languages,
+    /// Hot swaps of a plugin in a running job: event latency around swaps, time to serve.
+    Swap(super::bench_swap::SwapArgs),
     /// Sources and sinks against the services on loopback, against bare clients.
     Connectors {
         /// Records per scenario.
@@ -204,6 +206,7 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         Some(Suite::Nexmark(nexmark)) => super::bench_nexmark::bench(nexmark),
         Some(Suite::Plugins { plugins_dir, events, runs }) => super::bench_plugins::bench(plugins_dir, *events, *runs),
         Some(Suite::Languages) => super::bench_languages::bench(Path::new("plugins")),
+        Some(Suite::Swap(swap)) => super::bench_swap::bench(swap),
         Some(Suite::Connectors { events, only }) => super::bench_connectors::bench(*events, only.as_deref()),
         Some(Suite::Lookups { events, cold_events, runs }) => super::bench_lookups::bench(*events, *cold_events, *runs),
     }

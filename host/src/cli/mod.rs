@@ -10,6 +10,7 @@ mod bench_languages;
 mod bench_lookups;
 mod bench_nexmark;
 mod bench_plugins;
+mod bench_swap;
 mod plugin;
 mod progress;
 mod rusage;

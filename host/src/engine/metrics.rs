@@ -2,7 +2,7 @@
 //!
 //! Names follow Vector's component metrics (`component_received_events_total`,
 //! `component_sent_events_total`, `component_errors_total`, `component_discarded_events_total`)
-//! so dashboards carry over; the admin API will export them.
+//! so dashboards carry over; the admin API exports them at `/metrics`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -365,15 +365,21 @@ impl PluginHandle {
     }
 
     fn event(state: &mut HandleState, action: &str, version: &Version, detail: String) {
+        Self::event_for(state, action, version.label(), detail);
+    }
+
+    fn event_for(state: &mut HandleState, action: &str, version: String, detail: String) {
         if state.events.len() == 32 {
             state.events.pop_front();
         }
-        state.events.push_back(SwapEvent {
-            at: unix_seconds(SystemTime::now()),
-            action: action.into(),
-            version: version.label(),
-            detail,
-        });
+        state.events.push_back(SwapEvent { at: unix_seconds(SystemTime::now()), action: action.into(), version, detail });
+    }
+
+    /// Counts and records a file that could not even be loaded as a new version.
+    pub fn refuse_unloadable(&self, error: &PluginError) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        Self::event_for(&mut self.lock(), "refused", "(not loadable)".into(), error.to_string());
+        tracing::warn!(plugin = %self.name, error = %error, "new plugin version refused; the current one keeps serving");
     }
 
     /// Records a use made at planning time; returns the flag that says it is live.
@@ -645,7 +651,7 @@ impl PluginRegistry {
     pub fn reload(&self, name: &str, path: Option<&Path>, origin: &str) -> Result<Arc<Version>, SwapError> {
         let handle = self.get(name).ok_or_else(|| SwapError::Unknown(name.to_owned()))?;
         let path = path.map_or_else(|| handle.path.clone(), Path::to_path_buf);
-        let plugin = super::load(&path)?;
+        let plugin = super::load(&path).inspect_err(|err| handle.refuse_unloadable(err))?;
         handle.install(plugin, format!("{origin} {}", path.display()))
     }
 }

@@ -109,14 +109,17 @@ fn pick_up(files: &Receiver<(PathBuf, Instant)>, registry: &PluginRegistry) {
 }
 
 fn install(path: &Path, landed: Instant, registry: &PluginRegistry) {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let plugin = match super::load(path) {
         Ok(plugin) => plugin,
         Err(err) => {
-            tracing::warn!(file = %path.display(), error = %err, "ignoring a plugin file that does not load");
+            match registry.get(&stem) {
+                Some(handle) => handle.refuse_unloadable(&err),
+                None => tracing::warn!(file = %path.display(), error = %err, "ignoring a plugin file that does not load"),
+            }
             return;
         }
     };
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let Some(handle) = registry.match_file(&stem, &plugin.info.name) else {
         tracing::warn!(file = %path.display(), plugin = %plugin.info.name, "a plugin file matches no plugin of this job (name it after the plugin)");
         return;

@@ -1,0 +1,401 @@
+//! Hot swaps of plugins in running jobs: every row exactly once and in order per partition
+//! across v1 -> v2 -> v3 (through `weir plugin reload` and the watched plugins directory),
+//! broken versions refused or rolled back without losing rows, aggregate state carried over
+//! (and a new state version refused), canary and promote, and the admin API's token rules.
+//! The `tagger` and `counter` versions are crates under `plugins/hotswap/`.
+
+use std::collections::HashMap;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_host::engine::metrics::PipelineMetrics;
+use weir_host::engine::runner;
+use weir_host::pipeline::Pipeline;
+use weir_host::plugin::{PluginHandle, SwapError};
+
+use crate::support::{Workspace, counters, eventually, free_port, json_lines, weir};
+
+fn plugin(name: &str) -> std::path::PathBuf {
+    let path = crate::support::repo().join("plugins/target/wasm32-wasip2/release").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run ./tests/run.sh, which builds the plugins", path.display());
+    path
+}
+
+/// A job started from a loaded pipeline, so the test can reach its plugin registry.
+struct Job {
+    pipeline: Pipeline,
+    metrics: PipelineMetrics,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<PipelineMetrics, String>>,
+}
+
+impl Job {
+    fn start(ws: &Workspace, yaml: &str) -> Self {
+        let pipeline = ws.load(yaml).unwrap_or_else(|err| panic!("{err}"));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let metrics = runner::metrics_for(&pipeline);
+        let (running, counting, token) = (pipeline.clone(), metrics.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            runner::run(&running, &counting, token).await.map_err(|err| err.to_string())?;
+            Ok(counting)
+        });
+        Self { pipeline, metrics, stop, task }
+    }
+
+    fn plugin(&self, name: &str) -> Arc<PluginHandle> {
+        self.pipeline.plugins.get(name).expect("a declared plugin")
+    }
+
+    /// Installs a file as the next version, loading off the async workers as the API does.
+    async fn install(&self, name: &str, file: &str) -> Result<String, SwapError> {
+        let (registry, path) = (Arc::clone(&self.pipeline.plugins), plugin(file));
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || registry.reload(&name, Some(&path), "test").map(|v| v.label()))
+            .await
+            .expect("no panic")
+    }
+
+    async fn stop(self) -> PipelineMetrics {
+        self.stop.cancel();
+        self.finish().await
+    }
+
+    async fn finish(self) -> PipelineMetrics {
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("the job ends within 60 s")
+            .expect("no panic")
+            .unwrap_or_else(|err| panic!("the job failed: {err}"))
+    }
+}
+
+/// Checks rows `{seq, tag}` from a generator with `partitions` subtasks (subtask k emits
+/// k, k + n, ...): every number from 0 to the largest exactly once, increasing within each
+/// partition, and per partition the tags in `expected` order, each as one unbroken run.
+fn verify_exactly_once_in_order(rows: &[serde_json::Value], partitions: i64, expected: &[&str]) {
+    let mut seen = vec![false; rows.len()];
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    let mut runs: HashMap<i64, Vec<String>> = HashMap::new();
+    for row in rows {
+        let seq = row["seq"].as_i64().expect("seq");
+        let tag = row["tag"].as_str().expect("tag").to_owned();
+        let index = usize::try_from(seq).expect("non-negative");
+        assert!(index < seen.len(), "seq {seq} is beyond the {} rows written: a row is missing", rows.len());
+        assert!(!seen[index], "seq {seq} arrived twice");
+        seen[index] = true;
+        let partition = seq % partitions;
+        if let Some(previous) = last.insert(partition, seq) {
+            assert!(seq > previous, "partition {partition}: {seq} after {previous}");
+        }
+        let tags = runs.entry(partition).or_default();
+        if tags.last() != Some(&tag) {
+            tags.push(tag);
+        }
+    }
+    for (partition, tags) in runs {
+        assert_eq!(tags, expected, "partition {partition}: the tag switches once per swap, never back");
+    }
+}
+
+fn wait_for_exit(mut child: Child, seconds: u64) -> std::process::Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while child.try_wait().expect("waitable").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("weir did not end within {seconds}s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn swaps_under_load_keep_every_row_exactly_once_and_in_order() {
+    let ws = Workspace::new();
+    let watched = ws.path("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let rows = 1_200_000;
+    let file = ws.write(
+        "swap.yaml",
+        format!(
+            r#"
+settings: {{ batch_size: 1024 }}
+plugins:
+  tagger: {{ path: {} }}
+sources:
+  numbers: {{ type: generator, count: {rows}, rate: 150000, parallelism: 2, columns: {{ seq: {{ sequence: {{}} }} }} }}
+transforms:
+  tagged: {{ type: udf, inputs: [numbers], plugin: tagger, function: tag, args: [seq], as: tag, parallelism: 2, on_error: fail }}
+sinks:
+  out: {{ type: file, inputs: [tagged], path: out.jsonl }}
+"#,
+            plugin("tagger_v1").display()
+        ),
+    );
+    let port = free_port();
+    let admin = format!("127.0.0.1:{port}");
+    let child = weir()
+        .args(["run", "--quiet", "--admin", &admin, "--plugins-dir"])
+        .arg(&watched)
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tags_written = |tag: &str| ws.rows("out.jsonl").iter().filter(|row| row["tag"] == tag).count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tags_written("v1") < 50_000 {
+        assert!(std::time::Instant::now() < deadline, "no v1 rows written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // v1 -> v2 through the CLI and the admin API.
+    let reload = weir()
+        .args(["plugin", "reload", "tagger", "--admin", &admin])
+        .arg(plugin("tagger_v2"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&reload.stdout);
+    assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
+    assert!(said.contains("now serving 2.0.0+"), "{said}");
+    while tags_written("v2") < 50_000 {
+        assert!(std::time::Instant::now() < deadline, "no v2 rows written");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = weir().args(["plugin", "list", "--json", "--admin", &admin]).output().unwrap();
+    assert!(list.status.success(), "{}", String::from_utf8_lossy(&list.stderr));
+    // v2 -> v3 by writing a file into the watched directory.
+    std::fs::copy(plugin("tagger_v3"), watched.join("tagger.wasm")).unwrap();
+    let output = wait_for_exit(child, 60);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let written = json_lines(&ws.read("out.jsonl"));
+    assert_eq!(written.len(), rows, "every generated row is written once");
+    verify_exactly_once_in_order(&written, 2, &["v1", "v2", "v3"]);
+    assert!(stderr.contains("tagger"), "the swaps are logged: {stderr}");
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).expect("JSON");
+    assert_eq!(listed[0]["name"], "tagger");
+    assert_eq!(listed[0]["swaps"], 1, "the list was taken after the first swap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_versions_are_refused_or_rolled_back_without_losing_rows() {
+    let ws = Workspace::new();
+    let job = Job::start(
+        &ws,
+        &format!(
+            r#"
+settings: {{ batch_size: 512 }}
+plugins:
+  tagger: {{ path: {}, rollback: {{ max_traps: 2, window: 30s }} }}
+sources:
+  numbers: {{ type: generator, rate: 40000, parallelism: 2, columns: {{ seq: {{ sequence: {{}} }} }} }}
+transforms:
+  tagged: {{ type: udf, inputs: [numbers], plugin: tagger, function: tag, args: [seq], as: tag, parallelism: 2, on_error: fail }}
+sinks:
+  out: {{ type: file, inputs: [tagged], path: out.jsonl }}
+"#,
+            plugin("tagger_v1").display()
+        ),
+    );
+    let tagger = job.plugin("tagger");
+    let v1 = tagger.current().label();
+    eventually(20, "v1 rows", async || ws.rows("out.jsonl").len() > 5_000).await;
+
+    let refused = job.install("tagger", "tagger_bad_signature").await.expect_err("a wrong signature is refused");
+    let message = refused.to_string();
+    assert!(message.contains("`tag`") && message.contains("Utf8") && message.contains("Int64"), "{message}");
+    let refused = job.install("tagger", "tagger_huge_memory").await.expect_err("it cannot be instantiated");
+    assert!(refused.to_string().contains("instantiated"), "{refused}");
+    assert_eq!(tagger.current().label(), v1, "v1 keeps serving");
+    assert_eq!(tagger.stats.refused.load(std::sync::atomic::Ordering::Relaxed), 2, "both refusals are counted");
+
+    let installed = job.install("tagger", "tagger_traps").await.expect("a trapping version is compatible");
+    assert!(installed.starts_with("2.0.0-traps+"), "{installed}");
+    eventually(20, "the automatic rollback", async || tagger.current().label() == v1).await;
+    assert_eq!(tagger.stats.automatic_rollbacks.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let before = ws.rows("out.jsonl").len();
+    eventually(20, "rows after the rollback", async || ws.rows("out.jsonl").len() > before + 5_000).await;
+
+    let metrics = job.stop().await;
+    let rows = json_lines(&ws.read("out.jsonl"));
+    assert_eq!(counters(&metrics, "tagged").errors, 0, "no row reached the error policy");
+    assert_eq!(counters(&metrics, "numbers").sent_events, rows.len() as u64, "every row is written");
+    verify_exactly_once_in_order(&rows, 2, &["v1"]);
+    let events: Vec<String> = tagger.events().iter().map(|e| e.action.clone()).collect();
+    assert_eq!(events, ["refused", "refused", "swap", "automatic-rollback"], "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_state_carries_over_a_swap_and_a_new_state_version_is_refused() {
+    let ws = Workspace::new();
+    let per_key = 60_000;
+    let job = Job::start(
+        &ws,
+        &format!(
+            r#"
+settings: {{ batch_size: 1000 }}
+plugins:
+  counter: {{ path: {} }}
+sources:
+  numbers: {{ type: generator, count: {}, rate: 80000, columns: {{ seq: {{ sequence: {{}} }} }} }}
+transforms:
+  keyed: {{ type: select, inputs: [numbers], columns: [seq, "seq % 4 AS key"] }}
+  totals: {{ type: aggregate, inputs: [keyed], group_by: [key], aggregates: {{ n: "count_rows(seq)" }}, parallelism: 2 }}
+sinks:
+  out: {{ type: file, inputs: [totals], path: out.jsonl }}
+"#,
+            plugin("counter_v1").display(),
+            per_key * 4
+        ),
+    );
+    eventually(20, "running counts", async || ws.rows("out.jsonl").len() > 20).await;
+    let refused = job.install("counter", "counter_v2").await.expect_err("state version 2 cannot read version 1 state");
+    assert!(refused.to_string().contains("state version 2"), "{refused}");
+    job.install("counter", "counter_v1_scaled").await.expect("the same state version is accepted");
+    let metrics = job.finish().await;
+    assert_eq!(counters(&metrics, "totals").errors, 0);
+    let rows = json_lines(&ws.read("out.jsonl"));
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    for row in &rows {
+        last.insert(row["key"].as_i64().unwrap(), row["n"].as_i64().unwrap());
+    }
+    let expected: HashMap<i64, i64> = (0..4).map(|key| (key, per_key * 1000)).collect();
+    assert_eq!(last, expected, "counts kept across the swap, finished by the new version");
+    assert!(rows.iter().any(|row| row["n"].as_i64().unwrap() < 1000), "updates before the swap came from v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_canary_compares_and_promote_swaps() {
+    let ws = Workspace::new();
+    let job = Job::start(
+        &ws,
+        &format!(
+            r#"
+settings: {{ batch_size: 256 }}
+plugins:
+  tagger: {{ path: {} }}
+sources:
+  numbers: {{ type: generator, rate: 20000, columns: {{ seq: {{ sequence: {{}} }} }} }}
+transforms:
+  tagged: {{ type: udf, inputs: [numbers], plugin: tagger, function: tag, args: [seq], as: tag, parallelism: 1 }}
+sinks:
+  out: {{ type: file, inputs: [tagged], path: out.jsonl }}
+"#,
+            plugin("tagger_v1").display()
+        ),
+    );
+    let context = weir_host::api::AdminContext::new(&job.pipeline, &job.metrics);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let address = weir_host::api::serve("127.0.0.1:0".parse().unwrap(), None, context, stop.clone()).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{address}{path}");
+
+    let health: serde_json::Value = http.get(url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let started = http
+        .post(url("/plugins/tagger/canary?sample=1"))
+        .json(&serde_json::json!({ "path": plugin("tagger_v2") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200, "{}", started.text().await.unwrap());
+    let mut report = serde_json::Value::Null;
+    eventually(20, "compared rows", async || {
+        let answer: serde_json::Value = http.get(url("/plugins/tagger/canary")).send().await.unwrap().json().await.unwrap();
+        report = answer["canary"].clone();
+        report["rows_compared"].as_u64().unwrap_or(0) >= 1000
+    })
+    .await;
+    assert_eq!(report["rows_differing"], report["rows_compared"], "v2 tags every row differently: {report}");
+    let example = &report["examples"][0];
+    assert_eq!((example["current"].as_str(), example["candidate"].as_str()), (Some("v1"), Some("v2")), "{report}");
+    assert!(example["args"].as_str().unwrap().contains("arg1"), "{report}");
+    assert!(report["candidate_ns_per_row"].as_f64().unwrap() > 0.0);
+    assert!(
+        ws.rows("out.jsonl").iter().all(|row| row["tag"] == "v1"),
+        "the canary's output is never emitted"
+    );
+
+    let promoted = http.post(url("/plugins/tagger/promote")).send().await.unwrap();
+    assert_eq!(promoted.status(), 200, "{}", promoted.text().await.unwrap());
+    eventually(20, "v2 rows", async || ws.rows("out.jsonl").iter().any(|row| row["tag"] == "v2")).await;
+    let rolled = http.post(url("/plugins/tagger/rollback")).send().await.unwrap();
+    assert_eq!(rolled.status(), 200);
+    let listed: serde_json::Value = http.get(url("/plugins")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed[0]["current"]["declared_version"], "1.0.0", "{listed}");
+    assert_eq!(listed[0]["swaps"], 1);
+    assert_eq!(listed[0]["rollbacks"], 1);
+
+    // Uploads need a token even on loopback; unknown plugins are 404.
+    let upload = http
+        .post(url("/plugins/tagger/reload"))
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(plugin("tagger_v3")).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 403);
+    assert_eq!(http.post(url("/plugins/nope/rollback")).send().await.unwrap().status(), 404);
+
+    let text = http.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for name in [
+        "component_received_events_total{component_id=\"tagged\"",
+        "component_sent_events_total",
+        "component_errors_total",
+        "plugin_calls_total{plugin=\"tagger\",version=\"1.0.0+",
+        "plugin_traps_total",
+        "plugin_call_seconds_bucket{plugin=\"tagger\"",
+        "plugin_swaps_total{plugin=\"tagger\"} 1",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+    stop.cancel();
+    job.stop().await;
+}
+
+#[test]
+fn admin_api_off_loopback_requires_a_token() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "pipe.yaml",
+        "sources:\n  g: { type: generator, rate: 100, columns: { id: { sequence: {} } } }\nsinks:\n  out: { type: blackhole, inputs: [g] }\n",
+    );
+    let port = free_port();
+    let refused = weir()
+        .args(["run", "--quiet", "--admin", &format!("0.0.0.0:{port}")])
+        .arg(&file)
+        .env_remove("WEIR_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("token"), "{}", String::from_utf8_lossy(&refused.stderr));
+
+    let mut child = weir()
+        .args(["run", "--quiet", "--admin", &format!("0.0.0.0:{port}"), "--admin-token", "s3cret"])
+        .arg(&file)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let statuses = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while http.get(url("/health")).send().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the admin API did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let status = |request: reqwest::RequestBuilder| async move { request.send().await.unwrap().status().as_u16() };
+        [
+            status(http.get(url("/health"))).await,
+            status(http.get(url("/plugins"))).await,
+            status(http.get(url("/metrics")).bearer_auth("wrong")).await,
+            status(http.post(url("/plugins/x/rollback"))).await,
+            status(http.get(url("/pipelines")).bearer_auth("s3cret")).await,
+        ]
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(statuses, [200, 401, 401, 401, 200], "health is open; everything else needs the token");
+}
