@@ -10,8 +10,11 @@ weir_plugin::scalar_udfs! {
 
     /// Tags "v2" (if it could ever run).
     fn tag(seq: i64) -> String {
-        // SAFETY: only read, single-threaded guest.
-        let first = unsafe { black_box(std::ptr::addr_of!(BALLAST).cast::<u8>().read()) };
+        // The pointer goes through black_box so the optimizer must keep the whole static.
+        let ballast = black_box(std::ptr::addr_of!(BALLAST).cast::<u8>());
+        let index = (seq.unsigned_abs() % (96 << 20)) as usize;
+        // SAFETY: `index` is within the static; only read, single-threaded guest.
+        let first = unsafe { ballast.add(index).read() };
         format!("v2-{first}-{seq}")
     }
 }
