@@ -150,11 +150,8 @@ sinks:
         std::thread::sleep(Duration::from_millis(50));
     }
     // v1 -> v2 through the CLI and the admin API.
-    let reload = weir()
-        .args(["plugin", "reload", "tagger", "--admin", &admin])
-        .arg(plugin("tagger_v2"))
-        .output()
-        .unwrap();
+    let reload =
+        weir().args(["plugin", "reload", "tagger", "--admin", &admin]).arg(plugin("tagger_v2")).output().unwrap();
     let said = String::from_utf8_lossy(&reload.stdout);
     assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
     assert!(said.contains("now serving 2.0.0+"), "{said}");
@@ -302,7 +299,8 @@ sinks:
     assert_eq!(started.status(), 200, "{}", started.text().await.unwrap());
     let mut report = serde_json::Value::Null;
     eventually(20, "compared rows", async || {
-        let answer: serde_json::Value = http.get(url("/plugins/tagger/canary")).send().await.unwrap().json().await.unwrap();
+        let answer: serde_json::Value =
+            http.get(url("/plugins/tagger/canary")).send().await.unwrap().json().await.unwrap();
         report = answer["canary"].clone();
         report["rows_compared"].as_u64().unwrap_or(0) >= 1000
     })
@@ -312,10 +310,7 @@ sinks:
     assert_eq!((example["current"].as_str(), example["candidate"].as_str()), (Some("v1"), Some("v2")), "{report}");
     assert!(example["args"].as_str().unwrap().contains("arg1"), "{report}");
     assert!(report["candidate_ns_per_row"].as_f64().unwrap() > 0.0);
-    assert!(
-        ws.rows("out.jsonl").iter().all(|row| row["tag"] == "v1"),
-        "the canary's output is never emitted"
-    );
+    assert!(ws.rows("out.jsonl").iter().all(|row| row["tag"] == "v1"), "the canary's output is never emitted");
 
     let promoted = http.post(url("/plugins/tagger/promote")).send().await.unwrap();
     assert_eq!(promoted.status(), 200, "{}", promoted.text().await.unwrap());

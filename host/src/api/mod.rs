@@ -20,6 +20,9 @@
 //! process on the same machine without the token can read and reload from paths, never push
 //! code.
 
+// Handlers return early with a ready `Response`; boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 mod prometheus;
 
 use std::net::SocketAddr;
@@ -373,7 +376,9 @@ async fn load_candidate(
     let loaded = tokio::task::spawn_blocking(move || crate::plugin::load(&path)).await;
     match loaded {
         Ok(plugin) => Ok((plugin.inspect_err(|err| handle.refuse_unloadable(err))?, origin)),
-        Err(err) => Err(SwapError::Load(crate::plugin::PluginError::Read { path: "upload".into(), reason: err.to_string() })),
+        Err(err) => {
+            Err(SwapError::Load(crate::plugin::PluginError::Read { path: "upload".into(), reason: err.to_string() }))
+        }
     }
 }
 
@@ -394,9 +399,10 @@ fn swap_error(err: &SwapError) -> Response {
     let status = match err {
         SwapError::Unknown(_) => StatusCode::NOT_FOUND,
         SwapError::Load(_) | SwapError::Unsupported { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        SwapError::Incompatible { .. } | SwapError::Pinned { .. } | SwapError::NoHistory(_) | SwapError::NoCanary(_) => {
-            StatusCode::CONFLICT
-        }
+        SwapError::Incompatible { .. }
+        | SwapError::Pinned { .. }
+        | SwapError::NoHistory(_)
+        | SwapError::NoCanary(_) => StatusCode::CONFLICT,
     };
     error(status, err.to_string())
 }

@@ -8,7 +8,16 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::AdminContext;
-use crate::engine::metrics::{LATENCY_BUCKETS_US, LatencyHistogram};
+use crate::engine::metrics::{LATENCY_BUCKETS_US, LatencyHistogram, MetricsSnapshot};
+use crate::lookup::metrics::LookupSnapshot;
+use crate::plugin::{PluginHandle, Version};
+
+/// A family of component metrics: name, type, help, value.
+type ComponentFamily = (&'static str, &'static str, &'static str, fn(&MetricsSnapshot) -> f64);
+/// A counter family read from `T`: name, help, counter.
+type CounterFamily<T> = (&'static str, &'static str, fn(&T) -> &AtomicU64);
+/// A dimension-table counter family: name, help, value.
+type TableFamily = (&'static str, &'static str, fn(&LookupSnapshot) -> u64);
 
 /// Escapes a label value (backslash, double quote, newline).
 fn escape(value: &str) -> String {
@@ -71,7 +80,7 @@ pub fn render(context: &AdminContext) -> String {
             (name.clone(), role, kind.clone(), metrics.snapshot())
         })
         .collect();
-    let component_families: [(&str, &str, &str, fn(&crate::engine::metrics::MetricsSnapshot) -> f64); 8] = [
+    let component_families: [ComponentFamily; 8] = [
         ("component_received_events_total", "counter", "Events taken in.", |m| m.received_events as f64),
         ("component_sent_events_total", "counter", "Events handed downstream (sinks: written).", |m| {
             m.sent_events as f64
@@ -96,7 +105,11 @@ pub fn render(context: &AdminContext) -> String {
     for (name, kind, help, value) in component_families {
         let mut family = Family::new(&mut out, name, kind, help);
         for (id, role, component_type, snapshot) in &components {
-            let pairs = [("component_id", id.as_str()), ("component_kind", role.as_str()), ("component_type", component_type.as_str())];
+            let pairs = [
+                ("component_id", id.as_str()),
+                ("component_kind", role.as_str()),
+                ("component_type", component_type.as_str()),
+            ];
             family.sample(name, &labels(&pairs), value(snapshot));
         }
         family.finish(&mut out);
@@ -104,7 +117,7 @@ pub fn render(context: &AdminContext) -> String {
 
     // Plugins: per version (current and kept history), then per plugin.
     let handles = context.plugins.handles();
-    let versions: Vec<(String, std::sync::Arc<crate::plugin::Version>)> = handles
+    let versions: Vec<(String, std::sync::Arc<Version>)> = handles
         .iter()
         .flat_map(|handle| {
             let mut all = handle.history();
@@ -114,7 +127,7 @@ pub fn render(context: &AdminContext) -> String {
             all.into_iter().map(|v| (handle.name().to_owned(), v))
         })
         .collect();
-    let per_version: [(&str, &str, fn(&crate::plugin::Version) -> &AtomicU64); 3] = [
+    let per_version: [CounterFamily<Version>; 3] = [
         ("plugin_calls_total", "Batch calls into a plugin version.", |v| &v.stats.calls),
         ("plugin_rows_total", "Rows passed to a plugin version.", |v| &v.stats.rows),
         ("plugin_traps_total", "Traps of a plugin version (time limit, panics, memory).", |v| &v.stats.traps),
@@ -123,7 +136,11 @@ pub fn render(context: &AdminContext) -> String {
         let mut family = Family::new(&mut out, name, "counter", help);
         for (plugin, version) in &versions {
             let label = version.label();
-            family.sample(name, &labels(&[("plugin", plugin), ("version", &label)]), counter(version).load(Ordering::Relaxed));
+            family.sample(
+                name,
+                &labels(&[("plugin", plugin), ("version", &label)]),
+                counter(version).load(Ordering::Relaxed),
+            );
         }
         family.finish(&mut out);
     }
@@ -131,9 +148,14 @@ pub fn render(context: &AdminContext) -> String {
     let _ = writeln!(out, "# TYPE plugin_call_seconds histogram");
     for (plugin, version) in &versions {
         let label = version.label();
-        histogram(&mut out, "plugin_call_seconds", &[("plugin", plugin), ("version", &label)], &version.stats.call_seconds);
+        histogram(
+            &mut out,
+            "plugin_call_seconds",
+            &[("plugin", plugin), ("version", &label)],
+            &version.stats.call_seconds,
+        );
     }
-    let per_plugin: [(&str, &str, fn(&crate::plugin::PluginHandle) -> &AtomicU64); 4] = [
+    let per_plugin: [CounterFamily<PluginHandle>; 4] = [
         ("plugin_swaps_total", "New versions swapped in while running.", |h| &h.stats.swaps),
         ("plugin_rollbacks_total", "Earlier versions restored (asked for or automatic).", |h| &h.stats.rollbacks),
         ("plugin_automatic_rollbacks_total", "Versions rolled back for trapping or failing to instantiate.", |h| {
@@ -153,7 +175,7 @@ pub fn render(context: &AdminContext) -> String {
 
     // Dimension tables.
     let tables: Vec<_> = context.tables.iter().map(|(name, table)| (name.clone(), table.metrics.snapshot())).collect();
-    let table_families: [(&str, &str, fn(&crate::lookup::metrics::LookupSnapshot) -> u64); 5] = [
+    let table_families: [TableFamily; 5] = [
         ("lookup_cache_hits_total", "Keys found in a dimension table's cache.", |m| m.cache_hits),
         ("lookup_cache_misses_total", "Keys looked up in the system.", |m| m.cache_misses),
         ("lookup_queries_total", "Queries sent to the system.", |m| m.queries),

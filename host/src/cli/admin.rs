@@ -50,8 +50,8 @@ impl Client {
     fn new(args: &AdminArgs) -> anyhow::Result<Self> {
         let address = args.admin.trim_start_matches("http://").trim_end_matches('/').to_owned();
         let host = address.rsplit_once(':').map_or(address.as_str(), |(host, _)| host);
-        let loopback = matches!(host, "localhost" | "[::1]")
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback =
+            matches!(host, "localhost" | "[::1]") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         let http = reqwest::Client::builder().timeout(Duration::from_secs(300)).build()?;
         Ok(Self { http, base: format!("http://{address}"), loopback, token: args.token.clone() })
     }
@@ -121,8 +121,12 @@ async fn run(args: &AdminArgs, request: &Request<'_>) -> anyhow::Result<()> {
             };
             client.send(request).await?
         }
-        Request::Rollback(name) => client.send(client.request(Method::POST, &format!("/plugins/{name}/rollback"))).await?,
-        Request::Promote(name) => client.send(client.request(Method::POST, &format!("/plugins/{name}/promote"))).await?,
+        Request::Rollback(name) => {
+            client.send(client.request(Method::POST, &format!("/plugins/{name}/rollback"))).await?
+        }
+        Request::Promote(name) => {
+            client.send(client.request(Method::POST, &format!("/plugins/{name}/promote"))).await?
+        }
         Request::Canary { name, file, sample, watch, stop } => {
             let path = format!("/plugins/{name}/canary");
             if let Some(file) = file {

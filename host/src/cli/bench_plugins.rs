@@ -148,8 +148,11 @@ pub fn bench(plugins_dir: &Path, events: u64, runs: usize) -> anyhow::Result<()>
     let mut timings = Vec::new();
     for plugin in [&without_epochs, &with_epochs] {
         let index = function_index(plugin, "spin_sum")?;
-        let mut caller =
-            ScalarCaller::fixed(Arc::clone(plugin), Limits { time: Duration::from_secs(10), ..Limits::default() }, index);
+        let mut caller = ScalarCaller::fixed(
+            Arc::clone(plugin),
+            Limits { time: Duration::from_secs(10), ..Limits::default() },
+            index,
+        );
         timings.push(time_calls(&mut caller, &args, rows, Duration::from_millis(1500))?);
     }
     println!("| engine | ms per batch | relative |");

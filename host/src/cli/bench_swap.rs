@@ -111,7 +111,11 @@ sinks:
                 let Ok(row) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
                 let (Some(ts), Some(tag)) = (row["ts"].as_f64(), row["tag"].as_str()) else { continue };
                 let tag = u8::from(tag == "v2");
-                seen.lock().unwrap_or_else(PoisonError::into_inner).push(Seen { arrived_ms, latency_ms: arrived_ms - ts, tag });
+                seen.lock().unwrap_or_else(PoisonError::into_inner).push(Seen {
+                    arrived_ms,
+                    latency_ms: arrived_ms - ts,
+                    tag,
+                });
             }
         })
     };

@@ -196,12 +196,13 @@ pub fn main() -> ExitCode {
         Command::Plugin(PluginCommand::Reload { name, file, admin }) => {
             admin::main(&admin, &admin::Request::Reload(&name, file.as_deref()))
         }
-        Command::Plugin(PluginCommand::Rollback { name, admin }) => admin::main(&admin, &admin::Request::Rollback(&name)),
+        Command::Plugin(PluginCommand::Rollback { name, admin }) => {
+            admin::main(&admin, &admin::Request::Rollback(&name))
+        }
         Command::Plugin(PluginCommand::Promote { name, admin }) => admin::main(&admin, &admin::Request::Promote(&name)),
-        Command::Plugin(PluginCommand::Canary { name, file, sample, watch, stop, admin }) => admin::main(
-            &admin,
-            &admin::Request::Canary { name: &name, file: file.as_deref(), sample, watch, stop },
-        ),
+        Command::Plugin(PluginCommand::Canary { name, file, sample, watch, stop, admin }) => {
+            admin::main(&admin, &admin::Request::Canary { name: &name, file: file.as_deref(), sample, watch, stop })
+        }
     }
 }
 
@@ -274,7 +275,8 @@ async fn start_services(
         options.plugins_dir.clone().or_else(|| pipeline.settings.plugins_dir.as_ref().map(|dir| base_dir.join(dir)));
     let watcher = match plugins_dir {
         Some(dir) => Some(
-            crate::plugin::watch::watch(&dir, std::sync::Arc::clone(&pipeline.plugins)).map_err(|err| err.to_string())?,
+            crate::plugin::watch::watch(&dir, std::sync::Arc::clone(&pipeline.plugins))
+                .map_err(|err| err.to_string())?,
         ),
         None => None,
     };

@@ -1,7 +1,7 @@
 //! The live progress line and the final summary of `weir run`.
 
-use std::sync::Arc;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::metrics::{PipelineMetrics, Role};

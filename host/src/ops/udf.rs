@@ -27,8 +27,8 @@ use crate::formats::errors::{BadRecord, RecordErrorHandler};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 use crate::plugin::convert::{type_list, type_name};
-use crate::plugin::sandbox::LimitsConfig;
 use crate::plugin::registry::function_shape;
+use crate::plugin::sandbox::LimitsConfig;
 use crate::plugin::udf::{FailedRow, ScalarCaller};
 use crate::plugin::{Limits, PluginHandle, PluginKind};
 

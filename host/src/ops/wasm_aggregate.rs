@@ -163,8 +163,8 @@ impl WasmCaller {
             -> std::result::Result<std::result::Result<R, crate::plugin::bindings::CallError>, PluginError>,
     ) -> Result<R> {
         let taken = self.bindings.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let mut binding = taken
-            .unwrap_or_else(|| FunctionBinding::new(Arc::clone(&self.handle), self.name.clone(), self.limits));
+        let mut binding =
+            taken.unwrap_or_else(|| FunctionBinding::new(Arc::clone(&self.handle), self.name.clone(), self.limits));
         let outcome = match crate::engine::blocking(|| binding.call_once(rows, &mut call)) {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(
@@ -267,8 +267,7 @@ impl GroupsAccumulator for WasmGroups {
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         let states = self.taken(emit_to);
         let count = states.len();
-        let column =
-            self.caller.with_instance(count, |instance, function| instance.call_finish(function, &states))?;
+        let column = self.caller.with_instance(count, |instance, function| instance.call_finish(function, &states))?;
         from_column(column, &self.caller.returns, count).map_err(DataFusionError::Execution)
     }
 

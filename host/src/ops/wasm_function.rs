@@ -122,8 +122,7 @@ impl ScalarUDFImpl for WasmFunction {
         let arrays: Vec<ArrayRef> = args.args.iter().map(|value| value.to_array(rows)).collect::<Result<_>>()?;
         // One caller (one instance) per concurrent evaluation; idle ones are reused.
         let taken = self.callers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let mut caller =
-            taken.unwrap_or_else(|| ScalarCaller::new(Arc::clone(&self.handle), self.limits, &self.name));
+        let mut caller = taken.unwrap_or_else(|| ScalarCaller::new(Arc::clone(&self.handle), self.limits, &self.name));
         let result = crate::engine::blocking(|| caller.call(&arrays, rows));
         self.callers.lock().unwrap_or_else(PoisonError::into_inner).push(caller);
         let result = result.map_err(|err| DataFusionError::External(Box::new(err)))?;

@@ -269,7 +269,8 @@ fn load_plugins(
         }
         tracing::debug!(plugin = %name, version = %plugin.info.version, cached = plugin.cached, "plugin loaded");
         let pinned = decl.hash.as_ref().map(|h| h.value.to_ascii_lowercase());
-        let handle = Arc::new(crate::plugin::PluginHandle::new(name.clone(), Arc::clone(&plugin), limits, pinned, policy));
+        let handle =
+            Arc::new(crate::plugin::PluginHandle::new(name.clone(), Arc::clone(&plugin), limits, pinned, policy));
         for index in 0..plugin.scalar.len() {
             let function = crate::ops::wasm_function::WasmFunction::new(Arc::clone(&handle), limits, index as u32);
             functions.register(Arc::new(datafusion_expr::ScalarUDF::new_from_impl(function)));

@@ -111,7 +111,8 @@ impl Canary {
         let every = (1.0 / sample).round().max(1.0) as u64;
         let handle = PluginHandle::fixed(Arc::clone(&candidate), limits);
         let version = handle.current();
-        let report = Arc::new(Mutex::new(CanaryReport { candidate: version.label(), sample, ..CanaryReport::default() }));
+        let report =
+            Arc::new(Mutex::new(CanaryReport { candidate: version.label(), sample, ..CanaryReport::default() }));
         let (queue, samples) = std::sync::mpsc::sync_channel(QUEUE);
         let worker_report = Arc::clone(&report);
         let spawned = std::thread::Builder::new()
@@ -134,7 +135,7 @@ impl Canary {
     }
 
     fn sampled(&self) -> bool {
-        self.batches.fetch_add(1, Ordering::Relaxed) % self.every == 0
+        self.batches.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.every)
     }
 
     fn offer(&self, sample: Sample) {
@@ -144,9 +145,17 @@ impl Canary {
     }
 
     /// Offers a scalar batch the current version just processed.
-    pub fn offer_scalar(&self, function: &str, args: &[ArrayRef], rows: usize, result: &ScalarResult, elapsed: Duration) {
+    pub fn offer_scalar(
+        &self,
+        function: &str,
+        args: &[ArrayRef],
+        rows: usize,
+        result: &ScalarResult,
+        elapsed: Duration,
+    ) {
         if self.sampled() {
-            let produced = Produced::Scalar(ScalarResult { values: Arc::clone(&result.values), failed: result.failed.clone() });
+            let produced =
+                Produced::Scalar(ScalarResult { values: Arc::clone(&result.values), failed: result.failed.clone() });
             self.offer(Sample { function: function.to_owned(), args: args.to_vec(), rows, produced, elapsed });
         }
     }
@@ -208,8 +217,11 @@ fn run_worker(handle: &Arc<PluginHandle>, limits: Limits, samples: &Receiver<Sam
 }
 
 fn args_json(args: &[ArrayRef], row: usize) -> String {
-    let fields: Vec<Field> =
-        args.iter().enumerate().map(|(i, a)| Field::new(format!("arg{}", i + 1), a.data_type().clone(), true)).collect();
+    let fields: Vec<Field> = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Field::new(format!("arg{}", i + 1), a.data_type().clone(), true))
+        .collect();
     RecordBatch::try_new(Arc::new(Schema::new(fields)), args.to_vec())
         .map(|batch| String::from_utf8_lossy(&crate::formats::encode::row_as_json(&batch, row)).trim().to_owned())
         .unwrap_or_default()

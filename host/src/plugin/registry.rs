@@ -297,7 +297,13 @@ fn unix_seconds(at: SystemTime) -> f64 {
 
 impl PluginHandle {
     /// A handle whose first version is `plugin`.
-    pub fn new(name: String, plugin: Arc<Plugin>, limits: Limits, pinned: Option<String>, policy: RollbackPolicy) -> Self {
+    pub fn new(
+        name: String,
+        plugin: Arc<Plugin>,
+        limits: Limits,
+        pinned: Option<String>,
+        policy: RollbackPolicy,
+    ) -> Self {
         let path = plugin.path.clone();
         let kind = plugin.kind;
         let first = Arc::new(Version::new(plugin, 1, "pipeline".into(), None));
@@ -372,7 +378,12 @@ impl PluginHandle {
         if state.events.len() == 32 {
             state.events.pop_front();
         }
-        state.events.push_back(SwapEvent { at: unix_seconds(SystemTime::now()), action: action.into(), version, detail });
+        state.events.push_back(SwapEvent {
+            at: unix_seconds(SystemTime::now()),
+            action: action.into(),
+            version,
+            detail,
+        });
     }
 
     /// Counts and records a file that could not even be loaded as a new version.
@@ -383,7 +394,14 @@ impl PluginHandle {
     }
 
     /// Records a use made at planning time; returns the flag that says it is live.
-    pub fn register_use(&self, user: String, function: String, shape: FunctionShape, limits: Limits, active: bool) -> Arc<AtomicBool> {
+    pub fn register_use(
+        &self,
+        user: String,
+        function: String,
+        shape: FunctionShape,
+        limits: Limits,
+        active: bool,
+    ) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(active));
         self.lock().uses.push(Use { user, function, shape, limits, active: Arc::clone(&flag) });
         flag
@@ -409,7 +427,9 @@ impl PluginHandle {
         let uses = self.uses();
         for used in uses.iter().filter(|u| u.active.load(Ordering::Relaxed)) {
             match function_shape(candidate, &used.function) {
-                None => return Err(refuse(format!("it has no function `{}`, which {} calls", used.function, used.user))),
+                None => {
+                    return Err(refuse(format!("it has no function `{}`, which {} calls", used.function, used.user)));
+                }
                 Some((_, shape)) if shape != used.shape => {
                     let what = match (&shape, &used.shape) {
                         (
@@ -419,10 +439,7 @@ impl PluginHandle {
                             "state version {new} cannot read the state kept for version {old} (`{}`, used by {})",
                             used.function, used.user
                         ),
-                        _ => format!(
-                            "`{}` is {shape}, but {} uses it as {}",
-                            used.function, used.user, used.shape
-                        ),
+                        _ => format!("`{}` is {shape}, but {} uses it as {}", used.function, used.user, used.shape),
                     };
                     return Err(refuse(what));
                 }
@@ -505,7 +522,11 @@ impl PluginHandle {
         let traps = version.probation_traps.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(plugin = %self.name, version = %version.label(), traps, error = %error, "new plugin version trapped on probation; the batch runs on the previous version");
         if traps > self.policy.max_traps {
-            self.restore(version, &fallback, &format!("{traps} traps within {:?} of the swap: {error}", self.policy.window));
+            self.restore(
+                version,
+                &fallback,
+                &format!("{traps} traps within {:?} of the swap: {error}", self.policy.window),
+            );
         }
         Some(fallback)
     }
@@ -542,8 +563,9 @@ impl PluginHandle {
         if self.kind == PluginKind::Aggregate {
             return Err(SwapError::Unsupported {
                 plugin: self.name.clone(),
-                reason: "aggregate plugins cannot run as a canary (their state lives in the job); swap them with reload"
-                    .into(),
+                reason:
+                    "aggregate plugins cannot run as a canary (their state lives in the job); swap them with reload"
+                        .into(),
             });
         }
         self.check(&candidate)?;
@@ -625,7 +647,8 @@ impl PluginRegistry {
             self.insert(Arc::clone(&handle));
             return Ok(handle);
         }
-        let mut known: Vec<String> = self.handles.read().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        let mut known: Vec<String> =
+            self.handles.read().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
         known.sort_unstable();
         Err(format!(
             "unknown plugin `{reference}`; declared plugins: [{}] (or give a path ending in .wasm)",

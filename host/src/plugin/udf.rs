@@ -356,7 +356,11 @@ impl ScalarCaller {
     }
 
     fn contract(&self, reason: String) -> PluginError {
-        PluginError::Contract { plugin: self.binding.handle.name().to_owned(), function: self.binding.name.clone(), reason }
+        PluginError::Contract {
+            plugin: self.binding.handle.name().to_owned(),
+            function: self.binding.name.clone(),
+            reason,
+        }
     }
 }
 
@@ -483,6 +487,10 @@ impl TableCaller {
     }
 
     fn contract(&self, reason: String) -> PluginError {
-        PluginError::Contract { plugin: self.binding.handle.name().to_owned(), function: self.binding.name.clone(), reason }
+        PluginError::Contract {
+            plugin: self.binding.handle.name().to_owned(),
+            function: self.binding.name.clone(),
+            reason,
+        }
     }
 }

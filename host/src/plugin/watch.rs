@@ -115,7 +115,9 @@ fn install(path: &Path, landed: Instant, registry: &PluginRegistry) {
         Err(err) => {
             match registry.get(&stem) {
                 Some(handle) => handle.refuse_unloadable(&err),
-                None => tracing::warn!(file = %path.display(), error = %err, "ignoring a plugin file that does not load"),
+                None => {
+                    tracing::warn!(file = %path.display(), error = %err, "ignoring a plugin file that does not load")
+                }
             }
             return;
         }
