@@ -324,11 +324,14 @@ fn handle_of(state: &AppState, name: &str) -> Result<Arc<PluginHandle>, Response
     state.context.plugins.get(name).ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown plugin `{name}`")))
 }
 
+/// The named plugin, for a request that carries no new code.
+fn authorized_handle(state: &AppState, headers: &HeaderMap, name: &str) -> Result<Arc<PluginHandle>, Response> {
+    authorize(state, headers, false)?;
+    handle_of(state, name)
+}
+
 async fn plugin(State(state): State<AppState>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers, false) {
-        return denied;
-    }
-    match handle_of(&state, &name) {
+    match authorized_handle(&state, &headers, &name) {
         Ok(handle) => axum::Json(plugin_json(&handle)).into_response(),
         Err(response) => response,
     }
@@ -444,10 +447,7 @@ async fn reload(
 }
 
 async fn rollback(State(state): State<AppState>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers, false) {
-        return denied;
-    }
-    let handle = match handle_of(&state, &name) {
+    let handle = match authorized_handle(&state, &headers, &name) {
         Ok(handle) => handle,
         Err(response) => return response,
     };
@@ -501,10 +501,7 @@ async fn canary_start(
 }
 
 async fn canary_report(State(state): State<AppState>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers, false) {
-        return denied;
-    }
-    let handle = match handle_of(&state, &name) {
+    let handle = match authorized_handle(&state, &headers, &name) {
         Ok(handle) => handle,
         Err(response) => return response,
     };
@@ -515,10 +512,7 @@ async fn canary_report(State(state): State<AppState>, headers: HeaderMap, UrlPat
 }
 
 async fn canary_stop(State(state): State<AppState>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers, false) {
-        return denied;
-    }
-    let handle = match handle_of(&state, &name) {
+    let handle = match authorized_handle(&state, &headers, &name) {
         Ok(handle) => handle,
         Err(response) => return response,
     };
@@ -529,10 +523,7 @@ async fn canary_stop(State(state): State<AppState>, headers: HeaderMap, UrlPath(
 }
 
 async fn promote(State(state): State<AppState>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
-    if let Err(denied) = authorize(&state, &headers, false) {
-        return denied;
-    }
-    let handle = match handle_of(&state, &name) {
+    let handle = match authorized_handle(&state, &headers, &name) {
         Ok(handle) => handle,
         Err(response) => return response,
     };

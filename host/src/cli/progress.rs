@@ -132,23 +132,37 @@ impl RunReport {
     }
 }
 
-/// One line per declared plugin that reported counters or gauges (`counter-add`, `gauge-set`).
+/// One line per plugin that was swapped or rolled back (which version served at the end), and
+/// one per plugin that reported counters or gauges (`counter-add`, `gauge-set`).
 pub fn plugin_metrics(plugins: &crate::plugin::PluginRegistry) -> Vec<String> {
-    let mut lines: Vec<String> = plugins
-        .handles()
-        .iter()
-        .filter_map(|handle| {
-            let (name, plugin) = (handle.name(), Arc::clone(&handle.current().plugin));
-            let counters = plugin.metrics.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let gauges = plugin.metrics.gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let values: Vec<String> = counters
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .chain(gauges.iter().map(|(k, v)| format!("{k}={v}")))
-                .collect();
-            (!values.is_empty()).then(|| format!("  plugin {name}: {}", values.join(" ")))
-        })
-        .collect();
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut lines: Vec<String> = Vec::new();
+    for handle in plugins.handles() {
+        let (name, current) = (handle.name(), handle.current());
+        let (swaps, rollbacks, refused) = (
+            handle.stats.swaps.load(Relaxed),
+            handle.stats.rollbacks.load(Relaxed),
+            handle.stats.refused.load(Relaxed),
+        );
+        if swaps + rollbacks + refused > 0 {
+            lines.push(format!(
+                "  plugin {name}: {swaps} swaps, {rollbacks} rollbacks ({} automatic), {refused} refused; serving {}",
+                handle.stats.automatic_rollbacks.load(Relaxed),
+                current.label()
+            ));
+        }
+        let plugin = Arc::clone(&current.plugin);
+        let counters = plugin.metrics.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gauges = plugin.metrics.gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let values: Vec<String> = counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(gauges.iter().map(|(k, v)| format!("{k}={v}")))
+            .collect();
+        if !values.is_empty() {
+            lines.push(format!("  plugin {name}: {}", values.join(" ")));
+        }
+    }
     lines.sort();
     lines
 }

@@ -130,6 +130,29 @@ impl From<PluginError> for Attempt {
     }
 }
 
+/// Runs `attempt` on the version current now; while a version on probation fails, again on
+/// the version it replaced. Returns the result, the version that produced it, and the time the
+/// successful attempt took (counted in the version's statistics).
+fn on_current_version<T>(
+    handle: &PluginHandle,
+    rows: usize,
+    mut attempt: impl FnMut(&Arc<Version>) -> Result<T, Attempt>,
+) -> Result<(T, std::time::Duration), PluginError> {
+    let mut version = handle.current();
+    loop {
+        let started = Instant::now();
+        match attempt(&version) {
+            Ok(result) => {
+                let elapsed = started.elapsed();
+                version.stats.record_call(rows, elapsed);
+                return Ok((result, elapsed));
+            }
+            Err(Attempt::Retry(fallback)) => version = fallback,
+            Err(Attempt::Failed(err)) => return Err(err),
+        }
+    }
+}
+
 /// One function of a plugin handle, bound to the version a batch runs on, with an instance of
 /// that version. Rebinding (after a swap or rollback) drops the old instance.
 pub struct FunctionBinding {
@@ -200,29 +223,19 @@ impl FunctionBinding {
         rows: usize,
         mut call: impl FnMut(&mut Instance, u32) -> Result<R, PluginError>,
     ) -> Result<R, PluginError> {
-        let mut version = self.handle.current();
-        loop {
-            let started = Instant::now();
-            let outcome = match self.instance(&version) {
-                Ok((instance, function)) => call(instance, function),
-                Err(Attempt::Retry(fallback)) => {
-                    version = fallback;
-                    continue;
-                }
-                Err(Attempt::Failed(err)) => return Err(err),
-            };
-            match outcome {
-                Ok(value) => {
-                    version.stats.record_call(rows, started.elapsed());
-                    return Ok(value);
-                }
-                Err(trap @ PluginError::Trap { .. }) => match self.trapped(&version, &trap) {
-                    Some(fallback) => version = fallback,
-                    None => return Err(trap),
+        let handle = Arc::clone(&self.handle);
+        let attempt = |version: &Arc<Version>| {
+            let (instance, function) = self.instance(version)?;
+            match call(instance, function) {
+                Ok(value) => Ok(value),
+                Err(trap @ PluginError::Trap { .. }) => match self.trapped(version, &trap) {
+                    Some(fallback) => Err(Attempt::Retry(fallback)),
+                    None => Err(Attempt::Failed(trap)),
                 },
-                Err(other) => return Err(other),
+                Err(other) => Err(Attempt::Failed(other)),
             }
-        }
+        };
+        on_current_version(&handle, rows, attempt).map(|(value, _)| value)
     }
 }
 
@@ -274,22 +287,12 @@ impl ScalarCaller {
     /// Only failures that are not about rows: the instance cannot be created, the plugin broke
     /// the contract, or rejected the input as a whole.
     pub fn call(&mut self, args: &[ArrayRef], rows: usize) -> Result<ScalarResult, PluginError> {
-        let mut version = self.binding.handle.current();
-        loop {
-            let started = Instant::now();
-            match self.call_on(&version, args, rows) {
-                Ok(result) => {
-                    let elapsed = started.elapsed();
-                    version.stats.record_call(rows, elapsed);
-                    if let Some(canary) = self.binding.handle.canary() {
-                        canary.offer_scalar(&self.binding.name, args, rows, &result, elapsed);
-                    }
-                    return Ok(result);
-                }
-                Err(Attempt::Retry(fallback)) => version = fallback,
-                Err(Attempt::Failed(err)) => return Err(err),
-            }
+        let handle = Arc::clone(&self.binding.handle);
+        let (result, elapsed) = on_current_version(&handle, rows, |version| self.call_on(version, args, rows))?;
+        if let Some(canary) = handle.canary() {
+            canary.offer_scalar(&self.binding.name, args, rows, &result, elapsed);
         }
+        Ok(result)
     }
 
     fn call_on(&mut self, version: &Arc<Version>, args: &[ArrayRef], rows: usize) -> Result<ScalarResult, Attempt> {
@@ -392,22 +395,12 @@ impl TableCaller {
     /// # Errors
     /// As for [`ScalarCaller::call`].
     pub fn call(&mut self, args: &[ArrayRef], rows: usize) -> Result<TableResult, PluginError> {
-        let mut version = self.binding.handle.current();
-        loop {
-            let started = Instant::now();
-            match self.call_on(&version, args, rows) {
-                Ok(result) => {
-                    let elapsed = started.elapsed();
-                    version.stats.record_call(rows, elapsed);
-                    if let Some(canary) = self.binding.handle.canary() {
-                        canary.offer_table(&self.binding.name, args, rows, &result, elapsed);
-                    }
-                    return Ok(result);
-                }
-                Err(Attempt::Retry(fallback)) => version = fallback,
-                Err(Attempt::Failed(err)) => return Err(err),
-            }
+        let handle = Arc::clone(&self.binding.handle);
+        let (result, elapsed) = on_current_version(&handle, rows, |version| self.call_on(version, args, rows))?;
+        if let Some(canary) = handle.canary() {
+            canary.offer_table(&self.binding.name, args, rows, &result, elapsed);
         }
+        Ok(result)
     }
 
     fn call_on(&mut self, version: &Arc<Version>, args: &[ArrayRef], rows: usize) -> Result<TableResult, Attempt> {

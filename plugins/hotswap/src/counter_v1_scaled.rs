@@ -1,19 +1,6 @@
 //! `counter` 1.1.0 (hot-swap tests): the same state encoding (version 1), results times 1000, so a test sees both the carried state and the new code.
 
-use serde::{Deserialize, Serialize};
-use weir_plugin::Accumulator;
-
-/// Rows counted so far.
-#[derive(Default, Serialize, Deserialize)]
-pub struct Count {
-    rows: i64,
-}
-
-impl Accumulator for Count {
-    fn merge(&mut self, other: Self) {
-        self.rows += other.rows;
-    }
-}
+include!("counter_state.rs");
 
 weir_plugin::aggregate_udfs! {
     plugin: { name: "counter", version: "1.1.0", description: "Counts rows" },

@@ -1,19 +1,6 @@
 //! `counter` 2.0.0 (hot-swap tests): a new state encoding (version 2): a job holding version 1 states must refuse it.
 
-use serde::{Deserialize, Serialize};
-use weir_plugin::Accumulator;
-
-/// Rows counted so far.
-#[derive(Default, Serialize, Deserialize)]
-pub struct Count {
-    rows: i64,
-}
-
-impl Accumulator for Count {
-    fn merge(&mut self, other: Self) {
-        self.rows += other.rows;
-    }
-}
+include!("counter_state.rs");
 
 weir_plugin::aggregate_udfs! {
     plugin: { name: "counter", version: "2.0.0", description: "Counts rows" },
