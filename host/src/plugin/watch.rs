@@ -3,8 +3,9 @@
 //!
 //! A file belongs to the registered plugin named like its stem (`tagger.wasm` → `tagger`), or
 //! else to the only plugin whose component declares the same name. A file counts as completely
-//! written when its writer closed it (inotify `CLOSE_WRITE`) or it was renamed into the directory
-//! (the atomic way to publish a file), and its size then stays the same for [`SETTLE`].
+//! written when it was renamed into the directory (the atomic way to publish a file: taken at
+//! once), or when its writer closed it (inotify `CLOSE_WRITE`) and its size then stayed the same
+//! for [`SETTLE`] (a writer that closes and reopens, or several writers, get that much grace).
 //! Loading and checking run on the watcher's own thread, never on the data path; a file that
 //! fails to load or is refused is logged and the current version keeps serving.
 
@@ -53,20 +54,17 @@ pub fn watch(dir: &Path, registry: Arc<PluginRegistry>) -> Result<PluginWatcher,
     if !dir.is_dir() {
         return Err(failed("not a directory".into()));
     }
-    let (landed, files) = std::sync::mpsc::channel::<(PathBuf, Instant)>();
+    let (landed, files) = std::sync::mpsc::channel::<Landed>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let complete = matches!(
-            event.kind,
-            EventKind::Access(AccessKind::Close(AccessMode::Write))
-                | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
-        );
-        if complete {
-            for path in event.paths {
-                if path.extension().is_some_and(|ext| ext == "wasm") {
-                    let _ = landed.send((path, Instant::now()));
-                }
-            }
+        let renamed = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => false,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both)) => true,
+            _ => return,
+        };
+        // A rename names the old and the new path; the new one is last.
+        if let Some(path) = event.paths.last().filter(|path| path.extension().is_some_and(|ext| ext == "wasm")) {
+            let _ = landed.send(Landed { path: path.clone(), at: Instant::now(), renamed });
         }
     })
     .map_err(|err| failed(err.to_string()))?;
@@ -79,26 +77,42 @@ pub fn watch(dir: &Path, registry: Arc<PluginRegistry>) -> Result<PluginWatcher,
     Ok(PluginWatcher { _watcher: watcher, dir: dir.to_path_buf() })
 }
 
-/// Loads files once they settled, coalescing repeated events for one file.
-fn pick_up(files: &Receiver<(PathBuf, Instant)>, registry: &PluginRegistry) {
+/// A file event worth a look.
+struct Landed {
+    path: PathBuf,
+    at: Instant,
+    renamed: bool,
+}
+
+/// Loads renamed files at once and closed ones once their size settled, coalescing repeated
+/// events for one file.
+fn pick_up(files: &Receiver<Landed>, registry: &PluginRegistry) {
+    // Closed files waiting to settle: when the first event came, and the size last seen.
     let mut waiting: HashMap<PathBuf, (Instant, Option<u64>)> = HashMap::new();
+    let size = |path: &Path| std::fs::metadata(path).ok().map(|m| m.len());
     loop {
         match files.recv_timeout(SETTLE) {
-            Ok((path, landed)) => {
-                waiting.entry(path).or_insert((landed, None)).1 = None;
+            Ok(Landed { path, at, renamed: true }) => {
+                waiting.remove(&path);
+                install(&path, at, registry);
+                continue;
+            }
+            Ok(Landed { path, at, renamed: false }) => {
+                let now = size(&path);
+                waiting.entry(path).or_insert((at, None)).1 = now;
                 continue;
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         let mut ready = Vec::new();
-        waiting.retain(|path, (landed, size)| {
-            let now = std::fs::metadata(path).ok().map(|m| m.len());
-            if now.is_some() && now == *size {
+        waiting.retain(|path, (landed, seen)| {
+            let now = size(path);
+            if now.is_some() && now == *seen {
                 ready.push((path.clone(), *landed));
                 false
             } else {
-                *size = now;
+                *seen = now;
                 now.is_some()
             }
         });
