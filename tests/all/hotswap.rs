@@ -276,8 +276,10 @@ sources:
   numbers: {{ type: generator, rate: 20000, columns: {{ seq: {{ sequence: {{}} }} }} }}
 transforms:
   tagged: {{ type: udf, inputs: [numbers], plugin: tagger, function: tag, args: [seq], as: tag, parallelism: 1 }}
+  in_sql: {{ type: filter, inputs: [numbers], where: "tag(seq) <> ''" }}
 sinks:
   out: {{ type: file, inputs: [tagged], path: out.jsonl }}
+  checked: {{ type: blackhole, inputs: [in_sql] }}
 "#,
             plugin("tagger_v1").display()
         ),
@@ -321,6 +323,14 @@ sinks:
     assert_eq!(listed[0]["current"]["declared_version"], "1.0.0", "{listed}");
     assert_eq!(listed[0]["swaps"], 1);
     assert_eq!(listed[0]["rollbacks"], 1);
+    let uses: Vec<(String, bool)> = listed[0]["uses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["user"].as_str().unwrap().to_owned(), u["active"].as_bool().unwrap()))
+        .collect();
+    assert!(uses.contains(&("transforms.tagged".into(), true)), "{uses:?}");
+    assert!(uses.contains(&("SQL expressions".into(), true)), "the filter calls `tag`: {uses:?}");
 
     // Uploads need a token even on loopback; unknown plugins are 404.
     let upload = http
