@@ -234,7 +234,7 @@ fn measure(
     warm.sort_by(f64::total_cmp);
     println!(
         "| admin API reload, first load of the file (compiles; load + check + swap, answer received) | {:.1} | {:.1} |",
-        percentile(&cold.iter().copied().collect::<Vec<_>>(), 0.5),
+        percentile(cold, 0.5),
         cold.iter().copied().fold(f64::NAN, f64::max)
     );
     println!(
