@@ -361,6 +361,31 @@ fn candidate(headers: &HeaderMap, body: Bytes) -> Result<Candidate, Response> {
         .map_err(|err| error(StatusCode::BAD_REQUEST, format!("expected {{\"path\": ...}} or component bytes: {err}")))
 }
 
+/// The plugin and the new version a request names, once the request may do that (uploads need
+/// the token).
+fn candidate_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    body: Bytes,
+) -> Result<(Arc<PluginHandle>, Candidate), Response> {
+    let candidate = candidate(headers, body)?;
+    authorize(state, headers, matches!(candidate, Candidate::Upload(_)))?;
+    Ok((handle_of(state, name)?, candidate))
+}
+
+/// The answer for registry work done on the blocking pool.
+fn blocking_answer<T>(
+    joined: Result<Result<T, SwapError>, tokio::task::JoinError>,
+    answer: impl FnOnce(T) -> Value,
+) -> Response {
+    match joined {
+        Ok(Ok(value)) => axum::Json(answer(value)).into_response(),
+        Ok(Err(err)) => swap_error(&err),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
+}
+
 /// Loads the candidate off the async workers (compiling takes a while).
 async fn load_candidate(
     handle: &PluginHandle,
@@ -416,15 +441,8 @@ async fn reload(
     UrlPath(name): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    let candidate = match candidate(&headers, body) {
-        Ok(candidate) => candidate,
-        Err(response) => return response,
-    };
-    if let Err(denied) = authorize(&state, &headers, matches!(candidate, Candidate::Upload(_))) {
-        return denied;
-    }
-    let handle = match handle_of(&state, &name) {
-        Ok(handle) => handle,
+    let (handle, candidate) = match candidate_request(&state, &headers, &name, body) {
+        Ok(request) => request,
         Err(response) => return response,
     };
     let started = Instant::now();
@@ -432,18 +450,11 @@ async fn reload(
         Ok(loaded) => loaded,
         Err(err) => return swap_error(&err),
     };
-    let installing = Arc::clone(&handle);
-    let installed = tokio::task::spawn_blocking(move || installing.install(plugin, origin)).await;
-    match installed {
-        Ok(Ok(version)) => axum::Json(json!({
-            "plugin": name,
-            "serving": version_json(&version),
-            "seconds": started.elapsed().as_secs_f64(),
-        }))
-        .into_response(),
-        Ok(Err(err)) => swap_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    }
+    let installed = tokio::task::spawn_blocking(move || handle.install(plugin, origin)).await;
+    blocking_answer(
+        installed,
+        |version| json!({ "plugin": name, "serving": version_json(&version), "seconds": started.elapsed().as_secs_f64() }),
+    )
 }
 
 async fn rollback(State(state): State<AppState>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
@@ -470,18 +481,11 @@ async fn canary_start(
     Query(query): Query<CanaryQuery>,
     body: Bytes,
 ) -> Response {
-    let candidate = match candidate(&headers, body) {
-        Ok(Candidate::Current) => {
+    let (handle, candidate) = match candidate_request(&state, &headers, &name, body) {
+        Ok((_, Candidate::Current)) => {
             return error(StatusCode::BAD_REQUEST, "a canary needs a new version: {\"path\": ...} or component bytes");
         }
-        Ok(candidate) => candidate,
-        Err(response) => return response,
-    };
-    if let Err(denied) = authorize(&state, &headers, matches!(candidate, Candidate::Upload(_))) {
-        return denied;
-    }
-    let handle = match handle_of(&state, &name) {
-        Ok(handle) => handle,
+        Ok(request) => request,
         Err(response) => return response,
     };
     let sample = query.sample.unwrap_or(0.1);
@@ -492,12 +496,8 @@ async fn canary_start(
         Ok((plugin, _)) => plugin,
         Err(err) => return swap_error(&err),
     };
-    let starting = Arc::clone(&handle);
-    match tokio::task::spawn_blocking(move || starting.start_canary(plugin, sample)).await {
-        Ok(Ok(canary)) => axum::Json(json!({ "plugin": name, "canary": canary.report() })).into_response(),
-        Ok(Err(err)) => swap_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    }
+    let started = tokio::task::spawn_blocking(move || handle.start_canary(plugin, sample)).await;
+    blocking_answer(started, |canary| json!({ "plugin": name, "canary": canary.report() }))
 }
 
 async fn canary_report(State(state): State<AppState>, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
@@ -528,14 +528,8 @@ async fn promote(State(state): State<AppState>, headers: HeaderMap, UrlPath(name
         Err(response) => return response,
     };
     let report = handle.canary().map(|c| c.report());
-    let promoting = Arc::clone(&handle);
-    match tokio::task::spawn_blocking(move || promoting.promote()).await {
-        Ok(Ok(version)) => {
-            axum::Json(json!({ "plugin": name, "serving": version_json(&version), "canary": report })).into_response()
-        }
-        Ok(Err(err)) => swap_error(&err),
-        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    }
+    let promoted = tokio::task::spawn_blocking(move || handle.promote()).await;
+    blocking_answer(promoted, |version| json!({ "plugin": name, "serving": version_json(&version), "canary": report }))
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -404,8 +404,12 @@ impl TableCaller {
     }
 
     fn call_on(&mut self, version: &Arc<Version>, args: &[ArrayRef], rows: usize) -> Result<TableResult, Attempt> {
-        let fields = function_shape(&version.plugin, &self.binding.name)
-            .and_then(|(index, _)| version.plugin.table.get(index as usize))
+        // Every version has the same output columns (the registry checks), so this is a lookup.
+        let fields = version
+            .plugin
+            .table
+            .iter()
+            .find(|f| f.name == self.binding.name)
             .map(|f| f.output.clone())
             .unwrap_or_default();
         let mut parents = Vec::new();
