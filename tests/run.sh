@@ -11,7 +11,8 @@ export WEIR_TOOLS_DIR="$PWD/.tools"
 guest-sdk/install-toolchains.sh "$WEIR_TOOLS_DIR" >/dev/null
 
 # The services the connector tests talk to: the machine's own (started if down), plus a
-# Kafka-protocol broker and an S3-compatible server built once into .tools/bin.
+# Kafka-protocol broker and an S3-compatible server built once per machine into
+# ~/.cache/weir/service-tools (outside the checkout, so a fresh clone reuses them).
 tests/services.sh
 
 cargo fmt --all --check

@@ -2,14 +2,17 @@
 # Everything the connector tests talk to, on loopback, started if it is not already up:
 # - the machine's services (PostgreSQL, MariaDB, Redis, RabbitMQ, Mosquitto, NATS with JetStream),
 #   started with the machine's own commands when a port does not answer;
-# - a Kafka-protocol broker (tansu, from crates.io, built once into .tools/bin: ~15 min) on 9092;
-# - an S3-compatible server (s3s-fs, from crates.io, built once into .tools/bin) on 9000, serving a
-#   fresh directory under target/.
+# - a Kafka-protocol broker (tansu, from crates.io: ~15 min to build) on 9092;
+# - an S3-compatible server (s3s-fs, from crates.io: ~5 min to build) on 9000, serving a fresh
+#   directory under target/.
+# Both binaries are built once per machine into a cache outside the checkout
+# ($WEIR_SERVICE_TOOLS, default ~/.cache/weir/service-tools), so a fresh clone (CI) reuses them
+# instead of spending 20 minutes of its budget rebuilding the same two servers.
 # Idempotent: a second run only checks ports. `tests/run.sh` calls it; run it by hand before
 # `cargo test` if you run tests without that script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools="${WEIR_TOOLS_DIR:-$PWD/.tools}"
+tools="${WEIR_SERVICE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/weir/service-tools}"
 mkdir -p "$tools/bin" target/services
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
