@@ -1,8 +1,9 @@
-//! `mysql` sink (MariaDB here): batched inserts, upserts, rows rejected in strict mode.
+//! `mysql` sink (MariaDB here): batched inserts, upserts, rows rejected in strict mode, a killed
+//! connection.
 
 use mysql_async::prelude::Queryable;
 
-use crate::support::{Workspace, json_lines, unique};
+use crate::support::{Workspace, eventually, json_lines, unique};
 
 pub const URL: &str = "mysql://root@127.0.0.1:3306/test";
 
@@ -72,4 +73,39 @@ transforms:
     assert_eq!(rejected.len(), 73);
     assert!(rejected[0]["error"].as_str().unwrap().contains("Out of range"), "{}", rejected[0]);
     db.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_connection_is_reopened_and_nothing_is_lost() {
+    let table = unique("my_killed");
+    // The sink logs in as its own user, so its connections can be told apart and killed.
+    let user = unique("weir_my");
+    let mut db = connection().await;
+    db.query_drop(format!("CREATE USER '{user}'@'%'; GRANT ALL ON test.* TO '{user}'@'%'")).await.unwrap();
+    let ws = Workspace::new();
+    let running = ws.start(&format!(
+        r#"
+sources:
+  gen: {{ type: generator, count: 3000, rate: 1500, columns: {{ id: {{ sequence: {{ start: 1 }} }} }} }}
+sinks:
+  db: {{ type: mysql, inputs: [gen], url: "mysql://{user}@127.0.0.1:3306/test", table: {table}, mode: upsert, key: [id], create_table: true }}
+settings: {{ batch_size: 100 }}
+"#
+    ));
+    eventually(20, "the first rows", async || {
+        let mut db = connection().await;
+        db.query_first::<i64, _>(format!("SELECT count(*) FROM {table}")).await.is_ok_and(|n| n > Some(300))
+    })
+    .await;
+    let sessions: Vec<u64> =
+        db.exec("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?", (user.as_str(),)).await.unwrap();
+    assert!(!sessions.is_empty(), "the sink has a connection to kill");
+    for id in &sessions {
+        db.query_drop(format!("KILL CONNECTION {id}")).await.unwrap();
+    }
+    running.finish().await.unwrap();
+    let row: (i64, i64, i64) =
+        db.query_first(format!("SELECT count(*), count(DISTINCT id), max(id) FROM {table}")).await.unwrap().unwrap();
+    assert_eq!(row, (3000, 3000, 3000));
+    db.query_drop(format!("DROP TABLE {table}; DROP USER '{user}'@'%'")).await.unwrap();
 }

@@ -1,5 +1,5 @@
 //! `redis`: Streams source with a consumer group (XACK after the sinks confirm, pending entries
-//! recovered after a crash) and the SET / HSET / XADD sink.
+//! recovered after a crash) and the SET / HSET / XADD sink, which survives a killed connection.
 
 use redis::AsyncCommands;
 use redis::streams::{StreamPendingReply, StreamReadOptions, StreamReadReply};
@@ -108,4 +108,40 @@ sinks:
     assert_eq!(length, 300);
     let keys: Vec<String> = redis.keys(format!("{prefix}:*")).await.unwrap();
     assert_eq!(keys.len(), 601);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_connection_is_reopened_and_nothing_is_lost() {
+    let prefix = unique("killed");
+    // The sink logs in as its own ACL user, so its connections can be told apart and killed.
+    let user = unique("weir_redis");
+    let mut redis = connection().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", &user, "on", ">secret", "~*", "&*", "+@all"][..])
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let ws = Workspace::new();
+    let running = ws.start(&format!(
+        r#"
+sources:
+  gen: {{ type: generator, count: 3000, rate: 1500, columns: {{ id: {{ sequence: {{ start: 1 }} }} }} }}
+sinks:
+  values: {{ type: redis, inputs: [gen], url: "redis://{user}:secret@127.0.0.1:6379", command: set, key: "{prefix}:{{id}}" }}
+settings: {{ batch_size: 100 }}
+"#
+    ));
+    eventually(20, "the first keys", async || {
+        let keys: Vec<String> = redis.keys(format!("{prefix}:*")).await.unwrap();
+        keys.len() > 300
+    })
+    .await;
+    let killed: i64 = redis::cmd("CLIENT").arg(&["KILL", "USER", &user][..]).query_async(&mut redis).await.unwrap();
+    assert!(killed >= 1, "the sink had a connection to kill");
+    running.finish().await.unwrap();
+    let keys: Vec<String> = redis.keys(format!("{prefix}:*")).await.unwrap();
+    assert_eq!(keys.len(), 3000);
+    let last: String = redis.get(format!("{prefix}:3000")).await.unwrap();
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&last).unwrap()["id"], 3000);
+    let _: () = redis::cmd("ACL").arg(&["DELUSER", &user][..]).query_async(&mut redis).await.unwrap();
 }
