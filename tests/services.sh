@@ -42,7 +42,8 @@ start 1883 Mosquitto mosquitto -d -c /etc/mosquitto/mosquitto.conf
 start 4222 NATS start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 
-# Native build inputs: librdkafka is built from source by rdkafka's cmake-build feature.
+# Native build inputs of the service tools built from source below (weir itself needs neither:
+# its librdkafka builds with configure and make).
 if ! command -v cmake >/dev/null || ! [ -e /usr/include/x86_64-linux-gnu/curl/curl.h ]; then
     as_root apt-get install -y -qq cmake libcurl4-openssl-dev >/dev/null
 fi

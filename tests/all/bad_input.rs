@@ -127,3 +127,59 @@ async fn an_empty_input_gives_an_empty_complete_output() {
         .unwrap();
     assert_eq!(ws.read("good.jsonl"), "");
 }
+
+/// Issue 19 (12): an unterminated quote made the CSV reader take every following line into the
+/// field, and the good rows after it vanished (exit 0 under `on_error: fail`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_unterminated_quote_is_a_bad_record_at_its_line() {
+    let ws = Workspace::new();
+    ws.write("in/a.csv", "id,name\n1,a\n2,\"open\n3,c\n4,d\n");
+    let csv_pipeline = |policy: &str| {
+        format!(
+            r#"
+sources:
+  rows: {{ type: file, path: in/a.csv, format: csv, schema: {{ id: int64, name: string }}, on_error: {policy} }}
+sinks:
+  good: {{ type: file, inputs: [rows], path: good.jsonl, overwrite: true }}
+"#
+        )
+    };
+    let err = ws.run(&csv_pipeline("fail")).await.unwrap_err();
+    assert!(err.contains("a.csv:3 ") && err.contains("unterminated quote"), "{err}");
+    let metrics = ws.run(&csv_pipeline("skip")).await.unwrap();
+    assert_eq!(ids(&ws), vec![1, 3, 4], "the rows after the bad one are kept");
+    assert_eq!(counters(&metrics, "rows").errors, 1);
+}
+
+/// Issue 19 (13): about 50,000 levels of nesting in a declared column overflowed the stack and
+/// killed the process whatever `on_error` said. Run as a child process: the old failure is an
+/// abort, which would take the test binary down with it.
+#[test]
+fn deeply_nested_json_is_a_bad_record_not_a_crash() {
+    use std::io::Write;
+    let ws = Workspace::new();
+    let file = ws.write(
+        "nested.yaml",
+        "sources:\n  lines: { type: stdin, schema: { id: int64, doc: int64 }, on_error: dead-letter, dead_letter: bad }\nsinks:\n  out: { type: stdout, inputs: [lines] }\n  bad: { type: file, path: bad.jsonl }\n",
+    );
+    let mut child = crate::support::weir()
+        .args(["run", "--quiet", "--no-admin"])
+        .arg(&file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let nested = format!("{{\"id\": 2, \"doc\": {}1{}}}\n", "[".repeat(50_000), "]".repeat(50_000));
+    let input = format!("{{\"id\": 1, \"doc\": 5}}\n{nested}{{\"id\": 3, \"doc\": 7}}\n");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {}", output.status, &stderr[..stderr.len().min(2000)]);
+    let ids: Vec<i64> =
+        json_lines(&String::from_utf8(output.stdout).unwrap()).iter().map(|row| row["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, vec![1, 3]);
+    let bad = json_lines(&ws.read("bad.jsonl"));
+    assert_eq!(bad.len(), 1);
+    assert!(bad[0]["error"].as_str().unwrap().contains("nested deeper than 128"), "{}", bad[0]["error"]);
+}

@@ -101,6 +101,16 @@ fn summary_json_of_a_failed_job_says_why() {
 
 #[test]
 fn ctrl_c_drains_in_flight_batches_and_completes_files() {
+    stop_signal_drains_in_flight_batches_and_completes_files(libc::SIGINT);
+}
+
+/// Issue 19 (4): SIGTERM (`docker stop`, systemd, Kubernetes) killed the process at once.
+#[test]
+fn sigterm_takes_the_same_graceful_path_as_ctrl_c() {
+    stop_signal_drains_in_flight_batches_and_completes_files(libc::SIGTERM);
+}
+
+fn stop_signal_drains_in_flight_batches_and_completes_files(signal: i32) {
     let ws = Workspace::new();
     let file = ws.write(
         "forever.yaml",
@@ -116,11 +126,11 @@ sinks:
     let child = weir().args(["run", "--quiet"]).arg(&file).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(ws.path("out/.ids.jsonl.inprogress").exists(), "the file is in progress while running");
-    // SAFETY: sending SIGINT to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "exit 0 after Ctrl-C: {stderr}");
+    assert!(output.status.success(), "exit 0 after signal {signal}: {:?} {stderr}", output.status);
     let mut ids: Vec<i64> = json_lines(&ws.read("out/ids.jsonl")).iter().map(|r| r["id"].as_i64().unwrap()).collect();
     ids.sort_unstable();
     assert!(ids.len() > 1000, "rows were written: {}", ids.len());
@@ -136,4 +146,65 @@ sinks:
         .unwrap();
     assert_eq!(written, ids.len() as u64, "the summary counts what the file holds");
     assert!(!ws.path("out/.ids.jsonl.inprogress").exists());
+}
+
+/// Issue 19 (17): `weir validate p.yaml | head -1` panicked on the broken pipe.
+#[test]
+fn validate_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let ws = Workspace::new();
+    let file = ws.write(
+        "good.yaml",
+        "sources:\n  g: { type: generator, count: 1, columns: { id: { sequence: {} } } }\nsinks:\n  out: { type: stdout, inputs: [g] }\n",
+    );
+    let mut child = weir().arg("validate").arg(&file).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take()); // the reader is gone before weir prints anything
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "ended by SIGPIPE like other tools: {:?}", output.status);
+}
+
+/// Issue 19 (21): on an 80-column terminal the progress line wrapped, and each redraw then
+/// added a line until the screen was full. Runs weir with stderr on a pseudo-terminal 80
+/// columns wide.
+#[test]
+fn the_progress_line_fits_an_80_column_terminal() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let ws = Workspace::new();
+    let sinks: String =
+        (0..6).map(|i| format!("  a_rather_long_sink_name_number_{i}: {{ type: blackhole, inputs: [g] }}\n")).collect();
+    let file = ws.write(
+        "wide.yaml",
+        format!(
+            "sources:\n  g: {{ type: generator, rate: 1000, columns: {{ id: {{ sequence: {{}} }} }} }}\nsinks:\n{sinks}"
+        ),
+    );
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: openpty writes two descriptors we own; the winsize is valid.
+    let opened = unsafe {
+        libc::openpty(&raw mut master, &raw mut slave, std::ptr::null_mut(), std::ptr::null(), &raw const size)
+    };
+    assert_eq!(opened, 0);
+    // SAFETY: `slave` is an open descriptor handed over to the child's stderr.
+    let stderr = unsafe { Stdio::from_raw_fd(slave) };
+    let child = weir().args(["run", "--no-admin"]).arg(&file).stderr(stderr).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    // SAFETY: stopping our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut child = child;
+    assert!(child.wait().unwrap().success());
+    // SAFETY: `master` is an open descriptor we own from here on.
+    let mut terminal = unsafe { std::fs::File::from_raw_fd(master) };
+    let mut bytes = vec![0; 1 << 16];
+    let read = terminal.read(&mut bytes).unwrap();
+    let text = String::from_utf8_lossy(&bytes[..read]).replace("\x1b[2K", "");
+    let redraws: Vec<&str> = text.split('\r').filter(|part| part.contains("in ") && part.contains("/s")).collect();
+    assert!(redraws.len() >= 2, "the progress line was drawn: {text:?}");
+    for redraw in redraws {
+        let first_line = redraw.lines().next().unwrap_or_default();
+        assert!(first_line.chars().count() < 80, "{} columns: {first_line:?}", first_line.chars().count());
+    }
 }

@@ -136,7 +136,7 @@ sinks:
     let port = free_port();
     let admin = format!("127.0.0.1:{port}");
     let child = weir()
-        .args(["run", "--quiet", "--admin", &admin, "--plugins-dir"])
+        .args(["run", "--quiet", "--admin", &admin, "--admin-token", "t0ken", "--plugins-dir"])
         .arg(&watched)
         .arg(&file)
         .stdout(Stdio::null())
@@ -150,8 +150,11 @@ sinks:
         std::thread::sleep(Duration::from_millis(50));
     }
     // v1 -> v2 through the CLI and the admin API.
-    let reload =
-        weir().args(["plugin", "reload", "tagger", "--admin", &admin]).arg(plugin("tagger_v2")).output().unwrap();
+    let reload = weir()
+        .args(["plugin", "reload", "tagger", "--admin", &admin, "--token", "t0ken"])
+        .arg(plugin("tagger_v2"))
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&reload.stdout);
     assert!(reload.status.success(), "{}", String::from_utf8_lossy(&reload.stderr));
     assert!(said.contains("now serving 2.0.0+"), "{said}");
@@ -286,8 +289,17 @@ sinks:
     );
     let context = weir_host::api::AdminContext::new(&job.pipeline, &job.metrics);
     let stop = tokio_util::sync::CancellationToken::new();
-    let address = weir_host::api::serve("127.0.0.1:0".parse().unwrap(), None, context, stop.clone()).await.unwrap();
-    let http = reqwest::Client::new();
+    let address = weir_host::api::serve("127.0.0.1:0".parse().unwrap(), Some("t0ken".into()), context, stop.clone())
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::AUTHORIZATION, reqwest::header::HeaderValue::from_static("Bearer t0ken"))]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .unwrap();
     let url = |path: &str| format!("http://{address}{path}");
 
     let health: serde_json::Value = http.get(url("/health")).send().await.unwrap().json().await.unwrap();
@@ -332,15 +344,15 @@ sinks:
     assert!(uses.contains(&("transforms.tagged".into(), true)), "{uses:?}");
     assert!(uses.contains(&("SQL expressions".into(), true)), "the filter calls `tag`: {uses:?}");
 
-    // Uploads need a token even on loopback; unknown plugins are 404.
-    let upload = http
+    // Changes need the token; unknown plugins are 404.
+    let upload = reqwest::Client::new()
         .post(url("/plugins/tagger/reload"))
         .header("content-type", "application/wasm")
         .body(std::fs::read(plugin("tagger_v3")).unwrap())
         .send()
         .await
         .unwrap();
-    assert_eq!(upload.status(), 403);
+    assert_eq!(upload.status(), 401);
     assert_eq!(http.post(url("/plugins/nope/rollback")).send().await.unwrap().status(), 404);
 
     let text = http.get(url("/metrics")).send().await.unwrap().text().await.unwrap();
@@ -403,4 +415,132 @@ fn admin_api_off_loopback_requires_a_token() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(statuses, [200, 401, 401, 401, 200], "health is open; everything else needs the token");
+}
+
+/// Issue 19 (18, 19): the admin API read request bodies (up to 256 MiB) before checking the
+/// token, accepted a cross-site `text/plain` POST from any web page and any `Host`, reloaded
+/// from any path (`/dev/zero` was read past 2 GB, a FIFO hung the request, the answers told
+/// whether `/etc/shadow` exists), and kept refused uploads in the cache.
+#[test]
+fn admin_api_refuses_browsers_strangers_and_paths_outside_the_plugins() {
+    let ws = Workspace::new();
+    let cache = ws.path("cache");
+    let file = ws.write(
+        "pipe.yaml",
+        format!(
+            "plugins:\n  tagger: {{ path: {} }}\nsources:\n  g: {{ type: generator, rate: 100, columns: {{ seq: {{ sequence: {{}} }} }} }}\ntransforms:\n  t: {{ type: udf, inputs: [g], plugin: tagger, function: tag, args: [seq], as: tag }}\nsinks:\n  out: {{ type: blackhole, inputs: [t] }}\n",
+            plugin("tagger_v1").display()
+        ),
+    );
+    let watched = ws.path("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let fifo = watched.join("fifo.wasm");
+    let fifo_name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo_name.as_ptr(), 0o600) }, 0);
+    let start = |token: Option<&str>| {
+        let port = free_port();
+        let mut command = weir();
+        command.args(["run", "--quiet", "--admin", &format!("127.0.0.1:{port}"), "--plugins-dir"]).arg(&watched);
+        command.env("WEIR_CACHE_DIR", &cache);
+        if let Some(token) = token {
+            command.args(["--admin-token", token]);
+        }
+        let child = command.arg(&file).env_remove("WEIR_ADMIN_TOKEN").stderr(Stdio::null()).spawn().unwrap();
+        (child, port)
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let wait_up = |port: u16| {
+        let http = http.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while http.get(format!("http://127.0.0.1:{port}/health")).send().await.is_err() {
+                assert!(std::time::Instant::now() < deadline, "the admin API did not come up");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let status = |request: reqwest::RequestBuilder| async move { request.send().await.unwrap().status().as_u16() };
+
+    // Without a token: read-only, no browsers, no foreign hosts.
+    let (mut open, port) = start(None);
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let v2 = serde_json::json!({ "path": plugin("tagger_v2") }).to_string();
+    let statuses = runtime.block_on(async {
+        wait_up(port).await;
+        [
+            status(http.get(url("/plugins"))).await,
+            status(http.post(url("/plugins/tagger/reload")).body(v2.clone())).await,
+            status(
+                http.post(url("/plugins/tagger/reload"))
+                    .header("origin", "http://evil.example")
+                    .header("content-type", "text/plain")
+                    .body(v2.clone()),
+            )
+            .await,
+            status(http.get(url("/plugins")).header("sec-fetch-mode", "cors")).await,
+            status(http.get(url("/plugins")).header("host", "evil.example:8686")).await,
+        ]
+    });
+    let _ = open.kill();
+    let _ = open.wait();
+    assert_eq!(statuses, [200, 403, 403, 403, 421], "read-only without a token; browsers and foreign hosts refused");
+
+    // With a token: nothing is read before the token is checked; paths stay in the plugins' folder.
+    let (mut guarded, port) = start(Some("s3cret"));
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let (big, paths, upload) = runtime.block_on(async {
+        wait_up(port).await;
+        let mut big = Vec::new();
+        for _ in 0..6 {
+            let body = vec![b'x'; 250 << 20];
+            let answer = http.post(url("/plugins/tagger/reload")).body(body).send().await;
+            big.push(answer.map(|r| r.status().as_u16()).unwrap_or(0));
+        }
+        let mut paths = Vec::new();
+        for path in ["/dev/zero".into(), "/etc/shadow".into(), "/no/such/file.wasm".into(), fifo.clone()] {
+            let answer = http
+                .post(url("/plugins/tagger/reload"))
+                .bearer_auth("s3cret")
+                .json(&serde_json::json!({ "path": path }))
+                .send()
+                .await
+                .unwrap();
+            let code = answer.status().as_u16();
+            let text: serde_json::Value = answer.json().await.unwrap();
+            let reason = text["error"].as_str().unwrap().replace(&path.display().to_string(), "<path>");
+            paths.push((code, reason));
+        }
+        let mut junk = b"\0asm".to_vec();
+        junk.extend_from_slice(&[7; 1000]);
+        let upload = status(
+            http.post(url("/plugins/tagger/reload"))
+                .bearer_auth("s3cret")
+                .header("content-type", "application/wasm")
+                .body(junk),
+        )
+        .await;
+        (big, paths, upload)
+    });
+    let peak = peak_rss_kib(guarded.id());
+    let _ = guarded.kill();
+    let _ = guarded.wait();
+    assert!(big.iter().all(|&code| code == 401 || code == 0), "unauthenticated bodies refused: {big:?}");
+    assert!(peak < 400 * 1024, "six unauthenticated 250 MB bodies left weir at {} MiB", peak / 1024);
+    assert!(paths.iter().all(|(code, _)| *code == 422), "{paths:?}");
+    assert!(paths.windows(2).all(|pair| pair[0].1 == pair[1].1), "one answer for every refused path: {paths:?}");
+    assert_eq!(upload, 422, "junk is not a component");
+    let kept: Vec<_> = std::fs::read_dir(cache.join("uploads")).map(|dir| dir.collect()).unwrap_or_default();
+    assert!(kept.is_empty(), "a refused upload is not kept: {kept:?}");
+}
+
+/// Peak resident set of a running process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }

@@ -79,6 +79,18 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Every row of every JSON-lines file in `dir` whose name starts with `prefix`: the parts a file
+/// sink wrote over several runs (`out.jsonl`, `out-00001.jsonl`, ...; completed files only).
+pub fn json_rows_of_files(dir: &Path, prefix: &str) -> Vec<serde_json::Value> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    names.iter().flat_map(|name| json_lines(&std::fs::read_to_string(dir.join(name)).unwrap())).collect()
+}
+
 /// Compares output lines with a golden file, ignoring order. `WEIR_BLESS=1` rewrites the file.
 pub fn assert_golden_unordered(golden: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(golden);

@@ -80,7 +80,7 @@ pub fn render(context: &AdminContext) -> String {
             (name.clone(), role, kind.clone(), metrics.snapshot())
         })
         .collect();
-    let component_families: [ComponentFamily; 8] = [
+    let component_families: [ComponentFamily; 9] = [
         ("component_received_events_total", "counter", "Events taken in.", |m| m.received_events as f64),
         ("component_sent_events_total", "counter", "Events handed downstream (sinks: written).", |m| {
             m.sent_events as f64
@@ -101,6 +101,12 @@ pub fn render(context: &AdminContext) -> String {
         ("component_state_bytes", "gauge", "Bytes of operator state held (windows, aggregates).", |m| {
             m.state_bytes as f64
         }),
+        (
+            "component_unacknowledged_events",
+            "gauge",
+            "Sources: messages taken from the broker and not yet acknowledged (waiting for sinks).",
+            |m| m.unacknowledged_events as f64,
+        ),
     ];
     for (name, kind, help, value) in component_families {
         let mut family = Family::new(&mut out, name, kind, help);
@@ -173,13 +179,18 @@ pub fn render(context: &AdminContext) -> String {
         family.finish(&mut out);
     }
 
-    // Dimension tables.
+    // Dimension tables: every counter the run summary prints.
     let tables: Vec<_> = context.tables.iter().map(|(name, table)| (name.clone(), table.metrics.snapshot())).collect();
-    let table_families: [TableFamily; 5] = [
+    let table_families: [TableFamily; 10] = [
         ("lookup_cache_hits_total", "Keys found in a dimension table's cache.", |m| m.cache_hits),
         ("lookup_cache_misses_total", "Keys looked up in the system.", |m| m.cache_misses),
+        ("lookup_cache_evictions_total", "Partial cache: rows dropped because the cache was full.", |m| m.evictions),
+        ("lookup_cache_expirations_total", "Partial cache: rows dropped because they expired.", |m| m.expirations),
         ("lookup_queries_total", "Queries sent to the system.", |m| m.queries),
+        ("lookup_keys_fetched_total", "Keys asked for in those queries.", |m| m.keys_fetched),
+        ("lookup_loads_total", "Full cache: completed loads of the table.", |m| m.loads),
         ("lookup_rows_joined_total", "Input rows that found a dimension row.", |m| m.rows_joined),
+        ("lookup_rows_unmatched_total", "Input rows that found no dimension row.", |m| m.rows_unmatched),
         ("lookup_errors_total", "Failed queries.", |m| m.errors),
     ];
     for (name, help, counter) in table_families {
@@ -188,6 +199,17 @@ pub fn render(context: &AdminContext) -> String {
             family.sample(name, &labels(&[("table", table)]), counter(snapshot));
         }
         family.finish(&mut out);
+    }
+    let mut family =
+        Family::new(&mut out, "lookup_snapshot_rows", "gauge", "Full cache: rows in the current snapshot.");
+    for (table, snapshot) in &tables {
+        family.sample("lookup_snapshot_rows", &labels(&[("table", table)]), snapshot.snapshot_rows);
+    }
+    family.finish(&mut out);
+    let _ = writeln!(out, "# HELP lookup_query_seconds Latency of queries to a dimension table's system.");
+    let _ = writeln!(out, "# TYPE lookup_query_seconds histogram");
+    for (name, table) in context.tables.iter() {
+        histogram(&mut out, "lookup_query_seconds", &[("table", name)], &table.metrics.latency);
     }
     out
 }

@@ -1,8 +1,10 @@
 //! `weir plugin list | reload | rollback | canary | promote`: clients of a running job's admin
 //! API (`crate::api`).
 //!
-//! A new version's file is sent as a path when the API is on this machine (a loopback address),
-//! which needs no token; to a remote API its bytes are uploaded, which always needs the token.
+//! Every request that changes the job needs the API's token (`--token` / `WEIR_ADMIN_TOKEN`).
+//! A new version's file is sent as a path when the API is on this machine (a loopback address;
+//! the file must lie in the watched plugins directory or beside the plugin's declared file); to a
+//! remote API its bytes are uploaded.
 
 use std::path::Path;
 use std::process::ExitCode;

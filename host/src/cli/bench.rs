@@ -155,7 +155,7 @@ fn scenarios(events: u64, json_path: &Path, out_path: &Path, input_bytes: u64) -
             yaml: format!(
                 "sources:\n  bids: {}\n\
                  transforms:\n  q2: {{ type: filter, inputs: [bids], where: \"MOD(auction, 123) = 0\" }}\n\
-                 sinks:\n  out: {{ type: file, inputs: [q2], path: {}, format: json }}\n",
+                 sinks:\n  out: {{ type: file, inputs: [q2], path: {}, format: json, overwrite: true }}\n",
                 bids_file_source(json_path),
                 out_path.display()
             ),

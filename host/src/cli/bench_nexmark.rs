@@ -339,7 +339,7 @@ fn variant(
                 let file =
                     if several { format!("{}-{name}.jsonl", query.name) } else { format!("{}.jsonl", query.name) };
                 let path = std::path::absolute(dir.join(file))?;
-                json!({ "type": "file", "inputs": inputs, "path": path.display().to_string(), "format": "json" })
+                json!({ "type": "file", "inputs": inputs, "path": path.display().to_string(), "format": "json", "overwrite": true })
             }
         };
     }
@@ -377,7 +377,7 @@ pub fn bids_file_source(path: &Path) -> Value {
 pub fn bids_file_pipeline(bids: u64, path: &Path) -> String {
     json!({
         "sources": { "bids": { "type": "nexmark", "kind": "bid", "events": generator_events(bids) } },
-        "sinks": { "out": { "type": "file", "inputs": ["bids"], "path": path.display().to_string(), "format": "json" } },
+        "sinks": { "out": { "type": "file", "inputs": ["bids"], "path": path.display().to_string(), "format": "json", "overwrite": true } },
     })
     .to_string()
 }

@@ -1,7 +1,8 @@
 //! The `weir` command line: `run`, `validate`, `bench` and `plugin`.
 //!
-//! Exit codes: 0 success (also after Ctrl-C with a clean drain), 1 the job failed while running,
-//! 2 the pipeline file was refused.
+//! Exit codes: 0 success (also after Ctrl-C or SIGTERM with a clean drain), 1 the job failed while
+//! running or did not stop within its shutdown timeout, 2 the pipeline file was refused, 130 a
+//! second stop signal aborted it.
 
 mod admin;
 mod bench;
@@ -74,6 +75,14 @@ enum Command {
         /// Watch this directory for new plugin versions (overrides `settings.plugins_dir`).
         #[arg(long, value_name = "DIR")]
         plugins_dir: Option<PathBuf>,
+        /// How long a stop may drain before the job is aborted without acknowledging what was
+        /// not written (exit 1); overrides `settings.shutdown_timeout` (default 60s).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        shutdown_timeout: Option<std::time::Duration>,
+        /// On Ctrl-C or SIGTERM, fire the windows still open as if event time had ended
+        /// (Flink's `stop --drain`); without it a stopped job publishes no partial windows.
+        #[arg(long)]
+        drain: bool,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -173,15 +182,34 @@ enum PluginCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref(), cli.log_format);
+    if !matches!(cli.command, Command::Run { .. }) {
+        // Commands that only print end quietly when their reader goes away (`weir validate p.yaml
+        // | head -1`), like other Unix tools, instead of panicking in `println!`. `weir run` keeps
+        // SIGPIPE ignored: a closed pipe is then an error of its `stdout` sink, not a sudden death.
+        // SAFETY: resetting a signal to its default disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Validate { pipeline } => validate(&pipeline),
-        Command::Run { pipeline, quiet, summary_json, admin, admin_token, no_admin, plugins_dir } => {
+        Command::Run {
+            pipeline,
+            quiet,
+            summary_json,
+            admin,
+            admin_token,
+            no_admin,
+            plugins_dir,
+            shutdown_timeout,
+            drain,
+        } => {
             let options = RunOptions {
                 quiet,
                 summary_json,
                 admin: if no_admin { AdminBind::Off } else { admin.map_or(AdminBind::Default, AdminBind::Explicit) },
                 admin_token,
                 plugins_dir,
+                shutdown_timeout,
+                drain,
             };
             run(&pipeline, &options)
         }
@@ -261,6 +289,8 @@ struct RunOptions {
     admin: AdminBind,
     admin_token: Option<String>,
     plugins_dir: Option<PathBuf>,
+    shutdown_timeout: Option<std::time::Duration>,
+    drain: bool,
 }
 
 /// Starts the admin API and the plugin directory watch of a run.
@@ -273,9 +303,9 @@ async fn start_services(
     let base_dir = pipeline.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let plugins_dir =
         options.plugins_dir.clone().or_else(|| pipeline.settings.plugins_dir.as_ref().map(|dir| base_dir.join(dir)));
-    let watcher = match plugins_dir {
+    let watcher = match &plugins_dir {
         Some(dir) => Some(
-            crate::plugin::watch::watch(&dir, std::sync::Arc::clone(&pipeline.plugins))
+            crate::plugin::watch::watch(dir, std::sync::Arc::clone(&pipeline.plugins))
                 .map_err(|err| err.to_string())?,
         ),
         None => None,
@@ -285,7 +315,7 @@ async fn start_services(
         AdminBind::Default => crate::api::DEFAULT_ADDRESS.parse().expect("a valid default address"),
         AdminBind::Explicit(address) => address,
     };
-    let context = crate::api::AdminContext::new(pipeline, metrics);
+    let context = crate::api::AdminContext::new(pipeline, metrics).with_plugins_dir(plugins_dir);
     match crate::api::serve(address, options.admin_token.clone(), context, stop.child_token()).await {
         Ok(_) => Ok(watcher),
         Err(err @ crate::api::AdminError::Bind { .. }) if matches!(options.admin, AdminBind::Default) => {
@@ -297,13 +327,17 @@ async fn start_services(
 }
 
 fn run(path: &std::path::Path, options: &RunOptions) -> ExitCode {
-    let pipeline = match pipeline::load(path) {
+    let mut pipeline = match pipeline::load(path) {
         Ok(pipeline) => pipeline,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(2);
         }
     };
+    if let Some(timeout) = options.shutdown_timeout {
+        pipeline.settings.shutdown_timeout = timeout;
+    }
+    pipeline.settings.drain_on_stop |= options.drain;
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -318,7 +352,7 @@ fn run(path: &std::path::Path, options: &RunOptions) -> ExitCode {
     let outcome = runtime.block_on(async {
         // A refused admin address or plugins directory stops the run before it starts.
         let watcher = start_services(&pipeline, &metrics, options, &services).await?;
-        tokio::spawn(stop_on_ctrl_c(stop.clone()));
+        tokio::spawn(stop_on_signals(stop.clone()));
         let progress = (!options.quiet && std::io::stderr().is_terminal())
             .then(|| tokio::spawn(progress::live(metrics.clone(), started)));
         let result = runner::run(&pipeline, &metrics, stop.clone()).await;
@@ -363,13 +397,28 @@ fn run(path: &std::path::Path, options: &RunOptions) -> ExitCode {
     }
 }
 
-async fn stop_on_ctrl_c(stop: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    tracing::info!("stopping: sources stop, in-flight batches drain, sinks flush (Ctrl-C again to abort)");
+/// Ctrl-C (SIGINT) and SIGTERM (what `docker stop`, systemd and Kubernetes send) both start a
+/// graceful stop; a second one of either aborts at once (exit 130).
+async fn stop_on_signals(stop: CancellationToken) {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .inspect_err(|err| tracing::warn!(error = %err, "cannot listen for SIGTERM; only Ctrl-C stops gracefully"))
+        .ok();
+    let mut next_signal = async || {
+        let sigterm = async {
+            match terminate.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.is_ok().then_some("SIGINT"),
+            _ = sigterm => Some("SIGTERM"),
+        }
+    };
+    let Some(signal) = next_signal().await else { return };
+    tracing::info!(signal, "stopping: sources stop, in-flight batches drain, sinks flush (a second signal aborts)");
     stop.cancel();
-    if tokio::signal::ctrl_c().await.is_ok() {
+    if next_signal().await.is_some() {
         eprintln!("aborted");
         std::process::exit(130);
     }

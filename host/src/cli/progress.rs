@@ -32,11 +32,22 @@ pub async fn live(metrics: PipelineMetrics, started: Instant) {
             total_out,
             sinks.join(" ")
         );
+        // One line that never wraps: a wrapped line is not erased by `\r` and fills the screen.
+        let line: String = line.chars().take(terminal_width().saturating_sub(1)).collect();
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K{line}");
         let _ = err.flush();
         (last_in, last_out, last_at) = (total_in, total_out, now);
     }
+}
+
+/// Columns of the terminal on stderr (80 when it cannot be read), read each time: the window
+/// may be resized while the job runs.
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ fills a `winsize` we own; stderr is a valid descriptor.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &raw mut size) };
+    if read == 0 && size.ws_col > 0 { usize::from(size.ws_col) } else { 80 }
 }
 
 /// Erases the progress line.
@@ -53,13 +64,33 @@ pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
     let mut text = format!("done in {:.2}s: {} events in ({}/s)", seconds, total_in, human(total_in as f64 / seconds));
     for (name, role, counters) in &metrics.components {
         let snapshot = counters.snapshot();
-        match role {
-            Role::Sink => text.push_str(&format!("\n  sink {name}: {} written", snapshot.sent_events)),
-            Role::Source if snapshot.errors > 0 => text.push_str(&format!(
-                "\n  source {name}: {} bad records ({} skipped, {} dead-lettered)",
-                snapshot.errors, snapshot.discarded_events, snapshot.dead_lettered_events
-            )),
-            _ => {}
+        let role_name = format!("{role:?}").to_lowercase();
+        let mut parts = Vec::new();
+        if *role == Role::Sink {
+            parts.push(format!("{} written", snapshot.sent_events));
+        }
+        // Fail counts as an error, skip as discarded, dead-letter as dead-lettered: each bad
+        // record is in exactly one of the three.
+        let bad = snapshot.errors + snapshot.discarded_events + snapshot.dead_lettered_events;
+        if bad > 0 {
+            let what = match role {
+                Role::Source => "bad records",
+                Role::Transform => "failed rows",
+                Role::Sink => "rejected rows",
+            };
+            parts.push(format!(
+                "{bad} {what} ({} skipped, {} dead-lettered)",
+                snapshot.discarded_events, snapshot.dead_lettered_events
+            ));
+        }
+        if snapshot.late_events > 0 {
+            parts.push(format!("{} late rows dropped", snapshot.late_events));
+        }
+        if snapshot.unacknowledged_events > 0 {
+            parts.push(format!("{} messages left unacknowledged (delivered again)", snapshot.unacknowledged_events));
+        }
+        if !parts.is_empty() {
+            text.push_str(&format!("\n  {role_name} {name}: {}", parts.join(", ")));
         }
     }
     text

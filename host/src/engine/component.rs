@@ -430,6 +430,13 @@ pub trait SinkFactory: Send + Sync + std::fmt::Debug {
     /// Opens the sink: files are created and connections made here, when the job starts, not at
     /// validation. Connecting gives up after a bounded time with an error naming the address.
     fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>>;
+
+    /// Input columns whose rows must reach the sink in order per value (an upsert's key: the
+    /// last row written per key wins). The planner then keeps each key's rows in one subtask of
+    /// the stateless steps before the sink, as Flink partitions by the key before an upsert sink.
+    fn ordered_by(&self) -> Option<Vec<usize>> {
+        None
+    }
 }
 
 /// Everything a running sink uses besides its batches.

@@ -21,6 +21,8 @@ pub struct ComponentMetrics {
     state_groups: std::sync::atomic::AtomicI64,
     peak_state_groups: std::sync::atomic::AtomicI64,
     blocked_nanos: AtomicU64,
+    unacknowledged_events: AtomicU64,
+    peak_unacknowledged_events: AtomicU64,
 }
 
 /// A point-in-time copy of [`ComponentMetrics`].
@@ -49,6 +51,11 @@ pub struct MetricsSnapshot {
     /// Microseconds subtasks spent waiting to hand batches on because downstream was full
     /// (backpressure; the admin API reports it as a share of wall time).
     pub blocked_micros: u64,
+    /// Sources: messages taken from the broker and not yet acknowledged to it, because sinks
+    /// have not confirmed them (brokers bound this: Mosquitto queues 1,000 by default).
+    pub unacknowledged_events: u64,
+    /// The most `unacknowledged_events` at once.
+    pub peak_unacknowledged_events: u64,
 }
 
 impl ComponentMetrics {
@@ -97,6 +104,12 @@ impl ComponentMetrics {
         self.blocked_nanos.fetch_add(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
+    /// Sets the number of messages a source holds unacknowledged.
+    pub fn set_unacknowledged(&self, events: u64) {
+        self.unacknowledged_events.store(events, Ordering::Relaxed);
+        self.peak_unacknowledged_events.fetch_max(events, Ordering::Relaxed);
+    }
+
     /// Reads all counters.
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
@@ -111,6 +124,8 @@ impl ComponentMetrics {
             state_groups: self.state_groups.load(Ordering::Relaxed).max(0) as u64,
             peak_state_groups: self.peak_state_groups.load(Ordering::Relaxed).max(0) as u64,
             blocked_micros: self.blocked_nanos.load(Ordering::Relaxed) / 1_000,
+            unacknowledged_events: self.unacknowledged_events.load(Ordering::Relaxed),
+            peak_unacknowledged_events: self.peak_unacknowledged_events.load(Ordering::Relaxed),
         }
     }
 }

@@ -38,6 +38,31 @@ pub struct RunError {
     pub source: TaskFailure,
 }
 
+/// Why a job did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A task failed.
+    #[error(transparent)]
+    Task(#[from] RunError),
+    /// A stop did not finish within the shutdown timeout; the remaining tasks were aborted
+    /// without acknowledging what they had not written.
+    #[error(
+        "the job did not stop within the shutdown timeout ({}); aborted {} without acknowledging \
+         what they had not written (brokers deliver it again){}",
+        humantime::format_duration(*.timeout),
+        .unfinished.join(", "),
+        .cause.as_ref().map(|err| format!("; the stop began because {err}")).unwrap_or_default()
+    )]
+    ShutdownTimedOut {
+        /// `settings.shutdown_timeout`.
+        timeout: std::time::Duration,
+        /// `component (subtask n)` of every task still running.
+        unfinished: Vec<String>,
+        /// The task failure that started the stop, if one did.
+        cause: Option<RunError>,
+    },
+}
+
 /// How a task failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskFailure {
@@ -63,8 +88,8 @@ pub fn metrics_for(pipeline: &Pipeline) -> PipelineMetrics {
 /// Runs the pipeline until every source ends (or `stop` is cancelled) and every sink closed.
 ///
 /// # Errors
-/// The first component failure.
-pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: CancellationToken) -> Result<(), RunError> {
+/// The first component failure, or a stop that took longer than `settings.shutdown_timeout`.
+pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: CancellationToken) -> Result<(), JobError> {
     let capacity = pipeline.settings.channel_capacity;
     let components = &pipeline.components;
 
@@ -99,7 +124,7 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
         edges.get_mut(&(c, port)).map(|per_subtask| std::mem::take(&mut per_subtask[subtask])).unwrap_or_default()
     };
 
-    let mut tasks: JoinSet<Result<(), RunError>> = JoinSet::new();
+    let mut tasks = Tasks::default();
     for (c, component) in components.iter().enumerate() {
         let name: Arc<str> = Arc::from(component.name.as_str());
         let component_metrics = Arc::clone(&metrics.components[c].2);
@@ -127,7 +152,7 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                             let assigned = Output::new(Arc::clone(&name), output.into_edges(), Arc::default());
                             let strategy = strategy.clone();
                             let failed = failed.clone();
-                            tasks.spawn(async move {
+                            tasks.spawn(&component.name, subtask, async move {
                                 super::event_time::assign(strategy, receiver, assigned).await.map_err(failed)
                             });
                             Output::new(
@@ -145,7 +170,7 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                         metrics: component_metrics.clone(),
                         ended: false,
                     };
-                    tasks.spawn(async move {
+                    tasks.spawn(&component.name, subtask, async move {
                         source.run(&mut ctx).await.map_err(&failed)?;
                         ctx.end().await.map_err(failed)
                     });
@@ -156,20 +181,21 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                     let metrics = Arc::clone(&component_metrics);
                     let gate = InputGate::new(inputs);
                     match factory.create() {
-                        OperatorInstance::Sync(operator) => tasks.spawn(async move {
+                        OperatorInstance::Sync(operator) => tasks.spawn(&component.name, subtask, async move {
                             run_operator(operator, gate, output, errors, &metrics).await.map_err(failed)
                         }),
                         OperatorInstance::Async(operator) => {
                             let stop = stop.clone();
-                            tasks.spawn(async move {
+                            tasks.spawn(&component.name, subtask, async move {
                                 run_async_operator(operator, gate, output, errors, &metrics, stop).await.map_err(failed)
                             })
                         }
                         OperatorInstance::Stateful(operator) => {
                             let late = take_edges(c, Port::Late, subtask);
                             let late = (!late.is_empty()).then(|| Output::new(Arc::clone(&name), late, Arc::default()));
-                            tasks.spawn(async move {
-                                run_stateful_operator(operator, gate, output, late, errors, &metrics)
+                            let ending = Ending { stop: stop.clone(), drain: pipeline.settings.drain_on_stop };
+                            tasks.spawn(&component.name, subtask, async move {
+                                run_stateful_operator(operator, gate, output, late, errors, &metrics, ending)
                                     .await
                                     .map_err(failed)
                             })
@@ -182,7 +208,7 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
                     let mut ctx =
                         SinkContext { component: Arc::clone(&name), errors, metrics: component_metrics.clone() };
                     let factory = Arc::clone(factory);
-                    tasks.spawn(async move {
+                    tasks.spawn(&component.name, subtask, async move {
                         let sink = factory.create().await.map_err(&failed)?;
                         run_sink(sink, InputGate::new(inputs), &mut ctx).await.map_err(failed)
                     });
@@ -193,10 +219,34 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
 
     let mut root_cause: Option<RunError> = None;
     let mut consequence: Option<RunError> = None;
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined.unwrap_or_else(|err| {
-            Err(RunError { component: "?".into(), subtask: 0, source: TaskFailure::Panic(err.to_string()) })
-        });
+    let timeout = pipeline.settings.shutdown_timeout;
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(timeout).await;
+    };
+    let mut deadline = std::pin::pin!(deadline);
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.set.join_next_with_id() => joined,
+            () = &mut deadline => {
+                let unfinished = tasks.names.values().map(|(name, subtask)| format!("{name} (subtask {subtask})")).collect();
+                tasks.set.abort_all();
+                while tasks.set.join_next().await.is_some() {}
+                tracing::error!(timeout = %humantime::format_duration(timeout), "stop timed out; aborted the job");
+                return Err(JobError::ShutdownTimedOut { timeout, unfinished, cause: root_cause.or(consequence) });
+            }
+        };
+        let Some(joined) = joined else { break };
+        let result = match joined {
+            Ok((id, result)) => {
+                tasks.names.remove(&id);
+                result
+            }
+            Err(err) => {
+                let (component, subtask) = tasks.names.remove(&err.id()).unwrap_or_else(|| ("?".into(), 0));
+                Err(RunError { component, subtask, source: TaskFailure::Panic(err.to_string()) })
+            }
+        };
         if let Err(err) = result {
             stop.cancel();
             let is_consequence = matches!(err.source, TaskFailure::Runtime(RuntimeError::Downstream(_)));
@@ -208,8 +258,27 @@ pub async fn run(pipeline: &Pipeline, metrics: &PipelineMetrics, stop: Cancellat
         }
     }
     match root_cause.or(consequence) {
-        Some(err) => Err(err),
+        Some(err) => Err(err.into()),
         None => Ok(()),
+    }
+}
+
+/// The job's tasks, with the component and subtask each one runs (to name what did not stop).
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Result<(), RunError>>,
+    names: HashMap<tokio::task::Id, (String, usize)>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        component: &str,
+        subtask: usize,
+        task: impl Future<Output = Result<(), RunError>> + Send + 'static,
+    ) {
+        let id = self.set.spawn(task).id();
+        self.names.insert(id, (component.to_owned(), subtask));
     }
 }
 
@@ -267,6 +336,14 @@ async fn run_operator(
 
 /// Drives a [`StatefulOperator`]: batches, watermarks (results first, then the watermark),
 /// processing-time ticks, and its state size in the metrics.
+/// How a stateful operator treats the end of its input.
+struct Ending {
+    /// Cancelled when the job was stopped (rather than its inputs running out).
+    stop: CancellationToken,
+    /// Fire what is open even after a stop (`settings.drain_on_stop`, `weir run --drain`).
+    drain: bool,
+}
+
 async fn run_stateful_operator(
     mut operator: Box<dyn StatefulOperator>,
     mut gate: InputGate,
@@ -274,6 +351,7 @@ async fn run_stateful_operator(
     mut late: Option<Output>,
     mut errors: RecordErrorHandler,
     metrics: &ComponentMetrics,
+    ending: Ending,
 ) -> Result<(), RuntimeError> {
     let off_workers = operator.runs_plugins();
     let run = |work: &mut dyn FnMut() -> Result<(), RuntimeError>| {
@@ -315,6 +393,16 @@ async fn run_stateful_operator(
             }
             Some(GateEvent::Idle) => Some(Message::Idle),
             Some(GateEvent::Barrier(epoch)) => Some(Message::Barrier(epoch)),
+            Some(GateEvent::End) if ending.stop.is_cancelled() && !ending.drain => {
+                // A stopped job's input did not end: what is open is not complete, and firing it
+                // would publish partial results as final (Flink's stop without --drain). Held
+                // deliveries are dropped unsettled, so their sources deliver the rows again.
+                tracing::info!(
+                    open_groups = operator.state_groups(),
+                    "stopped: open windows are not fired (weir run --drain fires them)"
+                );
+                Some(Message::End)
+            }
             Some(GateEvent::End) => {
                 run(&mut || operator.finish(&mut emitted))?;
                 Some(Message::End)
@@ -453,9 +541,13 @@ async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkCo
         match event {
             GateEvent::Batch(_, batch, delivery) => {
                 ctx.metrics.record_received(batch.num_rows());
+                let rejected_before = ctx.errors.handled();
                 sink.write(&batch, ctx).await?;
                 ctx.errors.flush_with(&delivery).await?;
-                ctx.metrics.record_sent(batch.num_rows());
+                // Written means it reached the destination: rows the destination rejected went
+                // to the error policy instead and are counted there.
+                let rejected = usize::try_from(ctx.errors.handled() - rejected_before).unwrap_or(usize::MAX);
+                ctx.metrics.record_sent(batch.num_rows().saturating_sub(rejected));
                 let write = waiting.next_write;
                 waiting.next_write += 1;
                 if durability == Durability::OnWrite || !delivery.is_tracked() {

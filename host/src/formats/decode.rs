@@ -4,13 +4,14 @@
 //! fails, it is decoded again line by line so that only the bad lines go to the error policy,
 //! each with its exact position; the good lines of that chunk are kept, in order.
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayBuilder, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use serde::Deserialize;
 
 use super::errors::{BadRecord, RecordErrorHandler};
+use super::guard;
 use crate::engine::component::RuntimeError;
 
 /// Record format of a line-oriented source.
@@ -22,6 +23,19 @@ pub enum LineFormat {
     Json,
     /// One CSV record per line (quoted fields may not contain line breaks).
     Csv,
+    /// Plain text: each line is one row of one string column, `line` (ordinary logs).
+    Text,
+}
+
+impl LineFormat {
+    /// The fixed schema of `text` lines.
+    pub fn text_schema() -> SchemaRef {
+        std::sync::Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+            "line",
+            arrow::datatypes::DataType::Utf8,
+            false,
+        )]))
+    }
 }
 
 /// CSV options.
@@ -55,6 +69,8 @@ pub struct LineDecoder {
 enum FormatDecoder {
     Json(arrow::json::reader::Decoder),
     Csv(Box<arrow::csv::reader::Decoder>),
+    /// Text lines need no decoder (see [`LineDecoder::decode_text`]).
+    Text,
 }
 
 impl FormatDecoder {
@@ -62,6 +78,7 @@ impl FormatDecoder {
         match self {
             Self::Json(decoder) => decoder.decode(bytes),
             Self::Csv(decoder) => decoder.decode(bytes),
+            Self::Text => Err(ArrowError::ParseError("text lines are not decoded here".into())),
         }
     }
 
@@ -69,6 +86,7 @@ impl FormatDecoder {
         match self {
             Self::Json(decoder) => decoder.flush(),
             Self::Csv(decoder) => decoder.flush(),
+            Self::Text => Ok(None),
         }
     }
 }
@@ -104,7 +122,10 @@ impl LineDecoder {
         chunk: &LineChunk,
         errors: &mut RecordErrorHandler,
     ) -> Result<Vec<RecordBatch>, RuntimeError> {
-        match self.decode_all(&chunk.bytes) {
+        if self.format == LineFormat::Text {
+            return self.decode_text(chunk, errors);
+        }
+        match self.refuse_hostile(&chunk.bytes).and_then(|()| self.decode_all(&chunk.bytes)) {
             Ok(batches) => Ok(batches),
             Err(_) => {
                 // The decoder may hold half a chunk: start from a clean one.
@@ -132,7 +153,7 @@ impl LineDecoder {
             FormatDecoder::Json(decoder) if decoder.has_partial_record() => {
                 return Err(ArrowError::JsonError("truncated record".into()));
             }
-            FormatDecoder::Json(_) => {}
+            FormatDecoder::Json(_) | FormatDecoder::Text => {}
         }
         batches.extend(self.decoder.flush()?);
         Ok(batches)
@@ -178,7 +199,50 @@ impl LineDecoder {
         Ok(concat(&self.schema, batches)?.into_iter().collect())
     }
 
+    /// Text lines: each valid UTF-8 line is a row (without its `\r\n`); others are bad records.
+    fn decode_text(
+        &mut self,
+        chunk: &LineChunk,
+        errors: &mut RecordErrorHandler,
+    ) -> Result<Vec<RecordBatch>, RuntimeError> {
+        let mut batches = Vec::new();
+        let mut lines = arrow::array::StringBuilder::new();
+        let mut offset = chunk.first_offset;
+        for (index, line) in chunk.bytes.split_inclusive(|&byte| byte == b'\n').enumerate() {
+            let position = offset;
+            offset += line.len() as u64;
+            let record = line.strip_suffix(b"\n").unwrap_or(line);
+            let record = record.strip_suffix(b"\r").unwrap_or(record);
+            match std::str::from_utf8(record) {
+                Ok(text) => lines.append_value(text),
+                Err(err) => errors.handle(BadRecord {
+                    position: format!("{}:{} (byte {})", self.origin, chunk.first_line + index as u64, position),
+                    raw: record,
+                    reason: format!("invalid UTF-8: {err}"),
+                })?,
+            }
+            if lines.len() >= self.batch_size {
+                batches.push(RecordBatch::try_new(self.schema.clone(), vec![std::sync::Arc::new(lines.finish())])?);
+            }
+        }
+        if !lines.is_empty() {
+            batches.push(RecordBatch::try_new(self.schema.clone(), vec![std::sync::Arc::new(lines.finish())])?);
+        }
+        Ok(batches)
+    }
+
+    /// Records the decoders must not see (see [`super::guard`]); a chunk holding one is decoded
+    /// line by line.
+    fn refuse_hostile(&self, bytes: &[u8]) -> Result<(), ArrowError> {
+        match self.format {
+            LineFormat::Json if guard::json_too_deep(bytes, guard::MAX_JSON_DEPTH, true) => Err(guard::too_deep()),
+            LineFormat::Csv if guard::csv_quote_left_open(bytes) => Err(guard::quote_left_open()),
+            LineFormat::Json | LineFormat::Csv | LineFormat::Text => Ok(()),
+        }
+    }
+
     fn decode_one(&mut self, record: &[u8]) -> Result<Option<RecordBatch>, ArrowError> {
+        self.refuse_hostile(record)?;
         let consumed = self.decoder.decode(record)?;
         if consumed < record.len() {
             return Err(ArrowError::JsonError("more than one record on the line".into()));
@@ -211,6 +275,7 @@ fn build(
                 .with_batch_size(batch_size)
                 .build_decoder(),
         )),
+        LineFormat::Text => FormatDecoder::Text,
     })
 }
 
@@ -246,12 +311,23 @@ const READ_BLOCK: usize = 1 << 20;
 impl<R: tokio::io::AsyncRead + Unpin> ChunkReader<R> {
     /// Reads from the start of `reader`.
     pub fn new(reader: R) -> Self {
-        Self { reader, buffer: Vec::with_capacity(READ_BLOCK), next_line: 1, next_offset: 0, eof: false }
+        Self::at(reader, 0, 1)
+    }
+
+    /// Reads from a `reader` already positioned at byte `offset`, which is the start of line
+    /// `line` (1-based) of the input.
+    pub fn at(reader: R, offset: u64, line: u64) -> Self {
+        Self { reader, buffer: Vec::with_capacity(READ_BLOCK), next_line: line, next_offset: offset, eof: false }
     }
 
     /// Bytes consumed so far (the offset of the next chunk).
     pub fn offset(&self) -> u64 {
         self.next_offset
+    }
+
+    /// The 1-based number of the next chunk's first line.
+    pub fn next_line(&self) -> u64 {
+        self.next_line
     }
 
     /// The next chunk of at least `min_lines` complete lines (fewer at the end of the input).

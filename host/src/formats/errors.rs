@@ -71,6 +71,7 @@ pub struct RecordErrorHandler {
     pending: DeadLetterRows,
     last_warning: Option<Instant>,
     suppressed_warnings: u64,
+    handled: u64,
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +99,19 @@ impl RecordErrorHandler {
             pending: DeadLetterRows::default(),
             last_warning: None,
             suppressed_warnings: 0,
+            handled: 0,
         }
+    }
+
+    /// Records handed to this handler so far, whatever the policy did with them (a sink uses the
+    /// difference around a write to count only the rows that reached the destination).
+    pub fn handled(&self) -> u64 {
+        self.handled
+    }
+
+    /// The policy this handler applies.
+    pub fn policy(&self) -> ErrorPolicy {
+        self.policy
     }
 
     /// Handles one bad record according to the policy.
@@ -106,6 +119,7 @@ impl RecordErrorHandler {
     /// # Errors
     /// [`RuntimeError::BadRecord`] under `fail`.
     pub fn handle(&mut self, record: BadRecord<'_>) -> Result<(), RuntimeError> {
+        self.handled += 1;
         match self.policy {
             // Components that retry never hand a record here unless retrying cannot help.
             ErrorPolicy::Fail | ErrorPolicy::Retry => {

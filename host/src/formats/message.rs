@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::decode::describe;
 use super::errors::{BadRecord, RecordErrorHandler};
+use super::guard;
 use super::schema::{SchemaSpec, build_schema};
 use crate::engine::component::RuntimeError;
 use crate::pipeline::SpecIssue;
@@ -237,6 +238,9 @@ impl MessageDecoder {
                 let mut batches = Vec::new();
                 for message in messages {
                     let payload = message.payload();
+                    if guard::json_too_deep(payload, guard::MAX_JSON_DEPTH, false) {
+                        return Err(guard::too_deep());
+                    }
                     let consumed = decoder.decode(payload)?;
                     if consumed < payload.len() {
                         // Full batch: flush and feed the rest.
@@ -262,6 +266,9 @@ impl MessageDecoder {
                     let payload = message.payload();
                     if payload.contains(&b'\n') {
                         return Err(ArrowError::CsvError("line break in a CSV message".into()));
+                    }
+                    if guard::csv_quote_left_open(payload) {
+                        return Err(guard::quote_left_open());
                     }
                     text.extend_from_slice(payload);
                     text.push(b'\n');

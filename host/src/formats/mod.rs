@@ -4,5 +4,6 @@
 pub mod decode;
 pub mod encode;
 pub mod errors;
+pub mod guard;
 pub mod message;
 pub mod schema;

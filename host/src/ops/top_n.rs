@@ -76,9 +76,8 @@ pub struct TopNConfig {
     /// Rank within groups of a window.
     #[serde(default)]
     pub partition_by: Vec<Spanned<String>>,
-    /// Acknowledge input only once the results made from it are durable (see `window`).
-    #[serde(default)]
-    pub at_least_once: bool,
+    /// Withdrawn, as for `window`; `true` is refused with the reason.
+    pub at_least_once: Option<Spanned<bool>>,
 }
 
 /// Where each row's window comes from.
@@ -103,6 +102,7 @@ struct TopNPlan {
 
 impl TransformSpec for TopNConfig {
     fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
+        super::window::refuse_at_least_once(self.at_least_once.as_ref())?;
         if self.session.is_some() {
             return Err(SpecIssue::new("`top_n` takes `tumble`, `hop` or `cumulate` windows, not sessions"));
         }
@@ -176,7 +176,7 @@ impl TransformSpec for TopNConfig {
             order,
             partition,
             limit: self.limit.value,
-            at_least_once: self.at_least_once,
+            at_least_once: false,
             input: Arc::clone(input),
             schema: Arc::clone(&schema),
         });

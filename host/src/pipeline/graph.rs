@@ -359,7 +359,49 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             runnable,
         });
     }
+    keep_key_order(&mut planned);
     Ok(planned)
+}
+
+/// Sinks that need each key's rows in order (upserts, [`SinkFactory::ordered_by`]) get them:
+/// every stateless step with several subtasks upstream of such a sink (up to the sources or a
+/// keyed step) routes its input by a hash of the key when its input has the key columns, and
+/// runs as one subtask otherwise. Round-robin would let two subtasks overtake each other, and an
+/// upsert sink then ended with stale rows (1 run in 8 with default parallelism).
+///
+/// [`SinkFactory::ordered_by`]: crate::engine::component::SinkFactory::ordered_by
+fn keep_key_order(planned: &mut [PlannedComponent]) {
+    for sink in 0..planned.len() {
+        let Runnable::Sink { factory, .. } = &planned[sink].runnable else { continue };
+        let Some(key) = factory.ordered_by() else { continue };
+        let names: Vec<String> = key.iter().map(|&i| planned[sink].schema.field(i).name().clone()).collect();
+        let mut upstream: Vec<usize> =
+            planned[sink].inputs.iter().filter(|edge| edge.port == Port::Main).map(|edge| edge.component).collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(step) = upstream.pop() {
+            if !seen.insert(step) {
+                continue;
+            }
+            let inputs: Vec<usize> =
+                planned[step].inputs.iter().filter(|edge| edge.port == Port::Main).map(|edge| edge.component).collect();
+            let Some(&first) = inputs.first() else { continue };
+            let parallelism = planned[step].parallelism;
+            let input_schema = planned[first].schema.clone();
+            let Runnable::Transform { partitioning, .. } = &mut planned[step].runnable else { continue };
+            if !matches!(partitioning, Partitioning::Any) {
+                continue; // keyed or single: its own partitioning decides, and it keeps order per key
+            }
+            if parallelism > 1 {
+                let columns: Option<Vec<usize>> = names.iter().map(|name| input_schema.index_of(name).ok()).collect();
+                match columns {
+                    Some(columns) => *partitioning = Partitioning::Hash(columns),
+                    None => planned[step].parallelism = 1,
+                }
+                tracing::debug!(step = %planned[step].name, sink = %planned[sink].name, "keeps key order for an upsert sink");
+            }
+            upstream.extend(inputs);
+        }
+    }
 }
 
 fn section_of(role: Role) -> &'static str {

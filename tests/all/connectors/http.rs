@@ -93,3 +93,89 @@ settings: {{ channel_capacity: 1 }}
         .sum();
     assert_eq!(delivered, accepted);
 }
+
+/// Peak resident set of a running process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Issue 19 (14): bodies were read whole before the endpoint answered 429 or 413 (300 clients
+/// posting 4 MB drove memory to 984 MB), and under the default `on_error: fail` one client's bad
+/// record stopped the job for every client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_big_bodies_stays_bounded_and_a_bad_record_is_the_senders_error() {
+    let port = free_port();
+    let ws = Workspace::new();
+    let file = ws.write(
+        "pipeline.yaml",
+        format!(
+            r#"
+sources:
+  events: {{ type: http, listen: 127.0.0.1:{port}, max_body: 8MiB, schema: {{ id: int64, pad: string }} }}
+sinks:
+  out: {{ type: blackhole, inputs: [events] }}
+"#
+        ),
+    );
+    let mut child = crate::support::weir()
+        .args(["run", "--quiet", "--no-admin"])
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_listener(port).await;
+    let url = format!("http://127.0.0.1:{port}/ingest");
+    let client = reqwest::Client::new();
+
+    // One client's bad record is its own 400, naming the record; everyone else goes on.
+    let bad = client
+        .post(&url)
+        .body("{\"id\": 1, \"pad\": \"a\"}\n{\"id\": \"two\", \"pad\": \"b\"}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("record 2"), "names the record");
+    let good = client.post(&url).body("{\"id\": 3, \"pad\": \"c\"}\n").send().await.unwrap();
+    assert_eq!(good.status(), 200, "the job still serves other clients");
+
+    // A declared length above the limit is refused before the body is read.
+    let declared = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let head = format!("POST /ingest HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n\r\n", 64_u64 << 20);
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0; 64];
+        let read = socket.read(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer[..read]).into_owned()
+    };
+    let declared = tokio::time::timeout(Duration::from_secs(10), declared).await.expect("answered without the body");
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+
+    // 300 clients posting 4 MB at once.
+    let line = format!("{{\"id\": 7, \"pad\": \"{}\"}}\n", "x".repeat(200));
+    let body = bytes::Bytes::from(line.repeat((4 << 20) / line.len()));
+    let posts: Vec<_> = (0..300)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move { client.post(&url).body(body).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for post in posts {
+        *statuses.entry(post.await.unwrap().unwrap_or(0)).or_insert(0) += 1;
+    }
+    let peak = peak_rss_kib(child.id());
+    // SAFETY: stopping our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    eprintln!("answers to 300 concurrent 4 MB posts: {statuses:?}; weir peaked at {} MiB", peak / 1024);
+    assert!(status.success(), "the job ends cleanly: {status:?}");
+    assert!(statuses.get(&429).copied().unwrap_or(0) > 0, "a crowd gets 429s: {statuses:?}");
+    assert!(peak < 400 * 1024, "peak RSS {} MiB for 300 concurrent 4 MB bodies", peak / 1024);
+}

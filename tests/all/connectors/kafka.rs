@@ -129,3 +129,25 @@ sinks:
     ids.sort_unstable();
     assert_eq!(ids, (1..=1000).collect::<Vec<_>>());
 }
+
+/// Issue 19 (21): a Kafka sink writing to a missing topic was silent for 30 s and then failed.
+/// It fails at start, naming the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_to_a_missing_topic_fails_at_start_naming_it() {
+    let topic = unique("missing");
+    let ws = Workspace::new();
+    let started = std::time::Instant::now();
+    let err = ws
+        .run(&format!(
+            r#"
+sources:
+  gen: {{ type: generator, count: 10, columns: {{ id: {{ sequence: {{}} }} }} }}
+sinks:
+  out: {{ type: kafka, inputs: [gen], brokers: "{BROKERS}", topic: {topic} }}
+"#
+        ))
+        .await
+        .unwrap_err();
+    eprintln!("failed after {:?}: {err}", started.elapsed());
+    assert!(err.contains(&format!("topic `{topic}` does not exist")), "{err}");
+}

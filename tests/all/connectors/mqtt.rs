@@ -145,3 +145,110 @@ sinks:
     ids.sort_unstable();
     assert_eq!(ids, (1..=400).collect::<Vec<_>>());
 }
+
+/// Issue 19 (7): with a sink that confirms late (Parquet rolled every 10 s), the source held
+/// Mosquitto's window (20 in flight) full, the broker queued and then discarded the rest
+/// (1,020 of 3,000 readings arrived) and weir said nothing. It must report how many messages it
+/// holds unacknowledged and warn when the window stays full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_acknowledgements_past_the_brokers_window_is_reported() {
+    let root = unique("window");
+    let ws = Workspace::new();
+    let file = ws.write(
+        "pipeline.yaml",
+        format!(
+            r#"
+sources:
+  readings: {{ type: mqtt, url: mqtt://127.0.0.1:1883, topics: ["{root}/#"], qos: 1, schema: {{ id: int64 }} }}
+sinks:
+  archive: {{ type: file, inputs: [readings], path: out/raw.parquet, format: parquet, roll: {{ max_age: 30s }} }}
+settings: {{ batch_size: 50 }}
+"#
+        ),
+    );
+    let summary = ws.path("summary.json");
+    let child = crate::support::weir()
+        .args(["run", "--quiet", "--no-admin", "--summary-json"])
+        .arg(&summary)
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (publisher, _) = client(&unique("pub"), true).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the job subscribes
+    for id in 1..=600 {
+        publisher
+            .publish(format!("{root}/d{}", id % 7), QoS::AtLeastOnce, false, format!(r#"{{"id": {id}}}"#))
+            .await
+            .unwrap();
+        if id % 100 == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SAFETY: stopping our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("an MQTT broker discards messages beyond its window"), "warned: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let readings = &report["components"][0];
+    assert!(
+        readings["peak_unacknowledged_events"].as_u64().unwrap() >= 20,
+        "the gauge saw the full window: {readings}"
+    );
+}
+
+/// Issue 19 (8): a message above the 16 MiB packet limit broke the connection; with a persistent
+/// session the broker sent it again forever (the message before it was written 189 times in
+/// 30 s, nothing after it arrived). It is a bad record under `on_error`, dead-lettered with its
+/// topic, and the messages after it arrive once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_is_dead_lettered_and_the_stream_goes_on() {
+    let root = unique("big");
+    let ws = Workspace::new();
+    let running = ws.start(&format!(
+        r#"
+sources:
+  readings:
+    type: mqtt
+    url: mqtt://127.0.0.1:1883
+    topics: ["{root}/#"]
+    client_id: {client}
+    clean_session: false
+    max_message_size: 1MiB
+    schema: {{ id: int64 }}
+    on_error: dead-letter
+    dead_letter: bad
+sinks:
+  out: {{ type: file, inputs: [readings], path: out.jsonl }}
+  bad: {{ type: file, path: bad.jsonl }}
+settings: {{ batch_size: 10 }}
+"#,
+        client = unique("weir-big")
+    ));
+    let mut options = MqttOptions::new(unique("pub"), "127.0.0.1", 1883);
+    options.set_max_packet_size(64 << 20, 64 << 20);
+    let (publisher, mut eventloop) = AsyncClient::new(options, 100);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    eventually(10, "the subscription", async || {
+        publisher.publish(format!("{root}/probe"), QoS::AtLeastOnce, false, r#"{"id": 0}"#).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        !ws.rows("out.jsonl").is_empty()
+    })
+    .await;
+    publisher.publish(format!("{root}/a"), QoS::AtLeastOnce, false, r#"{"id": 1}"#).await.unwrap();
+    let huge = format!(r#"{{"id": 2, "pad": "{}"}}"#, "x".repeat(17 << 20));
+    publisher.publish(format!("{root}/huge"), QoS::AtLeastOnce, false, huge).await.unwrap();
+    publisher.publish(format!("{root}/b"), QoS::AtLeastOnce, false, r#"{"id": 3}"#).await.unwrap();
+    eventually(30, "the message after the big one", async || ws.rows("out.jsonl").iter().any(|r| r["id"] == 3)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.stop().await.unwrap();
+    let ids: Vec<i64> = sorted_ids(&ws.rows("out.jsonl")).into_iter().filter(|&id| id > 0).collect();
+    assert_eq!(ids, vec![1, 3], "each message once, the oversized one not among them");
+    let bad = ws.rows("bad.jsonl");
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(bad[0]["position"].as_str().unwrap().contains(&format!("{root}/huge")), "{}", bad[0]);
+    assert!(bad[0]["error"].as_str().unwrap().contains("max_message_size"), "{}", bad[0]);
+}

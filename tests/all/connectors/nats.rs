@@ -212,3 +212,204 @@ settings: {{ batch_size: 100 }}
     ids.dedup(); // at least once: a publish whose ack was cut off is sent again
     assert_eq!(ids, (1..=3000).collect::<Vec<_>>(), "every id stored ({stored} messages in all)");
 }
+
+/// Publishes `payloads` to `<name>.in` in a new stream, with acks awaited a thousand at a time.
+async fn bulk_stream(js: &jetstream::Context, name: &str, payloads: impl IntoIterator<Item = String>) {
+    js.create_stream(jetstream::stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut acks = Vec::new();
+    for payload in payloads {
+        acks.push(js.publish(format!("{name}.in"), payload.into()).await.unwrap());
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.unwrap();
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+}
+
+/// Every row of every Parquet file in `dir` whose name starts with `prefix`, as `id`s.
+fn parquet_ids_of_files(dir: &std::path::Path, prefix: &str) -> Vec<i64> {
+    use arrow::array::AsArray;
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let file = std::fs::File::open(dir.join(&name)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap_or_else(|err| panic!("{name} is a complete Parquet file: {err}"))
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch.column_by_name("id").unwrap();
+            ids.extend(column.as_primitive::<arrow::datatypes::Int64Type>().values().iter().copied());
+        }
+    }
+    ids
+}
+
+/// Issue 19 (3): a file sink acknowledged rows that only sat in its in-progress file, and a
+/// restart reopened the same names and replaced them (127,400 of 131,072 acknowledged rows lost
+/// after one `kill -9`). The job is killed with SIGKILL while it writes JSON lines, rolled
+/// Parquet parts and a dead-letter file, restarted, and stopped with SIGTERM once the stream is
+/// consumed: every message must be in the files, none acknowledged and missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sinks_keep_every_acknowledged_row_across_kill_9() {
+    const MESSAGES: i64 = 60_000;
+    let seed: u64 = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    let kill_after_ms = 300 + seed % 900;
+    eprintln!(
+        "seed {seed} (WEIR_TEST_SEED): fault schedule: SIGKILL {kill_after_ms} ms after the first acknowledgement, then one restart and SIGTERM"
+    );
+    let name = unique("NATSFILE");
+    let js = context().await;
+    let payload = |id: i64| {
+        if id % 1000 == 0 { format!("bad {id}") } else { format!(r#"{{"id": {id}, "pad": "{}"}}"#, "x".repeat(40)) }
+    };
+    bulk_stream(&js, &name, (1..=MESSAGES).map(payload)).await;
+    let ws = Workspace::new();
+    let pipeline = ws.write(
+        "pipeline.yaml",
+        format!(
+            r#"
+sources:
+  readings:
+    type: nats
+    url: {URL}
+    stream: {name}
+    consumer: weir
+    schema: {{ id: int64, pad: string }}
+    on_error: dead-letter
+    dead_letter: bad
+sinks:
+  out: {{ type: file, inputs: [readings], path: out/rows.jsonl, roll: {{ max_size: 256KiB }} }}
+  archive: {{ type: file, inputs: [readings], path: out/rows.parquet, format: parquet, roll: {{ max_size: 64KiB }} }}
+  bad: {{ type: file, path: out/bad.jsonl }}
+settings: {{ batch_size: 200 }}
+"#
+        ),
+    );
+    let start = || {
+        crate::support::weir()
+            .args(["run", "--quiet", "--no-admin"])
+            .arg(&pipeline)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let acknowledged = async || consumer_info(&js, &name).await.ack_floor.stream_sequence;
+
+    let mut first = start();
+    eventually(60, "the first acknowledgement", async || acknowledged().await > 0).await;
+    tokio::time::sleep(std::time::Duration::from_millis(kill_after_ms)).await;
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let acknowledged_before_kill = acknowledged().await;
+    eprintln!("killed with {acknowledged_before_kill} of {MESSAGES} messages acknowledged");
+    assert!(acknowledged_before_kill > 0, "the kill happened after acknowledgements");
+
+    let second = start();
+    eventually(120, "every message acknowledged", async || {
+        let info = consumer_info(&js, &name).await;
+        info.num_pending == 0 && info.num_ack_pending == 0
+    })
+    .await;
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    let output = second.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+
+    let out = ws.path("out");
+    let good: Vec<i64> = (1..=MESSAGES).filter(|id| id % 1000 != 0).collect();
+    let mut ids = crate::support::sorted_ids(&crate::support::json_rows_of_files(&out, "rows"));
+    ids.dedup(); // at least once: rows after the last acknowledgement are delivered again
+    assert_eq!(ids.len(), good.len(), "every JSON row is in a file");
+    assert_eq!(ids, good);
+    let mut parquet_ids = parquet_ids_of_files(&out, "rows");
+    parquet_ids.sort_unstable();
+    parquet_ids.dedup();
+    assert_eq!(parquet_ids, good, "every row is in a complete Parquet file");
+    let mut bad: Vec<String> = crate::support::json_rows_of_files(&out, "bad")
+        .iter()
+        .map(|row| row["raw"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    bad.sort_unstable();
+    bad.dedup();
+    assert_eq!(bad.len(), (MESSAGES / 1000) as usize, "every dead letter is kept: {bad:?}");
+}
+
+/// Issue 19 (5): a stop with a sink that never answers waited forever (41.6 minutes with a slow
+/// webhook). With `--shutdown-timeout 2s` the job must end soon after SIGTERM, exit non-zero and
+/// acknowledge nothing it did not write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_cannot_drain_ends_at_the_shutdown_timeout_without_acknowledging() {
+    let name = unique("NATSSTUCK");
+    let js = context().await;
+    bulk_stream(&js, &name, (1..=500).map(|id| format!(r#"{{"id": {id}}}"#))).await;
+    // A webhook server that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            held.push(socket);
+        }
+    });
+    let ws = Workspace::new();
+    let pipeline = ws.write(
+        "pipeline.yaml",
+        format!(
+            r#"
+sources:
+  readings: {{ type: nats, url: {URL}, stream: {name}, consumer: weir, schema: {{ id: int64 }} }}
+sinks:
+  hook: {{ type: webhook, inputs: [readings], url: "http://127.0.0.1:{port}/hook" }}
+"#
+        ),
+    );
+    let child = crate::support::weir()
+        .args(["run", "--quiet", "--no-admin", "--shutdown-timeout", "2s"])
+        .arg(&pipeline)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually(30, "the webhook's first request", async || accepted.load(std::sync::atomic::Ordering::Relaxed) > 0)
+        .await;
+    let stopped_at = std::time::Instant::now();
+    // SAFETY: sending SIGTERM to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let pid = child.id();
+    let waiter = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+    let output = match tokio::time::timeout(std::time::Duration::from_secs(40), waiter).await {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // SAFETY: killing our own child process, which did not stop.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("the job was still draining 40 s after SIGTERM with a 2 s shutdown timeout");
+        }
+    };
+    let took = stopped_at.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "exit 1 after the timeout: {stderr}");
+    assert!(stderr.contains("shutdown timeout"), "{stderr}");
+    assert!(took < std::time::Duration::from_secs(15), "stopped {took:?} after SIGTERM");
+    let info = consumer_info(&js, &name).await;
+    assert_eq!(info.ack_floor.stream_sequence, 0, "nothing the webhook never took was acknowledged");
+    assert_eq!(info.num_pending + info.num_ack_pending as u64, 500, "every message is still to be delivered");
+}

@@ -92,3 +92,26 @@ sinks:
     assert!(dead[0]["error"].as_str().unwrap().contains("400"), "{}", dead[0]);
     assert!(dead[9]["error"].as_str().unwrap().contains("circuit open"), "{}", dead[9]);
 }
+
+/// Issue 19 (21): a webhook that never delivered was reported as "2 written". Written counts
+/// what reached the destination; rows the endpoint refused are counted as rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_the_endpoint_refused_are_not_counted_as_written() {
+    let hook = Arc::new(Hook { status: Some(StatusCode::BAD_REQUEST), ..Default::default() });
+    let url = serve(Arc::clone(&hook)).await;
+    let ws = Workspace::new();
+    let metrics = ws
+        .run(&format!(
+            r#"
+sources:
+  gen: {{ type: generator, count: 2, columns: {{ id: {{ sequence: {{ start: 1 }} }} }} }}
+sinks:
+  page: {{ type: webhook, inputs: [gen], url: "{url}/hook", on_error: skip }}
+"#
+        ))
+        .await
+        .unwrap();
+    assert_eq!(hook.bodies.lock().unwrap().len(), 2, "both rows were tried");
+    let page = crate::support::counters(&metrics, "page");
+    assert_eq!((page.sent_events, page.discarded_events), (0, 2), "nothing was written, both were refused");
+}

@@ -136,3 +136,33 @@ fn retry_is_refused_where_retrying_cannot_help() {
         .to_string();
     assert!(err.contains("`on_error: retry` is for lookup joins"), "{err}");
 }
+
+/// Issue 19 (21): several lookup counters were in the run summary but not in `/metrics`,
+/// although DESIGN.md says the admin API exports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lookup_counter_of_the_summary_is_in_metrics() {
+    let ws = workspace();
+    let pipeline = ws.load(&pipeline("table: devices, on: { device: id }, kind: left, columns: [name]")).unwrap();
+    let metrics = weir_host::engine::runner::metrics_for(&pipeline);
+    weir_host::engine::runner::run(&pipeline, &metrics, Default::default()).await.unwrap();
+    let context = weir_host::api::AdminContext::new(&pipeline, &metrics);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let address = weir_host::api::serve("127.0.0.1:0".parse().unwrap(), None, context, stop.clone()).await.unwrap();
+    let text = reqwest::get(format!("http://{address}/metrics")).await.unwrap().text().await.unwrap();
+    stop.cancel();
+    for name in [
+        "lookup_cache_hits_total{table=\"devices\"}",
+        "lookup_cache_misses_total{table=\"devices\"}",
+        "lookup_cache_evictions_total{table=\"devices\"}",
+        "lookup_cache_expirations_total{table=\"devices\"}",
+        "lookup_queries_total{table=\"devices\"}",
+        "lookup_loads_total{table=\"devices\"} 1",
+        "lookup_snapshot_rows{table=\"devices\"} 3",
+        "lookup_rows_joined_total{table=\"devices\"} 5",
+        "lookup_rows_unmatched_total{table=\"devices\"}",
+        "lookup_errors_total{table=\"devices\"}",
+        "lookup_query_seconds_count{table=\"devices\"}",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+}

@@ -74,6 +74,9 @@ impl TableSpec for FileTableConfig {
         if !path.is_file() {
             return Err(at_path(format!("file not found: {}", path.display())));
         }
+        if self.format == LineFormat::Text {
+            return Err(SpecIssue::new("a dimension table file is `format: csv` or `format: json`"));
+        }
         let delimiter =
             u8::try_from(self.delimiter).map_err(|_| SpecIssue::new("`delimiter` must be a single ASCII character"))?;
         let columns = match &self.columns {
@@ -137,6 +140,7 @@ impl FileTable {
                 .map_err(invalid)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(invalid),
+            LineFormat::Text => Err(LookupError::Invalid("a table is `csv` or `json`, not `text`".into())),
         }
     }
 }

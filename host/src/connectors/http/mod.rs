@@ -13,10 +13,18 @@
 //!     dead_letter: rejected
 //! ```
 //!
-//! Backpressure: requests queue in a small bounded channel; when it is full the endpoint answers
-//! `429 Too Many Requests` with `Retry-After: 1` instead of buffering without bound. A request is
-//! answered `200 {"accepted": n}` only after every sink confirmed its records (so a 200 means
-//! durable: at-least-once with client retries), or `503` if the pipeline failed or is stopping.
+//! Backpressure: requests queue in a small bounded channel, and a request takes its place in the
+//! queue *before* its body is read: when the queue is full the endpoint answers `429 Too Many
+//! Requests` with `Retry-After: 1` without reading the body, and a `Content-Length` above
+//! `max_body` gets `413` at once (300 clients posting 4 MB once drove memory to 984 MB). A
+//! request is answered `200 {"accepted": n}` only after every sink confirmed its records (so a
+//! 200 means durable: at-least-once with client retries), or `503` if the pipeline failed or is
+//! stopping.
+//!
+//! A bad record is the sender's error: under `on_error: fail` (the default) the request is
+//! answered `400` naming the record and none of its records are taken, and the job goes on
+//! serving every other client. `skip` and `dead-letter` take the request's good records and
+//! handle the bad ones as any source does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +45,7 @@ use crate::engine::component::{
     BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
 };
 use crate::engine::delivery::{DeliveryTracker, Outcome};
+use crate::formats::errors::ErrorPolicy;
 use crate::formats::message::{Envelope, MessageFormat, MessageLayout, MetaType, MetaValue, PayloadOptions};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
@@ -128,7 +137,18 @@ struct HttpSource(HttpSourceFactory);
 /// One accepted request: its records and where to report the outcome.
 struct Ingest {
     records: Vec<Record>,
-    done: oneshot::Sender<bool>,
+    done: oneshot::Sender<Answer>,
+}
+
+/// How a request ends.
+#[derive(Debug)]
+enum Answer {
+    /// Every sink confirmed its records.
+    Accepted,
+    /// A record is bad (`on_error: fail`): the sender's error, nothing of the request was taken.
+    Rejected(String),
+    /// The pipeline failed or stopped before confirming them.
+    Unconfirmed,
 }
 
 /// One record of a request body.
@@ -160,6 +180,7 @@ impl Envelope for Record {
 struct Endpoint {
     queue: mpsc::Sender<Ingest>,
     format: MessageFormat,
+    max_body: usize,
 }
 
 /// Splits a body into records: a JSON array of values, or one record per non-empty line.
@@ -189,8 +210,28 @@ fn split(body: &Bytes, format: MessageFormat) -> Result<Vec<Bytes>, String> {
 async fn ingest(
     State(endpoint): State<Endpoint>,
     axum::extract::ConnectInfo(remote): axum::extract::ConnectInfo<SocketAddr>,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
+    let length = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if length.is_some_and(|length| length > endpoint.max_body as u64) {
+        return too_large(endpoint.max_body);
+    }
+    // A place in the queue before the body is read: a busy pipeline reads no bodies.
+    let permit = match endpoint.queue.try_reserve() {
+        Ok(permit) => permit,
+        Err(mpsc::error::TrySendError::Full(())) => {
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, "pipeline is busy; retry later").into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        Err(mpsc::error::TrySendError::Closed(())) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "pipeline is stopping").into_response();
+        }
+    };
+    let body = match axum::body::to_bytes(request.into_body(), endpoint.max_body).await {
+        Ok(body) => body,
+        Err(_) => return too_large(endpoint.max_body),
+    };
     let records = match split(&body, endpoint.format) {
         Ok(records) => records,
         Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
@@ -204,22 +245,58 @@ async fn ingest(
         .map(|(index, bytes)| Record { bytes, received_at, remote: Arc::clone(&remote), index })
         .collect();
     let (done, outcome) = oneshot::channel();
-    match endpoint.queue.try_send(Ingest { records, done }) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, "pipeline is busy; retry later").into_response();
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            return (StatusCode::SERVICE_UNAVAILABLE, "pipeline is stopping").into_response();
-        }
-    }
+    permit.send(Ingest { records, done });
     match outcome.await {
-        Ok(true) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], format!("{{\"accepted\":{count}}}"))
-            .into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not confirm these records").into_response(),
+        Ok(Answer::Accepted) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], format!("{{\"accepted\":{count}}}"))
+                .into_response()
+        }
+        Ok(Answer::Rejected(reason)) => (StatusCode::BAD_REQUEST, reason).into_response(),
+        Ok(Answer::Unconfirmed) | Err(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "the pipeline did not confirm these records").into_response()
+        }
     }
+}
+
+fn too_large(max_body: usize) -> Response {
+    (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {max_body} bytes")).into_response()
+}
+
+/// Under `on_error: fail`: decodes each request on its own, answers a request with a bad record
+/// `400` (the sender's error, the job goes on), and sends the good requests on as one delivery.
+async fn emit_rejecting_bad_requests(
+    ctx: &mut SourceContext,
+    decoder: &mut crate::formats::message::MessageDecoder,
+    tracker: &mut DeliveryTracker<Vec<oneshot::Sender<Answer>>>,
+    requests: Vec<Ingest>,
+) -> Result<(), RuntimeError> {
+    let mut batches = Vec::new();
+    let mut waiting = Vec::new();
+    for request in requests {
+        match decoder.decode(&request.records, &mut ctx.errors) {
+            Ok(batch) => {
+                batches.extend(batch);
+                waiting.push(request.done);
+            }
+            Err(RuntimeError::BadRecord { position, reason }) => {
+                let _ = request.done.send(Answer::Rejected(format!("{position}: {reason}")));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let delivery = tracker.track(waiting);
+    match batches.len() {
+        0 => delivery.settle(),
+        _ => {
+            let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches)?;
+            ctx.metrics.record_received(batch.num_rows());
+            ctx.output.deliver(batch, delivery).await?;
+        }
+    }
+    Ok(())
 }
 
 impl Source for HttpSource {
@@ -230,7 +307,7 @@ impl Source for HttpSource {
                 .await
                 .map_err(|err| RuntimeError::io(format!("listening on {}", config.listen), err))?;
             let (queue, mut requests) = mpsc::channel(QUEUED_REQUESTS);
-            let endpoint = Endpoint { queue, format: config.format };
+            let endpoint = Endpoint { queue, format: config.format, max_body: config.max_body };
             let app = Router::new()
                 .route(&config.path, axum::routing::post(ingest))
                 .layer(DefaultBodyLimit::max(config.max_body))
@@ -243,7 +320,8 @@ impl Source for HttpSource {
             });
             tracing::info!(component = %ctx.component, listen = %config.listen, path = %config.path, "accepting records over HTTP");
             let mut decoder = config.layout.decoder(config.batch_size)?;
-            let mut tracker: DeliveryTracker<Vec<oneshot::Sender<bool>>> = DeliveryTracker::new();
+            let mut tracker: DeliveryTracker<Vec<oneshot::Sender<Answer>>> = DeliveryTracker::new();
+            let reject_bad_requests = ctx.errors.policy() == ErrorPolicy::Fail;
             loop {
                 tokio::select! {
                     biased;
@@ -252,20 +330,31 @@ impl Source for HttpSource {
                     request = requests.recv() => {
                         let Some(first) = request else { break };
                         // Take whatever else is queued, up to about one batch of records.
-                        let mut records = first.records;
-                        let mut waiting = vec![first.done];
-                        while records.len() < config.batch_size {
+                        let mut taken = first.records.len();
+                        let mut batch = vec![first];
+                        while taken < config.batch_size {
                             let Ok(next) = requests.try_recv() else { break };
-                            records.extend(next.records);
-                            waiting.push(next.done);
+                            taken += next.records.len();
+                            batch.push(next);
                         }
-                        emit(ctx, &mut decoder, &mut tracker, &records, waiting).await?;
+                        if reject_bad_requests {
+                            emit_rejecting_bad_requests(ctx, &mut decoder, &mut tracker, batch).await?;
+                        } else {
+                            let (records, waiting): (Vec<Vec<Record>>, Vec<_>) =
+                                batch.into_iter().map(|ingest| (ingest.records, ingest.done)).unzip();
+                            let records: Vec<Record> = records.into_iter().flatten().collect();
+                            emit(ctx, &mut decoder, &mut tracker, &records, waiting).await?;
+                        }
                     }
                 }
             }
             requests.close();
             while let Ok(request) = requests.try_recv() {
-                emit(ctx, &mut decoder, &mut tracker, &request.records, vec![request.done]).await?;
+                if reject_bad_requests {
+                    emit_rejecting_bad_requests(ctx, &mut decoder, &mut tracker, vec![request]).await?;
+                } else {
+                    emit(ctx, &mut decoder, &mut tracker, &request.records, vec![request.done]).await?;
+                }
             }
             end_and_drain(ctx, &mut tracker, |outcomes| {
                 answer(outcomes);
@@ -278,14 +367,14 @@ impl Source for HttpSource {
     }
 }
 
-fn answer(outcomes: Vec<Outcome<Vec<oneshot::Sender<bool>>>>) {
+fn answer(outcomes: Vec<Outcome<Vec<oneshot::Sender<Answer>>>>) {
     for outcome in outcomes {
         let (waiting, delivered) = match outcome {
             Outcome::Delivered(waiting) => (waiting, true),
             Outcome::Failed(waiting) => (waiting, false),
         };
         for done in waiting {
-            let _ = done.send(delivered);
+            let _ = done.send(if delivered { Answer::Accepted } else { Answer::Unconfirmed });
         }
     }
 }

@@ -528,12 +528,23 @@ impl SinkFactory for KafkaSinkFactory {
                 config.set(key, value);
             }
             let producer: FutureProducer = config.create().map_err(|err| fail(err.to_string()))?;
-            let producer = tokio::task::spawn_blocking(move || {
-                producer.client().fetch_metadata(None, CONNECT_TIMEOUT).map(|_| producer)
+            // A fixed topic must exist (or be auto-created by this request) at start: a missing
+            // one was silent for 30 s and then failed the job.
+            let topic = self.topic.constant().map(str::to_owned);
+            let (producer, missing) = tokio::task::spawn_blocking(move || {
+                let metadata = producer.client().fetch_metadata(topic.as_deref(), CONNECT_TIMEOUT)?;
+                let missing = topic
+                    .filter(|_| metadata.topics().iter().all(|t| t.error().is_some() || t.partitions().is_empty()));
+                Ok::<_, rdkafka::error::KafkaError>((producer, missing))
             })
             .await
             .map_err(|err| fail(err.to_string()))?
             .map_err(|err| fail(format!("cannot connect: {err}")))?;
+            if let Some(topic) = missing {
+                return Err(fail(format!(
+                    "topic `{topic}` does not exist (create it, or let the broker create topics on first use)"
+                )));
+            }
             Ok(Box::new(KafkaSink {
                 brokers: self.brokers.clone(),
                 producer,

@@ -27,6 +27,16 @@
 //! a reconnect when the session is persistent. QoS 0 is at most once by definition. The
 //! connection is driven by its own task, which reconnects with backoff and logs state changes once.
 //! TLS (`mqtts://`) is not built in yet.
+//!
+//! The broker's window: an MQTT broker sends a client only a few messages it has not
+//! acknowledged (Mosquitto: `max_inflight_messages 20`), queues what comes after them
+//! (`max_queued_messages 1000`) and *discards* the rest without telling anyone. A sink that
+//! confirms late (Parquet files rolled every 10 s, object storage uploads) holds the window full
+//! long enough to overflow the queue at a few hundred messages per second. The source reports how
+//! many messages it holds unacknowledged (`component_unacknowledged_events`) and warns when it
+//! has held `max_unacknowledged` of them (default 20, Mosquitto's in-flight window) for 2 s: the
+//! broker is then queuing. Raise the broker's limits (`max_queued_messages`) or make the sinks
+//! confirm sooner (a shorter `roll.max_age`, JSON lines).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +58,7 @@ use crate::engine::component::{
 };
 use crate::engine::delivery::{DeliveryTracker, Outcome};
 use crate::formats::encode::rows_as_json;
+use crate::formats::errors::BadRecord;
 use crate::formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
@@ -92,6 +103,15 @@ pub struct MqttSourceConfig {
     /// Start a clean session (default true); `false` keeps subscriptions and queued messages.
     #[serde(default = "default_true")]
     pub clean_session: bool,
+    /// The broker's in-flight window: holding this many messages unacknowledged for 2 s makes the
+    /// source warn that the broker is queuing (and may discard) messages (default 20, Mosquitto's
+    /// `max_inflight_messages`).
+    #[serde(default = "default_max_unacknowledged")]
+    pub max_unacknowledged: u64,
+    /// Largest message payload taken (default 16MiB); a larger one is a bad record under
+    /// `on_error` (dead letters keep its topic and its first 64 KiB).
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: bytesize::ByteSize,
     /// Payload format, schema, metadata columns.
     #[serde(flatten)]
     pub payload: PayloadOptions,
@@ -104,6 +124,20 @@ fn default_qos() -> u8 {
 fn default_true() -> bool {
     true
 }
+
+fn default_max_unacknowledged() -> u64 {
+    20
+}
+
+fn default_max_message_size() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(16)
+}
+
+/// How much of an oversized message a dead letter keeps.
+const OVERSIZED_KEPT: usize = 64 << 10;
+
+/// How long the broker's window may stay full before the source warns.
+const WINDOW_FULL_WARNING: Duration = Duration::from_secs(2);
 
 /// Host and port of an `mqtt://` URL.
 fn parse_address(url: &Spanned<String>) -> Result<(String, u16), SpecIssue> {
@@ -139,6 +173,8 @@ impl SourceSpec for MqttSourceConfig {
             qos,
             client_id: self.client_id.clone(),
             clean_session: self.clean_session,
+            max_unacknowledged: self.max_unacknowledged,
+            max_message_size: usize::try_from(self.max_message_size.as_u64()).unwrap_or(usize::MAX),
             layout: layout.clone(),
             batch_size: ctx.batch_size,
         };
@@ -154,6 +190,8 @@ struct MqttSourceFactory {
     qos: QoS,
     client_id: Option<String>,
     clean_session: bool,
+    max_unacknowledged: u64,
+    max_message_size: usize,
     layout: MessageLayout,
     batch_size: usize,
 }
@@ -247,10 +285,16 @@ async fn drive(
     }
 }
 
+/// The largest packet MQTT 3.1.1 can carry (its remaining-length field's maximum, plus header).
+/// The client accepts any packet the protocol allows: a packet it refused would break the
+/// connection, and a persistent session would then get the same message again forever. The
+/// source applies its own `max_message_size` to what arrives.
+const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+
 fn options(client_id: String, host: &str, port: u16, clean_session: bool) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, host, port);
     options.set_clean_session(clean_session).set_keep_alive(Duration::from_secs(30)).set_manual_acks(true);
-    options.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+    options.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
     options
 }
 
@@ -275,16 +319,23 @@ impl Source for MqttSource {
             ));
             let mut decoder = config.layout.decoder(config.batch_size)?;
             let mut tracker: DeliveryTracker<Vec<(QoS, u16)>> = DeliveryTracker::new();
+            let mut held = Unacknowledged::new(config.max_unacknowledged);
             let mut pending: Vec<Publish> = Vec::with_capacity(config.batch_size);
+            // Messages the error policy already took (oversized): acknowledged with the next batch.
+            let mut handled: Vec<Publish> = Vec::new();
             let mut linger: Option<tokio::time::Instant> = None;
+            let mut window_check = tokio::time::interval(Duration::from_millis(500));
             let result = async {
                 loop {
                     tokio::select! {
                         biased;
                         () = ctx.stop.cancelled() => break,
-                        outcomes = tracker.next_settled(), if tracker.in_flight() > 0 => acknowledge(&client, outcomes).await,
+                        _ = window_check.tick() => held.check(ctx),
+                        outcomes = tracker.next_settled(), if tracker.in_flight() > 0 => {
+                            acknowledge(&client, outcomes, &mut held, ctx).await;
+                        }
                         () = sleep_until(linger), if linger.is_some() => {
-                            flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+                            flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut handled, &mut held).await?;
                             linger = None;
                         }
                         incoming = receiver.recv() => match incoming {
@@ -292,22 +343,37 @@ impl Source for MqttSource {
                             Some(Incoming::Failed(reason)) => {
                                 return Err(RuntimeError::external("mqtt", &address, format!("cannot connect: {reason}")));
                             }
+                            Some(Incoming::Message(publish)) if publish.payload.len() > config.max_message_size => {
+                                ctx.errors.handle(BadRecord {
+                                    position: publish.position(),
+                                    raw: &publish.payload[..publish.payload.len().min(OVERSIZED_KEPT)],
+                                    reason: format!(
+                                        "the message is {} bytes, above max_message_size ({} bytes); the dead letter keeps its first {} bytes",
+                                        publish.payload.len(), config.max_message_size, OVERSIZED_KEPT
+                                    ),
+                                })?;
+                                // Acknowledged with the next batch, after its dead letter is out.
+                                handled.push(publish);
+                                linger.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+                            }
                             Some(Incoming::Message(publish)) => {
                                 pending.push(publish);
                                 linger.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                                 if pending.len() >= config.batch_size {
-                                    flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+                                    flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut handled, &mut held).await?;
                                     linger = None;
                                 }
                             }
                         }
                     }
                 }
-                flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+                flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut handled, &mut held).await?;
+                let metrics = Arc::clone(&ctx.metrics);
                 end_and_drain(ctx, &mut tracker, |outcomes| {
                     let client = &client;
+                    held.settle(&outcomes, &metrics);
                     async move {
-                        acknowledge(client, outcomes).await;
+                        acknowledge_all(client, outcomes).await;
                         Ok(())
                     }
                 })
@@ -327,17 +393,88 @@ async fn flush(
     decoder: &mut crate::formats::message::MessageDecoder,
     tracker: &mut DeliveryTracker<Vec<(QoS, u16)>>,
     pending: &mut Vec<Publish>,
+    handled: &mut Vec<Publish>,
+    held: &mut Unacknowledged,
 ) -> Result<(), RuntimeError> {
-    if pending.is_empty() {
+    if pending.is_empty() && handled.is_empty() {
         return Ok(());
     }
-    let acks: Vec<(QoS, u16)> = pending.iter().filter(|p| p.qos != QoS::AtMostOnce).map(|p| (p.qos, p.pkid)).collect();
+    let acks: Vec<(QoS, u16)> =
+        pending.iter().chain(handled.iter()).filter(|p| p.qos != QoS::AtMostOnce).map(|p| (p.qos, p.pkid)).collect();
+    held.hold(acks.len() as u64, ctx);
     emit(ctx, decoder, tracker, pending, acks).await?;
     pending.clear();
+    handled.clear();
     Ok(())
 }
 
-async fn acknowledge(client: &AsyncClient, outcomes: Vec<Outcome<Vec<(QoS, u16)>>>) {
+/// Messages taken from the broker and not yet acknowledged to it: the gauge, and the warning
+/// when they fill the broker's window for too long (see the module header).
+struct Unacknowledged {
+    count: u64,
+    limit: u64,
+    full_since: Option<std::time::Instant>,
+    warned_at: Option<std::time::Instant>,
+}
+
+impl Unacknowledged {
+    fn new(limit: u64) -> Self {
+        Self { count: 0, limit, full_since: None, warned_at: None }
+    }
+
+    fn hold(&mut self, messages: u64, ctx: &SourceContext) {
+        self.count += messages;
+        ctx.metrics.set_unacknowledged(self.count);
+        self.check(ctx);
+    }
+
+    /// Warns (at most every 30 s) once the window has been full for [`WINDOW_FULL_WARNING`].
+    fn check(&mut self, ctx: &SourceContext) {
+        if self.count < self.limit {
+            self.full_since = None;
+            return;
+        }
+        let full_for = self.full_since.get_or_insert_with(std::time::Instant::now).elapsed();
+        let due = self.warned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(30));
+        if full_for >= WINDOW_FULL_WARNING && due {
+            tracing::warn!(
+                component = %ctx.component,
+                unacknowledged = self.count,
+                full_for_seconds = full_for.as_secs_f64(),
+                "the broker's window is full while messages wait for sinks to confirm them, so the broker \
+                 queues what follows, and an MQTT broker discards messages beyond its window (Mosquitto: \
+                 max_queued_messages 1000): raise its limits or make the sinks confirm sooner"
+            );
+            self.warned_at = Some(std::time::Instant::now());
+        }
+    }
+
+    fn settle(&mut self, outcomes: &[Outcome<Vec<(QoS, u16)>>], metrics: &crate::engine::metrics::ComponentMetrics) {
+        let settled: usize = outcomes
+            .iter()
+            .map(|outcome| match outcome {
+                Outcome::Delivered(acks) | Outcome::Failed(acks) => acks.len(),
+            })
+            .sum();
+        self.count = self.count.saturating_sub(settled as u64);
+        metrics.set_unacknowledged(self.count);
+        if self.count < self.limit {
+            self.full_since = None;
+        }
+    }
+}
+
+async fn acknowledge(
+    client: &AsyncClient,
+    outcomes: Vec<Outcome<Vec<(QoS, u16)>>>,
+    held: &mut Unacknowledged,
+    ctx: &SourceContext,
+) {
+    held.settle(&outcomes, &ctx.metrics);
+    acknowledge_all(client, outcomes).await;
+}
+
+async fn acknowledge_all(client: &AsyncClient, outcomes: Vec<Outcome<Vec<(QoS, u16)>>>) {
     for outcome in outcomes {
         // A failed batch is not acknowledged: the broker redelivers it on the next session.
         let Outcome::Delivered(acks) = outcome else { continue };

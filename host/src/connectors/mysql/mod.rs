@@ -102,6 +102,10 @@ struct MysqlSinkFactory {
 }
 
 impl SinkFactory for MysqlSinkFactory {
+    fn ordered_by(&self) -> Option<Vec<usize>> {
+        (self.plan.mode == WriteMode::Upsert).then(|| self.plan.key.clone())
+    }
+
     fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
         Box::pin(async move {
             let mut conn = connect("mysql", &self.address, Conn::new(self.opts.clone())).await?;

@@ -14,13 +14,16 @@
 //!     dead_letter: rejected
 //! ```
 //!
-//! Each batch is one statement in autocommit (COPY, or `INSERT ... SELECT * FROM UNNEST(...)
-//! ON CONFLICT (key) DO UPDATE` for upserts, last row per key wins within a batch), so a batch is
-//! durable when `write` returns. If the database rejects the batch for its data (SQLSTATE classes
-//! 22 and 23: a bad value, a constraint), it is written again row by row and only the rejected
-//! rows go to the error policy with the database's message. A lost connection is re-opened with
-//! backoff and the batch retried (at-least-once: `upsert` makes retries idempotent, `append` may
-//! repeat a batch whose commit was lost with the connection).
+//! Each batch is one statement (COPY, or `INSERT ... SELECT * FROM UNNEST(...) ON CONFLICT (key)
+//! DO UPDATE` for upserts, last row per key wins within a batch) in an explicit transaction, and
+//! `write` returns once the server confirmed the `COMMIT`. (In autocommit a statement's
+//! completion message comes before its implicit commit: a backend terminated in between lost
+//! batches the sink had already counted.) If the database rejects the batch for its data
+//! (SQLSTATE classes 22 and 23: a bad value, a constraint), it is written again row by row in one
+//! transaction, a savepoint per row, and only the rejected rows go to the error policy with the
+//! database's message. A lost connection is re-opened with backoff and the batch retried
+//! (at-least-once: `upsert` makes retries idempotent, `append` may repeat a batch whose `COMMIT`
+//! answer was lost with the connection).
 
 pub mod table;
 
@@ -109,6 +112,10 @@ struct PostgresSinkFactory {
 }
 
 impl SinkFactory for PostgresSinkFactory {
+    fn ordered_by(&self) -> Option<Vec<usize>> {
+        (self.plan.mode == WriteMode::Upsert).then(|| self.plan.key.clone())
+    }
+
     fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
         Box::pin(async move {
             let client = open(&self.config, &self.address).await?;
@@ -359,8 +366,22 @@ impl PostgresSink {
         }
     }
 
+    /// Writes the batch in one transaction; `Ok` once the server confirmed the commit.
     async fn write_batch(&self, batch: &RecordBatch) -> Result<(), tokio_postgres::Error> {
         let client = self.client.as_ref().expect("connected");
+        client.batch_execute("BEGIN").await?;
+        match self.write_statement(client, batch).await {
+            Ok(()) => client.batch_execute("COMMIT").await,
+            Err(err) => {
+                // Leaves the connection usable for the row-by-row retry (it fails as well if
+                // the connection is gone, and then the connection is re-opened).
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn write_statement(&self, client: &Client, batch: &RecordBatch) -> Result<(), tokio_postgres::Error> {
         let statements = &self.statements;
         match &statements.batch {
             None => {
@@ -392,30 +413,42 @@ impl PostgresSink {
         Ok(())
     }
 
-    /// The batch was rejected for its data: insert row by row, rejected rows to the policy.
+    /// The batch was rejected for its data: insert row by row in one transaction (a savepoint
+    /// per row), rejected rows to the policy; `Ok` once the server confirmed the commit.
     async fn write_rows(&mut self, batch: &RecordBatch, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
+        let result = self.write_rows_in_transaction(batch, ctx).await;
+        if result.is_err() {
+            // The transaction may still be open: drop the connection, which rolls it back.
+            self.client = None;
+        }
+        result
+    }
+
+    async fn write_rows_in_transaction(&self, batch: &RecordBatch, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
         let client = self.client.as_ref().expect("connected");
+        let failed =
+            |err: tokio_postgres::Error| RuntimeError::external("postgres", &self.address, describe_error(&err));
+        client.batch_execute("BEGIN").await.map_err(failed)?;
         for row in 0..batch.num_rows() {
             let values: Vec<PgValue<'_>> =
                 batch.columns().iter().map(|column| PgValue(cell(column, row).unwrap_or(Cell::Null))).collect();
             let params: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-            if let Err(err) = client.execute(&self.statements.row, &params).await {
-                match classify(&err) {
-                    Failure::Data => ctx.errors.handle(BadRecord {
+            client.batch_execute("SAVEPOINT weir_row").await.map_err(failed)?;
+            match client.execute(&self.statements.row, &params).await {
+                Ok(_) => client.batch_execute("RELEASE SAVEPOINT weir_row").await.map_err(failed)?,
+                Err(err) if matches!(classify(&err), Failure::Data) => {
+                    client.batch_execute("ROLLBACK TO SAVEPOINT weir_row").await.map_err(failed)?;
+                    ctx.errors.handle(BadRecord {
                         position: format!("table {} (row {row} of the batch)", self.plan.table),
                         raw: &row_as_json(batch, row),
                         reason: describe_error(&err),
-                    })?,
-                    Failure::Transient(reason) | Failure::Fatal(reason) => {
-                        // Rows before this one are committed; a retry of the whole batch may
-                        // repeat them (at-least-once).
-                        self.client = None;
-                        return Err(RuntimeError::external("postgres", &self.address, reason));
-                    }
+                    })?;
                 }
+                // Nothing of the batch is committed; the caller retries it whole.
+                Err(err) => return Err(failed(err)),
             }
         }
-        Ok(())
+        client.batch_execute("COMMIT").await.map_err(failed)
     }
 }
 

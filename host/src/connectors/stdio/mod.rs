@@ -47,13 +47,20 @@ pub struct StdinConfig {
     /// Record format (CSV input has no header line).
     #[serde(default)]
     pub format: LineFormat,
-    /// Declared columns.
-    pub schema: Spanned<SchemaSpec>,
+    /// Declared columns (none for `format: text`, whose one column is `line`).
+    pub schema: Option<Spanned<SchemaSpec>>,
 }
 
 impl SourceSpec for StdinConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
-        let schema = build_schema(&self.schema.value)?;
+        let schema = match (&self.schema, self.format) {
+            (None, LineFormat::Text) => LineFormat::text_schema(),
+            (Some(spec), LineFormat::Text) => {
+                return Err(SpecIssue::at(&spec.referenced, "`format: text` has one column, `line`: drop `schema`"));
+            }
+            (Some(spec), _) => build_schema(&spec.value)?,
+            (None, _) => return Err(SpecIssue::new("`schema` is required for `format: json` and `format: csv`")),
+        };
         let factory = StdinFactory { schema: schema.clone(), format: self.format, batch_size: ctx.batch_size };
         Ok(PlannedSource { schema, parallelism: 1, factory: Arc::new(factory) })
     }

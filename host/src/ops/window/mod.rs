@@ -14,14 +14,15 @@
 //!   processing_time: false           # true: windows by wall-clock time of arrival
 //! ```
 //!
-//! Delivery: by default a source may acknowledge input once its rows are folded into window
-//! state (as Flink does without checkpoints), so a crash loses the open windows. With
-//! `at_least_once: true` a window holds the deliveries of its rows and hands them on, merged,
-//! with the results it fires: a crash replays the open windows' input. That needs a source that
-//! tolerates many unacknowledged messages for a window's length (Kafka, Redis Streams, files):
-//! AMQP prefetch, JetStream `max_ack_pending`/`ack_wait`, MQTT in-flight limits and waiting HTTP
-//! clients would stall or redeliver until the window fires. Checkpoints (a later issue) make
-//! window state durable instead.
+//! Delivery: a source may acknowledge input once its rows are folded into window state (as Flink
+//! does without checkpoints), so a crash loses the open windows and results fired but not yet
+//! written. A stop (Ctrl-C, SIGTERM) fires nothing that is open unless the job drains
+//! (`settings.drain_on_stop`, `weir run --drain`): a partial window is never published as final.
+//! `at_least_once: true` (holding the acknowledgements until the results were written) is
+//! refused: after a restart the replay re-fired the window that straddled the replay boundary
+//! with only the replayed rows and overwrote its complete result, and JetStream redelivered held
+//! messages into open windows. Checkpoints (a later issue) make window state durable; the
+//! held-delivery path (`WindowPlan::at_least_once`) is what they will switch on.
 //!
 //! Output: `window_start`, `window_end` (the type of the time column), the `group_by` columns,
 //! then one column per aggregate. A window fires when the watermark passes its end (Flink: when
@@ -148,10 +149,29 @@ pub struct WindowConfig {
     /// Windows by arrival time instead of event time.
     #[serde(default)]
     pub processing_time: bool,
-    /// Acknowledge input only once the results made from it are durable.
-    #[serde(default)]
-    pub at_least_once: bool,
+    /// Withdrawn (see the module header); `true` is refused with the reason.
+    pub at_least_once: Option<Spanned<bool>>,
 }
+
+/// Refuses `at_least_once: true` with the reason (shared by `window` and `top_n`).
+///
+/// # Errors
+/// `at_least_once: true`.
+pub fn refuse_at_least_once(option: Option<&Spanned<bool>>) -> Result<(), SpecIssue> {
+    match option {
+        Some(option) if option.value => Err(SpecIssue::at(
+            &option.referenced,
+            "`at_least_once` was withdrawn: after a restart the replayed rows re-fired an already written window \
+             with only part of its rows and overwrote the complete result. Remove it; windows become \
+             exactly-once with checkpoints (a later release)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How many windows one row may fall into (`hop.size / hop.slide`, `cumulate.max / step`): a
+/// zero or tiny slide would put each row into millions of windows.
+pub const MAX_WINDOWS_PER_ROW: i64 = 10_000;
 
 /// The one window kind configured (shared by `window` and `top_n`).
 ///
@@ -181,7 +201,26 @@ pub fn window_kind(
         [] => return Err(SpecIssue::new("say which windows: `tumble`, `hop`, `session` or `cumulate`")),
         _ => return Err(SpecIssue::new("`tumble`, `hop`, `session` and `cumulate` exclude each other; pick one")),
     };
+    let lengths = [
+        ("tumble", tumble),
+        ("hop.size", hop.map(|hop| hop.size)),
+        ("hop.slide", hop.map(|hop| hop.slide)),
+        ("session.gap", session.map(|session| session.gap)),
+        ("cumulate.step", cumulate.map(|cumulate| cumulate.step)),
+        ("cumulate.max", cumulate.map(|cumulate| cumulate.max)),
+    ];
+    if let Some((option, _)) = lengths.iter().find(|(_, length)| length.is_some_and(|l| l < Duration::from_millis(1))) {
+        return Err(SpecIssue::new(format!("`{option}` must be at least 1ms")));
+    }
     match kind {
+        WindowKind::Hop { size, slide } if size / slide > MAX_WINDOWS_PER_ROW => Err(SpecIssue::new(format!(
+            "`hop.size` / `hop.slide` puts every row into {} windows; at most {MAX_WINDOWS_PER_ROW} are allowed",
+            size / slide
+        ))),
+        WindowKind::Cumulate { step, max } if max / step > MAX_WINDOWS_PER_ROW => Err(SpecIssue::new(format!(
+            "`cumulate.max` / `cumulate.step` puts every row into up to {} windows; at most {MAX_WINDOWS_PER_ROW} are allowed",
+            max / step
+        ))),
         WindowKind::Hop { size, slide } if slide > size => {
             Err(SpecIssue::new("`hop.slide` is longer than `hop.size`: rows between windows would be lost"))
         }
@@ -354,6 +393,7 @@ pub fn compile_aggregates(
 
 impl TransformSpec for WindowConfig {
     fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
+        refuse_at_least_once(self.at_least_once.as_ref())?;
         let kind = window_kind(self.tumble, self.hop.as_ref(), self.session.as_ref(), self.cumulate.as_ref())?;
         if matches!(kind, WindowKind::Session { .. }) && self.allowed_lateness.is_some() {
             return Err(SpecIssue::new(
@@ -379,7 +419,7 @@ impl TransformSpec for WindowConfig {
                 .allowed_lateness
                 .map_or(0, |lateness| i64::try_from(lateness.as_millis()).unwrap_or(i64::MAX)),
             early_fire: self.early_fire,
-            at_least_once: self.at_least_once,
+            at_least_once: false,
             schema: Arc::clone(&schema),
         });
         let partitioning = if columns.is_empty() { Partitioning::Single } else { Partitioning::Hash(columns) };
