@@ -79,13 +79,13 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Every row of every JSON-lines file in `dir` whose name starts with `prefix`: the parts a file
+/// Every row of every JSON-lines file (`.jsonl`) in `dir` whose name starts with `prefix`: the parts a file
 /// sink wrote over several runs (`out.jsonl`, `out-00001.jsonl`, ...; completed files only).
 pub fn json_rows_of_files(dir: &Path, prefix: &str) -> Vec<serde_json::Value> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.starts_with(prefix))
+        .filter(|name| name.starts_with(prefix) && name.ends_with(".jsonl"))
         .collect();
     names.sort();
     names.iter().flat_map(|name| json_lines(&std::fs::read_to_string(dir.join(name)).unwrap())).collect()

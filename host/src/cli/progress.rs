@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::engine::metrics::{PipelineMetrics, Role};
@@ -37,6 +38,7 @@ pub async fn live(metrics: PipelineMetrics, started: Instant) {
         let mut err = std::io::stderr().lock();
         let _ = write!(err, "\r\x1b[2K{line}");
         let _ = err.flush();
+        PROGRESS_SHOWN.store(true, Ordering::Relaxed);
         (last_in, last_out, last_at) = (total_in, total_out, now);
     }
 }
@@ -55,6 +57,41 @@ pub fn clear_line() {
     let mut err = std::io::stderr().lock();
     let _ = write!(err, "\r\x1b[2K");
     let _ = err.flush();
+    PROGRESS_SHOWN.store(false, Ordering::Relaxed);
+}
+
+/// Whether a progress line is on the screen (it has no line break: the next log line must erase
+/// it first, or the log line continues it).
+static PROGRESS_SHOWN: AtomicBool = AtomicBool::new(false);
+
+/// Where log lines go: stderr, erasing a progress line first (the next tick draws it again).
+#[derive(Debug, Clone, Copy)]
+pub struct LogWriter;
+
+impl tracing_subscriber::fmt::MakeWriter<'_> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&self) -> LogLine {
+        LogLine
+    }
+}
+
+/// One log line's writer (see [`LogWriter`]).
+#[derive(Debug)]
+pub struct LogLine;
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        if PROGRESS_SHOWN.swap(false, Ordering::Relaxed) {
+            err.write_all(b"\r\x1b[2K")?;
+        }
+        err.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// The end-of-run summary.

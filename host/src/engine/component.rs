@@ -456,11 +456,11 @@ pub enum Durability {
     /// `write` returns once the destination confirmed the batch (a database commit, a broker ack).
     OnWrite,
     /// Writes are buffered; they are durable after `flush` (files). The engine flushes at least
-    /// once a second while batches wait for it.
+    /// five times a second while batches wait for it.
     OnFlush,
     /// The sink decides: writes become durable some time later (files uploaded when they roll),
-    /// and [`Sink::durable_writes`] says how many are. The engine calls `flush` at least once a
-    /// second while writes wait, so the sink can roll what is due.
+    /// and [`Sink::durable_writes`] says how many are. The engine calls `flush` at least five
+    /// times a second while writes wait, so the sink can roll what is due.
     Deferred,
 }
 

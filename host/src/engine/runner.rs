@@ -517,8 +517,10 @@ async fn emit_async(
 }
 
 /// While batches wait for a flush to become durable, the sink is flushed at least this often, so
-/// sources can acknowledge them; buffered sinks are also flushed this long after a write.
-const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// sources can acknowledge them; buffered sinks are also flushed this long after a write. Short,
+/// because brokers bound what may wait unacknowledged (Mosquitto sends 20 messages at a time):
+/// each flush (an fsync for files) releases the acknowledgements it waited for.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
     let durability = sink.durability();

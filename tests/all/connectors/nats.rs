@@ -236,13 +236,13 @@ async fn bulk_stream(js: &jetstream::Context, name: &str, payloads: impl IntoIte
     }
 }
 
-/// Every row of every Parquet file in `dir` whose name starts with `prefix`, as `id`s.
+/// Every row of every Parquet file (`.parquet`) in `dir` whose name starts with `prefix`, as `id`s.
 fn parquet_ids_of_files(dir: &std::path::Path, prefix: &str) -> Vec<i64> {
     use arrow::array::AsArray;
     let mut ids = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
-        if !name.starts_with(prefix) {
+        if !name.starts_with(prefix) || !name.ends_with(".parquet") {
             continue;
         }
         let file = std::fs::File::open(dir.join(&name)).unwrap();
@@ -266,7 +266,7 @@ fn parquet_ids_of_files(dir: &std::path::Path, prefix: &str) -> Vec<i64> {
 /// consumed: every message must be in the files, none acknowledged and missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sinks_keep_every_acknowledged_row_across_kill_9() {
-    const MESSAGES: i64 = 60_000;
+    const MESSAGES: i64 = 30_000;
     let seed: u64 = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
@@ -296,7 +296,7 @@ sources:
     dead_letter: bad
 sinks:
   out: {{ type: file, inputs: [readings], path: out/rows.jsonl, roll: {{ max_size: 256KiB }} }}
-  archive: {{ type: file, inputs: [readings], path: out/rows.parquet, format: parquet, roll: {{ max_size: 64KiB }} }}
+  archive: {{ type: file, inputs: [readings], path: out/rows.parquet, format: parquet, roll: {{ max_age: 1s }} }}
   bad: {{ type: file, path: out/bad.jsonl }}
 settings: {{ batch_size: 200 }}
 "#
@@ -310,7 +310,14 @@ settings: {{ batch_size: 200 }}
             .spawn()
             .unwrap()
     };
-    let acknowledged = async || consumer_info(&js, &name).await.ack_floor.stream_sequence;
+    // The job creates the consumer: before that nothing is acknowledged.
+    let acknowledged = async || {
+        let stream = js.get_stream(&name).await.unwrap();
+        match stream.get_consumer::<jetstream::consumer::pull::Config>("weir").await {
+            Ok(mut consumer) => consumer.info().await.unwrap().ack_floor.stream_sequence,
+            Err(_) => 0,
+        }
+    };
 
     let mut first = start();
     eventually(60, "the first acknowledgement", async || acknowledged().await > 0).await;

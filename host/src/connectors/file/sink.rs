@@ -15,7 +15,7 @@
 //!
 //! What is acknowledged is durable, and a restart never destroys it:
 //! - JSON lines and CSV rows are durable once flushed and fsynced (the engine flushes at least
-//!   once a second while sources wait), so the in-progress file holds only complete,
+//!   five times a second while sources wait), so the in-progress file holds only complete,
 //!   acknowledged batches plus possibly the tail of one that was not acknowledged.
 //! - A Parquet file is readable only once its footer is written, so its rows become durable
 //!   when the file is complete (rolled, or the job ended): until then their sources wait

@@ -98,7 +98,9 @@ pub struct MqttSourceConfig {
     /// Subscription QoS: 0 or 1.
     #[serde(default = "default_qos")]
     pub qos: u8,
-    /// Client id (default: `weir-<component>`); keep it stable for persistent sessions.
+    /// Client id (default: `weir-<component>` with a persistent session, plus a random suffix
+    /// with a clean one, so two jobs never take each other's connection); keep it stable for
+    /// persistent sessions.
     pub client_id: Option<String>,
     /// Start a clean session (default true); `false` keeps subscriptions and queued messages.
     #[serde(default = "default_true")]
@@ -303,7 +305,12 @@ impl Source for MqttSource {
         Box::pin(async move {
             let config = &self.0;
             let address = format!("{}:{}", config.host, config.port);
-            let client_id = config.client_id.clone().unwrap_or_else(|| format!("weir-{}", ctx.component));
+            // A broker disconnects a client when another connects with its id, so a clean session
+            // gets a unique id; a persistent session needs the same id across runs.
+            let client_id = config.client_id.clone().unwrap_or_else(|| match config.clean_session {
+                true => format!("weir-{}-{:08x}", ctx.component, rand::random::<u32>()),
+                false => format!("weir-{}", ctx.component),
+            });
             let (client, eventloop) =
                 AsyncClient::new(options(client_id, &config.host, config.port, config.clean_session), 1024);
             let (sender, mut receiver) = mpsc::channel(config.batch_size.max(16));
