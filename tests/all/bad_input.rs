@@ -183,3 +183,63 @@ fn deeply_nested_json_is_a_bad_record_not_a_crash() {
     assert_eq!(bad.len(), 1);
     assert!(bad[0]["error"].as_str().unwrap().contains("nested deeper than 128"), "{}", bad[0]["error"]);
 }
+
+/// Issue 19 (16): `-9223372036854775809` became the smallest int64 (the positive overflow was
+/// refused), `2.9` became `2` in an int64 column and `1e400` became NULL, silently. Each is a bad
+/// record, through the line decoders (files) and the message decoders (HTTP push).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_a_column_cannot_hold_are_bad_records() {
+    let ws = Workspace::new();
+    ws.write(
+        "in/n.jsonl",
+        concat!(
+            "{\"id\": 1, \"v\": 1.5}\n",
+            "{\"id\": -9223372036854775809, \"v\": 1.0}\n",
+            "{\"id\": 2.9, \"v\": 1.0}\n",
+            "{\"id\": 4, \"v\": 1e400}\n",
+            "{\"id\": 5, \"v\": 2}\n",
+            "{\"id\": 1e3, \"v\": 3}\n",
+            "{\"id\": -9223372036854775808, \"v\": 4}\n",
+        ),
+    );
+    let metrics = ws
+        .run(
+            r#"
+sources:
+  rows: { type: file, path: in/n.jsonl, schema: { id: int64, v: float64 }, on_error: dead-letter, dead_letter: rejects }
+sinks:
+  good: { type: file, inputs: [rows], path: good.jsonl }
+  rejects: { type: file, path: rejects.jsonl }
+"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&ws), vec![1, 5, 1000, i64::MIN], "the exact values stay");
+    let rejects = json_lines(&ws.read("rejects.jsonl"));
+    let positions: Vec<&str> = rejects.iter().map(|row| row["position"].as_str().unwrap()).collect();
+    assert_eq!(positions.len(), 3, "{rejects:?}");
+    assert!(
+        positions[0].contains("n.jsonl:2 ")
+            && positions[1].contains("n.jsonl:3 ")
+            && positions[2].contains("n.jsonl:4 "),
+        "{positions:?}"
+    );
+    assert!(rejects[1]["error"].as_str().unwrap().contains("2.9 does not fit Int64 exactly"), "{}", rejects[1]);
+    assert_eq!(counters(&metrics, "rows").dead_lettered_events, 3);
+
+    let port = crate::support::free_port();
+    let running = ws.start(&format!(
+        "sources:\n  events: {{ type: http, listen: 127.0.0.1:{port}, schema: {{ id: int64 }} }}\nsinks:\n  out: {{ type: blackhole, inputs: [events] }}\n"
+    ));
+    crate::support::eventually(10, "the endpoint", async || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+        .await;
+    let answer = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/ingest"))
+        .body("{\"id\": 7}\n{\"id\": 2.9}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    assert!(answer.text().await.unwrap().contains("2.9 does not fit Int64 exactly"));
+    running.stop().await.unwrap();
+}

@@ -229,10 +229,10 @@ async fn guard(
         return error(StatusCode::MISDIRECTED_REQUEST, "the admin API answers only requests for a loopback host");
     }
     let read_only = request.method() == axum::http::Method::GET;
-    if request.uri().path() != "/health" {
-        if let Err(denied) = authorize(&state, headers, !read_only) {
-            return denied;
-        }
+    if request.uri().path() != "/health"
+        && let Err(denied) = authorize(&state, headers, !read_only)
+    {
+        return denied;
     }
     let takes_components = request.method() == axum::http::Method::POST
         && (request.uri().path().ends_with("/reload") || request.uri().path().ends_with("/canary"));

@@ -106,9 +106,8 @@ pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
         if *role == Role::Sink {
             parts.push(format!("{} written", snapshot.sent_events));
         }
-        // Fail counts as an error, skip as discarded, dead-letter as dead-lettered: each bad
-        // record is in exactly one of the three.
-        let bad = snapshot.errors + snapshot.discarded_events + snapshot.dead_lettered_events;
+        // Every bad record is an error; skipped and dead-lettered ones are also counted as such.
+        let bad = snapshot.errors;
         if bad > 0 {
             let what = match role {
                 Role::Source => "bad records",

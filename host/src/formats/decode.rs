@@ -64,6 +64,8 @@ pub struct LineDecoder {
     origin: String,
     batch_size: usize,
     decoder: FormatDecoder,
+    /// JSON: numbers the columns cannot hold exactly.
+    numbers: Option<guard::NumberGuard>,
 }
 
 enum FormatDecoder {
@@ -110,7 +112,8 @@ impl LineDecoder {
         batch_size: usize,
     ) -> Result<Self, ArrowError> {
         let decoder = build(&schema, format, csv, batch_size)?;
-        Ok(Self { schema, format, csv, origin, batch_size, decoder })
+        let numbers = (format == LineFormat::Json).then(|| guard::NumberGuard::new(&schema));
+        Ok(Self { schema, format, csv, origin, batch_size, decoder, numbers })
     }
 
     /// Decodes a chunk into batches of at most the batch size. Bad lines go to `errors`; the result holds the good rows in order.
@@ -125,7 +128,16 @@ impl LineDecoder {
         if self.format == LineFormat::Text {
             return self.decode_text(chunk, errors);
         }
-        match self.refuse_hostile(&chunk.bytes).and_then(|()| self.decode_all(&chunk.bytes)) {
+        let decoded =
+            self.refuse_hostile(&chunk.bytes).and_then(|()| self.decode_all(&chunk.bytes)).and_then(|batches| {
+                match &self.numbers {
+                    Some(numbers) if !batches.iter().all(|batch| numbers.batch_ok(batch)) => {
+                        Err(guard::NumberGuard::not_finite())
+                    }
+                    _ => Ok(batches),
+                }
+            });
+        match decoded {
             Ok(batches) => Ok(batches),
             Err(_) => {
                 // The decoder may hold half a chunk: start from a clean one.
@@ -236,13 +248,34 @@ impl LineDecoder {
     fn refuse_hostile(&self, bytes: &[u8]) -> Result<(), ArrowError> {
         match self.format {
             LineFormat::Json if guard::json_too_deep(bytes, guard::MAX_JSON_DEPTH, true) => Err(guard::too_deep()),
+            LineFormat::Json if self.numbers.as_ref().is_some_and(|numbers| numbers.suspicious(bytes)) => {
+                Err(ArrowError::JsonError("a number may not fit its column".into()))
+            }
             LineFormat::Csv if guard::csv_quote_left_open(bytes) => Err(guard::quote_left_open()),
             LineFormat::Json | LineFormat::Csv | LineFormat::Text => Ok(()),
         }
     }
 
     fn decode_one(&mut self, record: &[u8]) -> Result<Option<RecordBatch>, ArrowError> {
-        self.refuse_hostile(record)?;
+        if let Err(err) = self.refuse_hostile(record) {
+            match &self.numbers {
+                // Only maybe: the exact check decides.
+                Some(numbers)
+                    if numbers.suspicious(record) && !guard::json_too_deep(record, guard::MAX_JSON_DEPTH, true) =>
+                {
+                    numbers.check_record(record)?;
+                }
+                _ => return Err(err),
+            }
+        }
+        let decoded = self.decode_one_unchecked(record)?;
+        match (&self.numbers, &decoded) {
+            (Some(numbers), Some(batch)) if !numbers.batch_ok(batch) => Err(guard::NumberGuard::not_finite()),
+            _ => Ok(decoded),
+        }
+    }
+
+    fn decode_one_unchecked(&mut self, record: &[u8]) -> Result<Option<RecordBatch>, ArrowError> {
         let consumed = self.decoder.decode(record)?;
         if consumed < record.len() {
             return Err(ArrowError::JsonError("more than one record on the line".into()));

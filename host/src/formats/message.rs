@@ -157,7 +157,12 @@ impl MessageLayout {
     /// # Errors
     /// A schema arrow's decoders cannot handle.
     pub fn decoder(&self, batch_size: usize) -> Result<MessageDecoder, ArrowError> {
-        Ok(MessageDecoder { layout: self.clone(), json: self.json_decoder(batch_size)?, batch_size })
+        Ok(MessageDecoder {
+            layout: self.clone(),
+            json: self.json_decoder(batch_size)?,
+            batch_size,
+            numbers: guard::NumberGuard::new(&self.payload_schema),
+        })
     }
 
     fn json_decoder(&self, batch_size: usize) -> Result<Option<arrow::json::reader::Decoder>, ArrowError> {
@@ -177,6 +182,8 @@ pub struct MessageDecoder {
     layout: MessageLayout,
     json: Option<arrow::json::reader::Decoder>,
     batch_size: usize,
+    /// Numbers the payload columns cannot hold exactly.
+    numbers: guard::NumberGuard,
 }
 
 impl std::fmt::Debug for MessageDecoder {
@@ -241,6 +248,9 @@ impl MessageDecoder {
                     if guard::json_too_deep(payload, guard::MAX_JSON_DEPTH, false) {
                         return Err(guard::too_deep());
                     }
+                    if self.numbers.suspicious(payload) {
+                        self.numbers.check_record(payload)?;
+                    }
                     let consumed = decoder.decode(payload)?;
                     if consumed < payload.len() {
                         // Full batch: flush and feed the rest.
@@ -257,6 +267,9 @@ impl MessageDecoder {
                 let batch = concat_batches(&schema, &batches)?;
                 if batch.num_rows() != messages.len() {
                     return Err(ArrowError::JsonError("a message held more or less than one record".into()));
+                }
+                if !self.numbers.batch_ok(&batch) {
+                    return Err(guard::NumberGuard::not_finite());
                 }
                 Ok(Some(batch))
             }
