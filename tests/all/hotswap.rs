@@ -520,7 +520,7 @@ fn admin_api_refuses_browsers_strangers_and_paths_outside_the_plugins() {
         .await;
         (big, paths, upload)
     });
-    let peak = peak_rss_kib(guarded.id());
+    let peak = crate::support::peak_rss_kib(guarded.id());
     let _ = guarded.kill();
     let _ = guarded.wait();
     assert!(big.iter().all(|&code| code == 401 || code == 0), "unauthenticated bodies refused: {big:?}");
@@ -530,14 +530,4 @@ fn admin_api_refuses_browsers_strangers_and_paths_outside_the_plugins() {
     assert_eq!(upload, 422, "junk is not a component");
     let kept: Vec<_> = std::fs::read_dir(cache.join("uploads")).map(|dir| dir.collect()).unwrap_or_default();
     assert!(kept.is_empty(), "a refused upload is not kept: {kept:?}");
-}
-
-/// Peak resident set of a running process, in KiB (`VmHWM`).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }

@@ -56,6 +56,19 @@ pub struct LineChunk {
     pub first_offset: u64,
 }
 
+impl LineChunk {
+    /// Each line as `(line number, byte offset, bytes without its \n or \r\n)`.
+    fn records(&self) -> impl Iterator<Item = (u64, u64, &[u8])> {
+        let mut offset = self.first_offset;
+        self.bytes.split_inclusive(|&byte| byte == b'\n').enumerate().map(move |(index, line)| {
+            let position = offset;
+            offset += line.len() as u64;
+            let record = line.strip_suffix(b"\n").unwrap_or(line);
+            (self.first_line + index as u64, position, record.strip_suffix(b"\r").unwrap_or(record))
+        })
+    }
+}
+
 /// Decodes line chunks of one input into batches.
 pub struct LineDecoder {
     schema: SchemaRef,
@@ -177,12 +190,7 @@ impl LineDecoder {
         errors: &mut RecordErrorHandler,
     ) -> Result<Vec<RecordBatch>, RuntimeError> {
         let mut batches = Vec::new();
-        let mut offset = chunk.first_offset;
-        for (index, line) in chunk.bytes.split_inclusive(|&byte| byte == b'\n').enumerate() {
-            let position = offset;
-            offset += line.len() as u64;
-            let record = line.strip_suffix(b"\n").unwrap_or(line);
-            let record = record.strip_suffix(b"\r").unwrap_or(record);
+        for (line_number, position, record) in chunk.records() {
             if record.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -200,7 +208,6 @@ impl LineDecoder {
                 },
             };
             if let Some(reason) = rejected {
-                let line_number = chunk.first_line + index as u64;
                 errors.handle(BadRecord {
                     position: format!("{}:{} (byte {})", self.origin, line_number, position),
                     raw: record,
@@ -219,16 +226,11 @@ impl LineDecoder {
     ) -> Result<Vec<RecordBatch>, RuntimeError> {
         let mut batches = Vec::new();
         let mut lines = arrow::array::StringBuilder::new();
-        let mut offset = chunk.first_offset;
-        for (index, line) in chunk.bytes.split_inclusive(|&byte| byte == b'\n').enumerate() {
-            let position = offset;
-            offset += line.len() as u64;
-            let record = line.strip_suffix(b"\n").unwrap_or(line);
-            let record = record.strip_suffix(b"\r").unwrap_or(record);
+        for (line_number, position, record) in chunk.records() {
             match std::str::from_utf8(record) {
                 Ok(text) => lines.append_value(text),
                 Err(err) => errors.handle(BadRecord {
-                    position: format!("{}:{} (byte {})", self.origin, chunk.first_line + index as u64, position),
+                    position: format!("{}:{} (byte {})", self.origin, line_number, position),
                     raw: record,
                     reason: format!("invalid UTF-8: {err}"),
                 })?,

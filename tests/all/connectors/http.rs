@@ -94,16 +94,6 @@ settings: {{ channel_capacity: 1 }}
     assert_eq!(delivered, accepted);
 }
 
-/// Peak resident set of a running process, in KiB (`VmHWM`).
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Issue 19 (14): bodies were read whole before the endpoint answered 429 or 413 (300 clients
 /// posting 4 MB drove memory to 984 MB), and under the default `on_error: fail` one client's bad
 /// record stopped the job for every client.
@@ -170,7 +160,7 @@ sinks:
     for post in posts {
         *statuses.entry(post.await.unwrap().unwrap_or(0)).or_insert(0) += 1;
     }
-    let peak = peak_rss_kib(child.id());
+    let peak = crate::support::peak_rss_kib(child.id());
     // SAFETY: stopping our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

@@ -13,6 +13,8 @@ async fn context() -> jetstream::Context {
     jetstream::new(async_nats::connect(URL).await.expect("NATS on 4222"))
 }
 
+/// Publishes `payloads` to `<name>.dev0..2` in a new stream, with acks awaited a thousand at a
+/// time.
 async fn stream_with(js: &jetstream::Context, name: &str, payloads: impl IntoIterator<Item = String>) {
     js.create_stream(jetstream::stream::Config {
         name: name.into(),
@@ -21,8 +23,17 @@ async fn stream_with(js: &jetstream::Context, name: &str, payloads: impl IntoIte
     })
     .await
     .unwrap();
+    let mut acks = Vec::new();
     for (i, payload) in payloads.into_iter().enumerate() {
-        js.publish(format!("{name}.dev{}", i % 3), payload.into()).await.unwrap().await.unwrap();
+        acks.push(js.publish(format!("{name}.dev{}", i % 3), payload.into()).await.unwrap());
+        if acks.len() == 1000 {
+            for ack in acks.drain(..) {
+                ack.await.unwrap();
+            }
+        }
+    }
+    for ack in acks {
+        ack.await.unwrap();
     }
 }
 
@@ -213,29 +224,6 @@ settings: {{ batch_size: 100 }}
     assert_eq!(ids, (1..=3000).collect::<Vec<_>>(), "every id stored ({stored} messages in all)");
 }
 
-/// Publishes `payloads` to `<name>.in` in a new stream, with acks awaited a thousand at a time.
-async fn bulk_stream(js: &jetstream::Context, name: &str, payloads: impl IntoIterator<Item = String>) {
-    js.create_stream(jetstream::stream::Config {
-        name: name.into(),
-        subjects: vec![format!("{name}.>")],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut acks = Vec::new();
-    for payload in payloads {
-        acks.push(js.publish(format!("{name}.in"), payload.into()).await.unwrap());
-        if acks.len() == 1000 {
-            for ack in acks.drain(..) {
-                ack.await.unwrap();
-            }
-        }
-    }
-    for ack in acks {
-        ack.await.unwrap();
-    }
-}
-
 /// Every row of every Parquet file (`.parquet`) in `dir` whose name starts with `prefix`, as `id`s.
 fn parquet_ids_of_files(dir: &std::path::Path, prefix: &str) -> Vec<i64> {
     use arrow::array::AsArray;
@@ -279,7 +267,7 @@ async fn file_sinks_keep_every_acknowledged_row_across_kill_9() {
     let payload = |id: i64| {
         if id % 1000 == 0 { format!("bad {id}") } else { format!(r#"{{"id": {id}, "pad": "{}"}}"#, "x".repeat(40)) }
     };
-    bulk_stream(&js, &name, (1..=MESSAGES).map(payload)).await;
+    stream_with(&js, &name, (1..=MESSAGES).map(payload)).await;
     let ws = Workspace::new();
     let pipeline = ws.write(
         "pipeline.yaml",
@@ -365,7 +353,7 @@ settings: {{ batch_size: 200 }}
 async fn a_stop_that_cannot_drain_ends_at_the_shutdown_timeout_without_acknowledging() {
     let name = unique("NATSSTUCK");
     let js = context().await;
-    bulk_stream(&js, &name, (1..=500).map(|id| format!(r#"{{"id": {id}}}"#))).await;
+    stream_with(&js, &name, (1..=500).map(|id| format!(r#"{{"id": {id}}}"#))).await;
     // A webhook server that accepts connections and never answers.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
