@@ -39,6 +39,17 @@ start 6379 Redis redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 start 5672 RabbitMQ rabbitmq-server -detached
 start 1883 Mosquitto mosquitto -d -c /etc/mosquitto/mosquitto.conf
+# A second Mosquitto that requires a user name and password (user `weir`, password `weir-secret`),
+# for the connectors' credentials.
+if ! listening 1884; then
+    auth="$PWD/target/services/mosquitto-auth"
+    mkdir -p "$auth"
+    mosquitto_passwd -b -c "$auth/passwd" weir weir-secret
+    chmod 644 "$auth/passwd"
+    printf 'listener 1884 127.0.0.1\nallow_anonymous false\npassword_file %s/passwd\n' "$auth" >"$auth/mosquitto.conf"
+    mosquitto -d -c "$auth/mosquitto.conf"
+    wait_for 1884 "Mosquitto with passwords"
+fi
 start 4222 NATS start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
 

@@ -252,3 +252,43 @@ settings: {{ batch_size: 10 }}
     assert!(bad[0]["position"].as_str().unwrap().contains(&format!("{root}/huge")), "{}", bad[0]);
     assert!(bad[0]["error"].as_str().unwrap().contains("max_message_size"), "{}", bad[0]);
 }
+
+/// Issue 19 (20): `mqtt://user:pass@host` passed validation and then failed `NotAuthorized`:
+/// there was no user name or password. The Mosquitto on 1884 (tests/services.sh) requires them;
+/// the password comes from a file the pipeline names and never shows up in an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_a_secret_file_reach_a_broker_that_requires_them() {
+    let root = unique("auth");
+    let ws = Workspace::new();
+    ws.write("mqtt-password", "weir-secret\n");
+    let pipeline = |secret: &str| {
+        format!(
+            r#"
+sources:
+  readings: {{ type: mqtt, url: mqtt://127.0.0.1:1884, topics: ["{root}/#"], username: weir, password: {{ file: {secret} }}, schema: {{ id: int64 }} }}
+sinks:
+  out: {{ type: file, inputs: [readings], path: out.jsonl }}
+  relay: {{ type: mqtt, inputs: [readings], url: mqtt://127.0.0.1:1884, topic: "{root}-relayed/x", username: weir, password: {{ file: {secret} }} }}
+"#
+        )
+    };
+    let refused = Workspace::new();
+    refused.write("wrong-password", "not-the-password\n");
+    let err = refused.run(&pipeline("wrong-password")).await.unwrap_err();
+    assert!(!err.contains("not-the-password"), "the password is never shown: {err}");
+    assert!(err.to_lowercase().contains("auth") || err.contains("refused"), "{err}");
+
+    let running = ws.start(&pipeline("mqtt-password"));
+    let mut options = MqttOptions::new(unique("pub"), "127.0.0.1", 1884);
+    options.set_credentials("weir", "weir-secret");
+    let (publisher, mut eventloop) = AsyncClient::new(options, 100);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    eventually(20, "a message through the authenticated broker", async || {
+        publisher.publish(format!("{root}/a"), QoS::AtLeastOnce, false, r#"{"id": 1}"#).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        !ws.rows("out.jsonl").is_empty()
+    })
+    .await;
+    running.stop().await.unwrap();
+    assert!(ws.rows("out.jsonl").iter().all(|row| row["id"] == 1));
+}

@@ -51,6 +51,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::support::link::{CONNECT_TIMEOUT, LinkState, reconnect_backoff};
 use super::support::pump::{emit, end_and_drain, sleep_until};
+use super::support::secret::{Secret, SecretSource, read_secret};
 use super::support::template::Template;
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
@@ -110,6 +111,9 @@ pub struct MqttSourceConfig {
     /// `max_inflight_messages`).
     #[serde(default = "default_max_unacknowledged")]
     pub max_unacknowledged: u64,
+    /// User name and password.
+    #[serde(flatten)]
+    pub auth: MqttAuth,
     /// Largest message payload taken (default 16MiB); a larger one is a bad record under
     /// `on_error` (dead letters keep its topic and its first 64 KiB).
     #[serde(default = "default_max_message_size")]
@@ -142,14 +146,40 @@ const OVERSIZED_KEPT: usize = 64 << 10;
 const WINDOW_FULL_WARNING: Duration = Duration::from_secs(2);
 
 /// Host and port of an `mqtt://` URL.
-fn parse_address(url: &Spanned<String>) -> Result<(String, u16), SpecIssue> {
+/// Host and port of an `mqtt://` URL, and the credentials it carries or `auth` names
+/// (`username`, `password: { env | file }`; those win over the URL's).
+fn parse_address(
+    url: &Spanned<String>,
+    auth: &MqttAuth,
+    ctx: &PlanContext,
+) -> Result<(String, u16, Option<(String, Secret)>), SpecIssue> {
     let parsed =
         url::Url::parse(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad URL: {err}")))?;
     if parsed.scheme() != "mqtt" && parsed.scheme() != "tcp" {
         return Err(SpecIssue::at(&url.referenced, "only `mqtt://host:port` is supported (no TLS yet)"));
     }
     let host = parsed.host_str().ok_or_else(|| SpecIssue::at(&url.referenced, "the URL has no host"))?;
-    Ok((host.to_owned(), parsed.port().unwrap_or(1883)))
+    let username =
+        auth.username.clone().or_else(|| (!parsed.username().is_empty()).then(|| parsed.username().to_owned()));
+    let password = match &auth.password {
+        Some(source) => Some(read_secret(source, ctx)?),
+        None => parsed.password().map(|password| Secret::from_url(password)),
+    };
+    let credentials = match (username, password) {
+        (Some(username), password) => Some((username, password.unwrap_or_else(|| Secret::from_url("")))),
+        (None, Some(_)) => return Err(SpecIssue::at(&url.referenced, "a password needs a `username`")),
+        (None, None) => None,
+    };
+    Ok((host.to_owned(), parsed.port().unwrap_or(1883), credentials))
+}
+
+/// Credentials of an MQTT connection (flattened into the source and sink options).
+#[derive(Debug, Default, Deserialize)]
+pub struct MqttAuth {
+    /// User name (or in the URL: `mqtt://user@host`).
+    pub username: Option<String>,
+    /// Password: `{ env: NAME }` or `{ file: path }`, never the value itself.
+    pub password: Option<Spanned<SecretSource>>,
 }
 
 fn parse_qos(qos: u8, at: &Spanned<String>) -> Result<QoS, SpecIssue> {
@@ -162,7 +192,7 @@ fn parse_qos(qos: u8, at: &Spanned<String>) -> Result<QoS, SpecIssue> {
 
 impl SourceSpec for MqttSourceConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
-        let (host, port) = parse_address(&self.url)?;
+        let (host, port, credentials) = parse_address(&self.url, &self.auth, ctx)?;
         let qos = parse_qos(self.qos, &self.url)?;
         if self.topics.is_empty() {
             return Err(SpecIssue::at(&self.url.referenced, "`topics` needs at least one topic filter"));
@@ -177,6 +207,7 @@ impl SourceSpec for MqttSourceConfig {
             clean_session: self.clean_session,
             max_unacknowledged: self.max_unacknowledged,
             max_message_size: usize::try_from(self.max_message_size.as_u64()).unwrap_or(usize::MAX),
+            credentials,
             layout: layout.clone(),
             batch_size: ctx.batch_size,
         };
@@ -194,6 +225,7 @@ struct MqttSourceFactory {
     clean_session: bool,
     max_unacknowledged: u64,
     max_message_size: usize,
+    credentials: Option<(String, Secret)>,
     layout: MessageLayout,
     batch_size: usize,
 }
@@ -293,10 +325,19 @@ async fn drive(
 /// source applies its own `max_message_size` to what arrives.
 const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
-fn options(client_id: String, host: &str, port: u16, clean_session: bool) -> MqttOptions {
+fn options(
+    client_id: String,
+    host: &str,
+    port: u16,
+    clean_session: bool,
+    credentials: Option<&(String, Secret)>,
+) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, host, port);
     options.set_clean_session(clean_session).set_keep_alive(Duration::from_secs(30)).set_manual_acks(true);
     options.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
+    if let Some((username, password)) = credentials {
+        options.set_credentials(username.clone(), password.expose());
+    }
     options
 }
 
@@ -311,8 +352,10 @@ impl Source for MqttSource {
                 true => format!("weir-{}-{:08x}", ctx.component, rand::random::<u32>()),
                 false => format!("weir-{}", ctx.component),
             });
-            let (client, eventloop) =
-                AsyncClient::new(options(client_id, &config.host, config.port, config.clean_session), 1024);
+            let (client, eventloop) = AsyncClient::new(
+                options(client_id, &config.host, config.port, config.clean_session, config.credentials.as_ref()),
+                1024,
+            );
             let (sender, mut receiver) = mpsc::channel(config.batch_size.max(16));
             let subscriptions = config.topics.iter().map(|topic| (topic.clone(), config.qos)).collect();
             let driver = tokio::spawn(drive(
@@ -515,15 +558,26 @@ pub struct MqttSinkConfig {
     pub retain: bool,
     /// Client id (default: random per run).
     pub client_id: Option<String>,
+    /// User name and password.
+    #[serde(flatten)]
+    pub auth: MqttAuth,
 }
 
 impl SinkSpec for MqttSinkConfig {
-    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        let (host, port) = parse_address(&self.url)?;
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
+        let (host, port, credentials) = parse_address(&self.url, &self.auth, ctx)?;
         let qos = parse_qos(self.qos, &self.url)?;
         let topic = Template::parse(&self.topic.value, input)
             .map_err(|message| SpecIssue::at(&self.topic.referenced, message))?;
-        Ok(Arc::new(MqttSinkFactory { host, port, topic, qos, retain: self.retain, client_id: self.client_id.clone() }))
+        Ok(Arc::new(MqttSinkFactory {
+            host,
+            port,
+            topic,
+            qos,
+            retain: self.retain,
+            client_id: self.client_id.clone(),
+            credentials,
+        }))
     }
 }
 
@@ -535,6 +589,7 @@ struct MqttSinkFactory {
     qos: QoS,
     retain: bool,
     client_id: Option<String>,
+    credentials: Option<(String, Secret)>,
 }
 
 impl SinkFactory for MqttSinkFactory {
@@ -542,7 +597,7 @@ impl SinkFactory for MqttSinkFactory {
         Box::pin(async move {
             let address = format!("{}:{}", self.host, self.port);
             let client_id = self.client_id.clone().unwrap_or_else(|| format!("weir-sink-{}", rand::random::<u32>()));
-            let mut options = options(client_id, &self.host, self.port, true);
+            let mut options = options(client_id, &self.host, self.port, true, self.credentials.as_ref());
             options.set_manual_acks(false).set_inflight(1024);
             let (client, mut eventloop) = AsyncClient::new(options, 1024);
             // Connect now so an unreachable broker fails the job at start.

@@ -1,8 +1,10 @@
-//! What the network connectors share: row templates for keys, subjects and topics, and the
-//! connection discipline (bounded connect, backoff, state-change logging).
+//! What the network connectors share: row templates for keys, subjects and topics, the
+//! connection discipline (bounded connect, backoff, state-change logging), and secrets read from
+//! the environment or a file.
 
 pub mod dimension;
 pub mod link;
 pub mod pump;
+pub mod secret;
 pub mod sql;
 pub mod template;
