@@ -152,7 +152,7 @@ fn parse_address(
     url: &Spanned<String>,
     auth: &MqttAuth,
     ctx: &PlanContext,
-) -> Result<(String, u16, Option<(String, Secret)>), SpecIssue> {
+) -> Result<(String, u16, Option<Credentials>), SpecIssue> {
     let parsed =
         url::Url::parse(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad URL: {err}")))?;
     if parsed.scheme() != "mqtt" && parsed.scheme() != "tcp" {
@@ -163,7 +163,7 @@ fn parse_address(
         auth.username.clone().or_else(|| (!parsed.username().is_empty()).then(|| parsed.username().to_owned()));
     let password = match &auth.password {
         Some(source) => Some(read_secret(source, ctx)?),
-        None => parsed.password().map(|password| Secret::from_url(password)),
+        None => parsed.password().map(Secret::from_url),
     };
     let credentials = match (username, password) {
         (Some(username), password) => Some((username, password.unwrap_or_else(|| Secret::from_url("")))),
@@ -172,6 +172,9 @@ fn parse_address(
     };
     Ok((host.to_owned(), parsed.port().unwrap_or(1883), credentials))
 }
+
+/// A user name and its password.
+type Credentials = (String, Secret);
 
 /// Credentials of an MQTT connection (flattened into the source and sink options).
 #[derive(Debug, Default, Deserialize)]
@@ -225,7 +228,7 @@ struct MqttSourceFactory {
     clean_session: bool,
     max_unacknowledged: u64,
     max_message_size: usize,
-    credentials: Option<(String, Secret)>,
+    credentials: Option<Credentials>,
     layout: MessageLayout,
     batch_size: usize,
 }
@@ -330,7 +333,7 @@ fn options(
     host: &str,
     port: u16,
     clean_session: bool,
-    credentials: Option<&(String, Secret)>,
+    credentials: Option<&Credentials>,
 ) -> MqttOptions {
     let mut options = MqttOptions::new(client_id, host, port);
     options.set_clean_session(clean_session).set_keep_alive(Duration::from_secs(30)).set_manual_acks(true);
@@ -589,7 +592,7 @@ struct MqttSinkFactory {
     qos: QoS,
     retain: bool,
     client_id: Option<String>,
-    credentials: Option<(String, Secret)>,
+    credentials: Option<Credentials>,
 }
 
 impl SinkFactory for MqttSinkFactory {
