@@ -126,8 +126,7 @@ sinks:
     let child = weir().args(["run", "--quiet"]).arg(&file).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(ws.path("out/.ids.jsonl.inprogress").exists(), "the file is in progress while running");
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as i32, signal) };
+    crate::support::signal(child.id(), signal);
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "exit 0 after signal {signal}: {:?} {stderr}", output.status);
@@ -192,8 +191,7 @@ fn the_progress_line_fits_an_80_column_terminal() {
     let stderr = unsafe { Stdio::from_raw_fd(slave) };
     let child = weir().args(["run", "--no-admin"]).arg(&file).stderr(stderr).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(3500));
-    // SAFETY: stopping our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    crate::support::signal(child.id(), libc::SIGINT);
     let mut child = child;
     assert!(child.wait().unwrap().success());
     // SAFETY: `master` is an open descriptor we own from here on.

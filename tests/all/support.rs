@@ -61,6 +61,13 @@ pub fn weir() -> std::process::Command {
     command
 }
 
+/// Sends `signal` (`libc::SIGTERM`, `SIGINT`, `SIGKILL`) to the child process `pid`.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: `kill` with a pid of a child this test started; no memory is involved.
+    let sent = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(sent, 0, "signal {signal} to {pid}: {}", std::io::Error::last_os_error());
+}
+
 /// Peak resident set of a running process, in KiB (`VmHWM`).
 pub fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

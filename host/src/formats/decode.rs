@@ -141,14 +141,15 @@ impl LineDecoder {
         if self.format == LineFormat::Text {
             return self.decode_text(chunk, errors);
         }
-        let decoded =
-            self.refuse_hostile(&chunk.bytes).and_then(|()| self.decode_all(&chunk.bytes)).and_then(|batches| {
-                match &self.numbers {
-                    Some(numbers) if !batches.iter().all(|batch| numbers.batch_ok(batch)) => {
-                        Err(guard::NumberGuard::not_finite())
-                    }
-                    _ => Ok(batches),
+        let decoded = self
+            .refuse_hostile(&chunk.bytes)
+            .and_then(|()| self.refuse_suspicious_numbers(&chunk.bytes))
+            .and_then(|()| self.decode_all(&chunk.bytes))
+            .and_then(|batches| match &self.numbers {
+                Some(numbers) if !batches.iter().all(|batch| numbers.batch_ok(batch)) => {
+                    Err(guard::NumberGuard::not_finite())
                 }
+                _ => Ok(batches),
             });
         match decoded {
             Ok(batches) => Ok(batches),
@@ -250,25 +251,26 @@ impl LineDecoder {
     fn refuse_hostile(&self, bytes: &[u8]) -> Result<(), ArrowError> {
         match self.format {
             LineFormat::Json if guard::json_too_deep(bytes, guard::MAX_JSON_DEPTH, true) => Err(guard::too_deep()),
-            LineFormat::Json if self.numbers.as_ref().is_some_and(|numbers| numbers.suspicious(bytes)) => {
-                Err(ArrowError::JsonError("a number may not fit its column".into()))
-            }
             LineFormat::Csv if guard::csv_quote_left_open(bytes) => Err(guard::quote_left_open()),
             LineFormat::Json | LineFormat::Csv | LineFormat::Text => Ok(()),
         }
     }
 
-    fn decode_one(&mut self, record: &[u8]) -> Result<Option<RecordBatch>, ArrowError> {
-        if let Err(err) = self.refuse_hostile(record) {
-            match &self.numbers {
-                // Only maybe: the exact check decides.
-                Some(numbers)
-                    if numbers.suspicious(record) && !guard::json_too_deep(record, guard::MAX_JSON_DEPTH, true) =>
-                {
-                    numbers.check_record(record)?;
-                }
-                _ => return Err(err),
+    /// A chunk whose numbers may not fit their columns goes line by line, where
+    /// [`Self::decode_one`] checks each flagged record exactly.
+    fn refuse_suspicious_numbers(&self, bytes: &[u8]) -> Result<(), ArrowError> {
+        match &self.numbers {
+            Some(numbers) if numbers.suspicious(bytes) => {
+                Err(ArrowError::JsonError("a number may not fit its column".into()))
             }
+            _ => Ok(()),
+        }
+    }
+
+    fn decode_one(&mut self, record: &[u8]) -> Result<Option<RecordBatch>, ArrowError> {
+        self.refuse_hostile(record)?;
+        if let Some(numbers) = self.numbers.as_ref().filter(|numbers| numbers.suspicious(record)) {
+            numbers.check_record(record)?;
         }
         let decoded = self.decode_one_unchecked(record)?;
         match (&self.numbers, &decoded) {

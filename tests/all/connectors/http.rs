@@ -161,8 +161,7 @@ sinks:
         *statuses.entry(post.await.unwrap().unwrap_or(0)).or_insert(0) += 1;
     }
     let peak = crate::support::peak_rss_kib(child.id());
-    // SAFETY: stopping our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    crate::support::signal(child.id(), libc::SIGTERM);
     let status = child.wait().unwrap();
     eprintln!("answers to 300 concurrent 4 MB posts: {statuses:?}; weir peaked at {} MiB", peak / 1024);
     assert!(status.success(), "the job ends cleanly: {status:?}");

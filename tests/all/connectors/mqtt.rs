@@ -10,7 +10,13 @@ use crate::support::{Workspace, eventually, sorted_ids, unique};
 /// A test client: publishes through `AsyncClient`, received publishes arrive on the channel.
 async fn client(id: &str, clean: bool) -> (AsyncClient, mpsc::UnboundedReceiver<rumqttc::Publish>) {
     let mut options = MqttOptions::new(id, "127.0.0.1", 1883);
-    options.set_clean_session(clean).set_keep_alive(Duration::from_secs(10)).set_inflight(1000);
+    options.set_clean_session(clean);
+    client_with(options).await
+}
+
+/// [`client`] with options of the test's own (another port, credentials, packet size).
+async fn client_with(mut options: MqttOptions) -> (AsyncClient, mpsc::UnboundedReceiver<rumqttc::Publish>) {
+    options.set_keep_alive(Duration::from_secs(10)).set_inflight(1000);
     let (client, mut eventloop) = AsyncClient::new(options, 10_000);
     let (sender, receiver) = mpsc::unbounded_channel();
     let (connected, ready) = tokio::sync::oneshot::channel();
@@ -186,8 +192,7 @@ settings: {{ batch_size: 50 }}
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // SAFETY: stopping our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    crate::support::signal(child.id(), libc::SIGTERM);
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -230,8 +235,7 @@ settings: {{ batch_size: 10 }}
     ));
     let mut options = MqttOptions::new(unique("pub"), "127.0.0.1", 1883);
     options.set_max_packet_size(64 << 20, 64 << 20);
-    let (publisher, mut eventloop) = AsyncClient::new(options, 100);
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (publisher, _) = client_with(options).await;
     eventually(10, "the subscription", async || {
         publisher.publish(format!("{root}/probe"), QoS::AtLeastOnce, false, r#"{"id": 0}"#).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -281,8 +285,7 @@ sinks:
     let running = ws.start(&pipeline("mqtt-password"));
     let mut options = MqttOptions::new(unique("pub"), "127.0.0.1", 1884);
     options.set_credentials("weir", "weir-secret");
-    let (publisher, mut eventloop) = AsyncClient::new(options, 100);
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let (publisher, _) = client_with(options).await;
     eventually(20, "a message through the authenticated broker", async || {
         publisher.publish(format!("{root}/a"), QoS::AtLeastOnce, false, r#"{"id": 1}"#).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;

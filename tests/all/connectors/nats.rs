@@ -322,8 +322,7 @@ settings: {{ batch_size: 200 }}
         info.num_pending == 0 && info.num_ack_pending == 0
     })
     .await;
-    // SAFETY: sending SIGTERM to our own child process.
-    unsafe { libc::kill(second.id() as i32, libc::SIGTERM) };
+    crate::support::signal(second.id(), libc::SIGTERM);
     let output = second.wait_with_output().unwrap();
     assert!(output.status.success(), "{:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
 
@@ -387,15 +386,13 @@ sinks:
     eventually(30, "the webhook's first request", async || accepted.load(std::sync::atomic::Ordering::Relaxed) > 0)
         .await;
     let stopped_at = std::time::Instant::now();
-    // SAFETY: sending SIGTERM to our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    crate::support::signal(child.id(), libc::SIGTERM);
     let pid = child.id();
     let waiter = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
     let output = match tokio::time::timeout(std::time::Duration::from_secs(40), waiter).await {
         Ok(output) => output.unwrap(),
         Err(_) => {
-            // SAFETY: killing our own child process, which did not stop.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            crate::support::signal(pid, libc::SIGKILL);
             panic!("the job was still draining 40 s after SIGTERM with a 2 s shutdown timeout");
         }
     };
