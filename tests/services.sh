@@ -33,25 +33,120 @@ start() { # port name command...
     wait_for "$port" "$name"
 }
 
+# Secured twins of the services, for the connectors' credentials and TLS: every one requires the
+# user `weir` with the password `weir-secret` (Redis: that password) and, but for the MQTT one on
+# 1884, TLS with a certificate for 127.0.0.1 and localhost signed by a test authority
+# (target/services/tls/ca.pem, made here with openssl).
+tls="$PWD/target/services/tls"
+if ! [ -s "$tls/server.pem" ]; then
+    mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=weir test authority" \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$tls/server.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial -days 3650 \
+        -extfile "$tls/server.ext" -out "$tls/server.pem" 2>/dev/null
+    # A second authority that signed nothing the services present: trusting it must fail.
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=weir other authority" \
+        -keyout "$tls/other-ca.key" -out "$tls/other-ca.pem" 2>/dev/null
+    chmod 644 "$tls"/*
+fi
+
 start 5432 PostgreSQL sh -c 'pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start'
 start 3306 MariaDB start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
 start 6379 Redis redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 start 5672 RabbitMQ rabbitmq-server -detached
+# A RabbitMQ user of the tests' own (`weir`, `weir-secret`), for the AMQP credentials.
+if ! as_root rabbitmqctl -q list_users 2>/dev/null | grep -q '^weir\b'; then
+    for _ in $(seq 1 30); do as_root rabbitmqctl -q await_startup >/dev/null 2>&1 && break; sleep 1; done
+    as_root rabbitmqctl -q add_user weir weir-secret >/dev/null
+    as_root rabbitmqctl -q set_permissions -p / weir '.*' '.*' '.*' >/dev/null
+fi
 start 1883 Mosquitto mosquitto -d -c /etc/mosquitto/mosquitto.conf
-# A second Mosquitto that requires a user name and password (user `weir`, password `weir-secret`),
-# for the connectors' credentials.
+# A second Mosquitto that requires a user name and password, in plain text (1884) and TLS (8884).
 if ! listening 1884; then
     auth="$PWD/target/services/mosquitto-auth"
     mkdir -p "$auth"
     mosquitto_passwd -b -c "$auth/passwd" weir weir-secret
     chmod 644 "$auth/passwd"
-    printf 'listener 1884 127.0.0.1\nallow_anonymous false\npassword_file %s/passwd\n' "$auth" >"$auth/mosquitto.conf"
+    printf 'per_listener_settings false\nallow_anonymous false\npassword_file %s/passwd\nlistener 1884 127.0.0.1\nlistener 8884 127.0.0.1\ncertfile %s/server.pem\nkeyfile %s/server.key\n' \
+        "$auth" "$tls" "$tls" >"$auth/mosquitto.conf"
     mosquitto -d -c "$auth/mosquitto.conf"
     wait_for 1884 "Mosquitto with passwords"
+    wait_for 8884 "Mosquitto with TLS"
+fi
+# Redis with a password, TLS only (6380).
+if ! listening 6380; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 0 --tls-port 6380 --requirepass weir-secret \
+        --tls-cert-file "$tls/server.pem" --tls-key-file "$tls/server.key" --tls-ca-cert-file "$tls/ca.pem" \
+        --tls-auth-clients no --save "" --appendonly no --dir "$PWD/target/services" --logfile "$PWD/target/services/redis-tls.log"
+    wait_for 6380 "Redis with TLS"
+fi
+# NATS with a user and TLS (4223).
+if ! listening 4223; then
+    cat >"$PWD/target/services/nats-tls.conf" <<CONF
+listen: 127.0.0.1:4223
+authorization { user: weir, password: weir-secret }
+tls { cert_file: "$tls/server.pem", key_file: "$tls/server.key" }
+CONF
+    nohup nats-server -c "$PWD/target/services/nats-tls.conf" >target/services/nats-tls.log 2>&1 &
+    wait_for 4223 "NATS with TLS"
+fi
+# PostgreSQL that takes only TLS connections with a password (5433): a cluster of its own.
+if ! listening 5433; then
+    pg="$PWD/target/services/pg-tls"
+    bin="$(ls -d /usr/lib/postgresql/*/bin | tail -1)"
+    rm -rf "$pg" && mkdir -p "$pg"
+    cp "$tls/server.pem" "$tls/server.key" "$pg/" && chown -R postgres "$pg" && chmod 600 "$pg/server.key"
+    printf 'weir-secret\n' >"$pg/pwfile" && chown postgres "$pg/pwfile"
+    as_root runuser -u postgres -- "$bin/initdb" -D "$pg/data" -U weir --pwfile="$pg/pwfile" --auth=scram-sha-256 >/dev/null
+    printf 'hostssl all all 127.0.0.1/32 scram-sha-256\n' >"$pg/data/pg_hba.conf"
+    as_root runuser -u postgres -- "$bin/pg_ctl" -D "$pg/data" -l "$pg/log" -w start -o \
+        "-p 5433 -k $pg -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file=$pg/server.pem -c ssl_key_file=$pg/server.key" >/dev/null
+    PGPASSWORD=weir-secret psql "host=127.0.0.1 port=5433 user=weir dbname=postgres sslmode=require" -qc "CREATE DATABASE test" >/dev/null
+fi
+# A RabbitMQ node that takes only TLS (5673), with the user `weir`: a node of its own.
+if ! listening 5673; then
+    rmq="$PWD/target/services/rabbitmq-tls"
+    rm -rf "$rmq" && mkdir -p "$rmq"
+    cp "$tls/ca.pem" "$tls/server.pem" "$tls/server.key" "$rmq/"
+    cat >"$rmq/rabbitmq.conf" <<CONF
+listeners.tcp = none
+listeners.ssl.default = 5673
+ssl_options.cacertfile = $rmq/ca.pem
+ssl_options.certfile = $rmq/server.pem
+ssl_options.keyfile = $rmq/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+default_user = weir
+default_pass = weir-secret
+loopback_users = none
+CONF
+    echo "[]." >"$rmq/plugins"
+    chown -R rabbitmq "$rmq" 2>/dev/null || true
+    as_root env RABBITMQ_NODENAME=weirtls@localhost RABBITMQ_DIST_PORT=25673 RABBITMQ_MNESIA_BASE="$rmq/mnesia" \
+        RABBITMQ_LOG_BASE="$rmq/log" RABBITMQ_PID_FILE="$rmq/pid" RABBITMQ_CONFIG_FILE="$rmq/rabbitmq" \
+        RABBITMQ_ENABLED_PLUGINS_FILE="$rmq/plugins" rabbitmq-server -detached >/dev/null 2>&1
+    wait_for 5673 "RabbitMQ with TLS"
+fi
+# MariaDB that requires TLS and a password (3307): a data directory of its own.
+if ! listening 3307; then
+    my="$PWD/target/services/mariadb-tls"
+    rm -rf "$my" && mkdir -p "$my"
+    cp "$tls/server.pem" "$tls/server.key" "$tls/ca.pem" "$my/"
+    mariadb-install-db --user=mysql --datadir="$my/data" --auth-root-authentication-method=normal >/dev/null 2>&1
+    chown -R mysql "$my"
+    nohup /usr/sbin/mariadbd --user=mysql --datadir="$my/data" \
+        --port=3307 --bind-address=127.0.0.1 --socket="$my/sock" --pid-file="$my/pid" --log-error="$my/log" \
+        --ssl-cert="$my/server.pem" --ssl-key="$my/server.key" --ssl-ca="$my/ca.pem" --require-secure-transport=ON \
+        >/dev/null 2>&1 &
+    wait_for 3307 "MariaDB with TLS"
+    mariadb -S "$my/sock" -u root -e "CREATE USER weir@'%' IDENTIFIED BY 'weir-secret'; GRANT ALL ON *.* TO weir@'%'; CREATE DATABASE IF NOT EXISTS test"
 fi
 start 4222 NATS start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
     -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+
 
 # Native build inputs of the service tools built from source below (weir itself needs neither:
 # its librdkafka builds with configure and make).

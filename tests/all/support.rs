@@ -54,6 +54,12 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A file of the TLS material `tests/services.sh` made for the secured services (`ca.pem`, the
+/// authority that signed their certificates; `other-ca.pem`, one that signed nothing of theirs).
+pub fn tls_file(name: &str) -> String {
+    repo().join("target/services/tls").join(name).display().to_string()
+}
+
 /// The `weir` binary, with the caller's `RUST_LOG` removed.
 pub fn weir() -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_weir"));

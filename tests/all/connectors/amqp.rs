@@ -184,3 +184,51 @@ fn close_consumer_connection(queue: &str) {
         .unwrap_or_else(|| panic!("no channel {channel}: {channels}"));
     rabbitmqctl(&["close_connection", &connection, "weir test: connection killed"]);
 }
+
+/// Issue 19 (20): AMQP had no TLS, and its password could only sit in the URL. The RabbitMQ node
+/// on 5673 (tests/services.sh) takes only TLS, with a certificate the test authority signed, and
+/// the user `weir`. One pipeline publishes 100 rows and reads them back, both through `amqps://`
+/// with the password from a file; a wrong password and a wrong authority fail, without showing
+/// the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_from_a_file_for_the_source_and_the_sink() {
+    let queue = unique("secured");
+    let ca = crate::support::tls_file("ca.pem");
+    let tls = lapin::tcp::OwnedTLSConfig { identity: None, cert_chain: Some(std::fs::read_to_string(&ca).unwrap()) };
+    let connection = Connection::connect_with_config(
+        "amqps://weir:weir-secret@127.0.0.1:5673/%2f",
+        ConnectionProperties::default(),
+        tls,
+        lapin::runtime::default_runtime().unwrap(),
+    )
+    .await
+    .expect("RabbitMQ with TLS on 5673");
+    declare(&connection.create_channel().await.unwrap(), &queue).await;
+    let (ws, refused) = (Workspace::new(), Workspace::new());
+    for ws in [&ws, &refused] {
+        ws.write("right", "weir-secret\n");
+        ws.write("wrong", "not-the-password\n");
+    }
+    let pipeline = |password: &str, ca: &str| {
+        let access = format!(r#"username: weir, password: {{ file: {password} }}, tls: {{ ca_file: "{ca}" }}"#);
+        format!(
+            r#"
+sources:
+  gen: {{ type: generator, count: 100, columns: {{ id: {{ sequence: {{ start: 1 }} }} }} }}
+  orders: {{ type: amqp, url: "amqps://127.0.0.1:5673/%2f", {access}, queue: {queue}, schema: {{ id: int64 }} }}
+sinks:
+  published: {{ type: amqp, inputs: [gen], url: "amqps://127.0.0.1:5673/%2f", {access}, routing_key: {queue} }}
+  out: {{ type: file, inputs: [orders], path: out.jsonl }}
+"#
+        )
+    };
+    // Failed runs in a workspace of their own: they leave their (empty) output file behind.
+    let err = refused.run(&pipeline("wrong", &ca)).await.unwrap_err();
+    assert!(!err.contains("not-the-password") && err.to_lowercase().contains("refused"), "{err}");
+    let err = refused.run(&pipeline("right", &crate::support::tls_file("other-ca.pem"))).await.unwrap_err();
+    assert!(err.contains("5673") && err.to_lowercase().contains("certificate"), "{err}");
+    let running = ws.start(&pipeline("right", &ca));
+    eventually(20, "100 rows through TLS both ways", async || ws.rows("out.jsonl").len() >= 100).await;
+    running.stop().await.unwrap();
+    assert_eq!(sorted_ids(&ws.rows("out.jsonl")), (1..=100).collect::<Vec<_>>());
+}

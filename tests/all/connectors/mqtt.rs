@@ -295,3 +295,48 @@ sinks:
     running.stop().await.unwrap();
     assert!(ws.rows("out.jsonl").iter().all(|row| row["id"] == 1));
 }
+
+/// Issue 19 (20): MQTT had no TLS. The Mosquitto with passwords also listens on 8884 with TLS only,
+/// with a certificate the test authority signed (tests/services.sh); both listeners are one
+/// broker. weir reads and relays through `mqtts://` while the test publishes and subscribes in
+/// plain text on 1884. Trusting another authority fails on the certificate, before any data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_a_broker_with_a_private_authority_and_a_wrong_authority_is_refused() {
+    let root = unique("tls");
+    let ws = Workspace::new();
+    ws.write("mqtt-password", "weir-secret\n");
+    let pipeline = |ca: &str| {
+        format!(
+            r#"
+sources:
+  readings: {{ type: mqtt, url: "mqtts://127.0.0.1:8884", topics: ["{root}/#"], username: weir, password: {{ file: mqtt-password }}, tls: {{ ca_file: "{ca}" }}, schema: {{ id: int64 }} }}
+sinks:
+  out: {{ type: file, inputs: [readings], path: out.jsonl }}
+  relay: {{ type: mqtt, inputs: [readings], url: "mqtts://127.0.0.1:8884", topic: "{root}-relayed/x", username: weir, password: {{ file: mqtt-password }}, tls: {{ ca_file: "{ca}" }} }}
+"#
+        )
+    };
+    // A workspace of its own: a failed run leaves its (empty) output file behind.
+    let refused = Workspace::new();
+    refused.write("mqtt-password", "weir-secret\n");
+    let err = refused.run(&pipeline(&crate::support::tls_file("other-ca.pem"))).await.unwrap_err();
+    assert!(err.contains("8884") && err.to_lowercase().contains("certificate"), "{err}");
+
+    let mut options = MqttOptions::new(unique("plain"), "127.0.0.1", 1884);
+    options.set_credentials("weir", "weir-secret");
+    let (plain, mut relayed) = client_with(options).await;
+    plain.subscribe(format!("{root}-relayed/#"), QoS::AtLeastOnce).await.unwrap();
+    let running = ws.start(&pipeline(&crate::support::tls_file("ca.pem")));
+    let mut id = 0;
+    eventually(20, "a message in through TLS", async || {
+        id += 1;
+        plain.publish(format!("{root}/a"), QoS::AtLeastOnce, false, format!(r#"{{"id": {id}}}"#)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        !ws.rows("out.jsonl").is_empty()
+    })
+    .await;
+    let message = tokio::time::timeout(Duration::from_secs(10), relayed.recv()).await.expect("relayed through TLS");
+    let relayed: serde_json::Value = serde_json::from_slice(&message.unwrap().payload).unwrap();
+    assert!(relayed["id"].as_i64().is_some_and(|id| id >= 1), "{relayed}");
+    running.stop().await.unwrap();
+}

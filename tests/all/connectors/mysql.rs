@@ -109,3 +109,43 @@ settings: {{ batch_size: 100 }}
     assert_eq!(row, (3000, 3000, 3000));
     db.query_drop(format!("DROP TABLE {table}; DROP USER '{user}'@'%'")).await.unwrap();
 }
+
+/// Issue 19 (20): the MySQL sink had no TLS options, and its password could only sit in the URL.
+/// The MariaDB on 3307 (tests/services.sh) requires TLS and the password of the user `weir`. The
+/// sink writes through TLS with the password from a file; a wrong password and a wrong authority
+/// fail, without showing the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_from_a_file_reach_a_server_that_requires_them() {
+    let table = unique("my_secured");
+    let ws = Workspace::new();
+    ws.write("right", "weir-secret\n");
+    ws.write("wrong", "not-the-password\n");
+    let pipeline = |password: &str, ca: &str| {
+        format!(
+            r#"
+sources:
+  gen: {{ type: generator, count: 500, columns: {{ id: {{ sequence: {{ start: 1 }} }} }} }}
+sinks:
+  db: {{ type: mysql, inputs: [gen], url: "mysql://weir@127.0.0.1:3307/test", password: {{ file: {password} }}, tls: {{ ca_file: "{ca}" }}, table: {table}, create_table: true }}
+"#
+        )
+    };
+    let ca = crate::support::tls_file("ca.pem");
+    let err = ws.run(&pipeline("wrong", &ca)).await.unwrap_err();
+    assert!(!err.contains("not-the-password") && err.contains("Access denied"), "{err}");
+    let err = ws.run(&pipeline("right", &crate::support::tls_file("other-ca.pem"))).await.unwrap_err();
+    assert!(err.contains("3307") && err.to_lowercase().contains("certificate"), "{err}");
+    ws.run(&pipeline("right", &ca)).await.unwrap();
+
+    let ssl = mysql_async::SslOpts::default()
+        .with_root_certs(vec![std::path::PathBuf::from(&ca).into()])
+        .with_disable_built_in_roots(true);
+    let opts = mysql_async::OptsBuilder::from_opts(
+        mysql_async::Opts::from_url("mysql://weir:weir-secret@127.0.0.1:3307/test").unwrap(),
+    )
+    .ssl_opts(ssl);
+    let mut db = mysql_async::Conn::new(opts).await.expect("MariaDB with TLS on 3307");
+    let count: Option<i64> = db.query_first(format!("SELECT count(DISTINCT id) FROM {table}")).await.unwrap();
+    assert_eq!(count, Some(500));
+    db.query_drop(format!("DROP TABLE {table}")).await.unwrap();
+}

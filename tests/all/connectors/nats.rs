@@ -405,3 +405,51 @@ sinks:
     assert_eq!(info.ack_floor.stream_sequence, 0, "nothing the webhook never took was acknowledged");
     assert_eq!(info.num_pending + info.num_ack_pending as u64, 500, "every message is still to be delivered");
 }
+
+/// Issue 19 (20): NATS had no credentials or TLS options. The server on 4223 (tests/services.sh)
+/// takes only TLS, with a certificate the test authority signed, and the user `weir`. weir
+/// publishes through `tls://` with the password from a file; a wrong password and a wrong
+/// authority fail at start, and neither error shows the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_from_a_file_reach_a_server_that_requires_them() {
+    let subject = unique("secured");
+    let ws = Workspace::new();
+    ws.write("right", "weir-secret\n");
+    ws.write("wrong", "not-the-password\n");
+    let pipeline = |password: &str, ca: &str| {
+        format!(
+            r#"
+sources:
+  gen: {{ type: generator, count: 100, columns: {{ id: {{ sequence: {{ start: 1 }} }} }} }}
+sinks:
+  out: {{ type: nats, inputs: [gen], url: "tls://127.0.0.1:4223", subject: "{subject}.{{id}}", username: weir, password: {{ file: {password} }}, tls: {{ ca_file: "{ca}" }} }}
+"#
+        )
+    };
+    let ca = crate::support::tls_file("ca.pem");
+    let err = ws.run(&pipeline("wrong", &ca)).await.unwrap_err();
+    assert!(!err.contains("not-the-password") && err.to_lowercase().contains("auth"), "{err}");
+    let err = ws.run(&pipeline("right", &crate::support::tls_file("other-ca.pem"))).await.unwrap_err();
+    assert!(err.contains("4223") && err.to_lowercase().contains("certificate"), "{err}");
+
+    let reader = async_nats::ConnectOptions::new()
+        .user_and_password("weir".into(), "weir-secret".into())
+        .add_root_certificates(ca.clone().into())
+        .require_tls(true)
+        .connect("tls://127.0.0.1:4223")
+        .await
+        .expect("NATS with TLS on 4223");
+    let mut received = reader.subscribe(format!("{subject}.>")).await.unwrap();
+    reader.flush().await.unwrap();
+    ws.run(&pipeline("right", &ca)).await.unwrap();
+    let mut ids = Vec::new();
+    while ids.len() < 100 {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), received.next())
+            .await
+            .expect("every message through TLS")
+            .unwrap();
+        ids.push(serde_json::from_slice::<serde_json::Value>(&message.payload).unwrap()["id"].as_i64().unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+}

@@ -145,3 +145,46 @@ settings: {{ batch_size: 100 }}
     assert_eq!(serde_json::from_str::<serde_json::Value>(&last).unwrap()["id"], 3000);
     let _: () = redis::cmd("ACL").arg(&["DELUSER", &user][..]).query_async(&mut redis).await.unwrap();
 }
+
+/// Issue 19 (20): Redis had no TLS, and its password could only sit in the URL. The server on
+/// 6380 (tests/services.sh) takes only TLS, with a certificate the test authority signed, and a
+/// password. A stream is read and hashes are written through `rediss://` with the password from
+/// a file; a wrong password and a wrong authority fail, without showing the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_from_a_file_for_the_source_and_the_sink() {
+    let stream = unique("secured");
+    let ca = crate::support::tls_file("ca.pem");
+    let certificates = || redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(&ca).unwrap()) };
+    let client = redis::Client::build_with_tls("rediss://:weir-secret@127.0.0.1:6380", certificates()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.expect("Redis with TLS on 6380");
+    for id in 1..=50 {
+        let _: String = redis.xadd(&stream, "*", &[("payload", format!(r#"{{"id": {id}}}"#))]).await.unwrap();
+    }
+    let ws = Workspace::new();
+    ws.write("right", "weir-secret\n");
+    ws.write("wrong", "not-the-password\n");
+    let pipeline = |password: &str, ca: &str| {
+        format!(
+            r#"
+sources:
+  entries: {{ type: redis, url: "rediss://127.0.0.1:6380", password: {{ file: {password} }}, tls: {{ ca_file: "{ca}" }}, stream: {stream}, group: weir, schema: {{ id: int64 }} }}
+sinks:
+  hashes: {{ type: redis, inputs: [entries], url: "rediss://127.0.0.1:6380", password: {{ file: {password} }}, tls: {{ ca_file: "{ca}" }}, command: hset, key: "{stream}:{{id}}" }}
+"#
+        )
+    };
+    let err = ws.run(&pipeline("wrong", &ca)).await.unwrap_err();
+    assert!(!err.contains("not-the-password") && err.to_lowercase().contains("pass"), "{err}");
+    let err = ws.run(&pipeline("right", &crate::support::tls_file("other-ca.pem"))).await.unwrap_err();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    let running = ws.start(&pipeline("right", &ca));
+    eventually(20, "every entry written back as a hash", async || {
+        let keys: Vec<String> = redis.keys(format!("{stream}:*")).await.unwrap();
+        keys.len() == 50
+    })
+    .await;
+    running.stop().await.unwrap();
+    let hash: std::collections::HashMap<String, String> = redis.hgetall(format!("{stream}:42")).await.unwrap();
+    assert_eq!(hash.get("id").map(String::as_str), Some("42"));
+}

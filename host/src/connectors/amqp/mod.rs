@@ -26,6 +26,10 @@
 //! backoff and reads it again (at-least-once; acks for the old channel are dropped, never sent on
 //! the new one). The sink publishes persistent messages with publisher confirms and returns once
 //! the broker confirmed the whole batch.
+//!
+//! Authentication and TLS: `username` and `password: { env: AMQP_PASSWORD }` (or `{ file: ... }`;
+//! both win over the URL's), and `amqps://` or a `tls:` block (`ca_file`, added to the system's
+//! authorities; `cert_file` and `key_file` for a client certificate).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,14 +42,18 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
 };
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::{BasicProperties, Channel, Connect, Connection, ConnectionProperties};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::support::link::{LinkState, connect, reconnect_backoff};
 use super::support::pump::{emit, end_and_drain, sleep_until};
+use super::support::secret::Access;
 use super::support::template::Template;
+use super::support::tls::{Tls, plan_tls};
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
     SinkSpec, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
@@ -85,8 +93,11 @@ pub struct AmqpSourceConfig {
     _on_error: IgnoredAny,
     #[serde(default, rename = "dead_letter")]
     _dead_letter: IgnoredAny,
-    /// `amqp://user:password@host:port/vhost`.
+    /// `amqp://user@host:port/vhost` (`amqps://` for TLS).
     pub url: Spanned<String>,
+    /// User name, password, TLS.
+    #[serde(flatten)]
+    pub access: Access,
     /// Queue to consume.
     pub queue: String,
     /// Declare the queue (durable) if missing.
@@ -99,25 +110,69 @@ pub struct AmqpSourceConfig {
     pub payload: PayloadOptions,
 }
 
-/// `host:port/vhost` of an AMQP URL, without credentials.
-fn describe_address(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(parsed) => {
-            format!("{}:{}{}", parsed.host_str().unwrap_or("?"), parsed.port().unwrap_or(5672), parsed.path())
+/// A broker and how to reach it: the parsed URL with the options' user name and password
+/// applied, and TLS (`amqps://`, or a `tls:` block). `Debug` shows only the address.
+#[derive(Clone)]
+struct Broker {
+    uri: AMQPUri,
+    tls: Option<Tls>,
+    /// `host:port/vhost`, without credentials.
+    address: String,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("address", &self.address).field("tls", &self.tls).finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    fn plan(url: &Spanned<String>, access: &Access, ctx: &PlanContext) -> Result<Self, SpecIssue> {
+        let bad = |err: &dyn std::fmt::Display| SpecIssue::at(&url.referenced, format!("bad URL: {err}"));
+        url::Url::parse(&url.value).map_err(|err| bad(&err))?;
+        let mut uri: AMQPUri = url.value.parse().map_err(|err: String| bad(&err))?;
+        let (username, password) = access.read(ctx)?;
+        if let Some(username) = username {
+            uri.authority.userinfo.username = username;
         }
-        Err(_) => "<bad url>".into(),
+        if let Some(password) = password {
+            uri.authority.userinfo.password = password.expose().to_owned();
+        }
+        let tls = plan_tls(uri.scheme == AMQPScheme::AMQPS, access.tls.as_ref(), ctx)?;
+        if tls.is_some() {
+            uri.scheme = AMQPScheme::AMQPS;
+        }
+        let address = format!("{}:{}/{}", uri.authority.host, uri.authority.port, uri.vhost);
+        Ok(Self { uri, tls, address })
+    }
+
+    /// Connects with a bounded timeout.
+    async fn connect(&self) -> Result<Connection, RuntimeError> {
+        let config = match &self.tls {
+            None => OwnedTLSConfig::default(),
+            Some(tls) => OwnedTLSConfig {
+                identity: tls.identity.as_ref().map(|identity| OwnedIdentity::PKCS8 {
+                    pem: identity.cert_pem.clone(),
+                    key: identity.key_pem.clone(),
+                }),
+                cert_chain: tls.ca_pem.as_ref().map(|pem| String::from_utf8_lossy(pem).into_owned()),
+            },
+        };
+        let runtime =
+            lapin::runtime::default_runtime().map_err(|err| RuntimeError::external("amqp", &self.address, err))?;
+        let uri = self.uri.clone();
+        connect("amqp", &self.address, uri.connect_with_config(ConnectionProperties::default(), config, runtime)).await
     }
 }
 
 impl SourceSpec for AmqpSourceConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
-        url::Url::parse(&self.url.value)
-            .map_err(|err| SpecIssue::at(&self.url.referenced, format!("bad URL: {err}")))?;
+        let broker = Broker::plan(&self.url, &self.access, ctx)?;
         let layout = self.payload.plan(METADATA)?;
         let prefetch = self.prefetch.unwrap_or_else(|| (ctx.batch_size * 4).min(usize::from(u16::MAX)) as u16);
         let factory = AmqpSourceFactory {
-            url: self.url.value.clone(),
-            address: describe_address(&self.url.value),
+            address: broker.address.clone(),
+            broker,
             queue: self.queue.clone(),
             declare: self.declare,
             prefetch,
@@ -130,7 +185,7 @@ impl SourceSpec for AmqpSourceConfig {
 
 #[derive(Debug, Clone)]
 struct AmqpSourceFactory {
-    url: String,
+    broker: Broker,
     address: String,
     queue: String,
     declare: bool,
@@ -172,14 +227,10 @@ struct Tags {
     tags: Vec<u64>,
 }
 
-async fn open_connection(url: &str, address: &str) -> Result<Connection, RuntimeError> {
-    connect("amqp", address, Connection::connect(url, ConnectionProperties::default())).await
-}
-
 impl AmqpSourceFactory {
     async fn open_consumer(&self) -> Result<(Connection, Channel, lapin::Consumer), RuntimeError> {
         let fail = |err: lapin::Error| RuntimeError::external("amqp", &self.address, err);
-        let connection = open_connection(&self.url, &self.address).await?;
+        let connection = self.broker.connect().await?;
         let channel = connection.create_channel().await.map_err(fail)?;
         channel.basic_qos(self.prefetch, BasicQosOptions::default()).await.map_err(fail)?;
         let options = QueueDeclareOptions { durable: true, passive: !self.declare, ..Default::default() };
@@ -333,8 +384,11 @@ pub struct AmqpSinkConfig {
     _type: IgnoredAny,
     #[serde(default, rename = "inputs")]
     _inputs: IgnoredAny,
-    /// `amqp://user:password@host:port/vhost`.
+    /// `amqp://user@host:port/vhost` (`amqps://` for TLS).
     pub url: Spanned<String>,
+    /// User name, password, TLS.
+    #[serde(flatten)]
+    pub access: Access,
     /// Exchange (default: the default exchange, `""`).
     #[serde(default)]
     pub exchange: String,
@@ -343,14 +397,13 @@ pub struct AmqpSinkConfig {
 }
 
 impl SinkSpec for AmqpSinkConfig {
-    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        url::Url::parse(&self.url.value)
-            .map_err(|err| SpecIssue::at(&self.url.referenced, format!("bad URL: {err}")))?;
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
+        let broker = Broker::plan(&self.url, &self.access, ctx)?;
         let routing_key = Template::parse(&self.routing_key.value, input)
             .map_err(|message| SpecIssue::at(&self.routing_key.referenced, message))?;
         Ok(Arc::new(AmqpSinkFactory {
-            url: self.url.value.clone(),
-            address: describe_address(&self.url.value),
+            address: broker.address.clone(),
+            broker,
             exchange: self.exchange.clone(),
             routing_key,
         }))
@@ -359,7 +412,7 @@ impl SinkSpec for AmqpSinkConfig {
 
 #[derive(Debug, Clone)]
 struct AmqpSinkFactory {
-    url: String,
+    broker: Broker,
     address: String,
     exchange: String,
     routing_key: Template,
@@ -367,7 +420,7 @@ struct AmqpSinkFactory {
 
 impl AmqpSinkFactory {
     async fn open(&self) -> Result<(Connection, Channel), RuntimeError> {
-        let connection = open_connection(&self.url, &self.address).await?;
+        let connection = self.broker.connect().await?;
         let fail = |err: lapin::Error| RuntimeError::external("amqp", &self.address, err);
         let channel = connection.create_channel().await.map_err(fail)?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(fail)?;

@@ -26,7 +26,11 @@
 //! confirmed the batch they went into (manual acks), so unconfirmed messages are redelivered after
 //! a reconnect when the session is persistent. QoS 0 is at most once by definition. The
 //! connection is driven by its own task, which reconnects with backoff and logs state changes once.
-//! TLS (`mqtts://`) is not built in yet.
+//!
+//! Authentication and TLS: `username` with `password: { env: MQTT_PASSWORD }` (or `{ file: ... }`;
+//! `mqtt://user:password@host` works too, but puts the password in the pipeline file), and
+//! `mqtts://host:8883` or a `tls:` block (`ca_file`, `cert_file`, `key_file`; see
+//! `connectors::support::tls`).
 //!
 //! The broker's window: an MQTT broker sends a client only a few messages it has not
 //! acknowledged (Mosquitto: `max_inflight_messages 20`), queues what comes after them
@@ -44,15 +48,16 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::sync::{Notify, mpsc};
 
 use super::support::link::{CONNECT_TIMEOUT, LinkState, reconnect_backoff};
 use super::support::pump::{emit, end_and_drain, sleep_until};
-use super::support::secret::{Secret, SecretSource, read_secret};
+use super::support::secret::{Access, Secret};
 use super::support::template::Template;
+use super::support::tls::{Tls, plan_tls};
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
     SinkSpec, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
@@ -111,9 +116,9 @@ pub struct MqttSourceConfig {
     /// `max_inflight_messages`).
     #[serde(default = "default_max_unacknowledged")]
     pub max_unacknowledged: u64,
-    /// User name and password.
+    /// User name, password, TLS (`mqtts://` URLs use TLS with the defaults).
     #[serde(flatten)]
-    pub auth: MqttAuth,
+    pub access: Access,
     /// Largest message payload taken (default 16MiB); a larger one is a bad record under
     /// `on_error` (dead letters keep its topic and its first 64 KiB).
     #[serde(default = "default_max_message_size")]
@@ -145,44 +150,47 @@ const OVERSIZED_KEPT: usize = 64 << 10;
 /// How long the broker's window may stay full before the source warns.
 const WINDOW_FULL_WARNING: Duration = Duration::from_secs(2);
 
-/// Host and port of an `mqtt://` URL.
-/// Host and port of an `mqtt://` URL, and the credentials it carries or `auth` names
-/// (`username`, `password: { env | file }`; those win over the URL's).
-fn parse_address(
-    url: &Spanned<String>,
-    auth: &MqttAuth,
-    ctx: &PlanContext,
-) -> Result<(String, u16, Option<Credentials>), SpecIssue> {
-    let parsed =
-        url::Url::parse(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad URL: {err}")))?;
-    if parsed.scheme() != "mqtt" && parsed.scheme() != "tcp" {
-        return Err(SpecIssue::at(&url.referenced, "only `mqtt://host:port` is supported (no TLS yet)"));
-    }
-    let host = parsed.host_str().ok_or_else(|| SpecIssue::at(&url.referenced, "the URL has no host"))?;
-    let username =
-        auth.username.clone().or_else(|| (!parsed.username().is_empty()).then(|| parsed.username().to_owned()));
-    let password = match &auth.password {
-        Some(source) => Some(read_secret(source, ctx)?),
-        None => parsed.password().map(Secret::from_url),
-    };
-    let credentials = match (username, password) {
-        (Some(username), password) => Some((username, password.unwrap_or_else(|| Secret::from_url("")))),
-        (None, Some(_)) => return Err(SpecIssue::at(&url.referenced, "a password needs a `username`")),
-        (None, None) => None,
-    };
-    Ok((host.to_owned(), parsed.port().unwrap_or(1883), credentials))
+/// Where and how to reach the broker.
+#[derive(Debug, Clone)]
+struct Broker {
+    host: String,
+    port: u16,
+    /// A user name and its password.
+    credentials: Option<(String, Secret)>,
+    tls: Option<Tls>,
 }
 
-/// A user name and its password.
-type Credentials = (String, Secret);
+impl Broker {
+    /// The broker of an `mqtt://` or `mqtts://` URL (TLS also with a `tls:` block), with the
+    /// credentials the URL carries or the options name (`username`, `password: { env | file }`;
+    /// those win over the URL's).
+    fn plan(url: &Spanned<String>, access: &Access, ctx: &PlanContext) -> Result<Self, SpecIssue> {
+        let parsed =
+            url::Url::parse(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad URL: {err}")))?;
+        let secure = match parsed.scheme() {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" => true,
+            other => {
+                return Err(SpecIssue::at(
+                    &url.referenced,
+                    format!("unsupported scheme `{other}`: use `mqtt://host:port` or `mqtts://host:port`"),
+                ));
+            }
+        };
+        let host = parsed.host_str().ok_or_else(|| SpecIssue::at(&url.referenced, "the URL has no host"))?;
+        let tls = plan_tls(secure, access.tls.as_ref(), ctx)?;
+        let credentials = match access.resolve(&parsed, ctx)? {
+            (Some(username), password) => Some((username, password.unwrap_or_else(|| Secret::from_url("")))),
+            (None, Some(_)) => return Err(SpecIssue::at(&url.referenced, "a password needs a `username`")),
+            (None, None) => None,
+        };
+        let port = parsed.port().unwrap_or(if tls.is_some() { 8883 } else { 1883 });
+        Ok(Self { host: host.trim_matches(['[', ']']).to_owned(), port, credentials, tls })
+    }
 
-/// Credentials of an MQTT connection (flattened into the source and sink options).
-#[derive(Debug, Default, Deserialize)]
-pub struct MqttAuth {
-    /// User name (or in the URL: `mqtt://user@host`).
-    pub username: Option<String>,
-    /// Password: `{ env: NAME }` or `{ file: path }`, never the value itself.
-    pub password: Option<Spanned<SecretSource>>,
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 fn parse_qos(qos: u8, at: &Spanned<String>) -> Result<QoS, SpecIssue> {
@@ -195,22 +203,20 @@ fn parse_qos(qos: u8, at: &Spanned<String>) -> Result<QoS, SpecIssue> {
 
 impl SourceSpec for MqttSourceConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
-        let (host, port, credentials) = parse_address(&self.url, &self.auth, ctx)?;
+        let broker = Broker::plan(&self.url, &self.access, ctx)?;
         let qos = parse_qos(self.qos, &self.url)?;
         if self.topics.is_empty() {
             return Err(SpecIssue::at(&self.url.referenced, "`topics` needs at least one topic filter"));
         }
         let layout = self.payload.plan(METADATA)?;
         let factory = MqttSourceFactory {
-            host,
-            port,
+            broker,
             topics: self.topics.clone(),
             qos,
             client_id: self.client_id.clone(),
             clean_session: self.clean_session,
             max_unacknowledged: self.max_unacknowledged,
             max_message_size: usize::try_from(self.max_message_size.as_u64()).unwrap_or(usize::MAX),
-            credentials,
             layout: layout.clone(),
             batch_size: ctx.batch_size,
         };
@@ -220,15 +226,13 @@ impl SourceSpec for MqttSourceConfig {
 
 #[derive(Debug, Clone)]
 struct MqttSourceFactory {
-    host: String,
-    port: u16,
+    broker: Broker,
     topics: Vec<String>,
     qos: QoS,
     client_id: Option<String>,
     clean_session: bool,
     max_unacknowledged: u64,
     max_message_size: usize,
-    credentials: Option<Credentials>,
     layout: MessageLayout,
     batch_size: usize,
 }
@@ -328,18 +332,15 @@ async fn drive(
 /// source applies its own `max_message_size` to what arrives.
 const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
-fn options(
-    client_id: String,
-    host: &str,
-    port: u16,
-    clean_session: bool,
-    credentials: Option<&Credentials>,
-) -> MqttOptions {
-    let mut options = MqttOptions::new(client_id, host, port);
+fn options(client_id: String, broker: &Broker, clean_session: bool) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, &broker.host, broker.port);
     options.set_clean_session(clean_session).set_keep_alive(Duration::from_secs(30)).set_manual_acks(true);
     options.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
-    if let Some((username, password)) = credentials {
+    if let Some((username, password)) = &broker.credentials {
         options.set_credentials(username.clone(), password.expose());
+    }
+    if let Some(tls) = &broker.tls {
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(&tls.config))));
     }
     options
 }
@@ -348,17 +349,14 @@ impl Source for MqttSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
             let config = &self.0;
-            let address = format!("{}:{}", config.host, config.port);
+            let address = config.broker.address();
             // A broker disconnects a client when another connects with its id, so a clean session
             // gets a unique id; a persistent session needs the same id across runs.
             let client_id = config.client_id.clone().unwrap_or_else(|| match config.clean_session {
                 true => format!("weir-{}-{:08x}", ctx.component, rand::random::<u32>()),
                 false => format!("weir-{}", ctx.component),
             });
-            let (client, eventloop) = AsyncClient::new(
-                options(client_id, &config.host, config.port, config.clean_session, config.credentials.as_ref()),
-                1024,
-            );
+            let (client, eventloop) = AsyncClient::new(options(client_id, &config.broker, config.clean_session), 1024);
             let (sender, mut receiver) = mpsc::channel(config.batch_size.max(16));
             let subscriptions = config.topics.iter().map(|topic| (topic.clone(), config.qos)).collect();
             let driver = tokio::spawn(drive(
@@ -561,46 +559,36 @@ pub struct MqttSinkConfig {
     pub retain: bool,
     /// Client id (default: random per run).
     pub client_id: Option<String>,
-    /// User name and password.
+    /// User name, password, TLS (`mqtts://` URLs use TLS with the defaults).
     #[serde(flatten)]
-    pub auth: MqttAuth,
+    pub access: Access,
 }
 
 impl SinkSpec for MqttSinkConfig {
     fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        let (host, port, credentials) = parse_address(&self.url, &self.auth, ctx)?;
+        let broker = Broker::plan(&self.url, &self.access, ctx)?;
         let qos = parse_qos(self.qos, &self.url)?;
         let topic = Template::parse(&self.topic.value, input)
             .map_err(|message| SpecIssue::at(&self.topic.referenced, message))?;
-        Ok(Arc::new(MqttSinkFactory {
-            host,
-            port,
-            topic,
-            qos,
-            retain: self.retain,
-            client_id: self.client_id.clone(),
-            credentials,
-        }))
+        Ok(Arc::new(MqttSinkFactory { broker, topic, qos, retain: self.retain, client_id: self.client_id.clone() }))
     }
 }
 
 #[derive(Debug)]
 struct MqttSinkFactory {
-    host: String,
-    port: u16,
+    broker: Broker,
     topic: Template,
     qos: QoS,
     retain: bool,
     client_id: Option<String>,
-    credentials: Option<Credentials>,
 }
 
 impl SinkFactory for MqttSinkFactory {
     fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
         Box::pin(async move {
-            let address = format!("{}:{}", self.host, self.port);
+            let address = self.broker.address();
             let client_id = self.client_id.clone().unwrap_or_else(|| format!("weir-sink-{}", rand::random::<u32>()));
-            let mut options = options(client_id, &self.host, self.port, true, self.credentials.as_ref());
+            let mut options = options(client_id, &self.broker, true);
             options.set_manual_acks(false).set_inflight(1024);
             let (client, mut eventloop) = AsyncClient::new(options, 1024);
             // Connect now so an unreachable broker fails the job at start.

@@ -20,6 +20,10 @@
 //! the batch go again row by row, and only rejected rows reach the error policy with the server's
 //! message. Lost connections are re-opened with backoff and the statement retried
 //! (at-least-once; `upsert` makes retries idempotent).
+//!
+//! Authentication and TLS (sink and lookup table): `username`, `password: { env: MYSQL_PASSWORD }`
+//! (or `{ file: ... }`; both win over the URL's), and `require_ssl=true` in the URL or a `tls:`
+//! block (`ca_file`, `cert_file`, `key_file`).
 
 pub mod table;
 
@@ -28,14 +32,16 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Params, Value};
+use mysql_async::{ClientIdentity, Conn, Opts, OptsBuilder, Params, Value};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use super::support::link::{LinkState, connect, reconnect_backoff};
+use super::support::secret::Access;
 use super::support::sql::{
     Cell, TableOptions, TablePlan, WriteMode, cell, check_columns, last_row_per_key, quote_identifier,
 };
+use super::support::tls::plan_tls;
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind, SinkSpec,
 };
@@ -63,17 +69,19 @@ pub struct MysqlSinkConfig {
     _on_error: IgnoredAny,
     #[serde(default, rename = "dead_letter")]
     _dead_letter: IgnoredAny,
-    /// `mysql://user:password@host:port/database`.
+    /// `mysql://user@host:port/database` (`?require_ssl=true` for TLS).
     pub url: Spanned<String>,
+    /// User name, password, TLS.
+    #[serde(flatten)]
+    pub access: Access,
     /// Table, mode, key, create_table.
     #[serde(flatten)]
     pub table: TableOptions,
 }
 
 impl SinkSpec for MysqlSinkConfig {
-    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        let opts = Opts::from_url(&self.url.value)
-            .map_err(|err| SpecIssue::at(&self.url.referenced, format!("bad MySQL URL: {err}")))?;
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
+        let opts = plan_connection(&self.url, &self.access, ctx)?;
         check_columns(input, &self.table.table)?;
         let plan = self.table.plan(input)?;
         let address = describe_address(&opts);
@@ -85,6 +93,37 @@ impl SinkSpec for MysqlSinkConfig {
             input: input.clone(),
         }))
     }
+}
+
+/// The URL's options with the options' user name, password and TLS applied. TLS when the URL
+/// says `require_ssl=true` or a `tls:` block is given; a `ca_file` replaces the built-in
+/// authorities. The server's certificate and name are verified.
+///
+/// # Errors
+/// A malformed URL, an unreadable secret or certificate.
+pub fn plan_connection(url: &Spanned<String>, access: &Access, ctx: &PlanContext) -> Result<Opts, SpecIssue> {
+    let opts =
+        Opts::from_url(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad MySQL URL: {err}")))?;
+    let mut builder = OptsBuilder::from_opts(opts.clone());
+    let (username, password) = access.read(ctx)?;
+    if username.is_some() {
+        builder = builder.user(username);
+    }
+    if let Some(password) = password {
+        builder = builder.pass(Some(password.expose()));
+    }
+    if let Some(tls) = plan_tls(opts.ssl_opts().is_some(), access.tls.as_ref(), ctx)? {
+        let mut ssl = opts.ssl_opts().cloned().unwrap_or_default();
+        if let Some(ca) = tls.ca_pem {
+            ssl = ssl.with_root_certs(vec![ca.into()]).with_disable_built_in_roots(true);
+        }
+        if let Some(identity) = tls.identity {
+            ssl =
+                ssl.with_client_identity(Some(ClientIdentity::new(identity.cert_pem.into(), identity.key_pem.into())));
+        }
+        builder = builder.ssl_opts(ssl);
+    }
+    Ok(builder.into())
 }
 
 /// `host:port/database`, without credentials.

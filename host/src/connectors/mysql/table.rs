@@ -38,10 +38,8 @@ pub const TABLE: TableKind =
 pub struct MysqlTableConfig(SqlTableConfig);
 
 impl TableSpec for MysqlTableConfig {
-    fn plan(&self, _ctx: &PlanContext) -> Result<PlannedTable, SpecIssue> {
-        let url = &self.0.url;
-        let opts = Opts::from_url(&url.value)
-            .map_err(|err| SpecIssue::at(&url.referenced, format!("bad MySQL URL: {err}")))?;
+    fn plan(&self, ctx: &PlanContext) -> Result<PlannedTable, SpecIssue> {
+        let opts = super::plan_connection(&self.0.url, &self.0.access, ctx)?;
         let plan = self.0.plan('`')?;
         let address = describe_address(&opts);
         let constraints = PoolConstraints::new(0, self.0.pool_size)

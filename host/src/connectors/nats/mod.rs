@@ -26,6 +26,10 @@
 //! every sink confirmed the batch it went into, and negatively acknowledged (redelivered) if the
 //! batch failed. Messages never confirmed are redelivered after `ack_wait` (at-least-once).
 //! The client reconnects by itself; connection changes are logged once each.
+//!
+//! Authentication: `username` with `password: { env: NATS_PASSWORD }`, or `token: { env: ... }`,
+//! or `credentials: { file: user.creds }` (secrets from the environment or a file, never
+//! logged). TLS: `tls://host:4222` or a `tls:` block (`ca_file`, `cert_file`, `key_file`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +43,9 @@ use serde::de::IgnoredAny;
 
 use super::support::link::{CONNECT_TIMEOUT, connect};
 use super::support::pump::{emit, end_and_drain, sleep_until};
+use super::support::secret::{Access, Secret, SecretSource, read_secret};
 use super::support::template::Template;
+use super::support::tls::{Tls, TlsOptions, plan_tls};
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
     SinkSpec, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
@@ -95,8 +101,11 @@ pub struct NatsSourceConfig {
     _on_error: IgnoredAny,
     #[serde(default, rename = "dead_letter")]
     _dead_letter: IgnoredAny,
-    /// Server URL.
+    /// Server URL (`nats://host:4222`; `tls://` for TLS).
     pub url: Spanned<String>,
+    /// Authentication and TLS.
+    #[serde(flatten)]
+    pub access: NatsAccess,
     /// JetStream stream name.
     pub stream: String,
     /// Subjects to read (wildcards allowed); empty = the whole stream.
@@ -124,8 +133,10 @@ impl SourceSpec for NatsSourceConfig {
         if self.create_stream && self.subjects.is_empty() {
             return Err(SpecIssue::at(&self.url.referenced, "`create_stream: true` needs `subjects`"));
         }
+        let server = Server::plan(&self.url, &self.access, ctx)?;
         let factory = NatsSourceFactory {
-            url: self.url.value.clone(),
+            url: server.url.clone(),
+            server,
             stream: self.stream.clone(),
             subjects: self.subjects.clone(),
             create_stream: self.create_stream,
@@ -141,7 +152,9 @@ impl SourceSpec for NatsSourceConfig {
 
 #[derive(Debug, Clone)]
 struct NatsSourceFactory {
+    /// The server's URL without credentials (in logs and errors).
     url: String,
+    server: Server,
     stream: String,
     subjects: Vec<String>,
     create_stream: bool,
@@ -158,24 +171,107 @@ impl SourceFactory for NatsSourceFactory {
     }
 }
 
-/// Connects with a bounded timeout and logs connection state changes once each.
-async fn open(url: &str, component: &Arc<str>) -> Result<async_nats::Client, RuntimeError> {
-    let component = Arc::clone(component);
-    let address = url.to_owned();
-    let options = async_nats::ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT).event_callback(move |event| {
-        let component = Arc::clone(&component);
-        let address = address.clone();
-        async move {
-            match event {
-                async_nats::Event::Disconnected => {
-                    tracing::warn!(%component, %address, "connection lost; the client reconnects with backoff");
-                }
-                async_nats::Event::Connected => tracing::info!(%component, %address, "connected"),
-                other => tracing::debug!(%component, %address, event = %other, "nats event"),
+/// How a source or sink authenticates: a user name and password, a token, or a credentials
+/// file (NATS's `.creds`: a user JWT and its key seed), each secret from the environment or a
+/// file; and TLS (`tls://` URLs use it with the defaults).
+#[derive(Debug, Default, Deserialize)]
+pub struct NatsAccess {
+    /// User name (with `password`).
+    pub username: Option<String>,
+    /// Password: `{ env: NAME }` or `{ file: path }`.
+    pub password: Option<Spanned<SecretSource>>,
+    /// An authentication token: `{ env: NAME }` or `{ file: path }`.
+    pub token: Option<Spanned<SecretSource>>,
+    /// A `.creds` file's contents: `{ file: path }` or `{ env: NAME }`.
+    pub credentials: Option<Spanned<SecretSource>>,
+    /// TLS options.
+    pub tls: Option<Spanned<TlsOptions>>,
+}
+
+/// A server and how to authenticate to it.
+#[derive(Debug, Clone)]
+struct Server {
+    /// The URL without user information, to connect to and to name in logs.
+    url: String,
+    login: Option<(String, Secret)>,
+    token: Option<Secret>,
+    credentials: Option<Secret>,
+    tls: Option<Tls>,
+}
+
+impl Server {
+    fn plan(url: &Spanned<String>, access: &NatsAccess, ctx: &PlanContext) -> Result<Self, SpecIssue> {
+        let mut parsed =
+            url::Url::parse(&url.value).map_err(|err| SpecIssue::at(&url.referenced, format!("bad URL: {err}")))?;
+        let secure = match parsed.scheme() {
+            "nats" => false,
+            "tls" => true,
+            other => {
+                return Err(SpecIssue::at(
+                    &url.referenced,
+                    format!("unsupported scheme `{other}`: use `nats://host:4222` or `tls://host:4222`"),
+                ));
             }
+        };
+        let login = Access { username: access.username.clone(), password: access.password.clone(), tls: None };
+        let login = match login.resolve(&parsed, ctx)? {
+            (Some(username), password) => Some((username, password.unwrap_or_else(|| Secret::from_url("")))),
+            (None, Some(_)) => return Err(SpecIssue::at(&url.referenced, "a password needs a `username`")),
+            (None, None) => None,
+        };
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        let token = access.token.as_ref().map(|source| read_secret(source, ctx)).transpose()?;
+        let credentials = access.credentials.as_ref().map(|source| read_secret(source, ctx)).transpose()?;
+        if [login.is_some(), token.is_some(), credentials.is_some()].iter().filter(|given| **given).count() > 1 {
+            return Err(SpecIssue::at(
+                &url.referenced,
+                "authenticate one way: a `username` and `password`, a `token`, or `credentials`",
+            ));
         }
-    });
-    connect("nats", url, options.connect(url)).await
+        if let (Some(creds), Some(at)) = (&credentials, &access.credentials) {
+            async_nats::ConnectOptions::new()
+                .credentials(creds.expose())
+                .map_err(|err| SpecIssue::at(&at.referenced, format!("not a NATS credentials file: {err}")))?;
+        }
+        let tls = plan_tls(secure, access.tls.as_ref(), ctx)?;
+        Ok(Self { url: parsed.to_string(), login, token, credentials, tls })
+    }
+}
+
+/// Connects with a bounded timeout and logs connection state changes once each.
+async fn open(server: &Server, component: &Arc<str>) -> Result<async_nats::Client, RuntimeError> {
+    let component = Arc::clone(component);
+    let address = server.url.clone();
+    let mut options =
+        async_nats::ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT).event_callback(move |event| {
+            let component = Arc::clone(&component);
+            let address = address.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(%component, %address, "connection lost; the client reconnects with backoff");
+                    }
+                    async_nats::Event::Connected => tracing::info!(%component, %address, "connected"),
+                    other => tracing::debug!(%component, %address, event = %other, "nats event"),
+                }
+            }
+        });
+    if let Some((username, password)) = &server.login {
+        options = options.user_and_password(username.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &server.token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(creds) = &server.credentials {
+        options = options.credentials(creds.expose()).map_err(|err| {
+            RuntimeError::external("nats", &server.url, format!("not a NATS credentials file: {err}"))
+        })?;
+    }
+    if let Some(tls) = &server.tls {
+        options = options.require_tls(true).tls_client_config((*tls.config).clone());
+    }
+    connect("nats", &server.url, options.connect(server.url.as_str())).await
 }
 
 struct NatsSource(NatsSourceFactory);
@@ -212,7 +308,7 @@ impl Source for NatsSource {
             let config = &self.0;
             let address = config.url.as_str();
             let fail = |reason: String| RuntimeError::external("nats", address, reason);
-            let client = open(address, &ctx.component).await?;
+            let client = open(&config.server, &ctx.component).await?;
             let context = jetstream::new(client.clone());
             let stream = if config.create_stream {
                 context
@@ -333,8 +429,11 @@ pub struct NatsSinkConfig {
     _type: IgnoredAny,
     #[serde(default, rename = "inputs")]
     _inputs: IgnoredAny,
-    /// Server URL.
+    /// Server URL (`nats://host:4222`; `tls://` for TLS).
     pub url: Spanned<String>,
+    /// Authentication and TLS.
+    #[serde(flatten)]
+    pub access: NatsAccess,
     /// Subject template (`alerts.{device}`).
     pub subject: Spanned<String>,
     /// Publish through JetStream and wait for the stream's acks.
@@ -343,16 +442,18 @@ pub struct NatsSinkConfig {
 }
 
 impl SinkSpec for NatsSinkConfig {
-    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
         let subject = Template::parse(&self.subject.value, input)
             .map_err(|message| SpecIssue::at(&self.subject.referenced, message))?;
-        Ok(Arc::new(NatsSinkFactory { url: self.url.value.clone(), subject, jetstream: self.jetstream }))
+        let server = Server::plan(&self.url, &self.access, ctx)?;
+        Ok(Arc::new(NatsSinkFactory { url: server.url.clone(), server, subject, jetstream: self.jetstream }))
     }
 }
 
 #[derive(Debug)]
 struct NatsSinkFactory {
     url: String,
+    server: Server,
     subject: Template,
     jetstream: bool,
 }
@@ -360,7 +461,7 @@ struct NatsSinkFactory {
 impl SinkFactory for NatsSinkFactory {
     fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
         Box::pin(async move {
-            let client = open(&self.url, &Arc::from("nats sink")).await?;
+            let client = open(&self.server, &Arc::from("nats sink")).await?;
             let jetstream = self.jetstream.then(|| jetstream::new(client.clone()));
             let sync_subject = client.new_inbox();
             Ok(Box::new(NatsSink {

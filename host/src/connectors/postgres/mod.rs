@@ -24,6 +24,10 @@
 //! database's message. A lost connection is re-opened with backoff and the batch retried
 //! (at-least-once: `upsert` makes retries idempotent, `append` may repeat a batch whose `COMMIT`
 //! answer was lost with the connection).
+//!
+//! Authentication and TLS (sink and lookup table): `username`, `password: { env: PGPASSWORD }`
+//! (or `{ file: ... }`; both win over the connection string's), and `sslmode=require` or a `tls:`
+//! block (`ca_file`, `cert_file`, `key_file`): the server's certificate is always verified.
 
 pub mod table;
 
@@ -37,11 +41,14 @@ use serde::de::IgnoredAny;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::support::link::{LinkState, connect, reconnect_backoff};
+use super::support::secret::Access;
 use super::support::sql::{
     Cell, TableOptions, TablePlan, WriteMode, cell, check_columns, last_row_per_key, quote_identifier,
 };
+use super::support::tls::{Tls, plan_tls};
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind, SinkSpec,
 };
@@ -68,27 +75,59 @@ pub struct PostgresSinkConfig {
     _dead_letter: IgnoredAny,
     /// Connection string: a `postgres://` URL or `key=value` pairs.
     pub url: Spanned<String>,
+    /// User name, password, TLS.
+    #[serde(flatten)]
+    pub access: Access,
     /// Table, mode, key, create_table.
     #[serde(flatten)]
     pub table: TableOptions,
 }
 
 impl SinkSpec for PostgresSinkConfig {
-    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        let config: tokio_postgres::Config =
-            self.url.value.parse().map_err(|err| {
-                SpecIssue::at(&self.url.referenced, format!("bad PostgreSQL connection string: {err}"))
-            })?;
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
+        let (config, tls) = plan_connection(&self.url, &self.access, ctx)?;
         check_columns(input, &self.table.table)?;
         let plan = self.table.plan(input)?;
         Ok(Arc::new(PostgresSinkFactory {
             address: describe_address(&config),
             config,
+            tls,
             plan,
             create_table: self.table.create_table,
             input: input.clone(),
         }))
     }
+}
+
+/// The connection string with the options' user name, password and TLS applied, and the TLS
+/// setting: TLS when the string says `sslmode=require` or a `tls:` block is given (then
+/// required); otherwise none (`sslmode=prefer`, the default, connects in plain text). The server's
+/// certificate is always verified, so `require` means what libpq calls `verify-full`.
+///
+/// # Errors
+/// A malformed connection string, an unreadable secret or certificate.
+pub fn plan_connection(
+    url: &Spanned<String>,
+    access: &Access,
+    ctx: &PlanContext,
+) -> Result<(tokio_postgres::Config, Option<Tls>), SpecIssue> {
+    let mut config: tokio_postgres::Config = url
+        .value
+        .parse()
+        .map_err(|err| SpecIssue::at(&url.referenced, format!("bad PostgreSQL connection string: {err}")))?;
+    let (username, password) = access.read(ctx)?;
+    if let Some(username) = username {
+        config.user(username);
+    }
+    if let Some(password) = password {
+        config.password(password.expose());
+    }
+    let required = config.get_ssl_mode() == tokio_postgres::config::SslMode::Require;
+    let tls = plan_tls(required, access.tls.as_ref(), ctx)?;
+    if tls.is_some() {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    Ok((config, tls))
 }
 
 /// `host:port/dbname`, without credentials.
@@ -105,6 +144,7 @@ pub fn describe_address(config: &tokio_postgres::Config) -> String {
 #[derive(Debug)]
 struct PostgresSinkFactory {
     config: tokio_postgres::Config,
+    tls: Option<Tls>,
     address: String,
     plan: TablePlan,
     create_table: bool,
@@ -116,43 +156,83 @@ impl SinkFactory for PostgresSinkFactory {
         (self.plan.mode == WriteMode::Upsert).then(|| self.plan.key.clone())
     }
 
+    /// The first connection must succeed (a wrong address fails the job at once); a connection
+    /// lost while the table is created and the statements prepared (a terminated backend, a
+    /// restarting server) is re-opened with the mid-run backoff.
     fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>> {
         Box::pin(async move {
-            let client = open(&self.config, &self.address).await?;
-            if self.create_table {
-                client
-                    .batch_execute(&create_table_sql(&self.plan, &self.input))
-                    .await
-                    .map_err(|err| self.fail(&err))?;
+            let mut delays = backon::BackoffBuilder::build(reconnect_backoff());
+            let mut client = open(&self.config, self.tls.as_ref(), &self.address).await?;
+            loop {
+                let reason = match self.set_up(&client).await {
+                    Ok(statements) => {
+                        return Ok(Box::new(PostgresSink {
+                            config: self.config.clone(),
+                            tls: self.tls.clone(),
+                            address: self.address.clone(),
+                            plan: self.plan.clone(),
+                            input: self.input.clone(),
+                            client: Some(client),
+                            statements,
+                            link: None,
+                        }) as Box<dyn Sink>);
+                    }
+                    Err(err) => match classify(&err) {
+                        Failure::Transient(reason) => reason,
+                        Failure::Data | Failure::Fatal(_) => return Err(self.fail(&err)),
+                    },
+                };
+                loop {
+                    let Some(delay) = delays.next() else {
+                        return Err(RuntimeError::external("postgres", &self.address, reason));
+                    };
+                    tracing::warn!(address = %self.address, error = %reason, "connection lost while setting up the sink; reconnecting");
+                    tokio::time::sleep(delay).await;
+                    match open(&self.config, self.tls.as_ref(), &self.address).await {
+                        Ok(reopened) => {
+                            client = reopened;
+                            break;
+                        }
+                        Err(err) => tracing::debug!(address = %self.address, error = %err, "reconnect failed"),
+                    }
+                }
             }
-            let statements =
-                Statements::prepare(&client, &self.plan, &self.input).await.map_err(|err| self.fail(&err))?;
-            Ok(Box::new(PostgresSink {
-                config: self.config.clone(),
-                address: self.address.clone(),
-                plan: self.plan.clone(),
-                input: self.input.clone(),
-                client: Some(client),
-                statements,
-                link: None,
-            }) as Box<dyn Sink>)
         })
     }
 }
 
 impl PostgresSinkFactory {
+    /// Creates the table if asked, and prepares the statements.
+    async fn set_up(&self, client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        if self.create_table {
+            client.batch_execute(&create_table_sql(&self.plan, &self.input)).await?;
+        }
+        Statements::prepare(client, &self.plan, &self.input).await
+    }
+
     fn fail(&self, err: &tokio_postgres::Error) -> RuntimeError {
         RuntimeError::external("postgres", &self.address, describe_error(err))
     }
 }
 
-async fn open(config: &tokio_postgres::Config, address: &str) -> Result<Client, RuntimeError> {
-    let (client, connection) = connect("postgres", address, config.connect(NoTls)).await?;
-    tokio::spawn(async move {
-        // Ends when the client is dropped or the server goes away; the sink notices on its next write.
-        let _ = connection.await;
-    });
-    Ok(client)
+async fn open(config: &tokio_postgres::Config, tls: Option<&Tls>, address: &str) -> Result<Client, RuntimeError> {
+    // The connection task ends when the client is dropped or the server goes away; the sink
+    // notices on its next write.
+    match tls {
+        None => {
+            let connecting = async { config.connect(NoTls).await.map_err(|err| describe_error(&err)) };
+            let (client, connection) = connect("postgres", address, connecting).await?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        Some(tls) => {
+            let tls = MakeRustlsConnect::new((*tls.config).clone());
+            let connecting = async { config.connect(tls).await.map_err(|err| describe_error(&err)) };
+            let (client, connection) = connect("postgres", address, connecting).await?;
+            tokio::spawn(connection);
+            Ok(client)
+        }
+    }
 }
 
 /// The prepared statements and the target columns' types.
@@ -238,6 +318,7 @@ fn postgres_type(data_type: &DataType) -> &'static str {
 
 struct PostgresSink {
     config: tokio_postgres::Config,
+    tls: Option<Tls>,
     address: String,
     plan: TablePlan,
     input: SchemaRef,
@@ -277,7 +358,16 @@ fn describe_error(err: &tokio_postgres::Error) -> String {
             Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
             None => format!("{} ({})", db.message(), db.code().code()),
         },
-        None => err.to_string(),
+        None => {
+            // The client's message alone says "error performing TLS handshake"; its cause says why.
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -342,7 +432,7 @@ impl PostgresSink {
         let mut delays = backon::BackoffBuilder::build(reconnect_backoff());
         loop {
             let attempt = async {
-                let client = open(&self.config, &self.address).await?;
+                let client = open(&self.config, self.tls.as_ref(), &self.address).await?;
                 let statements = Statements::prepare(&client, &self.plan, &self.input)
                     .await
                     .map_err(|err| RuntimeError::external("postgres", &self.address, describe_error(&err)))?;

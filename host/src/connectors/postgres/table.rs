@@ -24,8 +24,9 @@ use arrow::datatypes::{DataType, SchemaRef};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::TryStreamExt;
 use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::describe_address;
+use super::{describe_address, plan_connection};
 use crate::connectors::support::dimension::{SqlTableConfig, SqlTablePlan};
 use crate::connectors::support::link::CONNECT_TIMEOUT;
 use crate::engine::component::{BoxFuture, PlanContext};
@@ -42,15 +43,15 @@ pub const TABLE: TableKind =
 pub struct PostgresTableConfig(SqlTableConfig);
 
 impl TableSpec for PostgresTableConfig {
-    fn plan(&self, _ctx: &PlanContext) -> Result<PlannedTable, SpecIssue> {
-        let url = &self.0.url;
-        let config: tokio_postgres::Config = url
-            .value
-            .parse()
-            .map_err(|err| SpecIssue::at(&url.referenced, format!("bad PostgreSQL connection string: {err}")))?;
+    fn plan(&self, ctx: &PlanContext) -> Result<PlannedTable, SpecIssue> {
+        let (config, tls) = plan_connection(&self.0.url, &self.0.access, ctx)?;
         let plan = self.0.plan('"')?;
         let address = describe_address(&config);
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls {
+            None => Manager::from_config(config, NoTls, manager_config),
+            Some(tls) => Manager::from_config(config, MakeRustlsConnect::new((*tls.config).clone()), manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(self.0.pool_size)
             .runtime(Runtime::Tokio1)

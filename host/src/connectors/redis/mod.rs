@@ -28,6 +28,10 @@
 //! entries (delivered before a crash or restart, never acknowledged), then new ones, so nothing
 //! that was read but not confirmed is lost (at-least-once). The sink sends each batch as one
 //! pipeline and returns when Redis answered. Connections are re-established with backoff.
+//!
+//! Authentication and TLS (source, sink and lookup table): `password: { env: REDIS_PASSWORD }`
+//! (or `{ file: ... }`, with `username` for an ACL user), and `rediss://` or a `tls:` block
+//! (`ca_file`, `cert_file`, `key_file`).
 
 pub mod table;
 
@@ -46,7 +50,9 @@ use tokio::sync::mpsc;
 
 use super::support::link::{CONNECT_TIMEOUT, LinkState, connect, reconnect_backoff};
 use super::support::pump::{emit, end_and_drain};
+use super::support::secret::Access;
 use super::support::template::Template;
+use super::support::tls::plan_tls;
 use crate::engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkKind,
     SinkSpec, Source, SourceContext, SourceFactory, SourceKind, SourceSpec,
@@ -83,8 +89,11 @@ pub struct RedisSourceConfig {
     _on_error: IgnoredAny,
     #[serde(default, rename = "dead_letter")]
     _dead_letter: IgnoredAny,
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db` (`rediss://` for TLS).
     pub url: Spanned<String>,
+    /// Password (with `username` for an ACL user), TLS.
+    #[serde(flatten)]
+    pub access: Access,
     /// Stream key.
     pub stream: String,
     /// Consumer group.
@@ -108,9 +117,33 @@ fn default_field() -> String {
     "payload".into()
 }
 
-fn open_client(url: &Spanned<String>) -> Result<::redis::Client, SpecIssue> {
-    ::redis::Client::open(url.value.as_str())
-        .map_err(|err| SpecIssue::at(&url.referenced, format!("bad Redis URL: {err}")))
+fn open_client(url: &Spanned<String>, access: &Access, ctx: &PlanContext) -> Result<::redis::Client, SpecIssue> {
+    use ::redis::{ConnectionAddr, IntoConnectionInfo};
+    let bad = |err: &dyn std::fmt::Display| SpecIssue::at(&url.referenced, format!("bad Redis URL: {err}"));
+    let parsed = url::Url::parse(&url.value).map_err(|err| bad(&err))?;
+    let mut info = url.value.as_str().into_connection_info().map_err(|err| bad(&err))?;
+    let (username, password) = access.resolve(&parsed, ctx)?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(username) = username {
+        settings = settings.set_username(username);
+    }
+    if let Some(password) = password {
+        settings = settings.set_password(password.expose());
+    }
+    info = info.set_redis_settings(settings);
+    let Some(tls) = plan_tls(parsed.scheme() == "rediss", access.tls.as_ref(), ctx)? else {
+        return ::redis::Client::open(info).map_err(|err| bad(&err));
+    };
+    if let ConnectionAddr::Tcp(host, port) = info.addr().clone() {
+        info = info.set_addr(ConnectionAddr::TcpTls { host, port, insecure: false, tls_params: None });
+    }
+    let certificates = ::redis::TlsCertificates {
+        client_tls: tls
+            .identity
+            .map(|identity| ::redis::ClientTlsConfig { client_cert: identity.cert_pem, client_key: identity.key_pem }),
+        root_cert: tls.ca_pem,
+    };
+    ::redis::Client::build_with_tls(info, certificates).map_err(|err| bad(&err))
 }
 
 fn describe_address(client: &::redis::Client) -> String {
@@ -127,7 +160,7 @@ async fn manager(client: &::redis::Client, address: &str) -> Result<ConnectionMa
 
 impl SourceSpec for RedisSourceConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
-        let client = open_client(&self.url)?;
+        let client = open_client(&self.url, &self.access, ctx)?;
         let layout = self.payload.plan(METADATA)?;
         let factory = RedisSourceFactory {
             address: describe_address(&client),
@@ -339,8 +372,11 @@ pub struct RedisSinkConfig {
     _type: IgnoredAny,
     #[serde(default, rename = "inputs")]
     _inputs: IgnoredAny,
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db` (`rediss://` for TLS).
     pub url: Spanned<String>,
+    /// Password (with `username` for an ACL user), TLS.
+    #[serde(flatten)]
+    pub access: Access,
     /// What to do per row.
     pub command: RedisCommand,
     /// Key / stream / channel template.
@@ -350,8 +386,8 @@ pub struct RedisSinkConfig {
 }
 
 impl SinkSpec for RedisSinkConfig {
-    fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
-        let client = open_client(&self.url)?;
+    fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {
+        let client = open_client(&self.url, &self.access, ctx)?;
         let key =
             Template::parse(&self.key.value, input).map_err(|message| SpecIssue::at(&self.key.referenced, message))?;
         let ttl = match &self.ttl {

@@ -54,8 +54,11 @@ pub struct RedisTableConfig {
     _cache: IgnoredAny,
     #[serde(default, rename = "lookup")]
     _lookup: IgnoredAny,
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db` (`rediss://` for TLS).
     pub url: Spanned<String>,
+    /// Password (and ACL user name), TLS.
+    #[serde(flatten)]
+    pub access: crate::connectors::support::secret::Access,
     /// Key pattern: literal text and `{column}` placeholders (the key columns).
     pub key: Spanned<String>,
     /// Every column with its type: the key columns and the hash fields.
@@ -63,8 +66,8 @@ pub struct RedisTableConfig {
 }
 
 impl TableSpec for RedisTableConfig {
-    fn plan(&self, _ctx: &PlanContext) -> Result<PlannedTable, SpecIssue> {
-        let client = open_client(&self.url)?;
+    fn plan(&self, ctx: &PlanContext) -> Result<PlannedTable, SpecIssue> {
+        let client = open_client(&self.url, &self.access, ctx)?;
         let at_key = |message: String| SpecIssue::at(&self.key.referenced, message);
         let all = crate::formats::schema::build_schema(&self.columns.value)?;
         let placeholders = Template::parse(&self.key.value, &all).map_err(at_key)?;

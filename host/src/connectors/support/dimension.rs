@@ -45,6 +45,9 @@ pub struct SqlTableConfig {
     _lookup: IgnoredAny,
     /// Connection string.
     pub url: Spanned<String>,
+    /// User name, password and TLS.
+    #[serde(flatten)]
+    pub access: crate::connectors::support::secret::Access,
     /// The table (`name` or `schema.name`).
     pub table: Option<Spanned<String>>,
     /// Or a query whose result is the table (`SELECT ... FROM a JOIN b ...`).

@@ -58,3 +58,40 @@ pub fn read_secret(source: &Spanned<SecretSource>, ctx: &PlanContext) -> Result<
         }
     }
 }
+
+/// The `username`, `password` and `tls` options of a connection (flattened into its options;
+/// flat itself, because serde does not see through a flattened struct inside a flattened one).
+/// The user name and password win over those in the URL.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Access {
+    /// User name (or in the URL: `scheme://user@host`).
+    pub username: Option<String>,
+    /// Password: `{ env: NAME }` or `{ file: path }`, never the value itself.
+    pub password: Option<Spanned<SecretSource>>,
+    /// TLS options (`connectors::support::tls`).
+    pub tls: Option<Spanned<crate::connectors::support::tls::TlsOptions>>,
+}
+
+impl Access {
+    /// The user name and password these options name or, failing them, the URL carries
+    /// (percent-decoded).
+    ///
+    /// # Errors
+    /// An unreadable secret.
+    pub fn resolve(&self, url: &url::Url, ctx: &PlanContext) -> Result<(Option<String>, Option<Secret>), SpecIssue> {
+        let decode = |text: &str| percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned();
+        let (username, password) = self.read(ctx)?;
+        let username = username.or_else(|| (!url.username().is_empty()).then(|| decode(url.username())));
+        let password = password.or_else(|| url.password().map(|password| Secret(decode(password))));
+        Ok((username, password))
+    }
+
+    /// The user name and password these options name.
+    ///
+    /// # Errors
+    /// An unreadable secret.
+    pub fn read(&self, ctx: &PlanContext) -> Result<(Option<String>, Option<Secret>), SpecIssue> {
+        let password = self.password.as_ref().map(|source| read_secret(source, ctx)).transpose()?;
+        Ok((self.username.clone(), password))
+    }
+}
