@@ -216,7 +216,7 @@ async fn followed_logs_survive_rename_copytruncate_and_restart_without_loss_or_d
     append(&log, &numbered(701, 750));
     wait_for_lines(&ws, 750).await;
     running.stop().await.unwrap();
-    assert_eq!(line_numbers(&ws), (1..=750).collect::<Vec<_>>(), "every line once after two rotations");
+    assert_lines_once(&ws, 750, "every line once after two rotations");
 
     // A restart goes on at the remembered positions.
     append(&log, &numbered(751, 800));
@@ -224,5 +224,33 @@ async fn followed_logs_survive_rename_copytruncate_and_restart_without_loss_or_d
     // The second run writes the next part (the first run's file is never replaced).
     crate::support::eventually(20, "the new lines", async || ws.rows("out-00001.jsonl").len() >= 50).await;
     running.stop().await.unwrap();
-    assert_eq!(line_numbers(&ws), (1..=800).collect::<Vec<_>>(), "the restart read only the new lines");
+    assert_lines_once(&ws, 800, "the restart read only the new lines");
+}
+
+/// Asserts that the output holds lines `1..=last` once each; on failure says which are missing
+/// or repeated, what each output file holds and what the positions file says.
+fn assert_lines_once(ws: &Workspace, last: u32, what: &str) {
+    let numbers = line_numbers(ws);
+    if numbers == (1..=last).collect::<Vec<_>>() {
+        return;
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for number in &numbers {
+        *counts.entry(*number).or_insert(0) += 1;
+    }
+    let missing: Vec<u32> = (1..=last).filter(|n| !counts.contains_key(n)).collect();
+    let repeated: Vec<(u32, i32)> = counts.iter().filter(|(_, c)| **c > 1).map(|(n, c)| (*n, *c)).collect();
+    let mut files: Vec<String> = std::fs::read_dir(ws.dir.path())
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            format!("{} ({} bytes)", entry.file_name().to_string_lossy(), entry.metadata().unwrap().len())
+        })
+        .collect();
+    files.sort();
+    let positions = std::fs::read_to_string(ws.path(".weir/sources.logs.positions.json")).unwrap_or_default();
+    panic!(
+        "{what}: {} lines; missing {missing:?}; repeated (line, times) {repeated:?}; files {files:?}; positions {positions}",
+        numbers.len()
+    );
 }
