@@ -370,3 +370,139 @@ fn plugin_counters_and_gauges_reach_the_host() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("plugin columnar: rows_doubled=3 last_batch_rows=3"), "{stderr}");
 }
+
+/// Issue 20 (1, 8): a table function reported an error for a row that does not exist, and the
+/// host panicked (`(offset + length) <= self.num_rows()`) naming neither plugin nor function; and
+/// one input row could become a million dead letters. Every row index a plugin returns is
+/// checked (a contract error naming plugin and function, the job fails cleanly), and a row keeps
+/// one error, with a count of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_function_cannot_name_rows_that_do_not_exist_or_flood_dead_letters() {
+    let pipeline = |function: &str| {
+        format!(
+            r#"plugins:
+  hostile-table: {{ path: {} }}
+sources:
+  rows: {{ type: generator, count: 40, columns: {{ x: {{ sequence: {{}} }} }} }}
+transforms:
+  bad: {{ type: flat_map, inputs: [rows], plugin: hostile-table, function: {function}, args: [x], on_error: dead-letter, dead_letter: rejects, parallelism: 1 }}
+sinks:
+  out: {{ type: file, inputs: [bad], path: out.jsonl }}
+  rejects: {{ type: file, path: rejects.jsonl }}
+settings: {{ batch_size: 10 }}
+"#,
+            plugin("hostile_table")
+        )
+    };
+    let ws = Workspace::new();
+    let err = ws.run(&pipeline("phantom_row_error")).await.unwrap_err();
+    assert!(
+        err.contains("hostile-table") && err.contains("phantom_row_error") && err.contains("row 1010"),
+        "a contract error naming the plugin, the function and the row: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
+    let ws = Workspace::new();
+    let metrics = ws.run(&pipeline("error_storm")).await.unwrap();
+    let rejects = json_lines(&ws.read("rejects.jsonl"));
+    assert_eq!(rejects.len(), 4, "one dead letter per failed input row (the first of each batch of 10)");
+    assert!(rejects[0]["error"].as_str().unwrap().contains("and 99999 more errors for this row"), "{}", rejects[0]);
+    assert_eq!(counters(&metrics, "bad").dead_lettered_events, 4);
+}
+
+/// Issue 20 (7): SQL told a trap from a row error by looking for "trapped" in the message: a row
+/// error saying it failed the job, a real trap after an earlier row error in the same batch
+/// became NULL and the job went on, and rows reported as errors kept the plugin's value. Now the
+/// kind is typed: row errors are NULL whatever they say, and a trap fails the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_sql_a_row_error_is_null_whatever_it_says_and_a_trap_fails_the_step() {
+    let pipeline = |count: u64| {
+        format!(
+            r#"{}
+sources:
+  rows: {{ type: generator, count: {count}, columns: {{ x: {{ sequence: {{ start: 1 }} }} }} }}
+transforms:
+  picked: {{ type: select, inputs: [rows], columns: ["x", "errs_or_traps(x) AS y"], parallelism: 1 }}
+sinks:
+  out: {{ type: file, inputs: [picked], path: out.jsonl }}
+"#,
+            plugins_section()
+        )
+    };
+    let ws = Workspace::new();
+    ws.run(&pipeline(12)).await.unwrap();
+    let rows = json_lines(&ws.read("out.jsonl"));
+    assert_eq!(rows.len(), 12);
+    for row in &rows {
+        let x = row["x"].as_i64().unwrap();
+        if x % 2 == 0 {
+            assert!(row["y"].is_null(), "a row error is NULL, not the plugin's value: {row}");
+        } else {
+            assert_eq!(row["y"], x, "{row}");
+        }
+    }
+    let err = Workspace::new().run(&pipeline(20)).await.unwrap_err();
+    assert!(err.contains("13 traps for real"), "the trap after row errors in the same batch fails the step: {err}");
+}
+
+/// Runs `function` of the hostile plugin over `count` rows with the `weir` binary (JSON logs);
+/// returns the log lines and what the summary printed.
+fn hostile_cli(function: &str, count: u64) -> (Vec<serde_json::Value>, String) {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "p.yaml",
+        format!(
+            "{}\nsources:\n  rows: {{ type: generator, count: {count}, columns: {{ x: {{ sequence: {{}} }} }} }}\ntransforms:\n  step: {{ type: udf, inputs: [rows], plugin: hostile, function: {function}, args: [x], as: y, parallelism: 1 }}\nsinks:\n  out: {{ type: blackhole, inputs: [step] }}\n",
+            plugins_section()
+        ),
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["--log-format", "json", "run", "--no-admin"])
+        .arg(&file)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    let lines = stderr.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    (lines, stderr)
+}
+
+/// Issue 20 (9): guest output was not rate-limited (3 M lines, 347 MB of log in 13 s). 20,000
+/// lines printed by one plugin reach the log at most 50 a second, and a line that gets through
+/// after a pause says how many were suppressed.
+#[test]
+fn guest_output_reaches_the_log_at_a_bounded_rate() {
+    let (lines, stderr) = hostile_cli("chatty", 10_000);
+    let guest: Vec<&serde_json::Value> = lines.iter().filter(|l| l["fields"]["plugin"] == "hostile").collect();
+    assert!(!guest.is_empty(), "{stderr}");
+    assert!(guest.len() < 1_000, "{} guest lines of 20,000 reached the log", guest.len());
+    eprintln!("{} of 20,000 guest lines logged", guest.len());
+}
+
+/// Issue 20 (3): metric names from `counter-add` grew host memory without bound (2 M names:
+/// 894 MB) and the summary printed a 382 MB line. A plugin holds at most 256 series; the others
+/// are refused and counted, and the summary says so.
+#[test]
+fn plugin_metric_series_are_capped_and_refusals_counted() {
+    let (_, stderr) = hostile_cli("metric_per_value", 5_000);
+    let series = stderr.matches("series_").count();
+    assert!((1..=256).contains(&series), "{series} series shown: {stderr}");
+    assert!(stderr.contains("4744 metric updates refused (at most 256 series"), "{stderr}");
+}
+
+/// Issue 20 (5): bisection multiplied the time limit: a batch whose every call runs into the
+/// limit cost 2n-1 calls, each to the limit (16 rows at 1 s: 33 s). A timeout is not a row's
+/// fault: the batch's rows fail together after one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_runs_into_the_time_limit_is_not_bisected() {
+    let started = Instant::now();
+    let (ws, result) = hostile("spin", "x", 16, "dead-letter").await;
+    result.unwrap();
+    let elapsed = started.elapsed();
+    let rejects = json_lines(&ws.read("rejects.jsonl"));
+    assert_eq!(rejects.len(), 16, "every row of the batch failed with the timeout");
+    assert!(rejects.iter().all(|r| r["error"].as_str().unwrap().contains("time limit exceeded")));
+    // One call at the 200 ms limit, not 31 of them (6.2 s).
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+}

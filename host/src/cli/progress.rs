@@ -229,6 +229,14 @@ pub fn plugin_metrics(plugins: &crate::plugin::PluginRegistry) -> Vec<String> {
         if !values.is_empty() {
             lines.push(format!("  plugin {name}: {}", values.join(" ")));
         }
+        let refused = plugin.metrics.refused.load(Relaxed);
+        if refused > 0 {
+            lines.push(format!(
+                "  plugin {name}: {refused} metric updates refused (at most {} series, names of {} bytes)",
+                crate::plugin::sandbox::MAX_PLUGIN_SERIES,
+                crate::plugin::sandbox::MAX_METRIC_NAME
+            ));
+        }
     }
     lines.sort();
     lines

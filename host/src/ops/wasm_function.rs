@@ -16,7 +16,7 @@ use datafusion_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signatur
 
 use crate::plugin::convert::to_arrow_type;
 use crate::plugin::registry::FunctionShape;
-use crate::plugin::udf::ScalarCaller;
+use crate::plugin::udf::{FailureKind, ScalarCaller};
 use crate::plugin::{Limits, PluginHandle};
 
 /// One plugin function as a DataFusion scalar function.
@@ -126,12 +126,18 @@ impl ScalarUDFImpl for WasmFunction {
         let result = crate::engine::blocking(|| caller.call(&arrays, rows));
         self.callers.lock().unwrap_or_else(PoisonError::into_inner).push(caller);
         let result = result.map_err(|err| DataFusionError::External(Box::new(err)))?;
-        if let Some(first) = result.failed.first() {
-            if first.reason.contains("trapped") {
-                return Err(DataFusionError::Execution(format!("row {}: {}", first.row, first.reason)));
-            }
-            tracing::warn!(function = %self.name, failed = result.failed.len(), first = %first.reason, "rows failed in a plugin function; their results are NULL");
+        // A trap inside an expression fails the step (its error policy decides); rows the
+        // function reported as errors are NULL, whatever value it returned for them.
+        if let Some(trap) = result.failed.iter().find(|failure| failure.kind == FailureKind::Trap) {
+            return Err(DataFusionError::Execution(format!("row {}: {}", trap.row, trap.reason)));
         }
-        Ok(ColumnarValue::Array(result.values))
+        let Some(first) = result.failed.first() else { return Ok(ColumnarValue::Array(result.values)) };
+        tracing::warn!(function = %self.name, failed = result.failed.len(), first = %first.reason, "rows failed in a plugin function; their results are NULL");
+        let mut failed = vec![false; rows];
+        for failure in &result.failed {
+            failed[failure.row] = true;
+        }
+        let values = arrow::compute::nullif(&result.values, &arrow::array::BooleanArray::from(failed))?;
+        Ok(ColumnarValue::Array(values))
     }
 }

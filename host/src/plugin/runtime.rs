@@ -77,7 +77,10 @@ pub enum PluginError {
         /// The function.
         function: String,
         /// The trap code (`interrupt` for the time limit, `unreachable` for panics, ...).
-        trap: String,
+        trap: Box<str>,
+        /// The time limit ended the call: not a fault of one row, so a batch is not bisected
+        /// to find one.
+        timed_out: bool,
         /// Details (backtrace, panic message when captured).
         reason: String,
     },
@@ -654,8 +657,20 @@ impl Instance {
         }
         let stderr_before = self.logged.1;
         let result = call(&self.bindings, &mut self.store);
-        self.forward_output();
-        result.map_err(|err| self.trap(function, &err, stderr_before))
+        match result {
+            Ok(value) => {
+                self.forward_output();
+                Ok(value)
+            }
+            Err(err) => {
+                // What the guest printed on stderr during a trapping call is the trap's reason
+                // (the panic message): it goes into the error, not a second time into the log.
+                let trap = self.trap(function, &err, stderr_before);
+                self.logged.1 = self.store.data().stderr.contents().len();
+                self.forward_output();
+                Err(trap)
+            }
+        }
     }
 
     /// Whether captured output is filling up: the caller recycles the instance.
@@ -674,9 +689,10 @@ impl Instance {
 
     fn trap(&self, function: u32, err: &wasmtime::Error, stderr_before: usize) -> PluginError {
         let (trap, mut reason) = match err.downcast_ref::<Trap>() {
-            Some(trap) => (trap_name(*trap), trap.to_string()),
-            None => ("error".to_owned(), format!("{err:#}")),
+            Some(trap) => (trap_name(*trap).into_boxed_str(), trap.to_string()),
+            None => ("error".into(), format!("{err:#}")),
         };
+        let timed_out = err.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
         // What the guest printed during this call (a panic message) says more than the trap.
         let contents = self.store.data().stderr.contents();
         let printed = String::from_utf8_lossy(contents.get(stderr_before..).unwrap_or_default()).into_owned();
@@ -693,6 +709,7 @@ impl Instance {
             version: self.plugin.info.version.clone(),
             function: self.function_name(function),
             trap,
+            timed_out,
             reason,
         }
     }
@@ -707,7 +724,7 @@ impl Instance {
             let contents = pipe.contents();
             if contents.len() > *seen {
                 for line in String::from_utf8_lossy(&contents[*seen..]).lines() {
-                    tracing::info!(plugin, stream, "{line}");
+                    state.metrics.log_guest(plugin, tracing::Level::INFO, stream, line);
                 }
                 *seen = contents.len();
             }

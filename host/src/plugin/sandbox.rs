@@ -68,6 +68,44 @@ impl LimitsConfig {
     }
 }
 
+/// How many metric series (counters and gauges together) one plugin may report; a new name past
+/// it is refused and counted, so names made from data cannot grow host memory without bound
+/// (2 M names once took 894 MB).
+pub const MAX_PLUGIN_SERIES: usize = 256;
+
+/// The longest metric name a plugin may use, in bytes.
+pub const MAX_METRIC_NAME: usize = 128;
+
+/// Lines of guest output (stdout, stderr, `log` calls) one plugin may put into the host log per
+/// second; the rest are counted, and the next line that gets through says how many were
+/// suppressed (3 M lines once reached the log in 13 s).
+pub const GUEST_LOG_LINES_PER_SECOND: u32 = 50;
+
+/// The per-second budget of guest log lines of one plugin.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    window: Option<std::time::Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// Whether one more line may be logged now; if so, how many were suppressed before it.
+    pub fn take(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self.window.is_none_or(|start| now.duration_since(start) >= std::time::Duration::from_secs(1)) {
+            self.window = Some(now);
+            self.used = 0;
+        }
+        if self.used >= GUEST_LOG_LINES_PER_SECOND {
+            self.suppressed += 1;
+            return None;
+        }
+        self.used += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Counters a plugin reported through `counter-add` / `gauge-set`.
 #[derive(Debug, Default)]
 pub struct PluginMetrics {
@@ -75,6 +113,68 @@ pub struct PluginMetrics {
     pub counters: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// `(name, value)` of gauges.
     pub gauges: std::sync::Mutex<std::collections::BTreeMap<String, f64>>,
+    /// Updates refused: a new series past [`MAX_PLUGIN_SERIES`], or a name longer than
+    /// [`MAX_METRIC_NAME`].
+    pub refused: std::sync::atomic::AtomicU64,
+    /// Series held, counters and gauges together.
+    series: std::sync::atomic::AtomicUsize,
+    /// The plugin's guest log budget, shared by its instances.
+    pub log_budget: std::sync::Mutex<LogBudget>,
+}
+
+impl PluginMetrics {
+    /// Logs one guest line through the plugin's budget.
+    pub fn log_guest(&self, plugin: &str, level: tracing::Level, stream: &str, line: &str) {
+        let Some(suppressed) = self.log_budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+            return;
+        };
+        match level {
+            tracing::Level::TRACE => tracing::trace!(plugin, stream, suppressed, "{line}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, stream, suppressed, "{line}"),
+            tracing::Level::INFO => tracing::info!(plugin, stream, suppressed, "{line}"),
+            tracing::Level::WARN => tracing::warn!(plugin, stream, suppressed, "{line}"),
+            tracing::Level::ERROR => tracing::error!(plugin, stream, suppressed, "{line}"),
+        }
+    }
+
+    /// Adds to a counter, unless that would make a series too many or the name is too long.
+    pub fn add_counter(&self, plugin: &str, name: String, value: u64) {
+        let mut counters = self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(counter) = counters.get_mut(&name) {
+            *counter += value;
+        } else if self.admits(plugin, &name) {
+            counters.insert(name, value);
+        }
+    }
+
+    /// Sets a gauge, unless that would make a series too many or the name is too long.
+    pub fn set_gauge(&self, plugin: &str, name: String, value: f64) {
+        let mut gauges = self.gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(gauge) = gauges.get_mut(&name) {
+            *gauge = value;
+        } else if self.admits(plugin, &name) {
+            gauges.insert(name, value);
+        }
+    }
+
+    /// Whether a new series `name` may be added (and counts it if so).
+    fn admits(&self, plugin: &str, name: &str) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if name.len() <= MAX_METRIC_NAME
+            && self.series.fetch_update(Relaxed, Relaxed, |held| (held < MAX_PLUGIN_SERIES).then_some(held + 1)).is_ok()
+        {
+            return true;
+        }
+        if self.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                plugin,
+                limit = MAX_PLUGIN_SERIES,
+                name_limit = MAX_METRIC_NAME,
+                "plugin metric refused: too many series or too long a name (further refusals are only counted)"
+            );
+        }
+        false
+    }
 }
 
 /// What a plugin's store holds.
@@ -177,23 +277,22 @@ impl super::bindings::scalar::weir::plugin::types::Host for StoreState {}
 impl super::bindings::scalar::weir::plugin::host::Host for StoreState {
     fn log(&mut self, level: Level, message: String, fields: Vec<(String, String)>) {
         let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let fields = fields.join(" ");
-        let plugin = &*self.plugin;
-        match level {
-            Level::Trace => tracing::trace!(plugin, fields, "{message}"),
-            Level::Debug => tracing::debug!(plugin, fields, "{message}"),
-            Level::Info => tracing::info!(plugin, fields, "{message}"),
-            Level::Warn => tracing::warn!(plugin, fields, "{message}"),
-            Level::Error => tracing::error!(plugin, fields, "{message}"),
-        }
+        let line = if fields.is_empty() { message } else { format!("{message} {}", fields.join(" ")) };
+        let level = match level {
+            Level::Trace => tracing::Level::TRACE,
+            Level::Debug => tracing::Level::DEBUG,
+            Level::Info => tracing::Level::INFO,
+            Level::Warn => tracing::Level::WARN,
+            Level::Error => tracing::Level::ERROR,
+        };
+        self.metrics.log_guest(&self.plugin, level, "log", &line);
     }
 
     fn counter_add(&mut self, name: String, value: u64) {
-        let mut counters = self.metrics.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *counters.entry(name).or_default() += value;
+        self.metrics.add_counter(&self.plugin, name, value);
     }
 
     fn gauge_set(&mut self, name: String, value: f64) {
-        self.metrics.gauges.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name, value);
+        self.metrics.set_gauge(&self.plugin, name, value);
     }
 }

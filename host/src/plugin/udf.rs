@@ -105,6 +105,54 @@ pub struct FailedRow {
     pub row: usize,
     /// The reason (a row error returned by the function, or the trap).
     pub reason: String,
+    /// How it failed: the function reported an error for the row, or trapped on it alone. Typed,
+    /// so that no message text (a row error saying "trapped") can pass for the other.
+    pub kind: FailureKind,
+}
+
+/// How a row failed in a plugin function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The function returned an error for this row (or for the whole call).
+    RowError,
+    /// The function trapped on this row alone (found by bisecting the batch).
+    Trap,
+}
+
+/// Whether a trap is worth bisecting the batch to find its row: a call that ran into the time
+/// limit is not (a slow function is slow on every half, and each half would run to the limit
+/// again: 8,192 rows at 10 ms once took 270 s). Its rows fail together, as the trap.
+fn isolating(trap: &PluginError) -> bool {
+    !matches!(trap, PluginError::Trap { timed_out: true, .. })
+}
+
+/// The row errors a call returned for a slice of `len` rows starting at `start`, checked and
+/// bounded: an index outside the slice breaks the contract (it once panicked the host), and a
+/// row keeps its first error only, with a count of the others, so one input row cannot turn into
+/// a million dead letters.
+fn checked_row_errors(
+    errors: Vec<super::bindings::RowError>,
+    start: usize,
+    len: usize,
+) -> Result<Vec<FailedRow>, String> {
+    let mut by_row: std::collections::BTreeMap<u32, (String, usize)> = std::collections::BTreeMap::new();
+    for error in errors {
+        if error.row as usize >= len {
+            return Err(format!("reported an error for row {} of a call with {len} rows", error.row));
+        }
+        by_row.entry(error.row).and_modify(|(_, more)| *more += 1).or_insert((error.message, 0));
+    }
+    Ok(by_row
+        .into_iter()
+        .map(|(row, (message, more))| FailedRow {
+            row: start + row as usize,
+            reason: match more {
+                0 => message,
+                more => format!("{message} (and {more} more errors for this row)"),
+            },
+            kind: FailureKind::RowError,
+        })
+        .collect())
 }
 
 /// The outcome of a batch call: results for all rows (NULL where failed) and the failures.
@@ -324,17 +372,16 @@ impl ScalarCaller {
         match outcome {
             Ok(Ok(output)) => {
                 let values = from_column(output.values, &self.returns, len).map_err(|reason| self.contract(reason))?;
-                for error in output.errors {
-                    if error.row as usize >= len {
-                        return Err(self.contract(format!("reported an error for row {} of {len}", error.row)).into());
-                    }
-                    failed.push(FailedRow { row: start + error.row as usize, reason: error.message });
-                }
+                failed.extend(checked_row_errors(output.errors, start, len).map_err(|reason| self.contract(reason))?);
                 pieces.push(values);
                 Ok(())
             }
             Ok(Err(CallError::Failed(reason))) => {
-                failed.extend((start..start + len).map(|row| FailedRow { row, reason: reason.clone() }));
+                failed.extend((start..start + len).map(|row| FailedRow {
+                    row,
+                    reason: reason.clone(),
+                    kind: FailureKind::RowError,
+                }));
                 pieces.push(new_null_array(&self.return_type(), len));
                 Ok(())
             }
@@ -345,9 +392,13 @@ impl ScalarCaller {
                 if let Some(fallback) = self.binding.trapped(version, &trap) {
                     return Err(Attempt::Retry(fallback));
                 }
-                if len == 1 {
-                    failed.push(FailedRow { row: start, reason: trap.to_string() });
-                    pieces.push(new_null_array(&self.return_type(), 1));
+                if len == 1 || !isolating(&trap) {
+                    failed.extend((start..start + len).map(|row| FailedRow {
+                        row,
+                        reason: trap.to_string(),
+                        kind: FailureKind::Trap,
+                    }));
+                    pieces.push(new_null_array(&self.return_type(), len));
                     return Ok(());
                 }
                 let half = len / 2;
@@ -442,14 +493,18 @@ impl TableCaller {
                         .map(|(column, field)| from_column(column, &field.data_type, produced))
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|reason| self.contract(reason))?;
+                    let errors =
+                        checked_row_errors(output.errors, start, len).map_err(|reason| self.contract(reason))?;
                     parents.push(output.parents.iter().map(|&p| p + start as u32).collect::<Vec<_>>());
                     pieces.push(arrays);
-                    failed.extend(
-                        output.errors.into_iter().map(|e| FailedRow { row: start + e.row as usize, reason: e.message }),
-                    );
+                    failed.extend(errors);
                 }
                 Ok(Err(CallError::Failed(reason))) => {
-                    failed.extend((start..start + len).map(|row| FailedRow { row, reason: reason.clone() }));
+                    failed.extend((start..start + len).map(|row| FailedRow {
+                        row,
+                        reason: reason.clone(),
+                        kind: FailureKind::RowError,
+                    }));
                 }
                 Ok(Err(CallError::InvalidInput(reason))) => {
                     return Err(self.contract(format!("rejected its input: {reason}")).into());
@@ -458,8 +513,12 @@ impl TableCaller {
                     if let Some(fallback) = self.binding.trapped(version, &trap) {
                         return Err(Attempt::Retry(fallback));
                     }
-                    if len == 1 {
-                        failed.push(FailedRow { row: start, reason: trap.to_string() });
+                    if len == 1 || !isolating(&trap) {
+                        failed.extend((start..start + len).map(|row| FailedRow {
+                            row,
+                            reason: trap.to_string(),
+                            kind: FailureKind::Trap,
+                        }));
                     } else {
                         // Right half first on the stack so the left half runs first: order kept.
                         pending.push((start + len / 2, len - len / 2));

@@ -69,6 +69,22 @@ weir_plugin::scalar_udfs! {
         x
     }
 
+    /// Reports a row error whose message says "trapped" for even values, traps (panics) on 13,
+    /// returns every other value: a row error must never pass for a trap, nor a trap for a row
+    /// error, whatever their messages say.
+    fn errs_or_traps(x: i64) -> Result<i64, String> {
+        if x == 13 {
+            panic!("13 traps for real");
+        }
+        if x % 2 == 0 { Err(format!("{x} is even, so this row error says it trapped")) } else { Ok(x) }
+    }
+
+    /// Reports a counter named after its argument: one new metric series per distinct value.
+    fn metric_per_value(x: i64) -> i64 {
+        weir_plugin::counter_add(&format!("series_{x}"), 1);
+        x
+    }
+
     /// Returns a string of `megabytes` MiB per row.
     fn huge_output(megabytes: i64) -> String {
         "x".repeat((megabytes.max(0) as usize) << 20)

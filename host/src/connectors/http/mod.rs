@@ -16,7 +16,9 @@
 //! Backpressure: requests queue in a small bounded channel, and a request takes its place in the
 //! queue *before* its body is read: when the queue is full the endpoint answers `429 Too Many
 //! Requests` with `Retry-After: 1` without reading the body, and a `Content-Length` above
-//! `max_body` gets `413` at once (300 clients posting 4 MB once drove memory to 984 MB). A
+//! `max_body` gets `413` without the body being kept (300 clients posting 4 MB once drove memory
+//! to 984 MB; a body up to 1 MiB is read and dropped first, so that the client, still sending,
+//! sees the answer rather than a broken pipe). A
 //! request is answered `200 {"accepted": n}` only after every sink confirmed its records (so a
 //! 200 means durable: at-least-once with client retries), or `503` if the pipeline failed or is
 //! stopping.
@@ -36,6 +38,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytesize::ByteSize;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::sync::{mpsc, oneshot};
@@ -213,7 +216,13 @@ async fn ingest(
     request: axum::extract::Request,
 ) -> Response {
     let length = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if length.is_some_and(|length| length > endpoint.max_body as u64) {
+    if let Some(length) = length.filter(|length| *length > endpoint.max_body as u64) {
+        // A client still sending its body when the connection closes sees a broken pipe, not the
+        // 413: a body of moderate size is read and dropped first (never held), a huge one is not.
+        if length <= DISCARD_AT_MOST {
+            let mut chunks = request.into_body().into_data_stream();
+            let _ = tokio::time::timeout(DISCARD_TIME, async { while let Some(Ok(_)) = chunks.next().await {} }).await;
+        }
         return too_large(endpoint.max_body);
     }
     // A place in the queue before the body is read: a busy pipeline reads no bodies.
@@ -257,6 +266,13 @@ async fn ingest(
         }
     }
 }
+
+/// The largest body of a refused request that is read (and dropped) before the 413, so that the
+/// client sees the answer.
+const DISCARD_AT_MOST: u64 = 1 << 20;
+
+/// How long reading such a body may take.
+const DISCARD_TIME: Duration = Duration::from_secs(2);
 
 fn too_large(max_body: usize) -> Response {
     (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {max_body} bytes")).into_response()
