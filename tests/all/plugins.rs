@@ -492,10 +492,12 @@ fn plugin_metric_series_are_capped_and_refusals_counted() {
 }
 
 /// Issue 20 (5): bisection multiplied the time limit: a batch whose every call runs into the
-/// limit cost 2n-1 calls, each to the limit (16 rows at 1 s: 33 s). A timeout is not a row's
-/// fault: the batch's rows fail together after one call.
+/// limit cost 2n-1 calls, each to the limit (16 rows at 1 s: 33 s). Isolating slow rows now has a
+/// budget of timed-out calls (enough to find one slow row by halving); past it, a slice that
+/// times out fails as a whole. (One slow row among 100 is still found alone: see
+/// `languages::a_python_udf_that_spins_is_interrupted_and_only_its_row_is_lost`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_that_runs_into_the_time_limit_is_not_bisected() {
+async fn a_batch_that_runs_into_the_time_limit_is_not_bisected_without_bound() {
     let started = Instant::now();
     let (ws, result) = hostile("spin", "x", 16, "dead-letter").await;
     result.unwrap();
@@ -503,6 +505,35 @@ async fn a_batch_that_runs_into_the_time_limit_is_not_bisected() {
     let rejects = json_lines(&ws.read("rejects.jsonl"));
     assert_eq!(rejects.len(), 16, "every row of the batch failed with the timeout");
     assert!(rejects.iter().all(|r| r["error"].as_str().unwrap().contains("time limit exceeded")));
-    // One call at the 200 ms limit, not 31 of them (6.2 s).
-    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    // At most 13 calls at the 200 ms limit (2.6 s), not 31 of them (6.2 s).
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+/// Issue 20 (2): listing a plugin was enough for its functions to replace built-in SQL functions
+/// in every step (`upper(c)` returned `PWNED`), and `validate` said ok. A plugin function may not
+/// take a name expressions already resolve; `validate` lists which names resolve to which plugin.
+#[test]
+fn a_plugin_cannot_replace_built_in_sql_functions_and_validate_says_what_resolves_where() {
+    let ws = Workspace::new();
+    let pipeline = |plugins: &str| {
+        format!(
+            "plugins:\n{plugins}\nsources:\n  rows: {{ type: generator, count: 3, columns: {{ c: {{ choice: [a, b] }} }} }}\ntransforms:\n  shout: {{ type: select, inputs: [rows], columns: [\"upper(c) AS c\"] }}\nsinks:\n  out: {{ type: blackhole, inputs: [shout] }}\n"
+        )
+    };
+    let shadowing = ws.write("shadow.yaml", pipeline(&format!("  shadow: {{ path: {} }}", plugin("hostile_shadow"))));
+    let output = crate::support::weir().arg("validate").arg(&shadowing).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`upper`") && stderr.contains("may not replace"), "{stderr}");
+
+    let fine = ws.write("fine.yaml", pipeline(&format!("  strings: {{ path: {} }}", plugin("strings"))));
+    let output = crate::support::weir().arg("validate").arg(&fine).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.contains("plugin") && line.contains("strings") && line.contains("SQL functions:")),
+        "{stdout}"
+    );
 }

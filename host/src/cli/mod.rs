@@ -262,6 +262,21 @@ fn validate(path: &std::path::Path) -> ExitCode {
                     columns.join(", ")
                 );
             }
+            // Which names in expressions resolve to which plugin.
+            let mut handles = pipeline.plugins.handles();
+            handles.sort_by(|a, b| a.name().cmp(b.name()));
+            for handle in handles {
+                let plugin = std::sync::Arc::clone(&handle.current().plugin);
+                let names: Vec<&str> = plugin
+                    .scalar
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .chain(plugin.aggregate.iter().map(|f| f.name.as_str()))
+                    .collect();
+                if !names.is_empty() {
+                    println!("  plugin    {:<16} SQL functions: {}", handle.name(), names.join(", "));
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -268,6 +268,21 @@ fn load_plugins(
             policy.window = rollback.window.unwrap_or(policy.window);
         }
         tracing::debug!(plugin = %name, version = %plugin.info.version, cached = plugin.cached, "plugin loaded");
+        // A plugin function may not take over a name expressions already resolve (a built-in
+        // like `upper`, or another plugin's): listing a plugin once replaced built-ins in every
+        // step, silently.
+        let taken = plugin
+            .scalar
+            .iter()
+            .map(|f| f.name.as_str())
+            .find(|function| functions.contains(function))
+            .or_else(|| plugin.aggregate.iter().map(|f| f.name.as_str()).find(|f| functions.contains_aggregate(f)));
+        if let Some(function) = taken {
+            return Err(fail(format!(
+                "plugin function `{function}` has the name of a SQL function expressions already use (built in, or \
+                 from a plugin listed earlier); a plugin may not replace it: rename the function in the plugin"
+            )));
+        }
         let pinned = decl.hash.as_ref().map(|h| h.value.to_ascii_lowercase());
         let handle =
             Arc::new(crate::plugin::PluginHandle::new(name.clone(), Arc::clone(&plugin), limits, pinned, policy));

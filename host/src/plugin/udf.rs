@@ -119,11 +119,26 @@ pub enum FailureKind {
     Trap,
 }
 
-/// Whether a trap is worth bisecting the batch to find its row: a call that ran into the time
-/// limit is not (a slow function is slow on every half, and each half would run to the limit
-/// again: 8,192 rows at 10 ms once took 270 s). Its rows fail together, as the trap.
-fn isolating(trap: &PluginError) -> bool {
-    !matches!(trap, PluginError::Trap { timed_out: true, .. })
+/// How many calls that ran into the time limit a batch of `rows` may spend isolating its slow
+/// rows: enough to find one slow row by halving (one timed-out half per level), not the 2n-1
+/// calls of a batch that is slow everywhere (16 rows at 1 s once took 33 s; 8,192 rows at 10 ms,
+/// 270 s). Once spent, a slice that times out fails as a whole: slowness is rarely one row's
+/// fault.
+fn timeout_budget(rows: usize) -> usize {
+    (usize::BITS - rows.leading_zeros()) as usize + 1
+}
+
+/// Whether a trapping slice is bisected: always for traps a row causes (a panic), for time-limit
+/// traps while the batch's budget lasts (and then it is spent by one).
+fn isolating(trap: &PluginError, timeouts_left: &mut usize) -> bool {
+    match trap {
+        PluginError::Trap { timed_out: true, .. } if *timeouts_left == 0 => false,
+        PluginError::Trap { timed_out: true, .. } => {
+            *timeouts_left -= 1;
+            true
+        }
+        _ => true,
+    }
 }
 
 /// The row errors a call returned for a slice of `len` rows starting at `start`, checked and
@@ -346,7 +361,8 @@ impl ScalarCaller {
     fn call_on(&mut self, version: &Arc<Version>, args: &[ArrayRef], rows: usize) -> Result<ScalarResult, Attempt> {
         let mut pieces = Vec::new();
         let mut failed = Vec::new();
-        self.bisect(version, args, 0, rows, &mut pieces, &mut failed)?;
+        let mut timeouts_left = timeout_budget(rows);
+        self.bisect(version, args, (0, rows), &mut timeouts_left, &mut pieces, &mut failed)?;
         let values = match pieces.len() {
             1 => pieces.pop().expect("one piece"),
             _ => {
@@ -361,8 +377,8 @@ impl ScalarCaller {
         &mut self,
         version: &Arc<Version>,
         args: &[ArrayRef],
-        start: usize,
-        len: usize,
+        (start, len): (usize, usize),
+        timeouts_left: &mut usize,
         pieces: &mut Vec<ArrayRef>,
         failed: &mut Vec<FailedRow>,
     ) -> Result<(), Attempt> {
@@ -392,7 +408,7 @@ impl ScalarCaller {
                 if let Some(fallback) = self.binding.trapped(version, &trap) {
                     return Err(Attempt::Retry(fallback));
                 }
-                if len == 1 || !isolating(&trap) {
+                if len == 1 || !isolating(&trap, timeouts_left) {
                     failed.extend((start..start + len).map(|row| FailedRow {
                         row,
                         reason: trap.to_string(),
@@ -402,8 +418,8 @@ impl ScalarCaller {
                     return Ok(());
                 }
                 let half = len / 2;
-                self.bisect(version, args, start, half, pieces, failed)?;
-                self.bisect(version, args, start + half, len - half, pieces, failed)
+                self.bisect(version, args, (start, half), timeouts_left, pieces, failed)?;
+                self.bisect(version, args, (start + half, len - half), timeouts_left, pieces, failed)
             }
             Err(other) => Err(other.into()),
         }
@@ -467,6 +483,7 @@ impl TableCaller {
         let mut pieces: Vec<Vec<ArrayRef>> = Vec::new();
         let mut failed = Vec::new();
         let mut pending = vec![(0, rows)];
+        let mut timeouts_left = timeout_budget(rows);
         while let Some((start, len)) = pending.pop() {
             if len == 0 {
                 continue;
@@ -513,7 +530,7 @@ impl TableCaller {
                     if let Some(fallback) = self.binding.trapped(version, &trap) {
                         return Err(Attempt::Retry(fallback));
                     }
-                    if len == 1 || !isolating(&trap) {
+                    if len == 1 || !isolating(&trap, &mut timeouts_left) {
                         failed.extend((start..start + len).map(|row| FailedRow {
                             row,
                             reason: trap.to_string(),
