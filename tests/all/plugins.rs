@@ -526,6 +526,16 @@ fn a_plugin_cannot_replace_built_in_sql_functions_and_validate_says_what_resolve
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("`upper`") && stderr.contains("may not replace"), "{stderr}");
 
+    // Two plugins with a function of the same name: SQL keeps the first listed, and says so.
+    let twice = ws.write(
+        "twice.yaml",
+        pipeline(&format!("  strings: {{ path: {} }}\n  again: {{ path: {} }}", plugin("strings"), plugin("strings"))),
+    );
+    let output = crate::support::weir().arg("validate").arg(&twice).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("(in SQL: plugin strings)"), "{stdout}");
+
     let fine = ws.write("fine.yaml", pipeline(&format!("  strings: {{ path: {} }}", plugin("strings"))));
     let output = crate::support::weir().arg("validate").arg(&fine).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

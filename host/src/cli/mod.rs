@@ -262,16 +262,24 @@ fn validate(path: &std::path::Path) -> ExitCode {
                     columns.join(", ")
                 );
             }
-            // Which names in expressions resolve to which plugin.
-            let mut handles = pipeline.plugins.handles();
-            handles.sort_by(|a, b| a.name().cmp(b.name()));
-            for handle in handles {
+            // Which names in expressions resolve to which plugin: the first listed that has one.
+            let mut owner: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+            for handle in pipeline.plugins.handles() {
                 let plugin = std::sync::Arc::clone(&handle.current().plugin);
-                let names: Vec<&str> = plugin
+                let names: Vec<String> = plugin
                     .scalar
                     .iter()
-                    .map(|f| f.name.as_str())
-                    .chain(plugin.aggregate.iter().map(|f| f.name.as_str()))
+                    .map(|f| &f.name)
+                    .chain(plugin.aggregate.iter().map(|f| &f.name))
+                    .map(|name| match owner.entry(name.clone()) {
+                        std::collections::hash_map::Entry::Vacant(entry) => {
+                            entry.insert(handle.name().to_owned());
+                            name.clone()
+                        }
+                        std::collections::hash_map::Entry::Occupied(entry) => {
+                            format!("{name} (in SQL: plugin {})", entry.get())
+                        }
+                    })
                     .collect();
                 if !names.is_empty() {
                     println!("  plugin    {:<16} SQL functions: {}", handle.name(), names.join(", "));

@@ -246,7 +246,8 @@ fn load_plugins(
     base_dir: &Path,
 ) -> Result<(crate::plugin::PluginRegistry, crate::ops::expr::FunctionCatalog), (String, SpecIssue)> {
     let registry = crate::plugin::PluginRegistry::default();
-    let mut functions = crate::ops::expr::FunctionCatalog::default();
+    let builtin = crate::ops::expr::FunctionCatalog::default();
+    let mut functions = builtin.clone();
     for (name, decl) in declared {
         let fail = |message: String| (name.clone(), SpecIssue::at(&decl.path.referenced, message));
         let limits = decl.limits.as_ref().map(|l| l.resolve()).transpose().map_err(fail)?.unwrap_or_default();
@@ -268,29 +269,37 @@ fn load_plugins(
             policy.window = rollback.window.unwrap_or(policy.window);
         }
         tracing::debug!(plugin = %name, version = %plugin.info.version, cached = plugin.cached, "plugin loaded");
-        // A plugin function may not take over a name expressions already resolve (a built-in
-        // like `upper`, or another plugin's): listing a plugin once replaced built-ins in every
-        // step, silently.
+        // A plugin function may not take over a built-in's name (`upper`): listing a plugin once
+        // replaced built-ins in every step, silently.
         let taken = plugin
             .scalar
             .iter()
             .map(|f| f.name.as_str())
-            .find(|function| functions.contains(function))
-            .or_else(|| plugin.aggregate.iter().map(|f| f.name.as_str()).find(|f| functions.contains_aggregate(f)));
+            .find(|function| builtin.contains(function))
+            .or_else(|| plugin.aggregate.iter().map(|f| f.name.as_str()).find(|f| builtin.contains_aggregate(f)));
         if let Some(function) = taken {
             return Err(fail(format!(
-                "plugin function `{function}` has the name of a SQL function expressions already use (built in, or \
-                 from a plugin listed earlier); a plugin may not replace it: rename the function in the plugin"
+                "plugin function `{function}` has the name of a built-in SQL function; a plugin may not replace \
+                 it: rename the function in the plugin"
             )));
         }
         let pinned = decl.hash.as_ref().map(|h| h.value.to_ascii_lowercase());
         let handle =
             Arc::new(crate::plugin::PluginHandle::new(name.clone(), Arc::clone(&plugin), limits, pinned, policy));
-        for index in 0..plugin.scalar.len() {
+        // Two plugins with a function of the same name (the same function in two languages): in
+        // expressions the name stays with the plugin listed first (`weir validate` says so); `udf`
+        // and `flat_map` steps name their plugin and reach both.
+        for (index, signature) in plugin.scalar.iter().enumerate() {
+            if functions.contains(&signature.name) {
+                continue;
+            }
             let function = crate::ops::wasm_function::WasmFunction::new(Arc::clone(&handle), limits, index as u32);
             functions.register(Arc::new(datafusion_expr::ScalarUDF::new_from_impl(function)));
         }
-        for index in 0..plugin.aggregate.len() {
+        for (index, signature) in plugin.aggregate.iter().enumerate() {
+            if functions.contains_aggregate(&signature.name) {
+                continue;
+            }
             let function = crate::ops::wasm_aggregate::WasmAggregate::new(Arc::clone(&handle), limits, index as u32);
             functions.register_aggregate(Arc::new(datafusion_expr::AggregateUDF::new_from_impl(function)));
         }
