@@ -54,6 +54,15 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A workspace holding the secured services' password in `right` and another in `wrong`, for
+/// pipelines that read `password: { file: right }`.
+pub fn password_workspace() -> Workspace {
+    let ws = Workspace::new();
+    ws.write("right", "weir-secret\n");
+    ws.write("wrong", "not-the-password\n");
+    ws
+}
+
 /// A file of the TLS material `tests/services.sh` made for the secured services (`ca.pem`, the
 /// authority that signed their certificates; `other-ca.pem`, one that signed nothing of theirs).
 pub fn tls_file(name: &str) -> String {

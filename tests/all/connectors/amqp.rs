@@ -204,11 +204,7 @@ async fn tls_and_a_password_from_a_file_for_the_source_and_the_sink() {
     .await
     .expect("RabbitMQ with TLS on 5673");
     declare(&connection.create_channel().await.unwrap(), &queue).await;
-    let (ws, refused) = (Workspace::new(), Workspace::new());
-    for ws in [&ws, &refused] {
-        ws.write("right", "weir-secret\n");
-        ws.write("wrong", "not-the-password\n");
-    }
+    let (ws, refused) = (crate::support::password_workspace(), crate::support::password_workspace());
     let pipeline = |password: &str, ca: &str| {
         let access = format!(r#"username: weir, password: {{ file: {password} }}, tls: {{ ca_file: "{ca}" }}"#);
         format!(

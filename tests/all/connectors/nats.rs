@@ -413,9 +413,7 @@ sinks:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_a_password_from_a_file_reach_a_server_that_requires_them() {
     let subject = unique("secured");
-    let ws = Workspace::new();
-    ws.write("right", "weir-secret\n");
-    ws.write("wrong", "not-the-password\n");
+    let ws = crate::support::password_workspace();
     let pipeline = |password: &str, ca: &str| {
         format!(
             r#"

@@ -240,9 +240,7 @@ settings: {{ batch_size: 250 }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_and_a_password_from_a_file_reach_a_server_that_requires_them() {
     let table = unique("pg_secured");
-    let ws = Workspace::new();
-    ws.write("right", "weir-secret\n");
-    ws.write("wrong", "not-the-password\n");
+    let ws = crate::support::password_workspace();
     let pipeline = |password: &str, ca: &str| {
         format!(
             r#"

@@ -160,9 +160,7 @@ async fn tls_and_a_password_from_a_file_for_the_source_and_the_sink() {
     for id in 1..=50 {
         let _: String = redis.xadd(&stream, "*", &[("payload", format!(r#"{{"id": {id}}}"#))]).await.unwrap();
     }
-    let ws = Workspace::new();
-    ws.write("right", "weir-secret\n");
-    ws.write("wrong", "not-the-password\n");
+    let ws = crate::support::password_workspace();
     let pipeline = |password: &str, ca: &str| {
         format!(
             r#"
