@@ -76,6 +76,23 @@ static uint8_t values_tag(weir_type type) {
     }
 }
 
+/* The weir-plugin.yaml name of a type, for messages. */
+static const char *type_name(weir_type type) {
+    static const char *const names[] = {
+        "boolean", "int32", "int64", "uint64", "float32", "float64", "utf8", "binary", "date32",
+        "timestamp_s", "timestamp_ms", "timestamp_us", "timestamp_ns",
+    };
+    return (unsigned)type < sizeof names / sizeof names[0] ? names[type] : "an unknown type";
+}
+
+/* The weir_return_* / weir_out_* suffix that sets a column of `type`. */
+static const char *setter_suffix(weir_type type) {
+    static const char *const suffixes[] = {
+        "bool", "i32", "i64", "u64", "f32", "f64", "str", "bytes", "i32", "i64", "i64", "i64", "i64",
+    };
+    return (unsigned)type < sizeof suffixes / sizeof suffixes[0] ? suffixes[type] : "?";
+}
+
 /* Whether a value set as `value` (the weir_return_* / weir_out_* variant) fits a column of
  * `column`: the same type, a timestamp set as int64, a date32 set as int32. */
 static bool accepts(weir_type column, weir_type value) {
@@ -267,7 +284,9 @@ static builder *scalar_target(weir_row *row, weir_type type) {
         return NULL;
     }
     if (!accepts(row->state->result->type, type)) {
-        weir_fail(row, "%s: set a result of another type than the signature's", row->state->fn->name);
+        weir_fail(row, "%s: set a %s result (weir_return_%s), but weir-plugin.yaml declares it returns %s (use weir_return_%s)",
+                  row->state->fn->name, type_name(type), setter_suffix(type), type_name(row->state->result->type),
+                  setter_suffix(row->state->result->type));
         return NULL;
     }
     return row->state->result;
@@ -337,7 +356,9 @@ static builder *out_target(weir_row *row, unsigned column, weir_type type) {
     }
     builder *b = &row->state->outputs[column];
     if (!accepts(b->type, type)) {
-        weir_fail(row, "output column %s set with another type than the signature's", row->state->fn->output_names[column]);
+        weir_fail(row, "output column %s set as %s (weir_out_%s), but weir-plugin.yaml declares %s (use weir_out_%s)",
+                  row->state->fn->output_names[column], type_name(type), setter_suffix(type), type_name(b->type),
+                  setter_suffix(b->type));
         return NULL;
     }
     return b;
@@ -538,6 +559,13 @@ static bool skips(const weir_function *fn, const weir_column_view *views, uint32
     return false;
 }
 
+/* A reactor never exits, so stdio's buffers are never flushed on their own: what a function
+ * printed during a call reaches the host when the call returns, whole lines, in order. */
+static void flush_output(void) {
+    fflush(stdout);
+    fflush(stderr);
+}
+
 #if defined(WEIR_WORLD_SCALAR_UDF)
 bool exports_weir_plugin_scalar_call(uint32_t function, uint32_t rows, exports_weir_plugin_scalar_list_column_t *args,
                                      exports_weir_plugin_scalar_scalar_output_t *ret,
@@ -593,6 +621,7 @@ bool exports_weir_plugin_scalar_call(uint32_t function, uint32_t rows, exports_w
     ret->errors.ptr = errors.items ? errors.items : checked(malloc(1));
     ret->errors.len = errors.len;
     exports_weir_plugin_scalar_list_column_free(args);
+    flush_output();
     return true;
 }
 #else
@@ -644,6 +673,7 @@ bool exports_weir_plugin_table_call(uint32_t function, uint32_t rows, exports_we
     ret->errors.ptr = errors.items ? errors.items : checked(malloc(1));
     ret->errors.len = errors.len;
     exports_weir_plugin_table_list_column_free(args);
+    flush_output();
     return true;
 }
 #endif

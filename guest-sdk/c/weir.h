@@ -202,4 +202,12 @@ extern const char *const weir_plugin_description;
 }
 #endif
 
+/* `weir plugin build` generates the prototypes of the manifest's functions, so that a function
+ * written with another signature (`double add1(double)`) is a compile error at its definition. */
+#if defined(__has_include)
+#if __has_include("weir_prototypes.h")
+#include "weir_prototypes.h"
+#endif
+#endif
+
 #endif /* WEIR_H */

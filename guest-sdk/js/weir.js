@@ -43,10 +43,26 @@ function dataType(name) {
 
 const family = (name) => (name.startsWith("timestamp") ? "timestamp" : name);
 
+// Where an error was thrown in the plugin's own code: up to three stack frames, innermost first,
+// as `function@file.js:line:column` (the SDK's and the entry module's frames left out).
+function location(error) {
+  const stack = typeof error.stack === "string" ? error.stack : "";
+  const frames = stack
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line && !/weir\.js|entry\.js/.test(line))
+    .map((line) => line.replace(/@.*\//, "@"))
+    .slice(0, 3);
+  return frames.length ? ` (at ${frames.join(" <- ")})` : "";
+}
+
 // A row error's reason: the message of a plain Error (how a UDF rejects a row on purpose),
-// "Name: message" for other errors (a TypeError's name says what broke), anything else as text.
+// "Name: message (at function@file.js:line ...)" for other errors (a bug: its name and place say
+// what broke), anything else as text.
 function message(error) {
-  if (error instanceof Error) return error.constructor === Error ? error.message : `${error.name}: ${error.message}`;
+  if (error instanceof Error) {
+    return error.constructor === Error ? error.message : `${error.name}: ${error.message}${location(error)}`;
+  }
   return String(error);
 }
 

@@ -49,6 +49,30 @@ sinks:
     assert_eq!(counters(&metrics, "eur").errors, 0);
 }
 
+/// Issue 20 (21): a `udf` step refused an argument the same call in a `select` took (a number of
+/// another type than the parameter's). One coercion rule now holds for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udf_step_coerces_numbers_as_a_select_does() {
+    let ws = Workspace::new();
+    ws.run(&format!(
+        r#"{}
+sources:
+  bids: {{ type: nexmark, kind: bid, events: 500 }}
+transforms:
+  eur: {{ type: udf, inputs: [bids], plugin: currency, function: dollar_to_euro, args: ["CAST(price AS INT)"], as: step }}
+  both: {{ type: select, inputs: [eur], columns: [step, "dollar_to_euro(CAST(price AS INT)) AS expression"] }}
+sinks:
+  out: {{ type: file, inputs: [both], path: out.jsonl }}
+"#,
+        plugins_section()
+    ))
+    .await
+    .unwrap();
+    let rows = json_lines(&ws.read("out.jsonl"));
+    assert_eq!(rows.len(), 460);
+    assert!(rows.iter().all(|row| row["step"] == row["expression"] && row["step"].is_f64()), "{:?}", rows[0]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_functions_work_inside_filter_and_select() {
     let ws = Workspace::new();
@@ -209,6 +233,8 @@ async fn a_trap_on_one_row_keeps_the_others_and_follows_the_policy() {
         err.contains("hostile") && err.contains("0.1.0") && err.contains("panic_on_13") && err.contains("input row 13"),
         "{err}"
     );
+    // Issue 20 (20): the error shows the arguments the row was called with.
+    assert!(err.contains("called with (13)"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +326,7 @@ fn inspect_describes_a_plugin_and_the_cache_skips_recompiling() {
     let first = inspect();
     assert!(first.contains("world:    weir:plugin/scalar-udf@0.1.0"), "{first}");
     assert!(first.contains("dollar_to_euro(Int64) -> Float64"), "{first}");
-    assert!(first.contains("sandbox:  ok"), "{first}");
+    assert!(first.contains("reach:    only weir and WASI"), "{first}");
     assert!(first.contains("compiled now"), "{first}");
     assert!(inspect().contains("from the cache"));
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -308,6 +334,24 @@ fn inspect_describes_a_plugin_and_the_cache_skips_recompiling() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+    // Issue 20 (13): inspect said "sandbox: ok" for a plugin every pipeline refuses.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["plugin", "inspect", &plugin("hostile_shadow")])
+        .env("WEIR_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("built-in SQL functions") && stdout.contains("upper"), "{stdout}");
+    // Issue 20 (13): a describe() panic showed a backtrace but not the panic message.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["plugin", "inspect", &plugin("hostile_describe")])
+        .env("WEIR_CACHE_DIR", cache.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("describe failed") && stderr.contains("describe exploded on purpose"), "{stderr}");
 }
 
 #[test]
@@ -546,4 +590,265 @@ fn a_plugin_cannot_replace_built_in_sql_functions_and_validate_says_what_resolve
             .any(|line| line.contains("plugin") && line.contains("strings") && line.contains("SQL functions:")),
         "{stdout}"
     );
+}
+
+/// Issue 20 (4): aggregate state had no cap (256 KiB per group reached 1.05 GB in 1 s). A plugin
+/// aggregate's state is bounded per group (`limits.state_per_group`) and per plugin
+/// (`limits.state`); an update past them is refused for its group, whose rows follow the step's
+/// `on_error` while every other group goes on. `percentile` keeps every value (8 bytes each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_state_is_capped_per_group_and_per_plugin_with_the_steps_error_policy() {
+    let pipeline = |limits: &str, step: &str, on_error: &str| {
+        format!(
+            r#"plugins:
+  sketches: {{ path: {}, limits: {{ {limits} }} }}
+sources:
+  rows:
+    type: generator
+    count: 6000
+    columns: {{ x: {{ sequence: {{}} }}, t: {{ timestamp: {{ start: "2024-01-01T00:00:00Z", step: 1ms }} }} }}
+    event_time: {{ column: t }}
+transforms:
+  keyed: {{ type: select, inputs: [rows], columns: ["CASE WHEN x % 100 = 0 THEN 'small' ELSE 'big' END AS key", "CAST(x AS DOUBLE) AS v", "x", "t"] }}
+  agg: {{ type: {step}, inputs: [keyed], group_by: [key], aggregates: {{ n: "count(*)", p50: "percentile(v, 0.5)", top: "max(x)" }}, {on_error} }}
+sinks:
+  out: {{ type: file, inputs: [agg], path: out.jsonl }}
+{rejects}settings: {{ batch_size: 500 }}
+"#,
+            plugin("sketches"),
+            rejects =
+                if on_error.contains("dead-letter") { "  rejects: { type: file, path: rejects.jsonl }\n" } else { "" }
+        )
+    };
+    let window = "window, tumble: 1h";
+    let dead_letter = "on_error: dead-letter, dead_letter: rejects";
+
+    // Per group: 16 KiB holds about 2,000 values; `big` gets 5,940 rows, `small` 60.
+    let ws = Workspace::new();
+    let metrics = ws.run(&pipeline("state_per_group: 16KiB", window, dead_letter)).await.unwrap();
+    let output = json_lines(&ws.read("out.jsonl"));
+    let rejects = json_lines(&ws.read("rejects.jsonl"));
+    let row = |key: &str| output.iter().find(|row| row["key"] == key).unwrap_or_else(|| panic!("{key}: {output:?}"));
+    let big = row("big")["n"].as_i64().unwrap();
+    assert!((1_500..2_100).contains(&big), "`big` keeps the rows that fit in 16 KiB: {big}");
+    assert_eq!(row("small")["n"], 60, "the other group is not affected");
+    assert_eq!(big as usize + rejects.len(), 5_940, "every refused row is a dead letter, none is lost");
+    // The group's aggregates stay consistent: max(x) saw the same rows as the plugin.
+    let kept_max = row("big")["top"].as_i64().unwrap();
+    assert!(kept_max < 3_000, "max(x) of the accepted rows only: {kept_max}");
+    let error = rejects[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("percentile") && error.contains("sketches") && error.contains("limits.state_per_group"),
+        "{error}"
+    );
+    assert_eq!(counters(&metrics, "agg").dead_lettered_events, rejects.len() as u64);
+
+    // The default policy fails the step and says why.
+    let ws = Workspace::new();
+    let err = ws.run(&pipeline("state_per_group: 16KiB", window, "on_error: fail")).await.unwrap_err();
+    assert!(err.contains("limits.state_per_group") && err.contains("percentile"), "{err}");
+
+    // Per plugin, in a running aggregate: 6,000 values take about 49 KiB over 100 groups.
+    let ws = Workspace::new();
+    let keyed_by_x = |limits: &str| {
+        pipeline(limits, "aggregate", dead_letter).replace(
+            "\"CASE WHEN x % 100 = 0 THEN 'small' ELSE 'big' END AS key\"",
+            "\"CAST(x % 100 AS VARCHAR) AS key\"",
+        )
+    };
+    ws.run(&keyed_by_x("state: 32KiB")).await.unwrap();
+    let refused = json_lines(&ws.read("rejects.jsonl")).len();
+    assert!((1_000..3_000).contains(&refused), "past 32 KiB for the plugin, growing groups are refused: {refused}");
+    let error = json_lines(&ws.read("rejects.jsonl"))[0]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("limits.state") && error.contains("all groups"), "{error}");
+    let ws = Workspace::new();
+    let metrics = ws.run(&keyed_by_x("state: 1MiB")).await.unwrap();
+    let rejects = std::fs::read_to_string(ws.path("rejects.jsonl")).unwrap_or_default();
+    assert_eq!(rejects.lines().count(), 0, "1 MiB holds every group");
+    assert_eq!(counters(&metrics, "agg").dead_lettered_events, 0);
+}
+
+/// Issue 20 (5): a step that fails on the first bad row (`on_error: fail`) still bisected a
+/// batch that ran into the time limit, call after call at the limit, only to fail the job at
+/// the end. It now fails at the first trap, without bisecting timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_on_error_fail_a_batch_at_the_time_limit_fails_at_once() {
+    let started = Instant::now();
+    // One batch of 8,192 rows: the isolation budget would be 15 calls at 200 ms (3 s).
+    let (_ws, result) = hostile("spin", "x", 8_192, "fail").await;
+    let elapsed = started.elapsed();
+    let err = result.unwrap_err();
+    assert!(err.contains("time limit") && err.contains("spin"), "{err}");
+    assert!(elapsed < Duration::from_millis(1_500), "one call at the 200 ms limit, not 15: {elapsed:?}");
+}
+
+/// Issue 20 (5): the first Ctrl-C did not interrupt the isolation of a trapping batch: the
+/// stop waited for every call of the bisection (here 15 at 1 s). Now the batch fails,
+/// unacknowledged, and the process ends.
+#[test]
+fn the_first_ctrl_c_interrupts_isolating_a_trapping_batch() {
+    let ws = Workspace::new();
+    let file = ws.write(
+        "spin.yaml",
+        format!(
+            r#"plugins:
+  hostile: {{ path: {}, limits: {{ time: 1s }} }}
+sources:
+  rows: {{ type: generator, count: 8192, columns: {{ x: {{ sequence: {{}} }} }} }}
+transforms:
+  bad: {{ type: udf, inputs: [rows], plugin: hostile, function: spin, args: [x], as: y, on_error: skip }}
+sinks:
+  out: {{ type: blackhole, inputs: [bad] }}
+settings: {{ batch_size: 8192 }}
+"#,
+            plugin("hostile")
+        ),
+    );
+    let child = crate::support::weir()
+        .args(["run", "--no-admin"])
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Two calls at the limit have run; the bisection has 13 more to go.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let signalled = Instant::now();
+    crate::support::signal(child.id(), libc::SIGINT);
+    let output = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stopped while isolating"), "{stderr}");
+    assert!(took < Duration::from_secs(5), "the stop waited {took:?} (the rest of the bisection is 13 s)");
+}
+
+/// A component of the scalar-udf world whose functions trap (wit-component's dummy module),
+/// with `extra` core modules beside it that each hold one linear memory of `mib` MiB: what no
+/// Rust guest can express, made by hand as an attacker would.
+fn component_with_extra_memories(extra: u32, mib: u64) -> Vec<u8> {
+    use wasm_encoder::ComponentSection;
+    let mut resolve = wit_parser::Resolve::default();
+    let (package, _) = resolve.push_dir(crate::support::repo().join("wit")).unwrap();
+    let world = resolve.select_world(&[package], Some("scalar-udf")).unwrap();
+    let mangling = wit_parser::ManglingAndAbi::Legacy(wit_parser::LiftLowerAbi::Sync);
+    let mut module = wit_component::dummy_module(&resolve, world, mangling);
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8, false)
+        .unwrap();
+    let mut component =
+        wit_component::ComponentEncoder::default().module(&module).unwrap().validate(true).encode().unwrap();
+    let modules = wasmparser::Parser::new(0)
+        .parse_all(&component)
+        .filter(|payload| matches!(payload, Ok(wasmparser::Payload::ModuleSection { .. })))
+        .count() as u32;
+    let mut bomb = wasm_encoder::Module::new();
+    let mut memories = wasm_encoder::MemorySection::new();
+    memories.memory(wasm_encoder::MemoryType {
+        minimum: mib * 16,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    bomb.section(&memories);
+    wasm_encoder::ModuleSection(&bomb).append_to_component(&mut component);
+    let mut instances = wasm_encoder::InstanceSection::new();
+    for _ in 0..extra {
+        instances.instantiate(modules, Vec::<(&str, wasm_encoder::ModuleArg)>::new());
+    }
+    instances.append_to_component(&mut component);
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all()).validate_all(&component).unwrap();
+    component
+}
+
+/// Issue 20 (6): the memory limit held per linear memory, not per instance: three memories gave
+/// three times the limit. `limits.memory` now bounds the instance's memories (and tables)
+/// together.
+#[tokio::test]
+async fn the_memory_limit_holds_for_all_of_an_instances_memories_together() {
+    let ws = Workspace::new();
+    let load = async |extra: u32| {
+        let path = ws.write(&format!("memories-{extra}.wasm"), component_with_extra_memories(extra, 40));
+        let yaml = format!(
+            r#"plugins:
+  many: {{ path: {}, limits: {{ memory: 64MiB }} }}
+sources:
+  rows: {{ type: generator, count: 1, columns: {{ x: {{ sequence: {{}} }} }} }}
+sinks:
+  out: {{ type: blackhole, inputs: [rows] }}
+"#,
+            path.display()
+        );
+        ws.run(&yaml).await.unwrap_err()
+    };
+    // One 40 MiB memory beside the module's own fits in 64 MiB: the plugin is instantiated and
+    // fails only where every dummy function does (describe traps).
+    let one = load(1).await;
+    assert!(one.contains("trapped") || one.contains("unreachable"), "{one}");
+    // Two of them (80 MiB) do not, although each is under the limit.
+    let two = load(2).await;
+    assert!(two.contains("exceeds memory limits") && !two.contains("unreachable"), "{two}");
+}
+
+/// Issue 20 (11, 12): loading ignored the declared limits (a plugin that needs more than 64 MiB
+/// at start could not load even with `limits.memory: 512MiB`); any component was compiled
+/// whatever its size, and its artifact cached even when the plugin was refused; the cache grew
+/// without bound.
+#[tokio::test]
+async fn loading_uses_the_plugins_limits_refuses_oversized_files_and_caches_only_what_loaded() {
+    let ws = Workspace::new();
+    let pipeline = |path: &std::path::Path, limits: &str| {
+        format!(
+            r#"plugins:
+  big: {{ path: {}, limits: {{ {limits} }} }}
+sources:
+  rows: {{ type: generator, count: 1, columns: {{ x: {{ sequence: {{}} }} }} }}
+sinks:
+  out: {{ type: blackhole, inputs: [rows] }}
+"#,
+            path.display()
+        )
+    };
+    // 100 MiB at start: refused under the default 64 MiB, instantiated under 512 MiB (where the
+    // dummy's describe traps, as every function of it does).
+    let needy = ws.write("needy.wasm", component_with_extra_memories(1, 100));
+    let err = ws.run(&pipeline(&needy, "time: 1s")).await.unwrap_err();
+    assert!(err.contains("exceeds memory limits"), "{err}");
+    let err = ws.run(&pipeline(&needy, "memory: 512MiB")).await.unwrap_err();
+    assert!(!err.contains("exceeds memory limits") && err.contains("describe failed"), "{err}");
+
+    // Oversized: refused before compiling, with the limit named.
+    let mut padded = component_with_extra_memories(0, 1);
+    padded.resize(3 << 20, 0);
+    let padded = ws.write("padded.wasm", padded);
+    let err = ws.run(&pipeline(&padded, "component: 2MiB")).await.unwrap_err();
+    assert!(err.contains("limits.component") && err.contains("MiB"), "{err}");
+
+    // The cache keeps only components that loaded, within its bound, and can be pruned.
+    let cache = tempfile::tempdir().unwrap();
+    let weir = |args: &[&str], max: &str| {
+        let output = crate::support::weir()
+            .args(args)
+            .env("WEIR_CACHE_DIR", cache.path())
+            .env("WEIR_CACHE_MAX_SIZE", max)
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let artifacts = || {
+        std::fs::read_dir(cache.path())
+            .map(|dir| dir.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "cwasm")).count())
+            .unwrap_or(0)
+    };
+    let refused = ws.write("refused.wasm", component_with_extra_memories(0, 1));
+    assert_eq!(weir(&["plugin", "inspect", refused.to_str().unwrap()], "1GiB").0, Some(2));
+    assert_eq!(artifacts(), 0, "a plugin that did not load is not cached");
+    assert_eq!(weir(&["plugin", "inspect", &plugin("currency")], "1GiB").0, Some(0));
+    assert_eq!(weir(&["plugin", "inspect", &plugin("strings")], "1GiB").0, Some(0));
+    assert_eq!(artifacts(), 2);
+    // A bound smaller than two artifacts keeps only the newest.
+    assert_eq!(weir(&["plugin", "inspect", &plugin("words")], "1B").0, Some(0));
+    assert_eq!(artifacts(), 1, "the cache is pruned to its bound after each new artifact");
+    let (code, report) = weir(&["plugin", "cache", "prune", "--all"], "1GiB");
+    assert_eq!(code, Some(0));
+    assert!(report.contains("removed 1 compiled plugin(s)"), "{report}");
+    assert_eq!(artifacts(), 0);
 }

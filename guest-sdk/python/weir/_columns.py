@@ -13,6 +13,7 @@ wrong type).
 
 from __future__ import annotations
 
+import traceback
 from array import array
 from itertools import accumulate, islice
 
@@ -97,13 +98,27 @@ def _invalid(message):
     return Err(t.CallError_InvalidInput(message))
 
 
+def _location(error):
+    """Where an exception was raised in the plugin's own code: up to three frames, innermost
+    first, as `file.py:line in function` (the SDK's frames left out)."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.replace("\\", "/").endswith(("weir/_columns.py", "weir/__init__.py"))
+    ]
+    shown = [f"{frame.filename.replace(chr(92), '/').rsplit('/', 1)[-1]}:{frame.lineno} in {frame.name}" for frame in frames[-3:]]
+    return " (at " + " <- ".join(reversed(shown)) + ")" if shown else ""
+
+
 def _message(error):
     """A row error's reason: the message of a ValueError (how a UDF rejects a row on purpose),
-    "Type: message" for any other exception (a KeyError's or TypeError's type says what broke)."""
+    "Type: message (at file.py:line in function ...)" for any other exception: a bug, whose type
+    and place say what broke."""
     text = str(error)
     if type(error) is ValueError and text:
         return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    described = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return described + _location(error)
 
 
 # ---- reading columns -------------------------------------------------------------------------

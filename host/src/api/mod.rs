@@ -485,7 +485,8 @@ async fn load_candidate(state: &AppState, handle: &PluginHandle, candidate: Cand
             (stored.clone(), "upload".into(), Some(stored))
         }
     };
-    let loaded = tokio::task::spawn_blocking(move || crate::plugin::load(&path)).await;
+    let limits = handle.limits;
+    let loaded = tokio::task::spawn_blocking(move || crate::plugin::load(&path, limits)).await;
     let plugin = match loaded {
         Ok(plugin) => plugin.inspect_err(|err| handle.refuse_unloadable(err)).map_err(SwapError::Load),
         Err(err) => Err(unreadable("upload".as_ref(), err.to_string())),

@@ -75,7 +75,7 @@ fn wasm_per_row(plugin: &Arc<Plugin>, function: &str, args: &[ArrayRef], rows: u
 }
 
 fn bench_limits() -> Limits {
-    Limits { time: Duration::from_secs(10), memory: 512 << 20 }
+    Limits { time: Duration::from_secs(10), memory: 512 << 20, ..Limits::default() }
 }
 
 fn parity_path(plugins: &Path, language: &str) -> anyhow::Result<PathBuf> {
@@ -96,7 +96,7 @@ pub fn bench(plugins: &Path) -> anyhow::Result<()> {
     let plugins = std::path::absolute(plugins)?;
     let mut loaded = Vec::new();
     for (label, language) in LANGUAGES {
-        loaded.push((label, language, Arc::new(load(&parity_path(&plugins, language)?)?)));
+        loaded.push((label, language, Arc::new(load(&parity_path(&plugins, language)?, bench_limits())?)));
     }
 
     println!(
@@ -171,8 +171,8 @@ pub fn bench(plugins: &Path) -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (label, language, plugin) in &loaded {
         let path = parity_path(&plugins, language)?;
-        let compiled = load_with(&path, engine(), true, false)?;
-        let cached = load(&path)?;
+        let compiled = load_with(&path, engine(), true, false, bench_limits())?;
+        let cached = load(&path, bench_limits())?;
         let count = 200;
         let mut memory = 0;
         let started = Instant::now();

@@ -63,7 +63,7 @@ pub fn bench(plugins_dir: &Path, events: u64, runs: usize) -> anyhow::Result<()>
         anyhow::ensure!(path.exists(), "{} not found: build the plugins first (tests/run.sh does)", path.display());
         Ok(path)
     };
-    let bench_udfs = Arc::new(load(&path("bench_udfs")?)?);
+    let bench_udfs = Arc::new(load(&path("bench_udfs")?, Limits::default())?);
     let sizes = [1usize, 16, 256, 1024, 8192];
 
     println!("## Boundary cost (identity UDF, ns per call; a + b * rows through the 1-row and 8192-row points)\n");
@@ -118,9 +118,9 @@ pub fn bench(plugins_dir: &Path, events: u64, runs: usize) -> anyhow::Result<()>
     println!("|---|---:|---:|---:|---:|---:|");
     for name in ["currency", "strings", "words", "bench_udfs"] {
         let file = path(name)?;
-        let compiled = load_with(&file, crate::plugin::runtime::engine(), true, false)?;
-        let cached = load(&file)?; // the first load of the run wrote the cache
-        let cached = if cached.cached { cached } else { load(&file)? };
+        let compiled = load_with(&file, crate::plugin::runtime::engine(), true, false, Limits::default())?;
+        let cached = load(&file, Limits::default())?; // the first load of the run wrote the cache
+        let cached = if cached.cached { cached } else { load(&file, Limits::default())? };
         let plugin = Arc::new(cached);
         let started = Instant::now();
         let count = 1000;
@@ -140,8 +140,8 @@ pub fn bench(plugins_dir: &Path, events: u64, runs: usize) -> anyhow::Result<()>
 
     println!("\n## Epoch interruption on a CPU-bound UDF (spin_sum, 1000 rounds per row, 8192 rows)\n");
     let file = path("bench_udfs")?;
-    let with_epochs = Arc::new(load(&file)?);
-    let without_epochs = Arc::new(load_with(&file, &build_engine(false), false, false)?);
+    let with_epochs = Arc::new(load(&file, Limits::default())?);
+    let without_epochs = Arc::new(load_with(&file, &build_engine(false), false, false, Limits::default())?);
     let rows = 8192;
     let args: Vec<ArrayRef> =
         vec![Arc::new(Int64Array::from_iter_values(0..rows as i64)), Arc::new(Int64Array::from_value(1000, rows))];

@@ -97,6 +97,19 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Remove the least recently used compiled plugins until the cache fits its bound.
+    Prune {
+        /// The bound (default `$WEIR_CACHE_MAX_SIZE`, else 1 GiB).
+        #[arg(long)]
+        max_size: Option<bytesize::ByteSize>,
+        /// Remove every compiled plugin.
+        #[arg(long, conflicts_with = "max_size")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum PluginCommand {
     /// Print a plugin's world, version, functions with signatures, imports, size and sandbox check.
     Inspect {
@@ -110,7 +123,7 @@ enum PluginCommand {
         /// The guest language.
         #[arg(long, value_enum)]
         lang: crate::guest::Language,
-        /// Scalar (one value per row) or table (rows per row).
+        /// Scalar (one value per row), table (rows per row) or aggregate (a state per group; Rust).
         #[arg(long, value_enum, default_value = "scalar")]
         kind: crate::guest::World,
         /// Where to create it (default: ./<name>).
@@ -122,6 +135,11 @@ enum PluginCommand {
         /// The plugin folder.
         #[arg(default_value = ".")]
         dir: PathBuf,
+    },
+    /// The cache of compiled plugins.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
     },
     /// Run a plugin's test pipeline and compare with its expected output (builds if stale).
     Test {
@@ -220,6 +238,20 @@ pub fn main() -> ExitCode {
         }
         Command::Plugin(PluginCommand::Build { dir }) => plugin::build(&dir),
         Command::Plugin(PluginCommand::Test { dir }) => plugin::test(&dir),
+        Command::Plugin(PluginCommand::Cache { command: CacheCommand::Prune { max_size, all } }) => {
+            let bound =
+                if all { 0 } else { max_size.map_or_else(crate::plugin::cache::max_size, |size| size.as_u64()) };
+            let pruned = crate::plugin::cache::prune(bound);
+            println!(
+                "{}: removed {} compiled plugin(s), {} freed, {} kept (bound {})",
+                crate::plugin::cache::cache_dir().display(),
+                pruned.removed,
+                bytesize::ByteSize(pruned.freed),
+                bytesize::ByteSize(pruned.kept),
+                bytesize::ByteSize(bound)
+            );
+            ExitCode::SUCCESS
+        }
         Command::Plugin(PluginCommand::List { admin }) => admin::main(&admin, &admin::Request::List),
         Command::Plugin(PluginCommand::Reload { name, file, admin }) => {
             admin::main(&admin, &admin::Request::Reload(&name, file.as_deref()))
@@ -441,6 +473,8 @@ async fn stop_on_signals(stop: CancellationToken) {
     let Some(signal) = next_signal().await else { return };
     tracing::info!(signal, "stopping: sources stop, in-flight batches drain, sinks flush (a second signal aborts)");
     stop.cancel();
+    // A batch being bisected for trapping rows could hold the stop up for minutes.
+    crate::plugin::udf::abandon_isolation();
     if next_signal().await.is_some() {
         eprintln!("aborted");
         std::process::exit(130);

@@ -9,7 +9,7 @@ use crate::plugin::{self, PluginKind};
 
 /// Prints the plugin's description; exit code 2 if it cannot be loaded.
 pub fn inspect(path: &Path) -> ExitCode {
-    let plugin = match plugin::load(path) {
+    let plugin = match plugin::load(path, plugin::Limits::default()) {
         Ok(plugin) => plugin,
         Err(err) => {
             eprintln!("error: {err}");
@@ -68,13 +68,32 @@ pub fn inspect(path: &Path) -> ExitCode {
         println!("    {import}");
     }
     let unexpected: Vec<&String> = plugin.imports.iter().filter(|name| !plugin::allowed_import(name)).collect();
+    // Names a pipeline would refuse: a plugin may not replace a built-in SQL function.
+    let builtin = crate::ops::expr::FunctionCatalog::default();
+    let shadowing: Vec<&str> = plugin
+        .scalar
+        .iter()
+        .map(|f| f.name.as_str())
+        .filter(|name| builtin.contains(name))
+        .chain(plugin.aggregate.iter().map(|f| f.name.as_str()).filter(|name| builtin.contains_aggregate(name)))
+        .collect();
+    let mut refused = false;
     if unexpected.is_empty() {
-        println!("  sandbox:  ok (WASI is linked with nothing granted: no files, environment, network or stdio)");
-        ExitCode::SUCCESS
+        // What this can tell: what the plugin may reach. How it behaves (time, memory, state,
+        // output) is bounded when it runs, by the limits of the pipeline that uses it.
+        println!(
+            "  reach:    only weir and WASI, which is linked with nothing granted (no files, environment, network or \
+             stdio); run-time behaviour is bounded by the pipeline's limits, not checked here"
+        );
     } else {
-        println!("  sandbox:  refused: imports outside weir and WASI: {unexpected:?}");
-        ExitCode::from(2)
+        println!("  refused:  imports outside weir and WASI: {unexpected:?}");
+        refused = true;
     }
+    if !shadowing.is_empty() {
+        println!("  refused:  functions named like built-in SQL functions (a pipeline refuses them): {shadowing:?}");
+        refused = true;
+    }
+    if refused { ExitCode::from(2) } else { ExitCode::SUCCESS }
 }
 
 /// `weir plugin new`.

@@ -350,6 +350,19 @@ pub struct Emitter {
     pub batches: Vec<(RecordBatch, Delivery)>,
     /// Rows too late for their window, for the `<name>.late` side output (or counted).
     pub late: Vec<(RecordBatch, Delivery)>,
+    /// Rows the state refused (a plugin aggregate's state limit), for the step's `on_error`.
+    pub refused: Vec<RefusedRow>,
+}
+
+/// A row a stateful step could not fold into its state.
+#[derive(Debug, Clone)]
+pub struct RefusedRow {
+    /// Where it was (`input row 7, window [10000, 20000)`).
+    pub position: String,
+    /// The row as JSON.
+    pub raw: Vec<u8>,
+    /// Why.
+    pub reason: String,
 }
 
 impl Emitter {

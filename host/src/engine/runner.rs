@@ -408,6 +408,16 @@ async fn run_stateful_operator(
                 Some(Message::End)
             }
         };
+        if !emitted.refused.is_empty() {
+            for row in emitted.refused.drain(..) {
+                errors.handle(crate::formats::errors::BadRecord {
+                    position: row.position,
+                    raw: &row.raw,
+                    reason: row.reason,
+                })?;
+            }
+            errors.flush().await?;
+        }
         for (batch, delivery) in emitted.late.drain(..) {
             match &mut late {
                 Some(late) => late.deliver(batch, delivery).await?,

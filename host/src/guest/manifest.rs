@@ -48,6 +48,9 @@ pub enum World {
     Scalar,
     /// `table-udf`: zero or more rows per row.
     Table,
+    /// `aggregate-udf`: a state per group kept by the host (Rust only: the SDK's
+    /// `aggregate_udfs!`).
+    Aggregate,
 }
 
 impl World {
@@ -56,6 +59,7 @@ impl World {
         match self {
             World::Scalar => "scalar-udf",
             World::Table => "table-udf",
+            World::Aggregate => "aggregate-udf",
         }
     }
 }
@@ -92,6 +96,11 @@ pub struct TestSpec {
     pub output: PathBuf,
     /// What it must contain (JSON lines, compared as a multiset of rows).
     pub expected: PathBuf,
+    /// The dead-letter file the pipeline writes (rows the plugin rejected).
+    pub rejected: PathBuf,
+    /// The rows it must reject, when this file exists: `{"row": {...}, "error": "..."}` per
+    /// line, where `error` is a part of the message the row was rejected with.
+    pub expected_rejected: PathBuf,
 }
 
 impl Default for TestSpec {
@@ -100,6 +109,8 @@ impl Default for TestSpec {
             pipeline: "test/pipeline.yaml".into(),
             output: "test/out/actual.jsonl".into(),
             expected: "test/expected.jsonl".into(),
+            rejected: "test/out/rejected.jsonl".into(),
+            expected_rejected: "test/expected-rejected.jsonl".into(),
         }
     }
 }
@@ -166,6 +177,13 @@ impl Manifest {
     }
 
     fn check(&self) -> Result<(), String> {
+        if self.world == World::Aggregate && self.language != Language::Rust {
+            return Err(format!(
+                "aggregate plugins are written in Rust for now (the SDK's `aggregate_udfs!`); {} has no aggregate \
+                 support yet",
+                self.language.name()
+            ));
+        }
         if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(format!("name `{}` must be letters, digits, `_` and `-`", self.name));
         }
@@ -202,6 +220,9 @@ impl Manifest {
                 }
                 (World::Table, _, _) => {
                     return Err(format!("table function `{name}` needs `output:` columns (and no `returns:`)"));
+                }
+                (World::Aggregate, _, _) => {
+                    return Err("aggregate plugins declare their functions in code".into());
                 }
             }
             if function.columnar && self.language != Language::Js {

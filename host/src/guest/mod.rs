@@ -86,6 +86,11 @@ pub(crate) fn quoted(text: &str) -> String {
 /// Writes a file, creating its folder.
 pub(crate) fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<(), GuestError> {
     let io = |err: std::io::Error| GuestError::Io { path: path.to_path_buf(), reason: err.to_string() };
+    // An unchanged file keeps its modification time, so the toolchains' own change detection
+    // (cargo's in particular) does not rebuild what did not change.
+    if std::fs::read(path).is_ok_and(|existing| existing == contents.as_ref()) {
+        return Ok(());
+    }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
@@ -162,17 +167,11 @@ pub fn build(dir: &Path) -> Result<Built, GuestError> {
 /// The checks of `weir plugin inspect`, and that the component is the plugin the manifest says.
 fn check(path: &Path, manifest: &Manifest) -> Result<Plugin, GuestError> {
     let refused = |reason: String| GuestError::Check { path: path.to_path_buf(), reason };
-    let plugin = plugin::load(path).map_err(|err| refused(err.to_string()))?;
+    let plugin = plugin::load(path, plugin::Limits::default()).map_err(|err| refused(err.to_string()))?;
     let world = match plugin.kind {
         plugin::PluginKind::Scalar => World::Scalar,
         plugin::PluginKind::Table => World::Table,
-        plugin::PluginKind::Aggregate => {
-            return Err(refused(
-                "it is an aggregate-udf; `weir plugin build` makes scalar and table plugins (aggregates are \
-                 written with the Rust SDK and built with cargo for now)"
-                    .into(),
-            ));
-        }
+        plugin::PluginKind::Aggregate => World::Aggregate,
     };
     if world != manifest.world {
         return Err(refused(format!(

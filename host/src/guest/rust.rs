@@ -4,7 +4,38 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{GuestError, Manifest, run_step, toolchain};
+use super::{GuestError, Manifest, run_step, toolchain, write};
+
+/// Where a plugin folder gets the Rust SDK this weir was built with, relative to the folder:
+/// `weir plugin build` writes it there (from the copy inside the binary), so a scaffold's
+/// `Cargo.toml` depends on neither the machine nor the checkout weir was built from.
+pub const SDK_DIR: &str = "build/weir-sdk-0.1.0";
+
+/// The SDK's files, relative to [`SDK_DIR`] (the crate finds the WIT at `../../wit`).
+const SDK_FILES: [(&str, &str); 5] = [
+    ("guest-sdk/rust/Cargo.toml", include_str!("../../../guest-sdk/rust/Cargo.toml")),
+    ("guest-sdk/rust/src/lib.rs", include_str!("../../../guest-sdk/rust/src/lib.rs")),
+    ("guest-sdk/rust/src/arrow.rs", include_str!("../../../guest-sdk/rust/src/arrow.rs")),
+    ("guest-sdk/rust/src/columns.rs", include_str!("../../../guest-sdk/rust/src/columns.rs")),
+    ("wit/plugin.wit", super::WIT),
+];
+
+/// The SDK crate's path as a scaffold's `Cargo.toml` names it.
+pub fn sdk_crate_path() -> String {
+    format!("{SDK_DIR}/guest-sdk/rust")
+}
+
+/// Writes the SDK into the plugin folder (files that did not change are left alone, so cargo
+/// does not rebuild the SDK).
+///
+/// # Errors
+/// Unwritable folders.
+pub fn provide_sdk(dir: &Path) -> Result<(), GuestError> {
+    for (path, contents) in SDK_FILES {
+        write(&dir.join(SDK_DIR).join(path), contents)?;
+    }
+    Ok(())
+}
 
 /// Builds `output` from the crate in `dir` (a workspace member builds in its workspace).
 ///
@@ -12,6 +43,7 @@ use super::{GuestError, Manifest, run_step, toolchain};
 /// A missing target, compile errors, a crate that produces no `.wasm`.
 pub fn build(dir: &Path, _manifest: &Manifest, output: &Path) -> Result<(), GuestError> {
     let cargo = toolchain::cargo_wasip2()?;
+    provide_sdk(dir)?;
     let result = run_step(
         "cargo build",
         Command::new(cargo).current_dir(dir).args([

@@ -9,12 +9,6 @@ use std::path::{Path, PathBuf};
 
 use super::{GuestError, Language, World, write};
 
-/// Where the Rust SDK crate is (this checkout), for scaffolded Cargo.toml files.
-fn rust_sdk_path() -> PathBuf {
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/rust");
-    sdk.canonicalize().unwrap_or(sdk)
-}
-
 fn identifier(name: &str) -> String {
     name.replace('-', "_")
 }
@@ -25,11 +19,13 @@ fn manifest(name: &str, language: Language, world: World, source: Option<&str>) 
         match world {
             World::Scalar => "Greets people (a sample scalar UDF)",
             World::Table => "Splits text into words (a sample table UDF)",
+            World::Aggregate => "The spread (max - min) of values per group (a sample aggregate UDF)",
         },
         language.name(),
         match world {
             World::Scalar => "scalar",
             World::Table => "table",
+            World::Aggregate => "aggregate",
         }
     );
     if let Some(source) = source {
@@ -44,6 +40,7 @@ fn manifest(name: &str, language: Language, world: World, source: Option<&str>) 
             World::Table => {
                 "  split_words:\n    args: [utf8]\n    output: { word: utf8, position: int32 }\n    description: One row per whitespace-separated word.\n"
             }
+            World::Aggregate => unreachable!("aggregate scaffolds are Rust"),
         });
     }
     text
@@ -70,6 +67,56 @@ weir_plugin::scalar_udfs! {{
 "#
             ),
         ),
+        (Language::Rust, World::Aggregate) => (
+            "src/lib.rs".into(),
+            format!(
+                r#"//! {name}: a weir plugin in Rust.
+//!
+//! An aggregate keeps a state per group; the host holds it as bytes (this SDK encodes the
+//! struct with serde), hands it back with the group's next rows, merges partial states, and
+//! asks for the final value when the window closes (or after each batch, in an `aggregate`
+//! step). Bump `version` when the state's encoding changes: the host refuses to hand old
+//! states to a plugin that declares another version.
+
+use serde::{{Deserialize, Serialize}};
+
+/// The smallest and largest value seen.
+#[derive(Default, Serialize, Deserialize)]
+pub struct Range {{
+    lowest: Option<f64>,
+    highest: Option<f64>,
+}}
+
+impl Range {{
+    fn add(&mut self, value: f64) {{
+        self.lowest = Some(self.lowest.map_or(value, |lowest| lowest.min(value)));
+        self.highest = Some(self.highest.map_or(value, |highest| highest.max(value)));
+    }}
+}}
+
+impl weir_plugin::Accumulator for Range {{
+    fn merge(&mut self, other: Self) {{
+        for value in [other.lowest, other.highest].into_iter().flatten() {{
+            self.add(value);
+        }}
+    }}
+}}
+
+weir_plugin::aggregate_udfs! {{
+    plugin: {{ name: "{name}", version: "0.1.0", description: "The spread (max - min) of values per group (a sample aggregate UDF)" }},
+
+    /// The spread of `value` in the group: the largest value minus the smallest (NULL rows are
+    /// skipped; a group without values gives NULL).
+    fn spread(value: f64) -> Option<f64> {{
+        state: Range, version: 1,
+        accumulate: |state| state.add(value),
+        finish: |state| state.highest.zip(state.lowest).map(|(highest, lowest)| highest - lowest),
+    }}
+}}
+"#
+            ),
+        ),
+        (_, World::Aggregate) => unreachable!("create refuses aggregate scaffolds in other languages"),
         (Language::Rust, World::Table) => (
             "src/lib.rs".into(),
             format!(
@@ -201,13 +248,13 @@ void split_words(weir_row *row) {{
     }
 }
 
-fn test_files(name: &str, world: World) -> [(&'static str, String); 3] {
+fn test_files(name: &str, world: World) -> Vec<(&'static str, String)> {
     match world {
-        World::Scalar => [
+        World::Scalar => vec![
             (
                 "test/pipeline.yaml",
                 format!(
-                    "# `weir plugin test` runs this and compares test/out/actual.jsonl with test/expected.jsonl.\nplugins:\n  {name}: {{ path: ../build/{name}.wasm }}\nsources:\n  people: {{ type: file, path: input.jsonl, schema: {{ name: utf8 }} }}\ntransforms:\n  greeted: {{ type: udf, inputs: [people], plugin: {name}, function: greet, args: [name], as: greeting, on_error: skip, parallelism: 1 }}\nsinks:\n  out: {{ type: file, inputs: [greeted], path: out/actual.jsonl }}\n"
+                    "# `weir plugin test` runs this and compares test/out/actual.jsonl with test/expected.jsonl,\n# and the rejected rows in test/out/rejected.jsonl with test/expected-rejected.jsonl.\nplugins:\n  {name}: {{ path: ../build/{name}.wasm }}\nsources:\n  people: {{ type: file, path: input.jsonl, schema: {{ name: utf8 }} }}\ntransforms:\n  greeted: {{ type: udf, inputs: [people], plugin: {name}, function: greet, args: [name], as: greeting, on_error: dead-letter, dead_letter: rejected, parallelism: 1 }}\nsinks:\n  out: {{ type: file, inputs: [greeted], path: out/actual.jsonl }}\n  rejected: {{ type: file, path: out/rejected.jsonl }}\n"
                 ),
             ),
             ("test/input.jsonl", "{\"name\":\"Ada\"}\n{\"name\":\"Grace\"}\n{\"name\":null}\n{\"name\":\"  \"}\n".into()),
@@ -215,8 +262,28 @@ fn test_files(name: &str, world: World) -> [(&'static str, String); 3] {
                 "test/expected.jsonl",
                 "{\"name\":\"Ada\",\"greeting\":\"Hello, Ada!\"}\n{\"name\":\"Grace\",\"greeting\":\"Hello, Grace!\"}\n{\"name\":null,\"greeting\":null}\n".into(),
             ),
+            (
+                "test/expected-rejected.jsonl",
+                "{\"row\":{\"name\":\"  \"},\"error\":\"the name is blank\"}\n".into(),
+            ),
         ],
-        World::Table => [
+        World::Aggregate => vec![
+            (
+                "test/pipeline.yaml",
+                format!(
+                    "# `weir plugin test` runs this and compares test/out/actual.jsonl with test/expected.jsonl:\n# groups in, the finished value per group out.\nplugins:\n  {name}: {{ path: ../build/{name}.wasm }}\nsources:\n  readings: {{ type: file, path: input.jsonl, schema: {{ sensor: utf8, value: float64 }} }}\ntransforms:\n  spreads: {{ type: aggregate, inputs: [readings], group_by: [sensor], aggregates: {{ spread: \"spread(value)\", readings: \"count(value)\" }}, parallelism: 1 }}\nsinks:\n  out: {{ type: file, inputs: [spreads], path: out/actual.jsonl }}\n"
+                ),
+            ),
+            (
+                "test/input.jsonl",
+                "{\"sensor\":\"a\",\"value\":1.5}\n{\"sensor\":\"b\",\"value\":10}\n{\"sensor\":\"a\",\"value\":4}\n{\"sensor\":\"a\",\"value\":null}\n{\"sensor\":\"b\",\"value\":7.25}\n{\"sensor\":\"c\",\"value\":null}\n".into(),
+            ),
+            (
+                "test/expected.jsonl",
+                "{\"sensor\":\"a\",\"spread\":2.5,\"readings\":2}\n{\"sensor\":\"b\",\"spread\":2.75,\"readings\":2}\n{\"sensor\":\"c\",\"spread\":null,\"readings\":0}\n".into(),
+            ),
+        ],
+        World::Table => vec![
             (
                 "test/pipeline.yaml",
                 format!(
@@ -236,6 +303,7 @@ fn readme(name: &str, language: Language, world: World, source: &str) -> String 
     let function = match world {
         World::Scalar => "`greet(name)`",
         World::Table => "`split_words(text)`",
+        World::Aggregate => "`spread(value)`",
     };
     let signatures = if matches!(language, Language::Js | Language::C) {
         "Signatures (argument and result types) are declared in `weir-plugin.yaml`; add a function there when you add one to the source.\n"
@@ -271,6 +339,16 @@ pub fn create(dir: &Path, name: &str, language: Language, world: World) -> Resul
             reason: format!("plugin name `{name}`: use letters, digits, `_` and `-`, not starting with a digit"),
         });
     }
+    if world == World::Aggregate && language != Language::Rust {
+        return Err(GuestError::Manifest {
+            path: dir.join(super::manifest::MANIFEST),
+            reason: format!(
+                "aggregate plugins are written in Rust for now (the SDK's `aggregate_udfs!`); {} has no aggregate \
+                 support yet",
+                language.name()
+            ),
+        });
+    }
     let (source_path, source_text) = source(language, world, name);
     let mut files: Vec<(String, String)> = vec![
         (
@@ -285,8 +363,13 @@ pub fn create(dir: &Path, name: &str, language: Language, world: World) -> Resul
         files.push((
             "Cargo.toml".into(),
             format!(
-                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nweir-plugin = {{ path = \"{}\" }}\n\n[profile.release]\nopt-level = 3\nlto = true\ncodegen-units = 1\nstrip = true\n\n# Its own workspace, wherever the folder is.\n[workspace]\n",
-                rust_sdk_path().display()
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\n# The SDK weir provides: `weir plugin build` writes it into build/.\nweir-plugin = {{ path = \"{}\" }}\n{}\n[profile.release]\nopt-level = 3\nlto = true\ncodegen-units = 1\nstrip = true\n\n# Its own workspace, wherever the folder is.\n[workspace]\n",
+                super::rust::sdk_crate_path(),
+                if world == World::Aggregate {
+                    "# Aggregate states are serde structs.\nserde = { version = \"1\", default-features = false, features = [\"derive\", \"alloc\"] }\n"
+                } else {
+                    ""
+                }
             ),
         ));
     }
@@ -296,6 +379,10 @@ pub fn create(dir: &Path, name: &str, language: Language, world: World) -> Resul
         let path = dir.join(path);
         write(&path, text)?;
         written.push(path);
+    }
+    if language == Language::Rust {
+        // So that plain `cargo build` (and an editor) work before the first `weir plugin build`.
+        super::rust::provide_sdk(dir)?;
     }
     Ok(written)
 }

@@ -3,7 +3,9 @@
 //!
 //! Rows are compared as a multiset of JSON objects (parallel steps may reorder rows), with a
 //! NULL field and an absent field the same (the JSON writer leaves NULLs out; expected files may
-//! spell them out).
+//! spell them out). When the plugin has `test/expected-rejected.jsonl`, the rows its pipeline
+//! dead-lettered are compared with it too: each expected `{"row": {...}, "error": "..."}` must
+//! match one rejected row exactly and a part of its error message.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -26,8 +28,8 @@ pub struct Passed {
     pub rows: usize,
 }
 
-/// The newest modification time of the plugin's own files (build outputs and test output
-/// excluded).
+/// The newest modification time of the files that make the component (build outputs, the test
+/// folder and Markdown documentation excluded: editing them does not force a rebuild).
 fn newest_source(dir: &Path, skip: &[PathBuf]) -> Option<SystemTime> {
     let mut newest = None;
     let mut pending = vec![dir.to_path_buf()];
@@ -36,7 +38,11 @@ fn newest_source(dir: &Path, skip: &[PathBuf]) -> Option<SystemTime> {
         for entry in entries.flatten() {
             let path = entry.path();
             let name = entry.file_name();
-            if skip.contains(&path) || matches!(name.to_str(), Some("build" | "target" | "node_modules" | ".git")) {
+            // The test's own files and documentation do not change the component.
+            if skip.contains(&path)
+                || matches!(name.to_str(), Some("build" | "target" | "node_modules" | ".git"))
+                || path.extension().is_some_and(|ext| ext == "md")
+            {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };
@@ -85,7 +91,8 @@ pub fn run(dir: &Path) -> Result<Passed, GuestError> {
     let built_at = std::fs::metadata(&component).and_then(|meta| meta.modified()).ok();
     // A newer `weir` carries a newer SDK: that makes the component stale too.
     let weir_built = std::env::current_exe().and_then(std::fs::metadata).and_then(|meta| meta.modified()).ok();
-    let newest = newest_source(dir, std::slice::from_ref(&output)).max(weir_built);
+    // The test's folder (pipeline, input, expected output) does not change the component.
+    let newest = newest_source(dir, &[output.clone(), dir.join("test")]).max(weir_built);
     let stale = match (built_at, newest) {
         (Some(built), Some(source)) => source > built,
         (Some(_), None) => false,
@@ -97,9 +104,12 @@ pub fn run(dir: &Path) -> Result<Passed, GuestError> {
 
     let pipeline_path = dir.join(&manifest.test.pipeline);
     let pipeline = pipeline::load(&pipeline_path).map_err(|err| GuestError::TestFailed(err.to_string()))?;
-    if output.exists() {
-        std::fs::remove_file(&output)
-            .map_err(|err| GuestError::Io { path: output.clone(), reason: err.to_string() })?;
+    let rejected = dir.join(&manifest.test.rejected);
+    for earlier in [&output, &rejected] {
+        if earlier.exists() {
+            std::fs::remove_file(earlier)
+                .map_err(|err| GuestError::Io { path: earlier.clone(), reason: err.to_string() })?;
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -122,7 +132,8 @@ pub fn run(dir: &Path) -> Result<Passed, GuestError> {
             None => missing.push(row),
         }
     }
-    if missing.is_empty() && unmatched.is_empty() {
+    let rejections = compare_rejected(dir, &manifest, &rejected)?;
+    if missing.is_empty() && unmatched.is_empty() && rejections.is_empty() {
         return Ok(Passed { component, built: stale, rows: actual.len() });
     }
     let mut report = format!(
@@ -138,5 +149,52 @@ pub fn run(dir: &Path) -> Result<Passed, GuestError> {
     for row in unmatched.iter().take(10) {
         report.push_str(&format!("\n  unexpected: {row}"));
     }
+    for line in rejections.iter().take(20) {
+        report.push_str(&format!("\n  {line}"));
+    }
     Err(GuestError::TestFailed(report))
+}
+
+/// One dead-lettered row as `{"row": <the row>, "error": <message>}` (the dead letter's `raw`
+/// holds the row's JSON, hex-encoded by the JSON writer).
+fn rejected_row(letter: &Value) -> Value {
+    let decoded = letter["raw"]
+        .as_str()
+        .and_then(|hex| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| hex.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
+                .collect::<Option<Vec<u8>>>()
+        })
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .map_or(Value::Null, without_nulls);
+    serde_json::json!({ "row": decoded, "error": letter["error"] })
+}
+
+/// The differences between the rows the pipeline rejected and `expected-rejected.jsonl` (none
+/// when the plugin has no such file).
+fn compare_rejected(dir: &Path, manifest: &Manifest, rejected: &Path) -> Result<Vec<String>, GuestError> {
+    let expected_path = dir.join(&manifest.test.expected_rejected);
+    if !expected_path.exists() {
+        return Ok(Vec::new());
+    }
+    let expected = read_rows(&expected_path)?;
+    let mut actual: Vec<Value> =
+        if rejected.exists() { read_rows(rejected)?.iter().map(rejected_row).collect() } else { Vec::new() };
+    let mut differences = Vec::new();
+    for want in &expected {
+        let part = want["error"].as_str().unwrap_or_default();
+        let found = actual.iter().position(|got| {
+            without_nulls(got["row"].clone()) == without_nulls(want["row"].clone())
+                && got["error"].as_str().is_some_and(|error| error.contains(part))
+        });
+        match found {
+            Some(at) => {
+                actual.swap_remove(at);
+            }
+            None => differences.push(format!("not rejected as expected: {want}")),
+        }
+    }
+    differences.extend(actual.iter().map(|got| format!("rejected unexpectedly: {got}")));
+    Ok(differences)
 }

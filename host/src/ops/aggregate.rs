@@ -17,16 +17,15 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion_common::ScalarValue;
-use datafusion_expr::Accumulator;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::aggregates::{AggregateSet, failed};
+use super::aggregates::{AggregateSet, RowAccumulator, failed, fold_plugins};
 use super::groups::{GroupTable, KeyEncoder};
 use super::window::{compile_aggregates, key_columns};
 use crate::engine::EventTime;
 use crate::engine::component::{
-    Emitter, OperatorFactory, OperatorInstance, Partitioning, PlanContext, PlannedTransform, RuntimeError,
+    Emitter, OperatorFactory, OperatorInstance, Partitioning, PlanContext, PlannedTransform, RefusedRow, RuntimeError,
     StatefulOperator, TransformKind, TransformSpec,
 };
 use crate::engine::delivery::Delivery;
@@ -48,6 +47,11 @@ pub struct AggregateConfig {
     _inputs: IgnoredAny,
     #[serde(default, rename = "parallelism")]
     _parallelism: IgnoredAny,
+    // Rows a plugin aggregate's state limit refuses follow the step's error policy.
+    #[serde(default, rename = "on_error")]
+    _on_error: IgnoredAny,
+    #[serde(default, rename = "dead_letter")]
+    _dead_letter: IgnoredAny,
     /// Key columns.
     #[serde(default)]
     pub group_by: Vec<Spanned<String>>,
@@ -103,7 +107,7 @@ struct RunningAggregate {
     plan: Arc<AggregatePlan>,
     groups: GroupTable,
     /// Per group, one accumulator per aggregate.
-    accumulators: Vec<Vec<Box<dyn Accumulator>>>,
+    accumulators: Vec<Vec<RowAccumulator>>,
     scratch: Vec<usize>,
 }
 
@@ -146,16 +150,46 @@ impl StatefulOperator for RunningAggregate {
                 .push(row as u32);
         }
         self.scratch = groups;
+        // The groups whose rows were folded in (a refused group's value did not change).
+        let mut updated: Vec<usize> = Vec::with_capacity(touched.len());
         for &group in &touched {
-            let selection = UInt32Array::from(std::mem::take(rows_of.get_mut(&group).expect("listed")));
-            let taken = arguments.take(&selection)?;
+            let rows = std::mem::take(rows_of.get_mut(&group).expect("listed"));
+            let taken = arguments.take(&UInt32Array::from(rows.clone()))?;
+            // Plugin aggregates first: a state limit refuses the group's rows in every aggregate.
+            let plugins = self.accumulators[group]
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(index, accumulator)| match accumulator {
+                    RowAccumulator::Plugin(states) => Some((index, states)),
+                    RowAccumulator::Native(_) => None,
+                })
+                .collect();
+            let in_group = vec![0; rows.len()];
+            let refused = fold_plugins(&plan.aggregates, plugins, &taken, &in_group, 1)?;
+            if let Some(reason) = refused.get(&0) {
+                for &row in &rows {
+                    out.refused.push(RefusedRow {
+                        position: format!("input row {row}"),
+                        raw: crate::formats::encode::row_as_json(&batch, row as usize),
+                        reason: reason.clone(),
+                    });
+                }
+                continue;
+            }
             for (index, accumulator) in self.accumulators[group].iter_mut().enumerate() {
+                let RowAccumulator::Native(accumulator) = accumulator else { continue };
                 let mut values = taken.values[index].clone();
                 if let Some(filter) = &taken.filters[index] {
                     values = values.iter().map(|v| arrow::compute::filter(v, filter)).collect::<Result<_, _>>()?;
                 }
                 accumulator.update_batch(&values).map_err(|err| failed(&plan.aggregates, index, err))?;
             }
+            updated.push(group);
+        }
+        let touched = updated;
+        if touched.is_empty() {
+            delivery.settle();
+            return Ok(());
         }
         // The touched keys' current values.
         let keys = plan.keys.decode_groups(&self.groups, &touched)?;

@@ -9,7 +9,13 @@
 //! functions without one (distinct counts, `first`/`last`) in per-group accumulators behind
 //! DataFusion's adapter. Arguments and filters are evaluated once per input batch
 //! ([`AggregateSet::arguments`]) and handed to every window the rows fall in.
+//!
+//! A plugin aggregate's states are bytes the host keeps ([`WasmGroups`]), bounded by the
+//! plugin's `limits.state_per_group` and `limits.state`. An update that would take a group past
+//! them is refused for that group in every aggregate of the step (so the group's aggregates stay
+//! consistent), and its rows are returned to the step, which hands them to its `on_error`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
@@ -21,6 +27,7 @@ use datafusion_physical_expr::aggregate::{AggregateExprBuilder, AggregateFunctio
 use datafusion_physical_expr::{PhysicalExpr, PhysicalSortExpr};
 
 use super::expr::{ExprError, FunctionCatalog, lower, plan_logical};
+use super::wasm_aggregate::WasmGroups;
 use crate::engine::component::RuntimeError;
 
 /// One compiled aggregate: output column, function, argument and filter expressions.
@@ -80,6 +87,11 @@ impl AggregateCall {
         Ok(Self { sql: sql.to_string(), field, function: Arc::new(function), inputs, filter })
     }
 
+    /// The plugin aggregate's host-held states, if this call is a plugin's.
+    fn plugin_groups(&self) -> Option<WasmGroups> {
+        super::wasm_aggregate::as_wasm(self.function.fun()).map(super::wasm_aggregate::WasmAggregate::groups)
+    }
+
     /// A fresh accumulator for any number of groups.
     ///
     /// # Errors
@@ -99,9 +111,106 @@ impl AggregateCall {
     ///
     /// # Errors
     /// Functions DataFusion cannot accumulate.
-    pub fn row_accumulator(&self) -> Result<Box<dyn datafusion_expr::Accumulator>, ExprError> {
-        Ok(self.function.create_accumulator()?)
+    pub fn row_accumulator(&self) -> Result<RowAccumulator, ExprError> {
+        Ok(match self.plugin_groups() {
+            Some(groups) => RowAccumulator::Plugin(groups),
+            None => RowAccumulator::Native(self.function.create_accumulator()?),
+        })
     }
+}
+
+/// One group's accumulator for one aggregate (running aggregates).
+#[derive(Debug)]
+pub enum RowAccumulator {
+    /// DataFusion's.
+    Native(Box<dyn datafusion_expr::Accumulator>),
+    /// A plugin's state, group 0 of host-held states.
+    Plugin(WasmGroups),
+}
+
+impl RowAccumulator {
+    /// The current value, keeping the state.
+    ///
+    /// # Errors
+    /// Accumulator failures.
+    pub fn evaluate(&mut self) -> datafusion_common::Result<datafusion_common::ScalarValue> {
+        match self {
+            Self::Native(accumulator) => accumulator.evaluate(),
+            Self::Plugin(groups) => groups.evaluate_one(),
+        }
+    }
+
+    /// Bytes held.
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Native(accumulator) => accumulator.size(),
+            Self::Plugin(groups) => GroupsAccumulator::size(groups),
+        }
+    }
+}
+
+/// Folds a batch into every plugin aggregate among `plugins` (aggregate index, states) and keeps
+/// the new states of the groups none of them refused. Returns the refused groups, each with the
+/// first reason.
+///
+/// # Errors
+/// A failed plugin call (every plugin's states are left as they were).
+pub fn fold_plugins(
+    set: &AggregateSet,
+    plugins: Vec<(usize, &mut WasmGroups)>,
+    arguments: &Arguments,
+    groups: &[usize],
+    group_count: usize,
+) -> Result<HashMap<usize, String>, RuntimeError> {
+    let mut folds = Vec::with_capacity(plugins.len());
+    let mut refused: HashMap<usize, String> = HashMap::new();
+    for (index, states) in plugins {
+        match states.fold(&arguments.values[index], groups, arguments.filters[index].as_ref(), group_count) {
+            Ok(folded) => {
+                for (group, reason) in folded.refused() {
+                    refused.entry(group).or_insert_with(|| reason.to_string());
+                }
+                folds.push((states, folded));
+            }
+            Err(err) => {
+                for (states, folded) in folds {
+                    states.keep(folded, |_| true);
+                }
+                return Err(failed(set, index, err));
+            }
+        }
+    }
+    for (states, folded) in folds {
+        states.keep(folded, |group| refused.contains_key(&group));
+    }
+    Ok(refused)
+}
+
+/// The rows (indices into `groups`) of refused groups, with the reason.
+pub fn refused_rows(groups: &[usize], refused: &HashMap<usize, String>) -> Vec<(usize, String)> {
+    if refused.is_empty() {
+        return Vec::new();
+    }
+    groups.iter().enumerate().filter_map(|(row, group)| Some((row, refused.get(group)?.clone()))).collect()
+}
+
+/// `filter` narrowed to the rows whose group is not refused.
+///
+/// # Errors
+/// Arrow failures.
+pub fn without_refused(
+    filter: Option<&BooleanArray>,
+    groups: &[usize],
+    refused: &HashMap<usize, String>,
+) -> Result<Option<BooleanArray>, arrow::error::ArrowError> {
+    if refused.is_empty() {
+        return Ok(filter.cloned());
+    }
+    let kept: BooleanArray = groups.iter().map(|group| Some(!refused.contains_key(group))).collect();
+    Ok(Some(match filter {
+        None => kept,
+        Some(filter) => arrow::compute::and(filter, &kept)?,
+    }))
 }
 
 /// The arguments of every aggregate, evaluated over one batch (or a subset of its rows).
@@ -210,14 +319,43 @@ impl AggregateSet {
     /// Fresh accumulators, one per aggregate.
     pub fn accumulators(&self) -> Accumulators {
         Accumulators {
-            states: self.calls.iter().map(|call| call.accumulator().expect("checked at planning")).collect(),
+            states: self
+                .calls
+                .iter()
+                .map(|call| match call.plugin_groups() {
+                    Some(groups) => Slot::Plugin(groups),
+                    None => Slot::Native(call.accumulator().expect("checked at planning")),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One aggregate's accumulator over all groups.
+enum Slot {
+    Native(Box<dyn GroupsAccumulator>),
+    Plugin(WasmGroups),
+}
+
+impl Slot {
+    fn groups(&mut self) -> &mut dyn GroupsAccumulator {
+        match self {
+            Self::Native(accumulator) => accumulator.as_mut(),
+            Self::Plugin(groups) => groups,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Self::Native(accumulator) => accumulator.size(),
+            Self::Plugin(groups) => GroupsAccumulator::size(groups),
         }
     }
 }
 
 /// The accumulators of one window (or one keyed aggregate), one per aggregate, indexed by group.
 pub struct Accumulators {
-    states: Vec<Box<dyn GroupsAccumulator>>,
+    states: Vec<Slot>,
 }
 
 impl std::fmt::Debug for Accumulators {
@@ -233,7 +371,8 @@ pub fn failed(set: &AggregateSet, index: usize, err: datafusion_common::DataFusi
 
 impl Accumulators {
     /// Folds rows into their groups: `groups[r]` is row r's group, `group_count` the number of
-    /// groups so far.
+    /// groups so far. Plugin aggregates go first; the groups a state limit refuses keep their
+    /// state in every aggregate, and their rows are returned (index into `groups`, reason).
     ///
     /// # Errors
     /// Accumulator failures (overflow, type errors), naming the aggregate.
@@ -243,13 +382,25 @@ impl Accumulators {
         arguments: &Arguments,
         groups: &[usize],
         group_count: usize,
-    ) -> Result<(), RuntimeError> {
-        for (index, state) in self.states.iter_mut().enumerate() {
+    ) -> Result<Vec<(usize, String)>, RuntimeError> {
+        let plugins = self
+            .states
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, slot)| match slot {
+                Slot::Plugin(states) => Some((index, states)),
+                Slot::Native(_) => None,
+            })
+            .collect();
+        let refused = fold_plugins(set, plugins, arguments, groups, group_count)?;
+        for (index, slot) in self.states.iter_mut().enumerate() {
+            let Slot::Native(state) = slot else { continue };
+            let filter = without_refused(arguments.filters[index].as_ref(), groups, &refused)?;
             state
-                .update_batch(&arguments.values[index], groups, arguments.filters[index].as_ref(), group_count)
+                .update_batch(&arguments.values[index], groups, filter.as_ref(), group_count)
                 .map_err(|err| failed(set, index, err))?;
         }
-        Ok(())
+        Ok(refused_rows(groups, &refused))
     }
 
     /// Final values of every group, emptying the accumulators.
@@ -260,7 +411,7 @@ impl Accumulators {
         self.states
             .iter_mut()
             .enumerate()
-            .map(|(index, state)| state.evaluate(EmitTo::All).map_err(|err| failed(set, index, err)))
+            .map(|(index, state)| state.groups().evaluate(EmitTo::All).map_err(|err| failed(set, index, err)))
             .collect()
     }
 
@@ -275,6 +426,7 @@ impl Accumulators {
         let mut values = Vec::with_capacity(self.states.len());
         for (index, state) in self.states.iter_mut().enumerate() {
             let fail = |err| failed(set, index, err);
+            let state = state.groups();
             let partial = state.state(EmitTo::All).map_err(fail)?;
             let mut copy = set.calls[index].accumulator().expect("checked at planning");
             copy.merge_batch(&partial, &groups, group_count).map_err(fail)?;
@@ -286,7 +438,7 @@ impl Accumulators {
 
     /// Bytes held.
     pub fn size(&self) -> usize {
-        self.states.iter().map(|state| state.size()).sum()
+        self.states.iter().map(Slot::size).sum()
     }
 }
 
@@ -329,7 +481,8 @@ mod tests {
         .unwrap();
         let arguments = set.arguments(&batch).unwrap();
         let mut accumulators = set.accumulators();
-        accumulators.update(&set, &arguments, &[0, 0, 1, 0], 2).unwrap();
+        let refused = accumulators.update(&set, &arguments, &[0, 0, 1, 0], 2).unwrap();
+        assert!(refused.is_empty());
         let kept = accumulators.evaluate_keeping(&set, 2).unwrap();
         let values = accumulators.evaluate(&set).unwrap();
         assert_eq!(kept.len(), values.len());

@@ -20,7 +20,7 @@ use crate::engine::component::{
     Operator, OperatorFactory, OperatorInstance, Partitioning, PlanContext, PlannedTransform, RuntimeError,
     TransformKind, TransformSpec,
 };
-use crate::formats::errors::RecordErrorHandler;
+use crate::formats::errors::{ErrorPolicy, RecordErrorHandler};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 use crate::plugin::convert::{to_arrow_field, type_list};
@@ -124,8 +124,10 @@ impl Operator for FlatMap {
     ) -> Result<(), RuntimeError> {
         let rows = batch.num_rows();
         let args = evaluate_args(&self.args, &batch)?;
+        // A step that fails on the first bad row needs only the first trapping row.
+        self.caller.set_fail_fast(matches!(errors.policy(), ErrorPolicy::Fail | ErrorPolicy::Retry));
         let result = self.caller.call(&args, rows)?;
-        report_failures(&result.failed, &batch, self.rows_seen, &self.described, errors)?;
+        report_failures(&result.failed, &batch, &args, self.rows_seen, &self.described, errors)?;
         self.rows_seen += rows as u64;
         if result.parents.is_empty() {
             return Ok(());

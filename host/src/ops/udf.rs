@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion_physical_expr::PhysicalExpr;
@@ -23,7 +23,7 @@ use crate::engine::component::{
     TransformKind, TransformSpec,
 };
 use crate::formats::encode::row_as_json;
-use crate::formats::errors::{BadRecord, RecordErrorHandler};
+use crate::formats::errors::{BadRecord, ErrorPolicy, RecordErrorHandler};
 use crate::pipeline::SpecIssue;
 use crate::pipeline::yaml::Spanned;
 use crate::plugin::convert::{type_list, type_name};
@@ -73,9 +73,12 @@ pub fn resolve_function(
     kind: PluginKind,
     ctx: &PlanContext,
 ) -> Result<(Arc<PluginHandle>, Limits, u32), SpecIssue> {
+    let step_limits =
+        limits.map(LimitsConfig::resolve).transpose().map_err(|message| SpecIssue::at(&plugin.referenced, message))?;
+    // A plugin named by path is loaded here, under the step's limits.
     let handle = ctx
         .plugins
-        .resolve(&plugin.value, &ctx.base_dir)
+        .resolve(&plugin.value, &ctx.base_dir, step_limits.unwrap_or_default())
         .map_err(|message| SpecIssue::at(&plugin.referenced, message))?;
     let loaded = handle.current().plugin.clone();
     if loaded.kind != kind {
@@ -101,10 +104,7 @@ pub fn resolve_function(
             format!("plugin `{}` has no function `{}`; it has: {}", loaded.info.name, function.value, names.join(", ")),
         ));
     };
-    let limits = match limits {
-        None => handle.limits,
-        Some(config) => config.resolve().map_err(|message| SpecIssue::at(&plugin.referenced, message))?,
-    };
+    let limits = step_limits.unwrap_or(handle.limits);
     handle.register_use(ctx.component.clone(), function.value.clone(), shape, limits, true);
     Ok((handle, limits, index))
 }
@@ -130,15 +130,25 @@ pub fn compile_args(
         given.push(compiled.field.data_type().to_string());
         exprs.push((compiled, arg));
     }
+    let declared: Vec<arrow::datatypes::DataType> =
+        declared.iter().map(crate::plugin::convert::to_arrow_type).collect();
     let matches = exprs.len() == declared.len()
-        && exprs
-            .iter()
-            .zip(declared)
-            .all(|((c, _), d)| c.field.data_type() == &crate::plugin::convert::to_arrow_type(d));
+        && exprs.iter().zip(&declared).all(|((c, _), d)| super::wasm_function::argument_fits(c.field.data_type(), d));
     if !matches {
         return Err(SpecIssue::at(&at.referenced, format!("{signature} is called with ({})", given.join(", "))));
     }
-    Ok(exprs.into_iter().map(|(c, _)| c.physical).collect())
+    // Numbers are cast to the declared type, as the same call in a `select` would be.
+    exprs
+        .into_iter()
+        .zip(&declared)
+        .map(|((compiled, arg), wanted)| {
+            if compiled.field.data_type() == wanted {
+                return Ok(compiled.physical);
+            }
+            datafusion_physical_expr::expressions::cast(compiled.physical, input, wanted.clone())
+                .map_err(|err| SpecIssue::at(&arg.referenced, format!("`args`: {err}")))
+        })
+        .collect()
 }
 
 impl TransformSpec for UdfConfig {
@@ -222,6 +232,7 @@ pub fn evaluate_args(args: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Res
 pub fn report_failures(
     failed: &[FailedRow],
     batch: &RecordBatch,
+    args: &[ArrayRef],
     first_row: u64,
     described: &str,
     errors: &mut RecordErrorHandler,
@@ -229,12 +240,40 @@ pub fn report_failures(
     for failure in failed {
         let raw = row_as_json(batch, failure.row);
         errors.handle(BadRecord {
-            position: format!("input row {} of {described}", first_row + failure.row as u64),
+            position: format!(
+                "input row {} of {described}, called with ({})",
+                first_row + failure.row as u64,
+                argument_values(args, failure.row)
+            ),
             raw: &raw,
             reason: failure.reason.clone(),
         })?;
     }
     Ok(())
+}
+
+/// The longest argument value an error shows, in characters.
+const SHOWN_ARGUMENT: usize = 64;
+
+/// One row's argument values as SQL would print them, each cut at [`SHOWN_ARGUMENT`] characters.
+fn argument_values(args: &[ArrayRef], row: usize) -> String {
+    args.iter()
+        .map(|array| {
+            let value = if array.is_null(row) {
+                "NULL".to_string()
+            } else {
+                arrow::util::display::array_value_to_string(array, row).unwrap_or_else(|_| "?".into())
+            };
+            let quoted =
+                matches!(array.data_type(), arrow::datatypes::DataType::Utf8 | arrow::datatypes::DataType::LargeUtf8);
+            let mut shown: String = value.chars().take(SHOWN_ARGUMENT).collect();
+            if shown.len() < value.len() {
+                shown.push('…');
+            }
+            if quoted { format!("'{shown}'") } else { shown }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Operator for Udf {
@@ -246,8 +285,10 @@ impl Operator for Udf {
     ) -> Result<(), RuntimeError> {
         let rows = batch.num_rows();
         let args = evaluate_args(&self.args, &batch)?;
+        // A step that fails on the first bad row needs only the first trapping row.
+        self.caller.set_fail_fast(matches!(errors.policy(), ErrorPolicy::Fail | ErrorPolicy::Retry));
         let result = self.caller.call(&args, rows)?;
-        report_failures(&result.failed, &batch, self.rows_seen, &self.described, errors)?;
+        report_failures(&result.failed, &batch, &args, self.rows_seen, &self.described, errors)?;
         self.rows_seen += rows as u64;
         let mut columns = batch.columns().to_vec();
         if self.replace < columns.len() {

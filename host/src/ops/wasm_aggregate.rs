@@ -100,8 +100,7 @@ impl Hash for WasmAggregate {
 
 /// Whether an aggregate call runs plugin code.
 pub fn is_wasm(udf: &datafusion_expr::AggregateUDF) -> bool {
-    let any: &dyn std::any::Any = udf.inner().as_ref();
-    any.is::<WasmAggregate>()
+    as_wasm(udf).is_some()
 }
 
 impl AggregateUDFImpl for WasmAggregate {
@@ -136,8 +135,22 @@ impl AggregateUDFImpl for WasmAggregate {
     }
 
     fn create_groups_accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(WasmGroups::new(self.caller())))
+        Ok(Box::new(self.groups()))
     }
+}
+
+impl WasmAggregate {
+    /// Fresh host-held states for any number of groups (what the window and aggregate steps
+    /// fold into, so that a state limit refuses single groups' rows).
+    pub fn groups(&self) -> WasmGroups {
+        WasmGroups::new(self.caller())
+    }
+}
+
+/// The plugin aggregate behind an aggregate call, if it is one.
+pub fn as_wasm(udf: &datafusion_expr::AggregateUDF) -> Option<&WasmAggregate> {
+    let any: &dyn std::any::Any = udf.inner().as_ref();
+    any.downcast_ref::<WasmAggregate>()
 }
 
 /// Calls into the plugin with a binding from the function's pool (one per concurrent caller),
@@ -178,38 +191,84 @@ impl WasmCaller {
     }
 }
 
-/// Host-held states of every group.
+/// Host-held states of every group, counted against the plugin's `limits.state_per_group` and
+/// `limits.state` (the plugin-wide total lives in the handle's stats, shared by every step).
 #[derive(Debug)]
-struct WasmGroups {
+pub struct WasmGroups {
     caller: WasmCaller,
     states: Vec<Vec<u8>>,
     bytes: usize,
 }
+
+/// A batch folded into the states of the groups it touches, not yet kept: the plugin ran, and
+/// [`WasmGroups::keep`] decides which new states replace the old ones.
+#[derive(Debug)]
+pub struct Folded {
+    touched: Vec<usize>,
+    old: Vec<Vec<u8>>,
+    new: Vec<Vec<u8>>,
+    /// Per touched group, why its new state is refused (a state limit), if it is.
+    refused: Vec<Option<String>>,
+}
+
+impl Folded {
+    /// The groups whose new state is over a limit, with the reason.
+    pub fn refused(&self) -> impl Iterator<Item = (usize, &str)> {
+        self.touched.iter().zip(&self.refused).filter_map(|(group, reason)| Some((*group, reason.as_deref()?)))
+    }
+}
+
+/// A state limit refused a group's new state, on a path that cannot hand single rows to the
+/// step's error policy (the plain `GroupsAccumulator` interface).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StateLimitExceeded(String);
 
 impl WasmGroups {
     fn new(caller: WasmCaller) -> Self {
         Self { caller, states: Vec::new(), bytes: 0 }
     }
 
+    /// Brings the byte count (and the plugin-wide total) up to date with the states.
+    fn recount(&mut self) {
+        let bytes: usize = self.states.iter().map(Vec::len).sum();
+        self.account(bytes);
+    }
+
+    fn account(&mut self, bytes: usize) {
+        let held = &self.caller.handle.stats.state_bytes;
+        if bytes >= self.bytes {
+            held.fetch_add((bytes - self.bytes) as u64, Ordering::Relaxed);
+        } else {
+            held.fetch_sub((self.bytes - bytes) as u64, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
+    }
+
     fn taken(&mut self, emit_to: EmitTo) -> Vec<Vec<u8>> {
         let taken = emit_to.take_needed(&mut self.states);
-        self.bytes = self.states.iter().map(Vec::len).sum();
+        self.recount();
         taken
     }
-}
 
-fn kept_rows(filter: Option<&BooleanArray>, rows: usize) -> Option<Vec<bool>> {
-    filter.map(|filter| (0..rows).map(|r| filter.is_valid(r) && filter.value(r)).collect())
-}
+    fn described(&self) -> String {
+        format!("plugin aggregate `{}` (plugin `{}`)", self.caller.name, self.caller.handle.name())
+    }
 
-impl GroupsAccumulator for WasmGroups {
-    fn update_batch(
+    /// Runs the plugin over a batch: the touched groups' new states, and which of them a state
+    /// limit refuses (a state over `limits.state_per_group`, or growth past `limits.state`
+    /// across the plugin). Shrinking states are never refused. Nothing changes until
+    /// [`WasmGroups::keep`].
+    ///
+    /// # Errors
+    /// A failed or trapped plugin call (the states are left as they were).
+    pub fn fold(
         &mut self,
         values: &[ArrayRef],
         group_indices: &[usize],
         opt_filter: Option<&BooleanArray>,
         total_num_groups: usize,
-    ) -> Result<()> {
+    ) -> Result<Folded> {
         self.states.resize(total_num_groups, Vec::new());
         let rows = group_indices.len();
         let (values, group_indices): (Vec<ArrayRef>, Vec<usize>) = match kept_rows(opt_filter, rows) {
@@ -222,8 +281,9 @@ impl GroupsAccumulator for WasmGroups {
                 (values, groups)
             }
         };
+        let empty = Folded { touched: Vec::new(), old: Vec::new(), new: Vec::new(), refused: Vec::new() };
         if group_indices.is_empty() {
-            return Ok(());
+            return Ok(empty);
         }
         // The touched groups, numbered in order of first appearance for the call.
         let mut local = vec![u32::MAX; total_num_groups];
@@ -238,7 +298,6 @@ impl GroupsAccumulator for WasmGroups {
                 local[group]
             })
             .collect();
-        let states: Vec<Vec<u8>> = touched.iter().map(|&g| std::mem::take(&mut self.states[g])).collect();
         let columns = values
             .iter()
             .map(|array| {
@@ -247,20 +306,125 @@ impl GroupsAccumulator for WasmGroups {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let new_states = self.caller.with_instance(rows_to_local.len(), |instance, function| {
-            instance.call_accumulate(function, &states, &rows_to_local, &columns)
-        })?;
-        if new_states.len() != touched.len() {
-            return Err(DataFusionError::Execution(format!(
-                "plugin aggregate returned {} states for {} groups",
-                new_states.len(),
-                touched.len()
-            )));
+        let old: Vec<Vec<u8>> = touched.iter().map(|&g| std::mem::take(&mut self.states[g])).collect();
+        let called = self
+            .caller
+            .with_instance(rows_to_local.len(), |instance, function| {
+                instance.call_accumulate(function, &old, &rows_to_local, &columns)
+            })
+            .and_then(|new| {
+                if new.len() == touched.len() {
+                    Ok(new)
+                } else {
+                    Err(DataFusionError::Execution(format!(
+                        "{} returned {} states for {} groups",
+                        self.described(),
+                        new.len(),
+                        touched.len()
+                    )))
+                }
+            });
+        let new = match called {
+            Ok(new) => new,
+            Err(err) => {
+                for (&group, state) in touched.iter().zip(old) {
+                    self.states[group] = state;
+                }
+                return Err(err);
+            }
+        };
+        let limits = self.caller.limits;
+        let mut refused: Vec<Option<String>> = old
+            .iter()
+            .zip(&new)
+            .map(|(old, new)| {
+                (new.len() > old.len() && new.len() as u64 > limits.state_per_group).then(|| {
+                    format!(
+                        "{}: the group's state would grow to {}, over limits.state_per_group ({}); the row is \
+                         refused and the group keeps its state",
+                        self.described(),
+                        bytesize::ByteSize(new.len() as u64),
+                        bytesize::ByteSize(limits.state_per_group)
+                    )
+                })
+            })
+            .collect();
+        let growth: i64 = old
+            .iter()
+            .zip(&new)
+            .zip(&refused)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|((old, new), _)| new.len() as i64 - old.len() as i64)
+            .sum();
+        let held = self.caller.handle.stats.state_bytes.load(Ordering::Relaxed);
+        if growth > 0 && held.saturating_add(growth as u64) > limits.state {
+            let reason = format!(
+                "{}: the plugin's aggregate state (all groups of all steps) would grow to {}, over limits.state \
+                 ({}); the row is refused and the group keeps its state",
+                self.described(),
+                bytesize::ByteSize(held.saturating_add(growth as u64)),
+                bytesize::ByteSize(limits.state)
+            );
+            for ((old, new), refused) in old.iter().zip(&new).zip(&mut refused) {
+                if refused.is_none() && new.len() > old.len() {
+                    *refused = Some(reason.clone());
+                }
+            }
         }
-        for (group, state) in touched.into_iter().zip(new_states) {
-            self.states[group] = state;
+        Ok(Folded { touched, old, new, refused })
+    }
+
+    /// The value of group 0, keeping its state (running aggregates).
+    ///
+    /// # Errors
+    /// A failed plugin call, or a value of another type than declared.
+    pub fn evaluate_one(&mut self) -> Result<datafusion_common::ScalarValue> {
+        self.states.resize(1, Vec::new());
+        let states = [self.states[0].clone()];
+        let column = self.caller.with_instance(1, |instance, function| instance.call_finish(function, &states))?;
+        let array = from_column(column, &self.caller.returns, 1).map_err(DataFusionError::Execution)?;
+        datafusion_common::ScalarValue::try_from_array(&array, 0)
+    }
+
+    /// Keeps the new states of a fold, except for the groups `refused` names (which keep their
+    /// earlier state).
+    pub fn keep(&mut self, folded: Folded, refused: impl Fn(usize) -> bool) {
+        for ((group, old), new) in folded.touched.into_iter().zip(folded.old).zip(folded.new) {
+            self.states[group] = if refused(group) { old } else { new };
         }
-        self.bytes = self.states.iter().map(Vec::len).sum();
+        self.recount();
+    }
+}
+
+fn kept_rows(filter: Option<&BooleanArray>, rows: usize) -> Option<Vec<bool>> {
+    filter.map(|filter| (0..rows).map(|r| filter.is_valid(r) && filter.value(r)).collect())
+}
+
+impl Drop for WasmGroups {
+    fn drop(&mut self) {
+        self.account(0);
+    }
+}
+
+impl GroupsAccumulator for WasmGroups {
+    /// Folds and keeps; a state limit fails the call with nothing kept (the window and
+    /// aggregate steps use [`WasmGroups::fold`] instead, which refuses single groups' rows).
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        let folded = self.fold(values, group_indices, opt_filter, total_num_groups)?;
+        let refusal = folded.refused().next().map(|(_, reason)| reason.to_string());
+        match refusal {
+            None => self.keep(folded, |_| false),
+            Some(reason) => {
+                self.keep(folded, |_| true);
+                return Err(DataFusionError::External(Box::new(StateLimitExceeded(reason))));
+            }
+        }
         Ok(())
     }
 
@@ -276,9 +440,12 @@ impl GroupsAccumulator for WasmGroups {
         Ok(vec![Arc::new(BinaryArray::from_iter_values(states))])
     }
 
+    /// Merged states over `limits.state_per_group` fail the call: merges combine states that
+    /// were each accepted, so there is no single row to refuse.
     fn merge_batch(&mut self, values: &[ArrayRef], group_indices: &[usize], total_num_groups: usize) -> Result<()> {
         self.states.resize(total_num_groups, Vec::new());
         let partial = values[0].as_binary::<i32>();
+        let per_group = self.caller.limits.state_per_group;
         for (row, &group) in group_indices.iter().enumerate() {
             if partial.is_null(row) || partial.value(row).is_empty() {
                 continue;
@@ -288,11 +455,22 @@ impl GroupsAccumulator for WasmGroups {
                 self.states[group] = right.to_vec();
             } else {
                 let left = std::mem::take(&mut self.states[group]);
-                self.states[group] =
+                let merged =
                     self.caller.with_instance(1, |instance, function| instance.call_merge(function, &left, right))?;
+                if merged.len() > left.len().max(right.len()) && merged.len() as u64 > per_group {
+                    self.states[group] = left;
+                    self.recount();
+                    return Err(DataFusionError::External(Box::new(StateLimitExceeded(format!(
+                        "{}: merging two states of a group gives {}, over limits.state_per_group ({})",
+                        self.described(),
+                        bytesize::ByteSize(merged.len() as u64),
+                        bytesize::ByteSize(per_group)
+                    )))));
+                }
+                self.states[group] = merged;
             }
         }
-        self.bytes = self.states.iter().map(Vec::len).sum();
+        self.recount();
         Ok(())
     }
 
@@ -321,11 +499,7 @@ impl Accumulator for OneGroup {
     }
 
     fn evaluate(&mut self) -> Result<datafusion_common::ScalarValue> {
-        self.0.states.resize(1, Vec::new());
-        let states = self.0.states.clone();
-        let column = self.0.caller.with_instance(1, |instance, function| instance.call_finish(function, &states))?;
-        let array = from_column(column, &self.0.caller.returns, 1).map_err(DataFusionError::Execution)?;
-        datafusion_common::ScalarValue::try_from_array(&array, 0)
+        self.0.evaluate_one()
     }
 
     fn size(&self) -> usize {

@@ -71,6 +71,12 @@ impl Hash for WasmFunction {
     }
 }
 
+/// The one coercion rule for plugin arguments, in SQL expressions and in `udf` / `flat_map`
+/// steps alike: the declared type, NULL, or any number for a numeric parameter (cast to it).
+pub fn argument_fits(given: &ArrowType, wanted: &ArrowType) -> bool {
+    given == wanted || given.is_null() || (given.is_numeric() && wanted.is_numeric())
+}
+
 /// The argument types a plugin function (or aggregate) declared, if `given` can become them:
 /// numbers convert to the declared numeric type (so `f(price, 3)` works for an int32 parameter);
 /// anything else must match exactly: no silent number-to-string casts.
@@ -84,10 +90,7 @@ pub fn coerce_to_declared(
     returns: &ArrowType,
     given: &[ArrowType],
 ) -> Result<Vec<ArrowType>> {
-    let fits = |given: &ArrowType, wanted: &ArrowType| {
-        given == wanted || given.is_null() || (given.is_numeric() && wanted.is_numeric())
-    };
-    if given.len() != declared.len() || !given.iter().zip(declared).all(|(g, w)| fits(g, w)) {
+    if given.len() != declared.len() || !given.iter().zip(declared).all(|(g, w)| argument_fits(g, w)) {
         let show = |types: &[ArrowType]| types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         return datafusion_common::plan_err!(
             "plugin {kind} {name}({}) -> {returns} cannot take ({})",
@@ -122,7 +125,12 @@ impl ScalarUDFImpl for WasmFunction {
         let arrays: Vec<ArrayRef> = args.args.iter().map(|value| value.to_array(rows)).collect::<Result<_>>()?;
         // One caller (one instance) per concurrent evaluation; idle ones are reused.
         let taken = self.callers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let mut caller = taken.unwrap_or_else(|| ScalarCaller::new(Arc::clone(&self.handle), self.limits, &self.name));
+        let mut caller = taken.unwrap_or_else(|| {
+            // A trap fails the expression (and the step): the first trapping row is enough.
+            let mut caller = ScalarCaller::new(Arc::clone(&self.handle), self.limits, &self.name);
+            caller.set_fail_fast(true);
+            caller
+        });
         let result = crate::engine::blocking(|| caller.call(&arrays, rows));
         self.callers.lock().unwrap_or_else(PoisonError::into_inner).push(caller);
         let result = result.map_err(|err| DataFusionError::External(Box::new(err)))?;

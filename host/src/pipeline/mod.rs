@@ -252,7 +252,7 @@ fn load_plugins(
         let fail = |message: String| (name.clone(), SpecIssue::at(&decl.path.referenced, message));
         let limits = decl.limits.as_ref().map(|l| l.resolve()).transpose().map_err(fail)?.unwrap_or_default();
         let path = base_dir.join(&decl.path.value);
-        let plugin = Arc::new(crate::plugin::load(&path).map_err(|err| fail(err.to_string()))?);
+        let plugin = Arc::new(crate::plugin::load(&path, limits).map_err(|err| fail(err.to_string()))?);
         if let Some(pinned) = &decl.hash {
             let wanted = pinned.value.to_ascii_lowercase();
             let at = |message: String| (name.clone(), SpecIssue::at(&pinned.referenced, message));

@@ -153,7 +153,10 @@ pub fn from_column(column: Column, expected: &DataType, rows: usize) -> Result<A
     };
     let check = |len: usize| if len == rows { Ok(()) } else { Err(format!("{len} values for {rows} rows")) };
     let array: ArrayRef = match (column.values, expected) {
-        (ColumnValues::Boolean(bits), DataType::Boolean) if bits.len() * 8 >= rows => {
+        (ColumnValues::Boolean(bits), DataType::Boolean) => {
+            if bits.len() * 8 < rows {
+                return Err(format!("a boolean bitmap of {} bytes for {rows} rows", bits.len()));
+            }
             Arc::new(BooleanArray::new(BooleanBuffer::new(Buffer::from_vec(bits), 0, rows), nulls))
         }
         (ColumnValues::Int32(v), DataType::Int32) => {
@@ -189,6 +192,17 @@ pub fn from_column(column: Column, expected: &DataType, rows: usize) -> Result<A
             check(bytes.len() / 16)?;
             let values: Vec<i128> =
                 bytes.chunks_exact(16).map(|chunk| i128::from_le_bytes(chunk.try_into().expect("16 bytes"))).collect();
+            // A value with more digits than the declared precision would be written wrong
+            // (i128::MAX in a decimal(5,2) once came out as 170.14).
+            let valid = |row: usize| nulls.as_ref().is_none_or(|nulls| nulls.is_valid(row));
+            if let Some(row) = (0..rows).find(|&row| {
+                valid(row) && !arrow::datatypes::is_validate_decimal_precision(values[row], decimal.precision)
+            }) {
+                return Err(format!(
+                    "returned {} for row {row}, which has more digits than the declared decimal({}, {})",
+                    values[row], decimal.precision, decimal.scale
+                ));
+            }
             Arc::new(
                 Decimal128Array::new(ScalarBuffer::from(values), nulls)
                     .with_precision_and_scale(decimal.precision, decimal.scale)
@@ -260,5 +274,24 @@ mod tests {
             values: ColumnValues::Utf8(VarData { offsets: vec![0, 99], data: vec![b'a'] }),
         };
         assert!(from_column(out_of_bounds, &DataType::Utf8, 1).is_err());
+        let short_bitmap = Column { len: 9, validity: None, values: ColumnValues::Boolean(vec![0xff]) };
+        let err = from_column(short_bitmap, &DataType::Boolean, 9).unwrap_err();
+        assert!(err.contains("bitmap of 1 bytes for 9 rows"), "{err}");
+    }
+
+    /// Issue 20 (10): `i128::MAX` in a `decimal(5,2)` column was accepted and written as 170.14.
+    #[test]
+    fn decimals_are_checked_against_the_declared_precision() {
+        let decimal = DataType::Decimal128(DecimalType { precision: 5, scale: 2 });
+        let column = |values: &[i128], validity: Option<Vec<u8>>| Column {
+            len: values.len() as u32,
+            validity,
+            values: ColumnValues::Decimal128(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        };
+        let err = from_column(column(&[12_345, i128::MAX], None), &decimal, 2).unwrap_err();
+        assert!(err.contains("row 1") && err.contains("decimal(5, 2)"), "{err}");
+        assert!(from_column(column(&[99_999, -99_999], None), &decimal, 2).is_ok());
+        // What sits under a NULL is not a value.
+        assert!(from_column(column(&[1, i128::MAX], Some(vec![0b01])), &decimal, 2).is_ok());
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod bindings;
 pub mod buffers;
+pub mod cache;
 pub mod canary;
 pub mod convert;
 pub mod registry;

@@ -261,6 +261,9 @@ pub struct HandleStats {
     pub automatic_rollbacks: AtomicU64,
     /// Versions refused (`plugin_refused_versions_total`).
     pub refused: AtomicU64,
+    /// Bytes of aggregate state the host keeps for the plugin, all groups of all steps
+    /// (checked against `limits.state`).
+    pub state_bytes: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -620,12 +623,12 @@ impl PluginRegistry {
         self.handles.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
     }
 
-    /// A plugin by name, or a `.wasm` path loaded on the spot (relative to `base`) and
-    /// registered under its file stem.
+    /// A plugin by name, or a `.wasm` path loaded on the spot (relative to `base`) under
+    /// `limits` and registered under its file stem.
     ///
     /// # Errors
     /// Unknown names and load failures, as text for the step's error.
-    pub fn resolve(&self, reference: &str, base: &Path) -> Result<Arc<PluginHandle>, String> {
+    pub fn resolve(&self, reference: &str, base: &Path, limits: Limits) -> Result<Arc<PluginHandle>, String> {
         if let Some(found) = self.get(reference) {
             return Ok(found);
         }
@@ -641,9 +644,8 @@ impl PluginRegistry {
                 n += 1;
                 name = format!("{stem}-{n}");
             }
-            let plugin = super::load(&path).map_err(|err| err.to_string())?;
-            let handle =
-                Arc::new(PluginHandle::new(name, Arc::new(plugin), Limits::default(), None, RollbackPolicy::default()));
+            let plugin = super::load(&path, limits).map_err(|err| err.to_string())?;
+            let handle = Arc::new(PluginHandle::new(name, Arc::new(plugin), limits, None, RollbackPolicy::default()));
             self.insert(Arc::clone(&handle));
             return Ok(handle);
         }
@@ -674,7 +676,7 @@ impl PluginRegistry {
     pub fn reload(&self, name: &str, path: Option<&Path>, origin: &str) -> Result<Arc<Version>, SwapError> {
         let handle = self.get(name).ok_or_else(|| SwapError::Unknown(name.to_owned()))?;
         let path = path.map_or_else(|| handle.path.clone(), Path::to_path_buf);
-        let plugin = super::load(&path).inspect_err(|err| handle.refuse_unloadable(err))?;
+        let plugin = super::load(&path, handle.limits).inspect_err(|err| handle.refuse_unloadable(err))?;
         handle.install(plugin, format!("{origin} {}", path.display()))
     }
 }

@@ -84,6 +84,20 @@ pub enum PluginError {
         /// Details (backtrace, panic message when captured).
         reason: String,
     },
+    /// The process is stopping while a trapping batch was being isolated: the batch fails,
+    /// unacknowledged, rather than holding the stop up.
+    #[error(
+        "plugin `{plugin}` function `{function}`: stopped while isolating the rows of a batch that trapped \
+         ({rows} rows still to check); the batch is not acknowledged"
+    )]
+    Abandoned {
+        /// The plugin.
+        plugin: String,
+        /// The function.
+        function: String,
+        /// Rows of the slice that was next.
+        rows: usize,
+    },
     /// The plugin returned something that breaks the contract.
     #[error("plugin `{plugin}` function `{function}` broke the contract: {reason}")]
     Contract {
@@ -131,17 +145,8 @@ pub fn engine() -> &'static Engine {
     &ENGINE
 }
 
-/// Where compiled components are cached.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WEIR_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("weir");
-    }
-    std::env::var_os("HOME")
-        .map_or_else(|| std::env::temp_dir().join("weir-cache"), |home| PathBuf::from(home).join(".cache/weir"))
-}
+use super::cache;
+pub use super::cache::cache_dir;
 
 /// Which world a plugin implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,21 +217,43 @@ fn compile_error(path: &Path, reason: impl std::fmt::Display) -> PluginError {
     PluginError::Compile { path: path.to_path_buf(), reason: reason.to_string() }
 }
 
-/// Loads a component: from the compile cache when possible, then links and describes it.
+/// Loads a component: from the compile cache when possible, then links and describes it under
+/// `limits` (the plugin's: a plugin that needs 200 MiB at start loads with `limits.memory:
+/// 512MiB`, and `describe` gets `limits.time`).
 ///
 /// # Errors
-/// Unreadable files, core modules or broken components, unknown worlds, failing `describe`.
-pub fn load(path: &Path) -> Result<Plugin, PluginError> {
-    load_with(path, engine(), true, true)
+/// Unreadable, oversized (`limits.component`) or broken components, core modules, unknown
+/// worlds, failing `describe`.
+pub fn load(path: &Path, limits: Limits) -> Result<Plugin, PluginError> {
+    load_with(path, engine(), true, true, limits)
 }
 
 /// Loads a component into a given engine, optionally bypassing the compile cache (benchmarks).
 ///
 /// # Errors
 /// As for [`load`].
-pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) -> Result<Plugin, PluginError> {
-    let bytes =
-        std::fs::read(path).map_err(|err| PluginError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
+pub fn load_with(
+    path: &Path,
+    engine: &Engine,
+    epochs: bool,
+    use_cache: bool,
+    limits: Limits,
+) -> Result<Plugin, PluginError> {
+    let unreadable = |err: std::io::Error| PluginError::Read { path: path.to_path_buf(), reason: err.to_string() };
+    // Compiling costs about three times the component's size in memory (a 1 GB data segment
+    // once took 3 GB): refuse oversized files before reading them.
+    let size = std::fs::metadata(path).map_err(unreadable)?.len();
+    if size > limits.component {
+        return Err(compile_error(
+            path,
+            format!(
+                "the component is {}, over limits.component ({}); raise it on the plugin if this is intended",
+                bytesize::ByteSize(size),
+                bytesize::ByteSize(limits.component)
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(unreadable)?;
     match bytes.get(4..8) {
         Some([0x0d, 0x00, 0x01, 0x00]) => {}
         Some([0x01, 0x00, 0x00, 0x00]) => {
@@ -239,11 +266,12 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
     }
     let hash = hex(&Sha256::digest(&bytes));
     let started = Instant::now();
-    let (component, cached) = if use_cache {
+    let (component, to_cache) = if use_cache {
         compile_cached(engine, path, &bytes, &hash)?
     } else {
-        (Component::new(engine, &bytes).map_err(|err| compile_error(path, format!("{err:#}")))?, false)
+        (Component::new(engine, &bytes).map_err(|err| compile_error(path, format!("{err:#}")))?, None)
     };
+    let cached = use_cache && to_cache.is_none();
     let load_time = started.elapsed();
 
     let component_type = component.component_type();
@@ -315,37 +343,46 @@ pub fn load_with(path: &Path, engine: &Engine, epochs: bool, use_cache: bool) ->
         engine: engine.clone(),
         epochs,
     };
-    let mut instance = Instance::new(Arc::new(plugin.clone()), Limits::default())?;
+    let mut instance = Instance::new(Arc::new(plugin.clone()), limits)?;
     // The second instantiation is the representative one (the first maps the memory image).
     let started = Instant::now();
-    drop(Instance::new(Arc::new(plugin.clone()), Limits::default())?);
+    drop(Instance::new(Arc::new(plugin.clone()), limits)?);
     plugin.instantiate_time = started.elapsed();
-    let describe_error = |err: wasmtime::Error| instantiate_error(format!("describe failed: {err:#}"));
+    // A failing describe: the guest's own words (a panic message) first, then the trap.
+    let describe_error = |instance: &Instance, err: wasmtime::Error| {
+        let printed = instance.stderr_since(0);
+        let reason = if printed.is_empty() { format!("{err:#}") } else { format!("{printed} ({err:#})") };
+        instantiate_error(format!("describe failed: {reason}"))
+    };
     match &instance.bindings {
         Bindings::Scalar(bindings) => {
-            let (info, functions) =
-                bindings.weir_plugin_scalar().call_describe(&mut instance.store).map_err(describe_error)?;
+            let described = bindings.weir_plugin_scalar().call_describe(&mut instance.store);
+            let (info, functions) = described.map_err(|err| describe_error(&instance, err))?;
             plugin.info = info;
             plugin.scalar = functions;
         }
         Bindings::ScalarBuffers(bindings) => {
-            let (info, functions) =
-                bindings.weir_plugin_scalar_buffers().call_describe(&mut instance.store).map_err(describe_error)?;
+            let described = bindings.weir_plugin_scalar_buffers().call_describe(&mut instance.store);
+            let (info, functions) = described.map_err(|err| describe_error(&instance, err))?;
             plugin.info = info;
             plugin.scalar = functions;
         }
         Bindings::Table(bindings) => {
-            let (info, functions) =
-                bindings.weir_plugin_table().call_describe(&mut instance.store).map_err(describe_error)?;
+            let described = bindings.weir_plugin_table().call_describe(&mut instance.store);
+            let (info, functions) = described.map_err(|err| describe_error(&instance, err))?;
             plugin.info = info;
             plugin.table = functions;
         }
         Bindings::Aggregate(bindings) => {
-            let (info, functions) =
-                bindings.weir_plugin_aggregate().call_describe(&mut instance.store).map_err(describe_error)?;
+            let described = bindings.weir_plugin_aggregate().call_describe(&mut instance.store);
+            let (info, functions) = described.map_err(|err| describe_error(&instance, err))?;
             plugin.info = info;
             plugin.aggregate = functions;
         }
+    }
+    // Only components that loaded are cached: a refused one would stay on disk for nothing.
+    if let Some(artifact) = to_cache {
+        cache::store(&component, &artifact);
     }
     Ok(plugin)
 }
@@ -439,32 +476,40 @@ fn deny_http(linker: &mut Linker<StoreState>, component: &Component, engine: &En
     Ok(())
 }
 
-fn compile_cached(engine: &Engine, path: &Path, bytes: &[u8], hash: &str) -> Result<(Component, bool), PluginError> {
+/// The component from the compile cache, or compiled now together with where its artifact goes
+/// once the component is accepted.
+fn compile_cached(
+    engine: &Engine,
+    path: &Path,
+    bytes: &[u8],
+    hash: &str,
+) -> Result<(Component, Option<PathBuf>), PluginError> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
-    let dir = cache_dir();
-    let artifact = dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish()));
+    let artifact = cache_dir().join(format!("{hash}-{:016x}.cwasm", hasher.finish()));
     if artifact.exists() {
         // SAFETY: the artifact was written by `Component::serialize` of this engine
         // configuration (the file name carries the compatibility hash) and is only read here.
         match unsafe { Component::deserialize_file(engine, &artifact) } {
-            Ok(component) => return Ok((component, true)),
+            Ok(component) => {
+                cache::touch(&artifact);
+                return Ok((component, None));
+            }
             Err(err) => {
                 tracing::warn!(artifact = %artifact.display(), error = %err, "ignoring an unusable cached artifact")
             }
         }
     }
+    // Python and JavaScript components take 10-25 s to compile: say so, once per component.
+    tracing::info!(
+        plugin = %path.display(),
+        size = %bytesize::ByteSize(bytes.len() as u64),
+        "compiling the plugin (first load of this component; later loads use the cache)"
+    );
+    let started = Instant::now();
     let component = Component::new(engine, bytes).map_err(|err| compile_error(path, format!("{err:#}")))?;
-    if let Ok(serialized) = component.serialize() {
-        let temporary = artifact.with_extension(format!("tmp{}", std::process::id()));
-        let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&temporary, serialized))
-            .and_then(|()| std::fs::rename(&temporary, &artifact));
-        if let Err(err) = written {
-            tracing::warn!(dir = %dir.display(), error = %err, "cannot cache the compiled plugin");
-        }
-    }
-    Ok((component, false))
+    tracing::info!(plugin = %path.display(), seconds = started.elapsed().as_secs_f64(), "compiled the plugin");
+    Ok((component, Some(artifact)))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -687,6 +732,19 @@ impl Instance {
         name.unwrap_or_else(|| format!("#{function}"))
     }
 
+    /// What the guest printed on stderr since `before` (bytes), as one line without Rust's
+    /// backtrace hint.
+    fn stderr_since(&self, before: usize) -> String {
+        let contents = self.store.data().stderr.contents();
+        let printed = String::from_utf8_lossy(contents.get(before..).unwrap_or_default()).into_owned();
+        let lines: Vec<&str> = printed
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("note: run with"))
+            .collect();
+        lines.join(" ")
+    }
+
     fn trap(&self, function: u32, err: &wasmtime::Error, stderr_before: usize) -> PluginError {
         let (trap, mut reason) = match err.downcast_ref::<Trap>() {
             Some(trap) => (trap_name(*trap).into_boxed_str(), trap.to_string()),
@@ -694,15 +752,9 @@ impl Instance {
         };
         let timed_out = err.downcast_ref::<Trap>() == Some(&Trap::Interrupt);
         // What the guest printed during this call (a panic message) says more than the trap.
-        let contents = self.store.data().stderr.contents();
-        let printed = String::from_utf8_lossy(contents.get(stderr_before..).unwrap_or_default()).into_owned();
-        let printed: Vec<&str> = printed
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with("note: run with"))
-            .collect();
+        let printed = self.stderr_since(stderr_before);
         if !printed.is_empty() {
-            reason = format!("{} ({reason})", printed.join(" "));
+            reason = format!("{printed} ({reason})");
         }
         PluginError::Trap {
             plugin: self.plugin.info.name.clone(),
@@ -721,13 +773,15 @@ impl Instance {
         for (stream, pipe, seen) in
             [("stdout", &state.stdout, &mut self.logged.0), ("stderr", &state.stderr, &mut self.logged.1)]
         {
+            // Whole lines only: the end of a line still being written waits for the rest.
             let contents = pipe.contents();
-            if contents.len() > *seen {
-                for line in String::from_utf8_lossy(&contents[*seen..]).lines() {
-                    state.metrics.log_guest(plugin, tracing::Level::INFO, stream, line);
-                }
-                *seen = contents.len();
+            let Some(end) = contents.get(*seen..).and_then(|new| new.iter().rposition(|&b| b == b'\n')) else {
+                continue;
+            };
+            for line in String::from_utf8_lossy(&contents[*seen..*seen + end]).lines() {
+                state.metrics.log_guest(plugin, tracing::Level::INFO, stream, line);
             }
+            *seen += end + 1;
         }
     }
 }

@@ -3,7 +3,10 @@
 //! | limit | default | pipeline option |
 //! |---|---|---|
 //! | time per call (epoch interruption) | 1 s | `limits.time` |
-//! | memory per instance | 64 MiB | `limits.memory` |
+//! | memory per instance (all its linear memories and tables together) | 64 MiB | `limits.memory` |
+//! | aggregate state per group | 1 MiB | `limits.state_per_group` |
+//! | aggregate state of the plugin, all groups of all steps | 256 MiB | `limits.state` |
+//! | component file size (checked before compiling) | 128 MiB | `limits.component` |
 //! | Wasm stack | 512 KiB | engine-wide (`WEIR_WASM_STACK` not yet configurable per step) |
 //! | captured stdout + stderr | 64 KiB per instance, then the instance is recycled | fixed |
 //!
@@ -33,11 +36,23 @@ pub struct Limits {
     pub time: Duration,
     /// Linear memory an instance may grow to.
     pub memory: u64,
+    /// Bytes one group's aggregate state may grow to (state the host keeps for the plugin).
+    pub state_per_group: u64,
+    /// Bytes of aggregate state the host keeps for the plugin, all groups of all steps together.
+    pub state: u64,
+    /// The largest component file that is compiled (compiling costs about three times its size).
+    pub component: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { time: Duration::from_secs(1), memory: 64 << 20 }
+        Self {
+            time: Duration::from_secs(1),
+            memory: 64 << 20,
+            state_per_group: 1 << 20,
+            state: 256 << 20,
+            component: 128 << 20,
+        }
     }
 }
 
@@ -49,6 +64,12 @@ pub struct LimitsConfig {
     pub time: Option<String>,
     /// Memory per instance (`64MiB`).
     pub memory: Option<ByteSize>,
+    /// Aggregate state per group (`1MiB`).
+    pub state_per_group: Option<ByteSize>,
+    /// Aggregate state of the plugin, all groups together (`256MiB`).
+    pub state: Option<ByteSize>,
+    /// The largest component file that is loaded (`128MiB`).
+    pub component: Option<ByteSize>,
 }
 
 impl LimitsConfig {
@@ -63,6 +84,15 @@ impl LimitsConfig {
         }
         if let Some(memory) = self.memory {
             limits.memory = memory.as_u64();
+        }
+        if let Some(bytes) = self.state_per_group {
+            limits.state_per_group = bytes.as_u64();
+        }
+        if let Some(bytes) = self.state {
+            limits.state = bytes.as_u64();
+        }
+        if let Some(bytes) = self.component {
+            limits.component = bytes.as_u64();
         }
         Ok(limits)
     }
@@ -207,7 +237,9 @@ impl StoreState {
             table: ResourceTable::new(),
             limits: TrackedLimits {
                 inner: StoreLimitsBuilder::new().memory_size(memory).instances(64).tables(64).memories(4).build(),
+                budget: memory,
                 memory_bytes: 0,
+                table_bytes: 0,
             },
             stdout,
             stderr,
@@ -226,17 +258,35 @@ impl StoreState {
     }
 }
 
-/// weir's limits, counting the linear memory granted (for `weir bench languages`).
+/// weir's limits: `limits.memory` holds for the instance as a whole (every linear memory of
+/// every core module in the component, and its tables at the host's cost of a pointer per
+/// element), not per memory: a component of three memories once held three times the limit.
+/// The linear memory granted is also counted for `weir bench languages`.
 struct TrackedLimits {
     inner: StoreLimits,
+    budget: usize,
     memory_bytes: usize,
+    table_bytes: usize,
+}
+
+/// What one table element costs the host.
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+impl TrackedLimits {
+    fn fits(&self, more: usize) -> bool {
+        self.memory_bytes.saturating_add(self.table_bytes).saturating_add(more) <= self.budget
+    }
 }
 
 impl ResourceLimiter for TrackedLimits {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let more = desired.saturating_sub(current);
+        if !self.fits(more) {
+            return Ok(false);
+        }
         let granted = self.inner.memory_growing(current, desired, maximum)?;
         if granted {
-            self.memory_bytes += desired.saturating_sub(current);
+            self.memory_bytes += more;
         }
         Ok(granted)
     }
@@ -246,7 +296,15 @@ impl ResourceLimiter for TrackedLimits {
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
+        let more = desired.saturating_sub(current).saturating_mul(TABLE_ELEMENT_BYTES);
+        if !self.fits(more) {
+            return Ok(false);
+        }
+        let granted = self.inner.table_growing(current, desired, maximum)?;
+        if granted {
+            self.table_bytes += more;
+        }
+        Ok(granted)
     }
 
     fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {

@@ -128,17 +128,48 @@ fn timeout_budget(rows: usize) -> usize {
     (usize::BITS - rows.leading_zeros()) as usize + 1
 }
 
-/// Whether a trapping slice is bisected: always for traps a row causes (a panic), for time-limit
-/// traps while the batch's budget lasts (and then it is spent by one).
-fn isolating(trap: &PluginError, timeouts_left: &mut usize) -> bool {
-    match trap {
-        PluginError::Trap { timed_out: true, .. } if *timeouts_left == 0 => false,
-        PluginError::Trap { timed_out: true, .. } => {
-            *timeouts_left -= 1;
-            true
-        }
-        _ => true,
+/// How a trapping batch is isolated: which traps are bisected, and when isolating stops.
+#[derive(Debug)]
+struct Isolation {
+    timeouts_left: usize,
+    /// The caller fails the step at the first trapping row (`on_error: fail`, SQL
+    /// expressions): time-limit traps are not bisected at all, and bisecting stops at the first
+    /// row that traps alone.
+    fail_fast: bool,
+}
+
+impl Isolation {
+    fn new(rows: usize, fail_fast: bool) -> Self {
+        Self { timeouts_left: if fail_fast { 0 } else { timeout_budget(rows) }, fail_fast }
     }
+
+    /// Whether a trapping slice is bisected: always for traps a row causes (a panic), for
+    /// time-limit traps while the batch's budget lasts (and then it is spent by one).
+    fn bisects(&mut self, trap: &PluginError) -> bool {
+        match trap {
+            PluginError::Trap { timed_out: true, .. } if self.timeouts_left == 0 => false,
+            PluginError::Trap { timed_out: true, .. } => {
+                self.timeouts_left -= 1;
+                true
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Set once when the process is asked to stop (the first Ctrl-C or SIGTERM of `weir run`):
+/// isolating a trapping batch is then abandoned, and the batch fails unacknowledged instead of
+/// holding the stop up for as long as its bisection would take.
+static STOPPING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks every batch being isolated in this process to stop (process-wide: only the CLI's
+/// signal handling calls it).
+pub fn abandon_isolation() {
+    STOPPING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn stopping() -> bool {
+    STOPPING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The row errors a call returned for a slice of `len` rows starting at `start`, checked and
@@ -185,6 +216,9 @@ enum Attempt {
     Failed(PluginError),
     /// Run the batch again on this version (the one a version on probation replaced).
     Retry(Arc<Version>),
+    /// Isolating stopped at the first trapping row (fail fast): the rows found so far are the
+    /// result, the values are all NULL.
+    Stopped,
 }
 
 impl From<PluginError> for Attempt {
@@ -212,6 +246,7 @@ fn on_current_version<T>(
             }
             Err(Attempt::Retry(fallback)) => version = fallback,
             Err(Attempt::Failed(err)) => return Err(err),
+            Err(Attempt::Stopped) => unreachable!("callers turn a stop into their result"),
         }
     }
 }
@@ -276,6 +311,18 @@ impl FunctionBinding {
         self.handle.report_trap(version, trap)
     }
 
+    /// Fails a batch whose isolation is abandoned because the process is stopping.
+    fn check_stopping(&self, rows_left: usize) -> Result<(), Attempt> {
+        if stopping() {
+            return Err(Attempt::Failed(PluginError::Abandoned {
+                plugin: self.handle.name().to_owned(),
+                function: self.name.clone(),
+                rows: rows_left,
+            }));
+        }
+        Ok(())
+    }
+
     /// Runs one call (not bisected) on the current version, falling back while a new version
     /// is on probation. For aggregates, whose calls cannot be split by rows.
     ///
@@ -306,6 +353,7 @@ impl FunctionBinding {
 pub struct ScalarCaller {
     binding: FunctionBinding,
     returns: DataType,
+    fail_fast: bool,
 }
 
 impl std::fmt::Debug for ScalarCaller {
@@ -329,7 +377,13 @@ impl ScalarCaller {
             .find(|f| f.name == function)
             .map(|f| f.returns)
             .expect("the function exists (checked when planning)");
-        Self { binding: FunctionBinding::new(handle, function.to_owned(), limits), returns }
+        Self { binding: FunctionBinding::new(handle, function.to_owned(), limits), returns, fail_fast: false }
+    }
+
+    /// For a caller that fails at the first trapping row (`on_error: fail`, SQL): time-limit
+    /// traps are not bisected, and bisecting stops at the first row that traps alone.
+    pub fn set_fail_fast(&mut self, fail_fast: bool) {
+        self.fail_fast = fail_fast;
     }
 
     /// A caller over one fixed plugin (benchmarks, tools).
@@ -361,8 +415,14 @@ impl ScalarCaller {
     fn call_on(&mut self, version: &Arc<Version>, args: &[ArrayRef], rows: usize) -> Result<ScalarResult, Attempt> {
         let mut pieces = Vec::new();
         let mut failed = Vec::new();
-        let mut timeouts_left = timeout_budget(rows);
-        self.bisect(version, args, (0, rows), &mut timeouts_left, &mut pieces, &mut failed)?;
+        let mut isolation = Isolation::new(rows, self.fail_fast);
+        match self.bisect(version, args, (0, rows), &mut isolation, &mut pieces, &mut failed) {
+            Ok(()) => {}
+            Err(Attempt::Stopped) => {
+                return Ok(ScalarResult { values: new_null_array(&self.return_type(), rows), failed });
+            }
+            Err(other) => return Err(other),
+        }
         let values = match pieces.len() {
             1 => pieces.pop().expect("one piece"),
             _ => {
@@ -378,7 +438,7 @@ impl ScalarCaller {
         version: &Arc<Version>,
         args: &[ArrayRef],
         (start, len): (usize, usize),
-        timeouts_left: &mut usize,
+        isolation: &mut Isolation,
         pieces: &mut Vec<ArrayRef>,
         failed: &mut Vec<FailedRow>,
     ) -> Result<(), Attempt> {
@@ -408,21 +468,29 @@ impl ScalarCaller {
                 if let Some(fallback) = self.binding.trapped(version, &trap) {
                     return Err(Attempt::Retry(fallback));
                 }
-                if len == 1 || !isolating(&trap, timeouts_left) {
+                if len == 1 || !isolation.bisects(&trap) {
                     failed.extend((start..start + len).map(|row| FailedRow {
                         row,
                         reason: trap.to_string(),
                         kind: FailureKind::Trap,
                     }));
+                    if isolation.fail_fast {
+                        return Err(Attempt::Stopped);
+                    }
                     pieces.push(new_null_array(&self.return_type(), len));
                     return Ok(());
                 }
+                self.check_stopping(len)?;
                 let half = len / 2;
-                self.bisect(version, args, (start, half), timeouts_left, pieces, failed)?;
-                self.bisect(version, args, (start + half, len - half), timeouts_left, pieces, failed)
+                self.bisect(version, args, (start, half), isolation, pieces, failed)?;
+                self.bisect(version, args, (start + half, len - half), isolation, pieces, failed)
             }
             Err(other) => Err(other.into()),
         }
+    }
+
+    fn check_stopping(&self, rows: usize) -> Result<(), Attempt> {
+        self.binding.check_stopping(rows)
     }
 
     fn contract(&self, reason: String) -> PluginError {
@@ -448,12 +516,18 @@ pub struct TableResult {
 /// Calls one table function of a plugin.
 pub struct TableCaller {
     binding: FunctionBinding,
+    fail_fast: bool,
 }
 
 impl TableCaller {
     /// A caller for the table function `function` of `handle`'s versions.
     pub fn new(handle: Arc<PluginHandle>, limits: Limits, function: &str) -> Self {
-        Self { binding: FunctionBinding::new(handle, function.to_owned(), limits) }
+        Self { binding: FunctionBinding::new(handle, function.to_owned(), limits), fail_fast: false }
+    }
+
+    /// As [`ScalarCaller::set_fail_fast`].
+    pub fn set_fail_fast(&mut self, fail_fast: bool) {
+        self.fail_fast = fail_fast;
     }
 
     /// Calls the function on `rows` rows of `args`, on the version current when the call
@@ -483,10 +557,14 @@ impl TableCaller {
         let mut pieces: Vec<Vec<ArrayRef>> = Vec::new();
         let mut failed = Vec::new();
         let mut pending = vec![(0, rows)];
-        let mut timeouts_left = timeout_budget(rows);
+        let mut isolation = Isolation::new(rows, self.fail_fast);
+        let mut first = true;
         while let Some((start, len)) = pending.pop() {
             if len == 0 {
                 continue;
+            }
+            if !std::mem::take(&mut first) {
+                self.binding.check_stopping(len)?;
             }
             let columns = slice_columns(args, start, len).map_err(|reason| self.contract(reason))?;
             let (instance, function) = self.binding.instance(version)?;
@@ -530,12 +608,16 @@ impl TableCaller {
                     if let Some(fallback) = self.binding.trapped(version, &trap) {
                         return Err(Attempt::Retry(fallback));
                     }
-                    if len == 1 || !isolating(&trap, &mut timeouts_left) {
+                    if len == 1 || !isolation.bisects(&trap) {
                         failed.extend((start..start + len).map(|row| FailedRow {
                             row,
                             reason: trap.to_string(),
                             kind: FailureKind::Trap,
                         }));
+                        if isolation.fail_fast {
+                            // The caller fails the step on this row: no need for the rest.
+                            break;
+                        }
                     } else {
                         // Right half first on the stack so the left half runs first: order kept.
                         pending.push((start + len / 2, len - len / 2));

@@ -124,7 +124,9 @@ fn pick_up(files: &Receiver<Landed>, registry: &PluginRegistry) {
 
 fn install(path: &Path, landed: Instant, registry: &PluginRegistry) {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let plugin = match super::load(path) {
+    // Loaded under the limits of the plugin it is named after (the defaults for a new name).
+    let limits = registry.get(&stem).map_or_else(super::Limits::default, |handle| handle.limits);
+    let plugin = match super::load(path, limits) {
         Ok(plugin) => plugin,
         Err(err) => {
             match registry.get(&stem) {

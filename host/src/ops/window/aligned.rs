@@ -17,7 +17,7 @@ use arrow::row::Rows;
 use super::assign::Bounds;
 use super::{TimeSource, WindowPlan, now_ms, row_times};
 use crate::engine::EventTime;
-use crate::engine::component::{Emitter, RuntimeError, StatefulOperator};
+use crate::engine::component::{Emitter, RefusedRow, RuntimeError, StatefulOperator};
 use crate::engine::delivery::Delivery;
 use crate::formats::errors::RecordErrorHandler;
 use crate::ops::aggregates::Accumulators;
@@ -62,7 +62,8 @@ impl AlignedWindows {
         (bounds.end - 1).saturating_add(self.plan.lateness) <= self.watermark
     }
 
-    /// Folds the rows at `selection` (all rows when `None`) into one window.
+    /// Folds the rows at `selection` (all rows when `None`) into one window; returns the rows a
+    /// plugin aggregate's state limit refused (rows of the batch, with the reason).
     fn fold(
         &mut self,
         bounds: Bounds,
@@ -71,7 +72,7 @@ impl AlignedWindows {
         selection: Option<&[u32]>,
         row_count: usize,
         delivery: &Delivery,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Vec<(usize, String)>, RuntimeError> {
         let plan = Arc::clone(&self.plan);
         let window = self.windows.entry((bounds.end, bounds.start)).or_insert_with(|| OpenWindow {
             groups: plan.keys.table(),
@@ -90,7 +91,7 @@ impl AlignedWindows {
                 &taken
             }
         };
-        window.accumulators.update(&plan.aggregates, arguments, groups, window.groups.len())?;
+        let refused = window.accumulators.update(&plan.aggregates, arguments, groups, window.groups.len())?;
         if window.fired {
             window.changed.resize(window.groups.len(), false);
             for &group in groups.iter() {
@@ -100,7 +101,11 @@ impl AlignedWindows {
         if plan.at_least_once && delivery.is_tracked() {
             window.deliveries.push(delivery.fork());
         }
-        Ok(())
+        // Refused rows as rows of the input batch.
+        Ok(refused
+            .into_iter()
+            .map(|(row, reason)| (selection.map_or(row, |selection| selection[row] as usize), reason))
+            .collect())
     }
 
     /// Emits the windows that are complete at the current watermark (all of them when `all`),
@@ -193,7 +198,14 @@ impl StatefulOperator for AlignedWindows {
         }
         for (bounds, selection) in &by_window {
             let selection = (selection.len() != rows).then_some(selection.as_slice());
-            self.fold(*bounds, keys.as_ref(), &arguments, selection, rows, &delivery)?;
+            let refused = self.fold(*bounds, keys.as_ref(), &arguments, selection, rows, &delivery)?;
+            for (row, reason) in refused {
+                out.refused.push(RefusedRow {
+                    position: format!("input row {row}, window [{}, {})", bounds.start, bounds.end),
+                    raw: crate::formats::encode::row_as_json(&batch, row),
+                    reason,
+                });
+            }
         }
         if !late.is_empty() {
             let late = arrow::compute::take_record_batch(&batch, &UInt32Array::from(late))?;

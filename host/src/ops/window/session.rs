@@ -14,7 +14,7 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
 
 use super::{WindowPlan, row_times};
 use crate::engine::EventTime;
-use crate::engine::component::{Emitter, RuntimeError, StatefulOperator};
+use crate::engine::component::{Emitter, RefusedRow, RuntimeError, StatefulOperator};
 use crate::engine::delivery::Delivery;
 use crate::formats::errors::RecordErrorHandler;
 use crate::ops::aggregates::Arguments;
@@ -158,13 +158,22 @@ impl SessionWindows {
             arguments.filters.push(filter);
         }
         let mut accumulators = aggregates.accumulators();
-        accumulators.update(aggregates, &arguments, &groups, fired.len())?;
+        let refused = accumulators.update(aggregates, &arguments, &groups, fired.len())?;
         let values = accumulators.evaluate(aggregates)?;
         let key_groups: Vec<usize> = fired.iter().map(|(key, _)| *key).collect();
         let keys = self.plan.keys.decode_groups(&self.keys, &key_groups)?;
         let starts = Int64Array::from_iter_values(fired.iter().map(|(_, s)| s.start));
         let ends = Int64Array::from_iter_values(fired.iter().map(|(_, s)| s.end));
         let batch = self.plan.output(starts, ends, keys, values)?;
+        // Sessions fold their rows when they fire: a refused row is described by its session.
+        for (row, reason) in refused {
+            let (_, session) = &fired[groups[row]];
+            out.refused.push(RefusedRow {
+                position: format!("a row of session [{}, {})", session.start, session.end),
+                raw: crate::formats::encode::row_as_json(&batch, groups[row]),
+                reason,
+            });
+        }
         let mut deliveries = Vec::new();
         for (_, session) in fired {
             for (batch, _) in session.rows {
