@@ -354,6 +354,14 @@ fn c_printf_lines_reach_the_log_whole_and_in_order() {
             .lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|line| line["fields"]["stream"] == stream)
+            .inspect(|line| {
+                // Attributed to the pipeline's name for the plugin (the file's stem) and the step.
+                assert_eq!(
+                    (&line["fields"]["plugin"], &line["fields"]["step"]),
+                    (&"talk".into(), &"transforms.hi".into()),
+                    "{line}"
+                );
+            })
             .map(|line| line["fields"]["message"].as_str().unwrap_or_default().to_owned())
             .collect()
     };

@@ -377,6 +377,7 @@ fn guest_stdout_and_stderr_go_to_the_host_log() {
         lines.iter().any(|l| {
             l["fields"]["stream"] == stream
                 && l["fields"]["plugin"] == "hostile"
+                && l["fields"]["step"] == "transforms.talk"
                 && l["fields"]["message"].as_str().unwrap_or("").contains("chatty says 2")
         })
     };

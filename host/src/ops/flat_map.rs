@@ -80,7 +80,15 @@ impl TransformSpec for FlatMapConfig {
         }
         let schema = Arc::new(crate::engine::event_time::carry(input, Schema::new(fields)));
         let function = signature.name.clone();
-        let factory = Arc::new(FlatMapFactory { schema: schema.clone(), handle, limits, function, args, described });
+        let factory = Arc::new(FlatMapFactory {
+            schema: schema.clone(),
+            handle,
+            limits,
+            function,
+            args,
+            described,
+            step: ctx.component.clone(),
+        });
         Ok(PlannedTransform { schema, factory, partitioning: Partitioning::Any })
     }
 }
@@ -93,13 +101,17 @@ struct FlatMapFactory {
     function: String,
     args: Vec<Arc<dyn PhysicalExpr>>,
     described: String,
+    /// The step's name, for the guest's log lines.
+    step: String,
 }
 
 impl OperatorFactory for FlatMapFactory {
     fn create(&self) -> OperatorInstance {
+        let mut caller = TableCaller::new(Arc::clone(&self.handle), self.limits, &self.function);
+        caller.set_step(&self.step);
         OperatorInstance::sync(FlatMap {
             schema: self.schema.clone(),
-            caller: TableCaller::new(Arc::clone(&self.handle), self.limits, &self.function),
+            caller,
             args: self.args.clone(),
             described: self.described.clone(),
             rows_seen: 0,

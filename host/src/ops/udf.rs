@@ -175,8 +175,16 @@ impl TransformSpec for UdfConfig {
         let schema = Arc::new(crate::engine::event_time::carry(input, Schema::new(fields)));
         let replace = position.unwrap_or(input.fields().len());
         let function = signature.name.clone();
-        let factory =
-            Arc::new(UdfFactory { schema: schema.clone(), handle, limits, function, args, replace, described });
+        let factory = Arc::new(UdfFactory {
+            schema: schema.clone(),
+            handle,
+            limits,
+            function,
+            args,
+            replace,
+            described,
+            step: ctx.component.clone(),
+        });
         Ok(PlannedTransform { schema, factory, partitioning: Partitioning::Any })
     }
 }
@@ -190,13 +198,17 @@ struct UdfFactory {
     args: Vec<Arc<dyn PhysicalExpr>>,
     replace: usize,
     described: String,
+    /// The step's name, for the guest's log lines.
+    step: String,
 }
 
 impl OperatorFactory for UdfFactory {
     fn create(&self) -> OperatorInstance {
+        let mut caller = ScalarCaller::new(Arc::clone(&self.handle), self.limits, &self.function);
+        caller.set_step(&self.step);
         OperatorInstance::sync(Udf {
             schema: self.schema.clone(),
-            caller: ScalarCaller::new(Arc::clone(&self.handle), self.limits, &self.function),
+            caller,
             args: self.args.clone(),
             replace: self.replace,
             described: self.described.clone(),

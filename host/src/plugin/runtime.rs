@@ -766,10 +766,22 @@ impl Instance {
         }
     }
 
+    /// Names the instance's output in the log: the plugin's name in the pipeline and the step
+    /// that calls it.
+    pub fn set_origin(&mut self, plugin: &Arc<str>, step: &Arc<str>) {
+        let state = self.store.data_mut();
+        if !Arc::ptr_eq(&state.plugin, plugin) {
+            state.plugin = Arc::clone(plugin);
+        }
+        if !Arc::ptr_eq(&state.step, step) {
+            state.step = Arc::clone(step);
+        }
+    }
+
     /// Sends new guest stdout/stderr lines to the host log.
     fn forward_output(&mut self) {
-        let plugin = self.plugin.info.name.as_str();
         let state = self.store.data();
+        let (plugin, step) = (&*state.plugin, &*state.step);
         for (stream, pipe, seen) in
             [("stdout", &state.stdout, &mut self.logged.0), ("stderr", &state.stderr, &mut self.logged.1)]
         {
@@ -779,7 +791,7 @@ impl Instance {
                 continue;
             };
             for line in String::from_utf8_lossy(&contents[*seen..*seen + end]).lines() {
-                state.metrics.log_guest(plugin, tracing::Level::INFO, stream, line);
+                state.metrics.log_guest(plugin, step, tracing::Level::INFO, stream, line);
             }
             *seen += end + 1;
         }

@@ -153,17 +153,18 @@ pub struct PluginMetrics {
 }
 
 impl PluginMetrics {
-    /// Logs one guest line through the plugin's budget.
-    pub fn log_guest(&self, plugin: &str, level: tracing::Level, stream: &str, line: &str) {
+    /// Logs one guest line through the plugin's budget, attributed to the plugin (its name in
+    /// the pipeline) and the step that called it (empty for SQL expressions and aggregates).
+    pub fn log_guest(&self, plugin: &str, step: &str, level: tracing::Level, stream: &str, line: &str) {
         let Some(suppressed) = self.log_budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
             return;
         };
         match level {
-            tracing::Level::TRACE => tracing::trace!(plugin, stream, suppressed, "{line}"),
-            tracing::Level::DEBUG => tracing::debug!(plugin, stream, suppressed, "{line}"),
-            tracing::Level::INFO => tracing::info!(plugin, stream, suppressed, "{line}"),
-            tracing::Level::WARN => tracing::warn!(plugin, stream, suppressed, "{line}"),
-            tracing::Level::ERROR => tracing::error!(plugin, stream, suppressed, "{line}"),
+            tracing::Level::TRACE => tracing::trace!(plugin, step, stream, suppressed, "{line}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, step, stream, suppressed, "{line}"),
+            tracing::Level::INFO => tracing::info!(plugin, step, stream, suppressed, "{line}"),
+            tracing::Level::WARN => tracing::warn!(plugin, step, stream, suppressed, "{line}"),
+            tracing::Level::ERROR => tracing::error!(plugin, step, stream, suppressed, "{line}"),
         }
     }
 
@@ -209,7 +210,10 @@ impl PluginMetrics {
 
 /// What a plugin's store holds.
 pub struct StoreState {
+    /// The plugin's name in the pipeline (its own name until a caller says).
     pub(crate) plugin: Arc<str>,
+    /// The step calling it, for the log (empty when unknown).
+    pub(crate) step: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,
     limits: TrackedLimits,
@@ -233,6 +237,7 @@ impl StoreState {
         let memory = usize::try_from(limits.memory).unwrap_or(usize::MAX);
         Self {
             plugin,
+            step: Arc::from(""),
             wasi: builder.build(),
             table: ResourceTable::new(),
             limits: TrackedLimits {
@@ -343,7 +348,7 @@ impl super::bindings::scalar::weir::plugin::host::Host for StoreState {
             Level::Warn => tracing::Level::WARN,
             Level::Error => tracing::Level::ERROR,
         };
-        self.metrics.log_guest(&self.plugin, level, "log", &line);
+        self.metrics.log_guest(&self.plugin, &self.step, level, "log", &line);
     }
 
     fn counter_add(&mut self, name: String, value: u64) {

@@ -259,6 +259,8 @@ pub struct FunctionBinding {
     limits: Limits,
     bound: Option<(Arc<Version>, u32)>,
     slot: InstanceSlot,
+    /// What the guest's output is attributed to: the plugin's name in the pipeline, the step.
+    origin: (Arc<str>, Arc<str>),
 }
 
 impl std::fmt::Debug for FunctionBinding {
@@ -270,7 +272,13 @@ impl std::fmt::Debug for FunctionBinding {
 impl FunctionBinding {
     /// Function `name` of `handle`'s versions, instantiated under `limits`.
     pub fn new(handle: Arc<PluginHandle>, name: String, limits: Limits) -> Self {
-        Self { handle, name, limits, bound: None, slot: InstanceSlot::default() }
+        let origin = (Arc::from(handle.name()), Arc::from(""));
+        Self { handle, name, limits, bound: None, slot: InstanceSlot::default(), origin }
+    }
+
+    /// The step that calls the function, for the guest's log lines.
+    pub fn set_step(&mut self, step: &str) {
+        self.origin.1 = Arc::from(step);
     }
 
     /// The plugin handle.
@@ -296,7 +304,10 @@ impl FunctionBinding {
         }
         let index = self.bound.as_ref().map_or(0, |(_, index)| *index);
         match self.slot.get(&version.plugin, self.limits) {
-            Ok(instance) => Ok((instance, index)),
+            Ok(instance) => {
+                instance.set_origin(&self.origin.0, &self.origin.1);
+                Ok((instance, index))
+            }
             Err(err) => match self.handle.report_instantiation_failure(version, &err) {
                 Some(fallback) => Err(Attempt::Retry(fallback)),
                 None => Err(Attempt::Failed(err)),
@@ -384,6 +395,11 @@ impl ScalarCaller {
     /// traps are not bisected, and bisecting stops at the first row that traps alone.
     pub fn set_fail_fast(&mut self, fail_fast: bool) {
         self.fail_fast = fail_fast;
+    }
+
+    /// The step that calls the function, for the guest's log lines.
+    pub fn set_step(&mut self, step: &str) {
+        self.binding.set_step(step);
     }
 
     /// A caller over one fixed plugin (benchmarks, tools).
@@ -528,6 +544,11 @@ impl TableCaller {
     /// As [`ScalarCaller::set_fail_fast`].
     pub fn set_fail_fast(&mut self, fail_fast: bool) {
         self.fail_fast = fail_fast;
+    }
+
+    /// As [`ScalarCaller::set_step`].
+    pub fn set_step(&mut self, step: &str) {
+        self.binding.set_step(step);
     }
 
     /// Calls the function on `rows` rows of `args`, on the version current when the call
