@@ -371,6 +371,39 @@ fn c_printf_lines_reach_the_log_whole_and_in_order() {
     assert_eq!(said("stderr"), (0..5).map(|i| format!("stderr for n{i}")).collect::<Vec<_>>(), "{stderr}");
 }
 
+/// Issue 20 (18): rebuilding unchanged Python or JavaScript sources gave a component with another
+/// hash (their toolchains snapshot an interpreter seeded at random), so `hash:` pins broke, the
+/// plugins directory swapped in a "new" version and the cache grew; editing a README rebuilt.
+/// A build whose inputs did not change now keeps the component; `--force` rebuilds. The rule is
+/// the same for Python, JavaScript and C: C is used here because it builds in a second.
+#[test]
+fn a_rebuild_with_unchanged_inputs_keeps_the_component() {
+    let ws = Workspace::new();
+    let dir = ws.path("same");
+    let created = weir().args(["plugin", "new", "same", "--lang", "c", "--dir"]).arg(&dir).output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let build = |extra: &[&str]| {
+        let output = weir().args(["plugin", "build"]).args(extra).arg(&dir).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let component = dir.join("build/same.wasm");
+    let stamp = || std::fs::metadata(&component).unwrap().modified().unwrap();
+    assert!(build(&[]).starts_with("built "));
+    let first = stamp();
+    // Documentation and test data do not make the component.
+    ws.write("same/README.md", "# same\n\nEdited.\n");
+    ws.write("same/test/input.jsonl", "{\"name\":\"Edsger\"}\n");
+    let again = build(&[]);
+    assert!(again.starts_with("up to date"), "{again}");
+    assert_eq!(stamp(), first, "the component was not rewritten");
+    // A source edit rebuilds; so does --force.
+    let source = std::fs::read_to_string(dir.join("same.c")).unwrap();
+    ws.write("same/same.c", format!("{source}\n/* edited */\n"));
+    assert!(build(&[]).starts_with("built "));
+    assert!(build(&["--force"]).starts_with("built "));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_javascript_component_importing_wasi_http_loads_but_has_no_network() {
     // Built with ComponentizeJS's HTTP feature on, so it imports wasi:http/types and

@@ -135,6 +135,9 @@ enum PluginCommand {
         /// The plugin folder.
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// Rebuild even when nothing the component is made of changed.
+        #[arg(long)]
+        force: bool,
     },
     /// The cache of compiled plugins.
     Cache {
@@ -236,7 +239,7 @@ pub fn main() -> ExitCode {
         Command::Plugin(PluginCommand::New { name, lang, kind, dir }) => {
             plugin::new(&name, lang, kind, dir.unwrap_or_else(|| PathBuf::from(&name)))
         }
-        Command::Plugin(PluginCommand::Build { dir }) => plugin::build(&dir),
+        Command::Plugin(PluginCommand::Build { dir, force }) => plugin::build(&dir, force),
         Command::Plugin(PluginCommand::Test { dir }) => plugin::test(&dir),
         Command::Plugin(PluginCommand::Cache { command: CacheCommand::Prune { max_size, all } }) => {
             let bound =

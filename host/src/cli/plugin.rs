@@ -115,8 +115,18 @@ pub fn new(name: &str, language: Language, world: World, dir: PathBuf) -> ExitCo
 }
 
 /// `weir plugin build`: exit 0 built and checked, 1 the build failed, 2 bad manifest.
-pub fn build(dir: &Path) -> ExitCode {
-    match guest::build(dir) {
+pub fn build(dir: &Path, force: bool) -> ExitCode {
+    match guest::build_with(dir, force) {
+        Ok(built) if built.up_to_date => {
+            println!(
+                "up to date: {} ({} {}, sha256 {}): its inputs did not change since it was built (--force rebuilds)",
+                built.path.display(),
+                built.plugin.info.name,
+                built.plugin.info.version,
+                &built.plugin.hash[..16]
+            );
+            ExitCode::SUCCESS
+        }
         Ok(built) => {
             println!(
                 "built {} in {:.1} s: {} {} ({} bytes), {} function(s), sandbox ok",

@@ -14,6 +14,8 @@ use super::{GuestError, Manifest, World, quoted, run_step, toolchain, write};
 
 const SDK_HEADER: &str = include_str!("../../../guest-sdk/c/weir.h");
 const SDK_SOURCE: &str = include_str!("../../../guest-sdk/c/weir.c");
+/// The SDK's files, for the build's input digest.
+pub const SDK: [&str; 2] = [SDK_HEADER, SDK_SOURCE];
 
 fn step_error(step: &str, err: impl std::fmt::Display) -> GuestError {
     GuestError::Step { step: step.to_owned(), output: format!("{err:#}") }

@@ -13,7 +13,8 @@ use serde_json::json;
 
 use super::{GuestError, Manifest, World, run_step, toolchain, write};
 
-const SDK: &str = include_str!("../../../guest-sdk/js/weir.js");
+/// The SDK (also part of the build's input digest).
+pub const SDK: &str = include_str!("../../../guest-sdk/js/weir.js");
 
 /// `node --check` of one ES module source, with the user's path in the message.
 fn syntax_check(node: &Path, source: &Path) -> Result<(), GuestError> {

@@ -121,6 +121,68 @@ pub struct Built {
     pub plugin: Plugin,
     /// Time the language's build took.
     pub build_time: Duration,
+    /// The inputs had not changed since the component was built: it was kept as it was.
+    pub up_to_date: bool,
+}
+
+/// The files of a plugin folder that make its component, sorted: everything but build outputs
+/// (`build/`, `target/`, `node_modules/`, `.git/`), the test folder and Markdown documentation,
+/// whose edits do not change the component.
+pub fn build_inputs(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if matches!(name.to_str(), Some("build" | "target" | "node_modules" | ".git"))
+                || path == dir.join("test")
+                || path.extension().is_some_and(|ext| ext == "md")
+            {
+                continue;
+            }
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(path),
+                Ok(_) => files.push(path),
+                Err(_) => {}
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// A digest of everything a Python, JavaScript or C build reads: the folder's inputs (paths and
+/// contents), the SDK and WIT inside this binary, the pinned toolchain versions. Those
+/// toolchains snapshot an initialized interpreter whose heap depends on random seeds drawn while
+/// building, so two builds of the same sources differ; not rebuilding when nothing changed is
+/// what keeps a component (and a `hash:` pin, and the compile cache) stable.
+fn inputs_digest(dir: &Path, manifest: &Manifest) -> Result<String, GuestError> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(env!("CARGO_PKG_VERSION"));
+    hasher.update(WIT);
+    let sdk: &[&str] = match manifest.language {
+        Language::Python => &python::SDK,
+        Language::Js => &[js::SDK],
+        Language::C => &c::SDK,
+        Language::Rust => &[],
+    };
+    for part in sdk.iter().chain([toolchain::COMPONENTIZE_PY_VERSION, toolchain::COMPONENTIZE_JS_VERSION].iter()) {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    for path in build_inputs(dir) {
+        let contents =
+            std::fs::read(&path).map_err(|err| GuestError::Io { path: path.clone(), reason: err.to_string() })?;
+        let relative = path.strip_prefix(dir).unwrap_or(&path).to_string_lossy().into_owned();
+        hasher.update((relative.len() as u64).to_le_bytes());
+        hasher.update(relative);
+        hasher.update((contents.len() as u64).to_le_bytes());
+        hasher.update(contents);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Where the build puts its files.
@@ -138,11 +200,33 @@ pub fn output_path(dir: &Path, manifest: &Manifest) -> PathBuf {
 /// # Errors
 /// Manifest errors, missing toolchains, failing build steps, a component that fails the checks.
 pub fn build(dir: &Path) -> Result<Built, GuestError> {
+    build_with(dir, false)
+}
+
+/// As [`build`]; Python, JavaScript and C components whose inputs did not change since they
+/// were built are kept unless `force` (Rust builds are left to cargo, which is incremental).
+///
+/// # Errors
+/// As for [`build`].
+pub fn build_with(dir: &Path, force: bool) -> Result<Built, GuestError> {
     // Absolute, so generated build scripts work whatever the toolchain's working directory.
     let dir =
         &std::path::absolute(dir).map_err(|err| GuestError::Io { path: dir.to_path_buf(), reason: err.to_string() })?;
     let manifest = Manifest::load(dir)?;
     let output = output_path(dir, &manifest);
+    let recorded = output.with_extension("inputs");
+    let digest = match manifest.language {
+        Language::Rust => None,
+        _ => Some(inputs_digest(dir, &manifest)?),
+    };
+    if !force
+        && output.is_file()
+        && let Some(digest) = &digest
+        && std::fs::read_to_string(&recorded).is_ok_and(|previous| previous.trim() == digest)
+    {
+        let plugin = check(&output, &manifest)?;
+        return Ok(Built { path: output, plugin, build_time: Duration::ZERO, up_to_date: true });
+    }
     // Built under a temporary name and renamed, so a pipeline loading the component meanwhile
     // sees the old one or the new one, never half a file.
     let partial = output.with_extension(format!("wasm.partial{}", std::process::id()));
@@ -161,7 +245,10 @@ pub fn build(dir: &Path) -> Result<Built, GuestError> {
         .map_err(|err| GuestError::Io { path: output.clone(), reason: err.to_string() })?;
     let build_time = started.elapsed();
     let plugin = check(&output, &manifest)?;
-    Ok(Built { path: output, plugin, build_time })
+    if let Some(digest) = digest {
+        write(&recorded, format!("{digest}\n"))?;
+    }
+    Ok(Built { path: output, plugin, build_time, up_to_date: false })
 }
 
 /// The checks of `weir plugin inspect`, and that the component is the plugin the manifest says.

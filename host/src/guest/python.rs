@@ -8,6 +8,8 @@ use super::{GuestError, Manifest, World, quoted, run_step, toolchain, write};
 
 const SDK_INIT: &str = include_str!("../../../guest-sdk/python/weir/__init__.py");
 const SDK_COLUMNS: &str = include_str!("../../../guest-sdk/python/weir/_columns.py");
+/// The SDK's files, for the build's input digest.
+pub const SDK: [&str; 2] = [SDK_INIT, SDK_COLUMNS];
 
 /// Builds `output` from the plugin folder `dir`.
 ///
@@ -76,9 +78,6 @@ pub fn build(dir: &Path, manifest: &Manifest, output: &Path) -> Result<(), Guest
     run_step(
         "componentize-py",
         Command::new(componentize)
-            // The pre-initialized interpreter is snapshotted: a fixed hash seed keeps the
-            // snapshot (and the component's hash) the same for the same sources.
-            .env("PYTHONHASHSEED", "0")
             .arg("-d")
             .arg(work.join("wit"))
             .args(["-w", world, "componentize", "-p"])

@@ -28,32 +28,12 @@ pub struct Passed {
     pub rows: usize,
 }
 
-/// The newest modification time of the files that make the component (build outputs, the test
-/// folder and Markdown documentation excluded: editing them does not force a rebuild).
-fn newest_source(dir: &Path, skip: &[PathBuf]) -> Option<SystemTime> {
-    let mut newest = None;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            // The test's own files and documentation do not change the component.
-            if skip.contains(&path)
-                || matches!(name.to_str(), Some("build" | "target" | "node_modules" | ".git"))
-                || path.extension().is_some_and(|ext| ext == "md")
-            {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                pending.push(path);
-            } else if let Ok(modified) = meta.modified() {
-                newest = newest.max(Some(modified));
-            }
-        }
-    }
-    newest
+/// The newest modification time of the files that make the component.
+fn newest_source(dir: &Path) -> Option<SystemTime> {
+    super::build_inputs(dir)
+        .iter()
+        .filter_map(|path| std::fs::metadata(path).and_then(|meta| meta.modified()).ok())
+        .max()
 }
 
 /// Drops NULL fields of an object row.
@@ -91,8 +71,7 @@ pub fn run(dir: &Path) -> Result<Passed, GuestError> {
     let built_at = std::fs::metadata(&component).and_then(|meta| meta.modified()).ok();
     // A newer `weir` carries a newer SDK: that makes the component stale too.
     let weir_built = std::env::current_exe().and_then(std::fs::metadata).and_then(|meta| meta.modified()).ok();
-    // The test's folder (pipeline, input, expected output) does not change the component.
-    let newest = newest_source(dir, &[output.clone(), dir.join("test")]).max(weir_built);
+    let newest = newest_source(dir).max(weir_built);
     let stale = match (built_at, newest) {
         (Some(built), Some(source)) => source > built,
         (Some(_), None) => false,
