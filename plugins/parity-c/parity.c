@@ -51,3 +51,25 @@ void slug(weir_row *row) {
     }
     free(out);
 }
+
+/* The greatest common divisor by Euclid's loop (arrow-udf's benchmark function). */
+void gcd(weir_row *row) {
+    int64_t a = weir_arg_i64(row, 0), b = weir_arg_i64(row, 1);
+    while (b != 0) {
+        int64_t t = b;
+        b = a % b;
+        a = t;
+    }
+    weir_return_i64(row, a);
+}
+
+/* `gcd` over int32. */
+void gcd32(weir_row *row) {
+    int32_t a = weir_arg_i32(row, 0), b = weir_arg_i32(row, 1);
+    while (b != 0) {
+        int32_t t = b;
+        b = a % b;
+        a = t;
+    }
+    weir_return_i32(row, a);
+}

@@ -22,3 +22,24 @@ export function slug(text) {
   if (out === "") throw new Error("no letters or digits to make a slug of");
   return out;
 }
+
+// The greatest common divisor by Euclid's loop (arrow-udf's benchmark function). int64 arrives as
+// BigInt.
+export function gcd(a, b) {
+  while (b !== 0n) {
+    const t = b;
+    b = a % b;
+    a = t;
+  }
+  return a;
+}
+
+// `gcd` over int32: Numbers, not BigInts.
+export function gcd32(a, b) {
+  while (b !== 0) {
+    const t = b;
+    b = a % b;
+    a = t;
+  }
+  return a;
+}

@@ -41,3 +41,19 @@ def slug(text: str) -> str:
     if not out:
         raise ValueError("no letters or digits to make a slug of")
     return "".join(out)
+
+
+@weir.scalar
+def gcd(a: int, b: int) -> int:
+    """The greatest common divisor by Euclid's loop (arrow-udf's benchmark function)."""
+    while b:
+        a, b = b, a % b
+    return a
+
+
+@weir.scalar
+def gcd32(a: weir.int32, b: weir.int32) -> weir.int32:
+    """`gcd` over int32."""
+    while b:
+        a, b = b, a % b
+    return a

@@ -4,6 +4,9 @@
 //! - per-row cost of `dollar_to_euro` (int64 -> float64) and `exclaim` (utf8 -> utf8, the text
 //!   and a `!`) at batch sizes 1024 and 8192, inside the sandbox, with the native Rust cost
 //!   measured in the same run; `slug` (a per-character loop) shows what the language costs;
+//! - `gcd(int64, int64)` by Euclid's loop over 1024-row batches, the function RisingWave's
+//!   arrow-udf measures for its (unsandboxed) Python and JavaScript runtimes; the same inputs
+//!   run through arrow-udf in `bench/arrow-udf` for a side-by-side comparison;
 //! - compile time (first load), cached load, a fresh instance from the cache, what replacing a
 //!   trapped instance costs a caller (with the background spare for slow plugins), and the
 //!   linear memory an instance holds.
@@ -42,6 +45,21 @@ fn inputs(rows: usize) -> (ArrayRef, ArrayRef) {
     let texts: ArrayRef =
         Arc::new(StringArray::from_iter_values((0..rows).map(|i| format!("Stream Processing #{i:05} with Wasm!"))));
     (amounts, texts)
+}
+
+/// The `gcd` benchmark's inputs (the same in `bench/arrow-udf`): pairs of positive numbers
+/// below a million, each taking several steps of Euclid's loop.
+pub fn gcd_inputs(rows: usize) -> (Int64Array, Int64Array) {
+    let a = Int64Array::from_iter_values((0..rows as i64).map(|i| i * 7919 % 1_000_000 + 1));
+    let b = Int64Array::from_iter_values((0..rows as i64).map(|i| i * 104_729 % 100_000 + 1));
+    (a, b)
+}
+
+fn native_gcd(mut a: i64, mut b: i64) -> i64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// Median nanoseconds per row of `call` over batches of `rows`, within about `budget`.
@@ -162,6 +180,26 @@ pub fn bench(plugins: &Path) -> anyhow::Result<()> {
     row("native Rust (host)", &native);
     for (label, cells) in &measured {
         row(label, cells);
+    }
+
+    println!("\n## gcd(int64, int64) -> int64 by Euclid's loop, 1024-row batches (ns per row)\n");
+    let (a, b) = gcd_inputs(1024);
+    let native_gcd_row = per_row(1024, Duration::from_millis(300), || {
+        let out: Int64Array = a.iter().zip(b.iter()).map(|(a, b)| Some(native_gcd(a?, b?))).collect();
+        std::hint::black_box(out);
+        Ok(())
+    })?;
+    println!("| language | gcd int64 @1024 | vs native | gcd32 int32 @1024 | vs native |\n|---|---:|---:|---:|---:|");
+    println!("| native Rust (host) | {native_gcd_row:.1} | 1.0 | | |");
+    let narrow = |array: &Int64Array| -> ArrayRef {
+        Arc::new(arrow::array::Int32Array::from_iter_values(array.values().iter().map(|&v| v as i32)))
+    };
+    let args32: [ArrayRef; 2] = [narrow(&a), narrow(&b)];
+    let args: [ArrayRef; 2] = [Arc::new(a), Arc::new(b)];
+    for (label, _, plugin) in &loaded {
+        let gcd = wasm_per_row(plugin, "gcd", &args, 1024)?;
+        let gcd32 = wasm_per_row(plugin, "gcd32", &args32, 1024)?;
+        println!("| {label} | {gcd:.1} | {:.1} | {gcd32:.1} | {:.1} |", gcd / native_gcd_row, gcd32 / native_gcd_row);
     }
 
     println!("\n## Loading, instantiation and memory per language\n");
