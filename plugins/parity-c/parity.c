@@ -53,7 +53,7 @@ void slug(weir_row *row) {
 }
 
 /* The greatest common divisor by Euclid's loop (arrow-udf's benchmark function). */
-void gcd(weir_row *row) {
+void euclid_gcd(weir_row *row) {
     int64_t a = weir_arg_i64(row, 0), b = weir_arg_i64(row, 1);
     while (b != 0) {
         int64_t t = b;
@@ -64,7 +64,7 @@ void gcd(weir_row *row) {
 }
 
 /* `gcd` over int32. */
-void gcd32(weir_row *row) {
+void euclid_gcd32(weir_row *row) {
     int32_t a = weir_arg_i32(row, 0), b = weir_arg_i32(row, 1);
     while (b != 0) {
         int32_t t = b;

@@ -25,7 +25,7 @@ export function slug(text) {
 
 // The greatest common divisor by Euclid's loop (arrow-udf's benchmark function). int64 arrives as
 // BigInt.
-export function gcd(a, b) {
+export function euclid_gcd(a, b) {
   while (b !== 0n) {
     const t = b;
     b = a % b;
@@ -35,7 +35,7 @@ export function gcd(a, b) {
 }
 
 // `gcd` over int32: Numbers, not BigInts.
-export function gcd32(a, b) {
+export function euclid_gcd32(a, b) {
   while (b !== 0) {
     const t = b;
     b = a % b;

@@ -44,7 +44,7 @@ def slug(text: str) -> str:
 
 
 @weir.scalar
-def gcd(a: int, b: int) -> int:
+def euclid_gcd(a: int, b: int) -> int:
     """The greatest common divisor by Euclid's loop (arrow-udf's benchmark function)."""
     while b:
         a, b = b, a % b
@@ -52,7 +52,7 @@ def gcd(a: int, b: int) -> int:
 
 
 @weir.scalar
-def gcd32(a: weir.int32, b: weir.int32) -> weir.int32:
+def euclid_gcd32(a: weir.int32, b: weir.int32) -> weir.int32:
     """`gcd` over int32."""
     while b:
         a, b = b, a % b

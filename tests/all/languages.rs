@@ -219,6 +219,23 @@ fn a_bad_manifest_is_refused_with_the_reason() {
     assert!(stderr.contains("weir-plugin.yaml") && stderr.contains("unknown type `int128`"), "{stderr}");
 }
 
+/// Runs `greet(name)` of the component over a few generated names; the pipeline's error (the
+/// component is expected to fail).
+async fn greet_fails(ws: &Workspace, component: &std::path::Path) -> String {
+    ws.run(&format!(
+        r#"sources:
+  rows: {{ type: generator, count: 3, columns: {{ name: {{ choice: [a, b] }} }} }}
+transforms:
+  hi: {{ type: udf, inputs: [rows], plugin: {}, function: greet, args: [name], as: greeting }}
+sinks:
+  out: {{ type: blackhole, inputs: [hi] }}
+"#,
+        component.display()
+    ))
+    .await
+    .unwrap_err()
+}
+
 /// Issue 20 (16): a C function written as plain C (`double greet(double)`) failed to link with
 /// `undefined symbol: greet` although it was defined; a result of the wrong type said "set a
 /// result of another type than the signature's" without naming either. Both now say what is
@@ -239,19 +256,7 @@ async fn c_signature_mistakes_say_what_is_wrong() {
     ws.write("sig/sig.c", "#include \"weir.h\"\n\nvoid greet(weir_row *row) { weir_return_i64(row, 1); }\n");
     let output = weir().args(["plugin", "build"]).arg(&dir).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let err = ws
-        .run(&format!(
-            r#"sources:
-  rows: {{ type: generator, count: 3, columns: {{ name: {{ choice: [a, b] }} }} }}
-transforms:
-  hi: {{ type: udf, inputs: [rows], plugin: {}, function: greet, args: [name], as: greeting }}
-sinks:
-  out: {{ type: blackhole, inputs: [hi] }}
-"#,
-            dir.join("build/sig.wasm").display()
-        ))
-        .await
-        .unwrap_err();
+    let err = greet_fails(&ws, &dir.join("build/sig.wasm")).await;
     assert!(
         err.contains("set a int64 result (weir_return_i64)")
             && err.contains("declares it returns utf8 (use weir_return_str)"),
@@ -291,19 +296,7 @@ async fn python_and_javascript_errors_say_where_in_the_users_file() {
         ws.write(&format!("{folder}/{file}"), source);
         let built = weir().args(["plugin", "build"]).arg(&dir).output().unwrap();
         assert!(built.status.success(), "{language}: {}", String::from_utf8_lossy(&built.stderr));
-        let err = ws
-            .run(&format!(
-                r#"sources:
-  rows: {{ type: generator, count: 2, columns: {{ name: {{ choice: [a, b] }} }} }}
-transforms:
-  hi: {{ type: udf, inputs: [rows], plugin: {}, function: greet, args: [name], as: greeting }}
-sinks:
-  out: {{ type: blackhole, inputs: [hi] }}
-"#,
-                dir.join("build/oops.wasm").display()
-            ))
-            .await
-            .unwrap_err();
+        let err = greet_fails(&ws, &dir.join("build/oops.wasm")).await;
         let line = if language == "python" { format!("{file}:6 in greet") } else { format!("{file}:3") };
         assert!(err.contains(&line), "{language}: the error names the file and line ({line}): {err}");
 

@@ -197,8 +197,8 @@ pub fn bench(plugins: &Path) -> anyhow::Result<()> {
     let args32: [ArrayRef; 2] = [narrow(&a), narrow(&b)];
     let args: [ArrayRef; 2] = [Arc::new(a), Arc::new(b)];
     for (label, _, plugin) in &loaded {
-        let gcd = wasm_per_row(plugin, "gcd", &args, 1024)?;
-        let gcd32 = wasm_per_row(plugin, "gcd32", &args32, 1024)?;
+        let gcd = wasm_per_row(plugin, "euclid_gcd", &args, 1024)?;
+        let gcd32 = wasm_per_row(plugin, "euclid_gcd32", &args32, 1024)?;
         println!("| {label} | {gcd:.1} | {:.1} | {gcd32:.1} | {:.1} |", gcd / native_gcd_row, gcd32 / native_gcd_row);
     }
 

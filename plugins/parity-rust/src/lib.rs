@@ -44,8 +44,9 @@ weir_plugin::scalar_udfs! {
     }
 
     /// The greatest common divisor by Euclid's loop (the function RisingWave's arrow-udf
-    /// benchmarks in Python and JavaScript, for a side-by-side measurement).
-    fn gcd(a: i64, b: i64) -> i64 {
+    /// benchmarks in Python and JavaScript, for a side-by-side measurement; not named `gcd`,
+    /// which is a built-in SQL function a plugin may not replace).
+    fn euclid_gcd(a: i64, b: i64) -> i64 {
         let (mut a, mut b) = (a, b);
         while b != 0 {
             (a, b) = (b, a % b);
@@ -54,7 +55,7 @@ weir_plugin::scalar_udfs! {
     }
 
     /// `gcd` over int32 (JavaScript gets Numbers instead of BigInts).
-    fn gcd32(a: i32, b: i32) -> i32 {
+    fn euclid_gcd32(a: i32, b: i32) -> i32 {
         let (mut a, mut b) = (a, b);
         while b != 0 {
             (a, b) = (b, a % b);
