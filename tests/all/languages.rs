@@ -390,6 +390,11 @@ fn a_rebuild_with_unchanged_inputs_keeps_the_component() {
     let again = build(&[]);
     assert!(again.starts_with("up to date"), "{again}");
     assert_eq!(stamp(), first, "the component was not rewritten");
+    // A component replaced by hand is not trusted.
+    let built = std::fs::read(&component).unwrap();
+    std::fs::write(&component, b"not the component").unwrap();
+    assert!(build(&[]).starts_with("built "));
+    assert_eq!(std::fs::read(&component).unwrap().len(), built.len());
     // A source edit rebuilds; so does --force.
     let source = std::fs::read_to_string(dir.join("same.c")).unwrap();
     ws.write("same/same.c", format!("{source}\n/* edited */\n"));

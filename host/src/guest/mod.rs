@@ -153,6 +153,13 @@ pub fn build_inputs(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// What `build/<name>.inputs` holds: the inputs digest and the component's SHA-256.
+fn record(digest: &str, component: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let hash: String = Sha256::digest(component).iter().map(|b| format!("{b:02x}")).collect();
+    format!("{digest} {hash}")
+}
+
 /// A digest of everything a Python, JavaScript or C build reads: the folder's inputs (paths and
 /// contents), the SDK and WIT inside this binary, the pinned toolchain versions. Those
 /// toolchains snapshot an initialized interpreter whose heap depends on random seeds drawn while
@@ -219,10 +226,12 @@ pub fn build_with(dir: &Path, force: bool) -> Result<Built, GuestError> {
         Language::Rust => None,
         _ => Some(inputs_digest(dir, &manifest)?),
     };
+    // The record is "<inputs digest> <component sha256>": a component replaced by hand since
+    // is rebuilt, not trusted.
     if !force
-        && output.is_file()
         && let Some(digest) = &digest
-        && std::fs::read_to_string(&recorded).is_ok_and(|previous| previous.trim() == digest)
+        && let Ok(component) = std::fs::read(&output)
+        && std::fs::read_to_string(&recorded).is_ok_and(|previous| previous.trim() == record(digest, &component))
     {
         let plugin = check(&output, &manifest)?;
         return Ok(Built { path: output, plugin, build_time: Duration::ZERO, up_to_date: true });
@@ -246,7 +255,9 @@ pub fn build_with(dir: &Path, force: bool) -> Result<Built, GuestError> {
     let build_time = started.elapsed();
     let plugin = check(&output, &manifest)?;
     if let Some(digest) = digest {
-        write(&recorded, format!("{digest}\n"))?;
+        let component =
+            std::fs::read(&output).map_err(|err| GuestError::Io { path: output.clone(), reason: err.to_string() })?;
+        write(&recorded, format!("{}\n", record(&digest, &component)))?;
     }
     Ok(Built { path: output, plugin, build_time, up_to_date: false })
 }
