@@ -128,6 +128,11 @@ fn timeout_budget(rows: usize) -> usize {
     (usize::BITS - rows.leading_zeros()) as usize + 1
 }
 
+/// Every row of the slice `start..start + len`, failed for one reason.
+fn failed_slice(start: usize, len: usize, reason: &str, kind: FailureKind) -> impl Iterator<Item = FailedRow> + '_ {
+    (start..start + len).map(move |row| FailedRow { row, reason: reason.to_owned(), kind })
+}
+
 /// How a trapping batch is isolated: which traps are bisected, and when isolating stops.
 #[derive(Debug)]
 struct Isolation {
@@ -469,11 +474,7 @@ impl ScalarCaller {
                 Ok(())
             }
             Ok(Err(CallError::Failed(reason))) => {
-                failed.extend((start..start + len).map(|row| FailedRow {
-                    row,
-                    reason: reason.clone(),
-                    kind: FailureKind::RowError,
-                }));
+                failed.extend(failed_slice(start, len, &reason, FailureKind::RowError));
                 pieces.push(new_null_array(&self.return_type(), len));
                 Ok(())
             }
@@ -485,28 +486,20 @@ impl ScalarCaller {
                     return Err(Attempt::Retry(fallback));
                 }
                 if len == 1 || !isolation.bisects(&trap) {
-                    failed.extend((start..start + len).map(|row| FailedRow {
-                        row,
-                        reason: trap.to_string(),
-                        kind: FailureKind::Trap,
-                    }));
+                    failed.extend(failed_slice(start, len, &trap.to_string(), FailureKind::Trap));
                     if isolation.fail_fast {
                         return Err(Attempt::Stopped);
                     }
                     pieces.push(new_null_array(&self.return_type(), len));
                     return Ok(());
                 }
-                self.check_stopping(len)?;
+                self.binding.check_stopping(len)?;
                 let half = len / 2;
                 self.bisect(version, args, (start, half), isolation, pieces, failed)?;
                 self.bisect(version, args, (start + half, len - half), isolation, pieces, failed)
             }
             Err(other) => Err(other.into()),
         }
-    }
-
-    fn check_stopping(&self, rows: usize) -> Result<(), Attempt> {
-        self.binding.check_stopping(rows)
     }
 
     fn contract(&self, reason: String) -> PluginError {
@@ -616,11 +609,7 @@ impl TableCaller {
                     failed.extend(errors);
                 }
                 Ok(Err(CallError::Failed(reason))) => {
-                    failed.extend((start..start + len).map(|row| FailedRow {
-                        row,
-                        reason: reason.clone(),
-                        kind: FailureKind::RowError,
-                    }));
+                    failed.extend(failed_slice(start, len, &reason, FailureKind::RowError));
                 }
                 Ok(Err(CallError::InvalidInput(reason))) => {
                     return Err(self.contract(format!("rejected its input: {reason}")).into());
@@ -630,11 +619,7 @@ impl TableCaller {
                         return Err(Attempt::Retry(fallback));
                     }
                     if len == 1 || !isolation.bisects(&trap) {
-                        failed.extend((start..start + len).map(|row| FailedRow {
-                            row,
-                            reason: trap.to_string(),
-                            kind: FailureKind::Trap,
-                        }));
+                        failed.extend(failed_slice(start, len, &trap.to_string(), FailureKind::Trap));
                         if isolation.fail_fast {
                             // The caller fails the step on this row: no need for the rest.
                             break;
