@@ -1,5 +1,5 @@
-//! The `weir` binary: everything lives in `weir_host::cli`.
+//! The `weir` binary: everything lives in `weir_cli`.
 
 fn main() -> std::process::ExitCode {
-    weir_host::cli::main()
+    weir_cli::main()
 }

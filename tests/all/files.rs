@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use weir_host::engine::runner;
+use weir_engine::runner;
 
 use crate::support::{Workspace, counters, json_lines};
 
@@ -59,10 +59,11 @@ sinks:
 "#,
         )
         .unwrap();
-    let types: Vec<String> = pipeline.components[0].schema.fields().iter().map(|f| f.data_type().to_string()).collect();
+    let types: Vec<String> =
+        pipeline.graph.components[0].schema.fields().iter().map(|f| f.data_type().to_string()).collect();
     assert_eq!(types, ["Utf8", "Float64", "Boolean"]);
-    let metrics = runner::metrics_for(&pipeline);
-    runner::run(&pipeline, &metrics, CancellationToken::new()).await.unwrap();
+    let metrics = runner::metrics_for(&pipeline.graph);
+    runner::run(&pipeline.graph, &metrics, CancellationToken::new()).await.unwrap();
     assert_eq!(ws.read("out.csv"), "city,fahrenheit,cold\nBerlin,38.3,false\nHangzhou,64.85,true\n");
 }
 
@@ -81,11 +82,11 @@ settings: { batch_size: 1 }
 "#,
         )
         .unwrap();
-    let metrics = runner::metrics_for(&pipeline);
+    let metrics = runner::metrics_for(&pipeline.graph);
     let stop = CancellationToken::new();
     let job = {
         let (pipeline, metrics, stop) = (pipeline.clone(), metrics.clone(), stop.clone());
-        tokio::spawn(async move { runner::run(&pipeline, &metrics, stop).await })
+        tokio::spawn(async move { runner::run(&pipeline.graph, &metrics, stop).await })
     };
     let received = |n: u64| {
         let metrics = metrics.clone();

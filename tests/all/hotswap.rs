@@ -9,10 +9,10 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use weir_host::engine::metrics::PipelineMetrics;
-use weir_host::engine::runner;
-use weir_host::pipeline::Pipeline;
-use weir_host::plugin::{PluginHandle, SwapError};
+use weir_engine::metrics::PipelineMetrics;
+use weir_engine::runner;
+use weir_pipeline::Pipeline;
+use weir_plugin::{PluginHandle, SwapError};
 
 use crate::support::{Workspace, counters, eventually, free_port, json_lines, weir};
 
@@ -34,10 +34,10 @@ impl Job {
     fn start(ws: &Workspace, yaml: &str) -> Self {
         let pipeline = ws.load(yaml).unwrap_or_else(|err| panic!("{err}"));
         let stop = tokio_util::sync::CancellationToken::new();
-        let metrics = runner::metrics_for(&pipeline);
+        let metrics = runner::metrics_for(&pipeline.graph);
         let (running, counting, token) = (pipeline.clone(), metrics.clone(), stop.clone());
         let task = tokio::spawn(async move {
-            runner::run(&running, &counting, token).await.map_err(|err| err.to_string())?;
+            runner::run(&running.graph, &counting, token).await.map_err(|err| err.to_string())?;
             Ok(counting)
         });
         Self { pipeline, metrics, stop, task }
@@ -284,11 +284,10 @@ sinks:
             plugin("tagger_v1").display()
         ),
     );
-    let context = weir_host::api::AdminContext::new(&job.pipeline, &job.metrics);
+    let context = weir_api::AdminContext::new(&job.pipeline, &job.metrics);
     let stop = tokio_util::sync::CancellationToken::new();
-    let address = weir_host::api::serve("127.0.0.1:0".parse().unwrap(), Some("t0ken".into()), context, stop.clone())
-        .await
-        .unwrap();
+    let address =
+        weir_api::serve("127.0.0.1:0".parse().unwrap(), Some("t0ken".into()), context, stop.clone()).await.unwrap();
     let http = reqwest::Client::builder()
         .default_headers(
             [(reqwest::header::AUTHORIZATION, reqwest::header::HeaderValue::from_static("Bearer t0ken"))]

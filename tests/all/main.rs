@@ -12,6 +12,7 @@ mod files;
 mod graph;
 mod hotswap;
 mod languages;
+mod layers;
 mod lookup;
 mod nexmark;
 mod plugins;

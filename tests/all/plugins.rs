@@ -178,7 +178,7 @@ async fn hostile(
     arg: &str,
     count: u64,
     policy: &str,
-) -> (Workspace, Result<weir_host::engine::metrics::PipelineMetrics, String>) {
+) -> (Workspace, Result<weir_engine::metrics::PipelineMetrics, String>) {
     let ws = Workspace::new();
     let dead_letter = if policy == "dead-letter" { ", dead_letter: rejects" } else { "" };
     let yaml = format!(

@@ -2,9 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use weir_host::engine::metrics::PipelineMetrics;
-use weir_host::engine::runner;
-use weir_host::pipeline::{self, Pipeline, PipelineError};
+use weir_engine::metrics::PipelineMetrics;
+use weir_engine::runner;
+use weir_pipeline::{Pipeline, PipelineError};
 
 /// A temporary directory holding a pipeline file and its inputs and outputs.
 pub struct Workspace {
@@ -35,14 +35,14 @@ impl Workspace {
 
     /// Writes `pipeline.yaml` and loads it.
     pub fn load(&self, yaml: &str) -> Result<Pipeline, PipelineError> {
-        pipeline::load(&self.write("pipeline.yaml", yaml))
+        weir_pipeline::load(&self.write("pipeline.yaml", yaml), &weir_cli::registry())
     }
 
     /// Loads and runs a pipeline to completion.
     pub async fn run(&self, yaml: &str) -> Result<PipelineMetrics, String> {
         let pipeline = self.load(yaml).map_err(|err| err.to_string())?;
-        let metrics = runner::metrics_for(&pipeline);
-        runner::run(&pipeline, &metrics, tokio_util::sync::CancellationToken::new())
+        let metrics = runner::metrics_for(&pipeline.graph);
+        runner::run(&pipeline.graph, &metrics, tokio_util::sync::CancellationToken::new())
             .await
             .map_err(|err| err.to_string())?;
         Ok(metrics)
@@ -99,7 +99,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Counter of one component.
-pub fn counters(metrics: &PipelineMetrics, name: &str) -> weir_host::engine::metrics::MetricsSnapshot {
+pub fn counters(metrics: &PipelineMetrics, name: &str) -> weir_engine::metrics::MetricsSnapshot {
     metrics.components.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("no component {name}")).2.snapshot()
 }
 
@@ -160,8 +160,8 @@ impl Workspace {
         let stop = tokio_util::sync::CancellationToken::new();
         let token = stop.clone();
         let task = tokio::spawn(async move {
-            let metrics = runner::metrics_for(&pipeline);
-            runner::run(&pipeline, &metrics, token).await.map_err(|err| err.to_string())?;
+            let metrics = runner::metrics_for(&pipeline.graph);
+            runner::run(&pipeline.graph, &metrics, token).await.map_err(|err| err.to_string())?;
             Ok(metrics)
         });
         Running { stop, task }

@@ -29,9 +29,9 @@ fn refuse(from: &str, to: &str) -> String {
 fn the_good_file_is_accepted() {
     let ws = Workspace::new();
     let pipeline = ws.load(GOOD).unwrap();
-    let names: Vec<&str> = pipeline.components.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = pipeline.graph.components.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["bids", "big", "eur", "out"]);
-    let eur = &pipeline.components[2];
+    let eur = &pipeline.graph.components[2];
     assert_eq!(eur.schema.field(1).name(), "price_eur");
 }
 
@@ -124,7 +124,7 @@ fn every_example_pipeline_validates() {
     for entry in std::fs::read_dir(&examples).unwrap() {
         let file = entry.unwrap().path().join("pipeline.yaml");
         if file.exists() {
-            weir_host::pipeline::load(&file).unwrap_or_else(|err| panic!("{err}"));
+            weir_pipeline::load(&file, &weir_cli::registry()).unwrap_or_else(|err| panic!("{err}"));
             checked += 1;
         }
     }

@@ -137,10 +137,10 @@ settings: {{ batch_size: 2000 }}
 "#
         ))
         .unwrap();
-    let metrics = weir_host::engine::runner::metrics_for(&pipeline);
+    let metrics = weir_engine::runner::metrics_for(&pipeline.graph);
     let job = {
         let (pipeline, metrics) = (pipeline.clone(), metrics.clone());
-        tokio::spawn(async move { weir_host::engine::runner::run(&pipeline, &metrics, Default::default()).await })
+        tokio::spawn(async move { weir_engine::runner::run(&pipeline.graph, &metrics, Default::default()).await })
     };
     let kills = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let killer = {

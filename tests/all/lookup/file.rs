@@ -143,11 +143,11 @@ fn retry_is_refused_where_retrying_cannot_help() {
 async fn every_lookup_counter_of_the_summary_is_in_metrics() {
     let ws = workspace();
     let pipeline = ws.load(&pipeline("table: devices, on: { device: id }, kind: left, columns: [name]")).unwrap();
-    let metrics = weir_host::engine::runner::metrics_for(&pipeline);
-    weir_host::engine::runner::run(&pipeline, &metrics, Default::default()).await.unwrap();
-    let context = weir_host::api::AdminContext::new(&pipeline, &metrics);
+    let metrics = weir_engine::runner::metrics_for(&pipeline.graph);
+    weir_engine::runner::run(&pipeline.graph, &metrics, Default::default()).await.unwrap();
+    let context = weir_api::AdminContext::new(&pipeline, &metrics);
     let stop = tokio_util::sync::CancellationToken::new();
-    let address = weir_host::api::serve("127.0.0.1:0".parse().unwrap(), None, context, stop.clone()).await.unwrap();
+    let address = weir_api::serve("127.0.0.1:0".parse().unwrap(), None, context, stop.clone()).await.unwrap();
     let text = reqwest::get(format!("http://{address}/metrics")).await.unwrap().text().await.unwrap();
     stop.cancel();
     for name in [

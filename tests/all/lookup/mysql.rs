@@ -45,8 +45,8 @@ settings: {{ batch_size: 2 }}
 "#
     );
     let pipeline = ws.load(&yaml).unwrap();
-    let metrics = weir_host::engine::runner::metrics_for(&pipeline);
-    weir_host::engine::runner::run(&pipeline, &metrics, Default::default()).await.unwrap();
+    let metrics = weir_engine::runner::metrics_for(&pipeline.graph);
+    weir_engine::runner::run(&pipeline.graph, &metrics, Default::default()).await.unwrap();
     let rows = sorted_rows(&ws);
     let joined: Vec<(Option<&str>, Option<f64>)> =
         rows.iter().map(|row| (row["name"].as_str(), row["score"].as_f64())).collect();

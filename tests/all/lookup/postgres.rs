@@ -133,8 +133,8 @@ async fn rows_sharing_a_key_cost_one_lookup() {
     ws.write("events.jsonl", events);
     let yaml = file_join_pipeline(&devices.declaration(""), "parallelism: 1", "batch_size: 10000");
     let pipeline = ws.load(&yaml).unwrap();
-    let metrics = weir_host::engine::runner::metrics_for(&pipeline);
-    weir_host::engine::runner::run(&pipeline, &metrics, Default::default()).await.unwrap();
+    let metrics = weir_engine::runner::metrics_for(&pipeline.graph);
+    weir_engine::runner::run(&pipeline.graph, &metrics, Default::default()).await.unwrap();
     assert_eq!(counters(&metrics, "out").sent_events, 10_000);
     let table = pipeline.tables.get("devices").unwrap().metrics.snapshot();
     assert_eq!((table.queries, table.keys_fetched), (1, 3), "10,000 rows with 3 keys: one query for 3 keys");
@@ -239,20 +239,16 @@ settings: {{ batch_size: 50 }}
 
 /// Runs a generated pipeline through a proxy to PostgreSQL that is cut for 3 s once 500 rows
 /// were joined; returns the job's counters and the lookups that failed.
-async fn run_with_outage(
-    ws: &Workspace,
-    rows: usize,
-    on_error: &str,
-) -> (weir_host::engine::metrics::PipelineMetrics, u64) {
+async fn run_with_outage(ws: &Workspace, rows: usize, on_error: &str) -> (weir_engine::metrics::PipelineMetrics, u64) {
     let devices = Devices::create().await;
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let url = format!("postgres://postgres@127.0.0.1:{}/test", proxy.port);
     let pipeline = ws.load(&generated(rows, &url, &devices.table, on_error)).unwrap();
-    let metrics = weir_host::engine::runner::metrics_for(&pipeline);
+    let metrics = weir_engine::runner::metrics_for(&pipeline.graph);
     let tables = std::sync::Arc::clone(&pipeline.tables);
     let job = {
         let metrics = metrics.clone();
-        tokio::spawn(async move { weir_host::engine::runner::run(&pipeline, &metrics, Default::default()).await })
+        tokio::spawn(async move { weir_engine::runner::run(&pipeline.graph, &metrics, Default::default()).await })
     };
     crate::support::eventually(20, "500 joined rows", async || counters(&metrics, "joined").sent_events >= 500).await;
     proxy.cut();

@@ -1,0 +1,27 @@
+//! `file`: newline-delimited JSON or CSV files in, and JSON lines / CSV / Parquet files out.
+//!
+//! The source reads a file or a glob once, or with `follow: true` keeps reading appended lines
+//! like a log collector (new files matching the glob are picked up; a rotated or truncated file
+//! is read to its end and then reopened from the start). The sink writes one file, or rolls over
+//! to numbered files by size or age so that every closed file is complete. As a dimension table,
+//! a CSV or JSON-lines file is loaded whole (and reloaded on the cache's schedule).
+
+mod sink;
+mod source;
+pub mod table;
+
+pub use sink::FileSinkConfig;
+pub use source::FileSourceConfig;
+
+use weir_engine::registry::{DuplicateKind, Registry};
+
+/// Registers this connector's kinds (source, sink, table).
+///
+/// # Errors
+/// A kind name already taken.
+pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
+    registry.register_source("file", |node| node.deserialize::<source::FileSourceConfig>())?;
+    registry.register_sink("file", |node| node.deserialize::<sink::FileSinkConfig>())?;
+    registry.register_table("file", |node| node.deserialize::<table::FileTableConfig>())?;
+    Ok(())
+}

@@ -1,0 +1,617 @@
+//! Runs a planned pipeline: creates the channels, spawns one task per subtask, and waits.
+//!
+//! Shutdown is cooperative. Cancelling the stop token makes sources return; each source then
+//! sends `End`, which flows through the graph behind the in-flight batches, so every operator
+//! drains and every sink flushes and closes before [`run`] returns. If a task fails, the stop
+//! token is cancelled and the first root-cause error is returned (errors that are only
+//! consequences, such as a closed downstream channel, are reported only if nothing else failed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::Message;
+use super::component::{
+    AsyncOperator, AsyncOutput, Durability, Emitter, Operator, OperatorInstance, Partitioning, RuntimeError, Sink,
+    SinkContext, SourceContext, StatefulOperator,
+};
+use super::delivery::Delivery;
+use super::gate::{GateEvent, InputGate};
+use super::graph::{JobGraph, Port, Runnable};
+use super::metrics::{ComponentMetrics, PipelineMetrics};
+use super::output::{Edge, Output, Route};
+use crate::errors::{ErrorPolicy, RecordErrorHandler};
+
+/// A task failed; names the component and subtask.
+#[derive(Debug, thiserror::Error)]
+#[error("component `{component}` (subtask {subtask}): {source}")]
+pub struct RunError {
+    /// The component.
+    pub component: String,
+    /// Which subtask.
+    pub subtask: usize,
+    /// What went wrong.
+    #[source]
+    pub source: TaskFailure,
+}
+
+/// Why a job did not end cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A task failed.
+    #[error(transparent)]
+    Task(#[from] RunError),
+    /// A stop did not finish within the shutdown timeout; the remaining tasks were aborted
+    /// without acknowledging what they had not written.
+    #[error(
+        "the job did not stop within the shutdown timeout ({}); aborted {} without acknowledging \
+         what they had not written (brokers deliver it again){}",
+        humantime::format_duration(*.timeout),
+        .unfinished.join(", "),
+        .cause.as_ref().map(|err| format!("; the stop began because {err}")).unwrap_or_default()
+    )]
+    ShutdownTimedOut {
+        /// `settings.shutdown_timeout`.
+        timeout: std::time::Duration,
+        /// `component (subtask n)` of every task still running.
+        unfinished: Vec<String>,
+        /// The task failure that started the stop, if one did.
+        cause: Option<RunError>,
+    },
+}
+
+/// How a task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskFailure {
+    /// The component reported an error.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The task panicked (a bug in weir).
+    #[error("panicked: {0}")]
+    Panic(String),
+}
+
+/// Counters for every component of `job`, to pass to [`run`] and read while it runs.
+pub fn metrics_for(job: &JobGraph) -> PipelineMetrics {
+    PipelineMetrics {
+        components: job
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.role, Arc::new(ComponentMetrics::default())))
+            .collect(),
+    }
+}
+
+/// Runs the job until every source ends (or `stop` is cancelled) and every sink closed.
+///
+/// # Errors
+/// The first component failure, or a stop that took longer than `settings.shutdown_timeout`.
+pub async fn run(job: &JobGraph, metrics: &PipelineMetrics, stop: CancellationToken) -> Result<(), JobError> {
+    let capacity = job.settings.channel_capacity;
+    let components = &job.components;
+
+    // receivers[c][j]: the input channels of subtask j of component c.
+    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> =
+        components.iter().map(|c| (0..c.parallelism).map(|_| Vec::new()).collect()).collect();
+    // edges[(u, port)][i]: the outgoing edges of subtask i of component u on `port`.
+    let mut edges: HashMap<(usize, Port), Vec<Vec<Edge>>> = HashMap::new();
+    for (c, component) in components.iter().enumerate() {
+        for input in &component.inputs {
+            let upstream = components[input.component].parallelism;
+            let per_upstream = edges.entry((input.component, input.port)).or_insert_with(|| vec![Vec::new(); upstream]);
+            for (i, outgoing) in per_upstream.iter_mut().enumerate() {
+                let mut senders = Vec::with_capacity(component.parallelism);
+                for receivers_of_subtask in receivers[c].iter_mut() {
+                    let (sender, receiver) = mpsc::channel(capacity);
+                    senders.push(sender);
+                    receivers_of_subtask.push(receiver);
+                }
+                let route = match &component.runnable {
+                    Runnable::Transform { partitioning: Partitioning::Hash(key), .. } if component.parallelism > 1 => {
+                        Route::Hash(Arc::from(key.as_slice()))
+                    }
+                    _ if upstream == component.parallelism => Route::Forward(i),
+                    _ => Route::RoundRobin(i % component.parallelism),
+                };
+                outgoing.push(Edge::new(senders, route));
+            }
+        }
+    }
+    let mut take_edges = |c: usize, port: Port, subtask: usize| {
+        edges.get_mut(&(c, port)).map(|per_subtask| std::mem::take(&mut per_subtask[subtask])).unwrap_or_default()
+    };
+
+    let mut tasks = Tasks::default();
+    for (c, component) in components.iter().enumerate() {
+        let name: Arc<str> = Arc::from(component.name.as_str());
+        let component_metrics = Arc::clone(&metrics.components[c].2);
+        for (subtask, inputs) in std::mem::take(&mut receivers[c]).into_iter().enumerate() {
+            let output =
+                Output::new(Arc::clone(&name), take_edges(c, Port::Main, subtask), Arc::clone(&component_metrics));
+            let failed = {
+                let name = component.name.clone();
+                move |source: RuntimeError| RunError {
+                    component: name.clone(),
+                    subtask,
+                    source: TaskFailure::Runtime(source),
+                }
+            };
+            match &component.runnable {
+                Runnable::Source { factory, on_error, watermarks } => {
+                    let errors =
+                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
+                    let source = factory.create(subtask, component.parallelism);
+                    // With event time, the source's batches pass through a watermark assigner.
+                    let output = match watermarks {
+                        None => output,
+                        Some(strategy) => {
+                            let (sender, receiver) = mpsc::channel(capacity);
+                            let assigned = Output::new(Arc::clone(&name), output.into_edges(), Arc::default());
+                            let strategy = strategy.clone();
+                            let failed = failed.clone();
+                            tasks.spawn(&component.name, subtask, async move {
+                                super::event_time::assign(strategy, receiver, assigned).await.map_err(failed)
+                            });
+                            Output::new(
+                                Arc::clone(&name),
+                                vec![Edge::new(vec![sender], Route::Forward(0))],
+                                Arc::clone(&component_metrics),
+                            )
+                        }
+                    };
+                    let mut ctx = SourceContext {
+                        component: Arc::clone(&name),
+                        output,
+                        errors,
+                        stop: stop.clone(),
+                        metrics: component_metrics.clone(),
+                        ended: false,
+                    };
+                    tasks.spawn(&component.name, subtask, async move {
+                        source.run(&mut ctx).await.map_err(&failed)?;
+                        ctx.end().await.map_err(failed)
+                    });
+                }
+                Runnable::Transform { factory, on_error, .. } => {
+                    let errors =
+                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
+                    let metrics = Arc::clone(&component_metrics);
+                    let gate = InputGate::new(inputs);
+                    match factory.create() {
+                        OperatorInstance::Sync(operator) => tasks.spawn(&component.name, subtask, async move {
+                            run_operator(operator, gate, output, errors, &metrics).await.map_err(failed)
+                        }),
+                        OperatorInstance::Async(operator) => {
+                            let stop = stop.clone();
+                            tasks.spawn(&component.name, subtask, async move {
+                                run_async_operator(operator, gate, output, errors, &metrics, stop).await.map_err(failed)
+                            })
+                        }
+                        OperatorInstance::Stateful(operator) => {
+                            let late = take_edges(c, Port::Late, subtask);
+                            let late = (!late.is_empty()).then(|| Output::new(Arc::clone(&name), late, Arc::default()));
+                            let ending = Ending { stop: stop.clone(), drain: job.settings.drain_on_stop };
+                            tasks.spawn(&component.name, subtask, async move {
+                                run_stateful_operator(operator, gate, output, late, errors, &metrics, ending)
+                                    .await
+                                    .map_err(failed)
+                            })
+                        }
+                    };
+                }
+                Runnable::Sink { factory, on_error } => {
+                    let errors =
+                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
+                    let mut ctx =
+                        SinkContext { component: Arc::clone(&name), errors, metrics: component_metrics.clone() };
+                    let factory = Arc::clone(factory);
+                    tasks.spawn(&component.name, subtask, async move {
+                        let sink = factory.create().await.map_err(&failed)?;
+                        run_sink(sink, InputGate::new(inputs), &mut ctx).await.map_err(failed)
+                    });
+                }
+            }
+        }
+    }
+
+    let mut root_cause: Option<RunError> = None;
+    let mut consequence: Option<RunError> = None;
+    let timeout = job.settings.shutdown_timeout;
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(timeout).await;
+    };
+    let mut deadline = std::pin::pin!(deadline);
+    loop {
+        let joined = tokio::select! {
+            joined = tasks.set.join_next_with_id() => joined,
+            () = &mut deadline => {
+                let unfinished = tasks.names.values().map(|(name, subtask)| format!("{name} (subtask {subtask})")).collect();
+                tasks.set.abort_all();
+                while tasks.set.join_next().await.is_some() {}
+                tracing::error!(timeout = %humantime::format_duration(timeout), "stop timed out; aborted the job");
+                return Err(JobError::ShutdownTimedOut { timeout, unfinished, cause: root_cause.or(consequence) });
+            }
+        };
+        let Some(joined) = joined else { break };
+        let result = match joined {
+            Ok((id, result)) => {
+                tasks.names.remove(&id);
+                result
+            }
+            Err(err) => {
+                let (component, subtask) = tasks.names.remove(&err.id()).unwrap_or_else(|| ("?".into(), 0));
+                Err(RunError { component, subtask, source: TaskFailure::Panic(err.to_string()) })
+            }
+        };
+        if let Err(err) = result {
+            stop.cancel();
+            let is_consequence = matches!(err.source, TaskFailure::Runtime(RuntimeError::Downstream(_)));
+            let slot = if is_consequence { &mut consequence } else { &mut root_cause };
+            if slot.is_none() {
+                tracing::error!(component = %err.component, subtask = err.subtask, error = %err.source, "task failed");
+                *slot = Some(err);
+            }
+        }
+    }
+    match root_cause.or(consequence) {
+        Some(err) => Err(err.into()),
+        None => Ok(()),
+    }
+}
+
+/// The job's tasks, with the component and subtask each one runs (to name what did not stop).
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<Result<(), RunError>>,
+    names: HashMap<tokio::task::Id, (String, usize)>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        component: &str,
+        subtask: usize,
+        task: impl Future<Output = Result<(), RunError>> + Send + 'static,
+    ) {
+        let id = self.set.spawn(task).id();
+        self.names.insert(id, (component.to_owned(), subtask));
+    }
+}
+
+fn error_handler(
+    name: &Arc<str>,
+    policy: ErrorPolicy,
+    metrics: &Arc<ComponentMetrics>,
+    edges: Vec<Edge>,
+) -> RecordErrorHandler {
+    let dead_letter = (!edges.is_empty()).then(|| Output::new(Arc::clone(name), edges, Arc::default()));
+    RecordErrorHandler::new(Arc::clone(name), policy, Arc::clone(metrics), dead_letter)
+}
+
+async fn run_operator(
+    mut operator: Box<dyn Operator>,
+    mut gate: InputGate,
+    mut output: Output,
+    mut errors: RecordErrorHandler,
+    metrics: &ComponentMetrics,
+) -> Result<(), RuntimeError> {
+    let mut results = Vec::new();
+    let off_workers = operator.runs_plugins();
+    loop {
+        match gate.next().await {
+            GateEvent::Batch(_, batch, delivery) => {
+                metrics.record_received(batch.num_rows());
+                if off_workers {
+                    // Plugin code may run up to its time limit: let tokio move other tasks away.
+                    super::blocking(|| operator.process(batch, &mut results, &mut errors))?;
+                } else {
+                    operator.process(batch, &mut results, &mut errors)?;
+                }
+                errors.flush_with(&delivery).await?;
+                // Results made from this batch carry its delivery.
+                for batch in results.drain(..) {
+                    output.deliver(batch, delivery.fork()).await?;
+                }
+                delivery.settle();
+            }
+            GateEvent::Watermark(time) => output.broadcast(Message::Watermark(time)).await?,
+            GateEvent::Idle => output.broadcast(Message::Idle).await?,
+            GateEvent::Barrier(epoch) => output.broadcast(Message::Barrier(epoch)).await?,
+            GateEvent::End => {
+                operator.finish(&mut results)?;
+                for batch in results.drain(..) {
+                    output.send(batch).await?;
+                }
+                errors.finish().await?;
+                output.broadcast(Message::End).await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Drives a [`StatefulOperator`]: batches, watermarks (results first, then the watermark),
+/// processing-time ticks, and its state size in the metrics.
+/// How a stateful operator treats the end of its input.
+struct Ending {
+    /// Cancelled when the job was stopped (rather than its inputs running out).
+    stop: CancellationToken,
+    /// Fire what is open even after a stop (`settings.drain_on_stop`, `weir run --drain`).
+    drain: bool,
+}
+
+async fn run_stateful_operator(
+    mut operator: Box<dyn StatefulOperator>,
+    mut gate: InputGate,
+    mut output: Output,
+    mut late: Option<Output>,
+    mut errors: RecordErrorHandler,
+    metrics: &ComponentMetrics,
+    ending: Ending,
+) -> Result<(), RuntimeError> {
+    let off_workers = operator.runs_plugins();
+    let run = |work: &mut dyn FnMut() -> Result<(), RuntimeError>| {
+        if off_workers { super::blocking(work) } else { work() }
+    };
+    let mut ticks = operator.timer_interval().map(|every| {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
+    let mut emitted = Emitter::default();
+    let mut state = (0usize, 0usize);
+    loop {
+        let event = match &mut ticks {
+            Some(ticks) => tokio::select! {
+                event = gate.next() => Some(event),
+                _ = ticks.tick() => None,
+            },
+            None => Some(gate.next().await),
+        };
+        let control = match event {
+            None => {
+                run(&mut || operator.on_timer(&mut emitted))?;
+                None
+            }
+            Some(GateEvent::Batch(_, batch, delivery)) => {
+                metrics.record_received(batch.num_rows());
+                let mut input = Some((batch, delivery));
+                run(&mut || {
+                    let (batch, delivery) = input.take().expect("runs once");
+                    operator.process(batch, delivery, &mut emitted, &mut errors)
+                })?;
+                errors.flush().await?;
+                None
+            }
+            Some(GateEvent::Watermark(time)) => {
+                run(&mut || operator.on_watermark(time, &mut emitted))?;
+                Some(Message::Watermark(time))
+            }
+            Some(GateEvent::Idle) => Some(Message::Idle),
+            Some(GateEvent::Barrier(epoch)) => Some(Message::Barrier(epoch)),
+            Some(GateEvent::End) if ending.stop.is_cancelled() && !ending.drain => {
+                // A stopped job's input did not end: what is open is not complete, and firing it
+                // would publish partial results as final (Flink's stop without --drain). Held
+                // deliveries are dropped unsettled, so their sources deliver the rows again.
+                tracing::info!(
+                    open_groups = operator.state_groups(),
+                    "stopped: open windows are not fired (weir run --drain fires them)"
+                );
+                Some(Message::End)
+            }
+            Some(GateEvent::End) => {
+                run(&mut || operator.finish(&mut emitted))?;
+                Some(Message::End)
+            }
+        };
+        if !emitted.refused.is_empty() {
+            for row in emitted.refused.drain(..) {
+                errors.handle(crate::errors::BadRecord {
+                    position: row.position,
+                    raw: &row.raw,
+                    reason: row.reason,
+                })?;
+            }
+            errors.flush().await?;
+        }
+        for (batch, delivery) in emitted.late.drain(..) {
+            match &mut late {
+                Some(late) => late.deliver(batch, delivery).await?,
+                None => {
+                    metrics.record_late(batch.num_rows());
+                    delivery.settle();
+                }
+            }
+        }
+        for (batch, delivery) in emitted.batches.drain(..) {
+            output.deliver(batch, delivery).await?;
+        }
+        let (bytes, groups) = (operator.state_bytes(), operator.state_groups());
+        metrics.add_state(bytes as i64 - state.0 as i64, groups as i64 - state.1 as i64);
+        state = (bytes, groups);
+        if let Some(control) = control {
+            let end = matches!(control, Message::End);
+            if end {
+                errors.finish().await?;
+                if let Some(late) = &mut late {
+                    late.broadcast(Message::End).await?;
+                }
+            }
+            output.broadcast(control).await?;
+            if end {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A batch in flight through an asynchronous operator: its result and its delivery.
+type InFlight = futures::future::BoxFuture<'static, (Result<AsyncOutput, RuntimeError>, Delivery)>;
+
+/// Drives an [`AsyncOperator`]: up to `capacity` batches in flight, results emitted in input
+/// order; control messages wait for every batch before them.
+async fn run_async_operator(
+    mut operator: Box<dyn AsyncOperator>,
+    mut gate: InputGate,
+    mut output: Output,
+    mut errors: RecordErrorHandler,
+    metrics: &ComponentMetrics,
+    stop: CancellationToken,
+) -> Result<(), RuntimeError> {
+    use futures::StreamExt as _;
+    let capacity = operator.capacity().max(1);
+    let mut in_flight: futures::stream::FuturesOrdered<InFlight> = futures::stream::FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some((result, delivery)) = in_flight.next(), if !in_flight.is_empty() => {
+                emit_async(result?, delivery, &mut output, &mut errors).await?;
+            }
+            event = gate.next(), if in_flight.len() < capacity => {
+                let control = match event {
+                    GateEvent::Batch(_, batch, delivery) => {
+                        metrics.record_received(batch.num_rows());
+                        let work = operator.start(batch, &stop);
+                        in_flight.push_back(Box::pin(async move { (work.await, delivery) }));
+                        continue;
+                    }
+                    GateEvent::Watermark(time) => Message::Watermark(time),
+                    GateEvent::Idle => Message::Idle,
+                    GateEvent::Barrier(epoch) => Message::Barrier(epoch),
+                    GateEvent::End => Message::End,
+                };
+                while let Some((result, delivery)) = in_flight.next().await {
+                    emit_async(result?, delivery, &mut output, &mut errors).await?;
+                }
+                let end = matches!(control, Message::End);
+                if end {
+                    errors.finish().await?;
+                }
+                output.broadcast(control).await?;
+                if end {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Sends what an asynchronous operator made of one batch: failed rows to the error policy, then
+/// the results, as part of the batch's delivery.
+async fn emit_async(
+    result: AsyncOutput,
+    delivery: Delivery,
+    output: &mut Output,
+    errors: &mut RecordErrorHandler,
+) -> Result<(), RuntimeError> {
+    if let Some(input) = &result.input {
+        for failed in &result.failed {
+            let raw = crate::errors::row_as_json(input, failed.row);
+            errors.handle(crate::errors::BadRecord {
+                position: failed.position.clone(),
+                raw: &raw,
+                reason: failed.reason.clone(),
+            })?;
+        }
+    }
+    errors.flush_with(&delivery).await?;
+    for batch in result.batches {
+        output.deliver(batch, delivery.fork()).await?;
+    }
+    delivery.settle();
+    Ok(())
+}
+
+/// While batches wait for a flush to become durable, the sink is flushed at least this often, so
+/// sources can acknowledge them; buffered sinks are also flushed this long after a write. Short,
+/// because brokers bound what may wait unacknowledged (Mosquitto sends 20 messages at a time):
+/// each flush (an fsync for files) releases the acknowledgements it waited for.
+const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
+    let durability = sink.durability();
+    // Deliveries of batches written but not yet durable, with the number of their write.
+    let mut waiting = Waiting::default();
+    let mut flush_due: Option<tokio::time::Instant> = None;
+    loop {
+        let event = match flush_due {
+            Some(due) => tokio::select! {
+                event = gate.next() => event,
+                () = tokio::time::sleep_until(due) => {
+                    sink.flush().await?;
+                    waiting.settle(durability, sink.as_ref(), true);
+                    flush_due = (!waiting.is_empty()).then(|| tokio::time::Instant::now() + FLUSH_INTERVAL);
+                    continue;
+                }
+            },
+            None => gate.next().await,
+        };
+        match event {
+            GateEvent::Batch(_, batch, delivery) => {
+                ctx.metrics.record_received(batch.num_rows());
+                let rejected_before = ctx.errors.handled();
+                sink.write(&batch, ctx).await?;
+                ctx.errors.flush_with(&delivery).await?;
+                // Written means it reached the destination: rows the destination rejected went
+                // to the error policy instead and are counted there.
+                let rejected = usize::try_from(ctx.errors.handled() - rejected_before).unwrap_or(usize::MAX);
+                ctx.metrics.record_sent(batch.num_rows().saturating_sub(rejected));
+                let write = waiting.next_write;
+                waiting.next_write += 1;
+                if durability == Durability::OnWrite || !delivery.is_tracked() {
+                    delivery.settle();
+                } else {
+                    waiting.deliveries.push_back((write, delivery));
+                    waiting.settle(durability, sink.as_ref(), false);
+                }
+                // Buffered writes reach the destination within a second even when nobody waits
+                // for them (someone may be reading the file while the job runs).
+                if !waiting.is_empty() || durability == Durability::OnFlush {
+                    flush_due.get_or_insert_with(|| tokio::time::Instant::now() + FLUSH_INTERVAL);
+                }
+            }
+            GateEvent::Watermark(_) | GateEvent::Idle => {}
+            GateEvent::Barrier(_) => {
+                sink.flush().await?;
+                waiting.settle(durability, sink.as_ref(), true);
+            }
+            GateEvent::End => {
+                sink.close().await?;
+                waiting.deliveries.drain(..).for_each(|(_, delivery)| delivery.settle());
+                return ctx.errors.finish().await.map_err(Into::into);
+            }
+        }
+    }
+}
+
+/// A sink's writes that wait to become durable.
+#[derive(Default)]
+struct Waiting {
+    deliveries: std::collections::VecDeque<(u64, Delivery)>,
+    next_write: u64,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+    }
+
+    /// Settles what is durable now: everything after a flush (`OnFlush`), or the writes the sink
+    /// reports (`Deferred`).
+    fn settle(&mut self, durability: Durability, sink: &dyn Sink, flushed: bool) {
+        let durable = match durability {
+            Durability::OnWrite => u64::MAX,
+            Durability::OnFlush if flushed => u64::MAX,
+            Durability::OnFlush => 0,
+            Durability::Deferred => sink.durable_writes(),
+        };
+        while self.deliveries.front().is_some_and(|(write, _)| *write < durable) {
+            let (_, delivery) = self.deliveries.pop_front().expect("checked");
+            delivery.settle();
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Transforms: `filter`, `select`, `union`, `lookup_join`, `window`, `top_n`, `aggregate`, and the plugin steps `udf`
+//! and `flat_map`, plus what they share: the SQL expression compiler (which also calls plugin
+//! functions), aggregate calls and their accumulators, and group-key tables.
+//!
+//! Adding a transform: a module here and one line in [`register`].
+
+pub mod aggregate;
+pub mod aggregates;
+pub mod expr;
+pub mod filter;
+pub mod flat_map;
+pub mod groups;
+pub mod lookup_join;
+pub mod select;
+pub mod top_n;
+pub mod udf;
+pub mod union;
+pub mod wasm_aggregate;
+pub mod wasm_function;
+pub mod window;
+
+use weir_engine::registry::{DuplicateKind, Registry};
+
+/// Registers every built-in transform.
+///
+/// # Errors
+/// A kind name already taken.
+pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
+    registry.register_transform("filter", |node| node.deserialize::<filter::FilterConfig>())?;
+    registry.register_transform("select", |node| node.deserialize::<select::SelectConfig>())?;
+    registry.register_transform("union", |node| node.deserialize::<union::UnionConfig>())?;
+    registry.register_transform("udf", |node| node.deserialize::<udf::UdfConfig>())?;
+    registry.register_transform("flat_map", |node| node.deserialize::<flat_map::FlatMapConfig>())?;
+    registry.register_transform("lookup_join", |node| node.deserialize::<lookup_join::LookupJoinConfig>())?;
+    registry.register_transform("window", |node| node.deserialize::<window::WindowConfig>())?;
+    registry.register_transform("top_n", |node| node.deserialize::<top_n::TopNConfig>())?;
+    registry.register_transform("aggregate", |node| node.deserialize::<aggregate::AggregateConfig>())?;
+    Ok(())
+}

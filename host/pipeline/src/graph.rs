@@ -1,0 +1,427 @@
+//! From a split document to a planned graph: component declarations, input resolution, cycle
+//! detection, topological order, schema propagation and dead-letter wiring.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use super::SpecIssue;
+use weir_config::yaml::{Document, Node, Spanned};
+use weir_engine::component::{Partitioning, PlanContext, SinkSpec, SourceSpec, TransformSpec};
+use weir_engine::errors::{ErrorPolicy, dead_letter_schema};
+use weir_engine::graph::{InputRef, PlannedComponent, Port, Runnable};
+use weir_engine::metrics::Role;
+use weir_engine::registry::Registry;
+
+/// The options every component shares. Typed configs list the ones they accept, so an option a
+/// component does not take is still reported as an unknown key.
+#[derive(Debug, Deserialize)]
+struct Common {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<String>>,
+    parallelism: Option<Spanned<usize>>,
+    #[serde(default)]
+    on_error: ErrorPolicy,
+    dead_letter: Option<Spanned<String>>,
+    /// Sources only (their typed configs accept the key; transforms and sinks refuse it).
+    event_time: Option<weir_engine::event_time::EventTimeConfig>,
+}
+
+/// A component's typed config.
+#[derive(Debug)]
+pub enum Spec {
+    /// A source.
+    Source(Box<dyn SourceSpec>),
+    /// A transform.
+    Transform(Box<dyn TransformSpec>),
+    /// A sink.
+    Sink(Box<dyn SinkSpec>),
+}
+
+/// A component as declared, before planning.
+#[derive(Debug)]
+pub struct Declared {
+    name: String,
+    role: Role,
+    kind: String,
+    key_at: (u64, u64),
+    common: Common,
+    spec: Spec,
+}
+
+/// Declared components in file order.
+#[derive(Debug)]
+pub struct DeclaredPipeline {
+    /// Components in file order.
+    pub components: Vec<Declared>,
+}
+
+type Located<T> = Result<T, (Option<String>, SpecIssue)>;
+
+/// Types every component's options and checks names.
+///
+/// # Errors
+/// Unknown sections or types, bad options, duplicate names; with the component's name.
+pub fn declare(document: &Document, registry: &Registry) -> Located<DeclaredPipeline> {
+    let mut components: Vec<Declared> = Vec::new();
+    for (section, section_at, nodes) in &document.sections {
+        let role = match section.as_str() {
+            "sources" => Role::Source,
+            "transforms" => Role::Transform,
+            "sinks" => Role::Sink,
+            "settings" | "plugins" | "tables" => continue, // read by `super::parse`
+            other => {
+                let issue = SpecIssue {
+                    at: Some(*section_at),
+                    message: format!(
+                        "unknown section `{other}`; expected sources, transforms, sinks, tables, plugins or settings"
+                    ),
+                };
+                return Err((None, issue));
+            }
+        };
+        for node in nodes {
+            let label = format!("{section}.{}", node.name);
+            let located = |issue: SpecIssue| (Some(label.clone()), issue.or_at(node.key_at));
+            if components.iter().any(|other| other.name == node.name) {
+                return Err(located(SpecIssue::new(format!(
+                    "the name `{}` is used twice; component names must be unique",
+                    node.name
+                ))));
+            }
+            let common: Common = node.deserialize().map_err(located)?;
+            let Some(kind) = &common.kind else {
+                return Err(located(SpecIssue::new("missing `type`")));
+            };
+            let spec = parse_spec(registry, role, kind, node).map_err(located)?;
+            components.push(Declared {
+                name: node.name.clone(),
+                role,
+                kind: kind.value.clone(),
+                key_at: node.key_at,
+                common,
+                spec,
+            });
+        }
+    }
+    Ok(DeclaredPipeline { components })
+}
+
+fn parse_spec(registry: &Registry, role: Role, kind: &Spanned<String>, node: &Node) -> Result<Spec, SpecIssue> {
+    Ok(match role {
+        Role::Source => Spec::Source(registry.parse_source(kind, node)?),
+        Role::Transform => Spec::Transform(registry.parse_transform(kind, node)?),
+        Role::Sink => Spec::Sink(registry.parse_sink(kind, node)?),
+    })
+}
+
+/// Transform types with a `.late` side output.
+const LATE_OUTPUTS: &[&str] = &["window", "top_n"];
+
+/// Resolves inputs, orders the graph and plans every component against its input schema.
+///
+/// # Errors
+/// Missing or cyclic inputs, dead-letter wiring mistakes, schema mismatches, and every
+/// component's own planning errors (unknown columns, expressions that do not type-check).
+pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedComponent>, (String, SpecIssue)> {
+    let index: HashMap<&str, usize> = declared.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
+    let label = |c: &Declared| format!("{}.{}", section_of(c.role), c.name);
+
+    // Inputs by index, plus dead-letter edges added to the named sinks.
+    let mut inputs: Vec<Vec<InputRef>> = vec![Vec::new(); declared.len()];
+    for (i, component) in declared.iter().enumerate() {
+        let fail = |issue: SpecIssue| (label(component), issue.or_at(component.key_at));
+        match component.role {
+            Role::Source => {
+                if let Some(first) = component.common.inputs.first() {
+                    return Err(fail(SpecIssue::at(&first.referenced, "sources take no `inputs`")));
+                }
+            }
+            Role::Transform | Role::Sink => {
+                for input in &component.common.inputs {
+                    // `<window>.late`: the rows a window or top_n received too late.
+                    let (name, port) = match input.value.rsplit_once('.') {
+                        Some((name, "late")) if !index.contains_key(input.value.as_str()) => (name, Port::Late),
+                        _ => (input.value.as_str(), Port::Main),
+                    };
+                    let upstream = *index.get(name).ok_or_else(|| {
+                        let known: Vec<&str> =
+                            declared.iter().filter(|c| c.role != Role::Sink).map(|c| c.name.as_str()).collect();
+                        fail(SpecIssue::at(
+                            &input.referenced,
+                            format!(
+                                "unknown input `{}`; components that can be inputs: {}",
+                                input.value,
+                                known.join(", ")
+                            ),
+                        ))
+                    })?;
+                    if declared[upstream].role == Role::Sink {
+                        return Err(fail(SpecIssue::at(
+                            &input.referenced,
+                            format!("`{}` is a sink; sinks have no output", input.value),
+                        )));
+                    }
+                    if upstream == i {
+                        return Err(fail(SpecIssue::at(&input.referenced, "a component cannot read its own output")));
+                    }
+                    if port == Port::Late && !LATE_OUTPUTS.contains(&declared[upstream].kind.as_str()) {
+                        return Err(fail(SpecIssue::at(
+                            &input.referenced,
+                            format!(
+                                "`{name}` is a {}; only {} steps have a `.late` output",
+                                declared[upstream].kind,
+                                LATE_OUTPUTS.join(" and ")
+                            ),
+                        )));
+                    }
+                    inputs[i].push(InputRef { component: upstream, port });
+                }
+            }
+        }
+        match (component.common.on_error, &component.common.dead_letter) {
+            (ErrorPolicy::DeadLetter, None) => {
+                return Err(fail(SpecIssue::new("`on_error: dead-letter` needs `dead_letter: <sink name>`")));
+            }
+            (ErrorPolicy::DeadLetter, Some(target)) => {
+                let sink = index.get(target.value.as_str()).copied().filter(|&s| declared[s].role == Role::Sink);
+                let sink = sink.ok_or_else(|| {
+                    fail(SpecIssue::at(
+                        &target.referenced,
+                        format!("dead_letter `{}` is not a sink of this pipeline", target.value),
+                    ))
+                })?;
+                inputs[sink].push(InputRef { component: i, port: Port::DeadLetter });
+            }
+            (_, Some(target)) => {
+                return Err(fail(SpecIssue::at(
+                    &target.referenced,
+                    "`dead_letter` is set but `on_error` is not `dead-letter`",
+                )));
+            }
+            (_, None) => {}
+        }
+    }
+    for (i, component) in declared.iter().enumerate() {
+        if component.role != Role::Source && inputs[i].is_empty() {
+            return Err((label(component), SpecIssue::new("missing `inputs`").or_at(component.key_at)));
+        }
+    }
+
+    let order = topological_order(&inputs).map_err(|cycle| {
+        let names: Vec<&str> = cycle.iter().map(|&i| declared[i].name.as_str()).collect();
+        let first = &declared[cycle[0]];
+        (
+            label(first),
+            SpecIssue::new(format!("cyclic inputs: {} -> {}", names.join(" -> "), names[0])).or_at(first.key_at),
+        )
+    })?;
+
+    // Plan in topological order; remap indices to the new order.
+    let mut position = vec![0; declared.len()];
+    for (new, &old) in order.iter().enumerate() {
+        position[old] = new;
+    }
+    let mut declared: Vec<Option<Declared>> = declared.into_iter().map(Some).collect();
+    let mut planned: Vec<PlannedComponent> = Vec::with_capacity(order.len());
+    for &old in &order {
+        let component = declared[old].take().expect("each component is planned once");
+        let fail = |issue: SpecIssue| (label(&component), issue.or_at(component.key_at));
+        let ctx = &PlanContext { component: label(&component), ..ctx.clone() };
+        let edges: Vec<InputRef> = inputs[old]
+            .iter()
+            .map(|input| InputRef { component: position[input.component], port: input.port })
+            .collect();
+        let input_schema = match edges.first() {
+            None => None,
+            Some(first) => {
+                let schema_of = |edge: &InputRef| match edge.port {
+                    Port::Main => planned[edge.component].schema.clone(),
+                    Port::DeadLetter => dead_letter_schema(),
+                    // Late rows are the window's input rows.
+                    Port::Late => planned[planned[edge.component].inputs[0].component].schema.clone(),
+                };
+                let schema = schema_of(first);
+                for edge in &edges[1..] {
+                    let other = schema_of(edge);
+                    if !same_columns(&schema, &other) {
+                        return Err(fail(SpecIssue::new(format!(
+                            "inputs `{}` and `{}` have different schemas ({} vs {}); a union needs identical columns",
+                            planned[first.component].name,
+                            planned[edge.component].name,
+                            describe(&schema),
+                            describe(&other)
+                        ))));
+                    }
+                }
+                Some(schema)
+            }
+        };
+        let parallelism_option = component.common.parallelism.as_ref();
+        if let Some(p) = parallelism_option.filter(|p| p.value == 0) {
+            return Err(fail(SpecIssue::at(&p.referenced, "parallelism must be at least 1")));
+        }
+        let (schema, parallelism, runnable) = match &component.spec {
+            Spec::Source(_) | Spec::Sink(_) if component.common.on_error == ErrorPolicy::Retry => {
+                return Err(fail(SpecIssue::new(
+                    "`on_error: retry` is for lookup joins; sources and sinks already retry transient failures \
+                     and apply `on_error` to records that cannot succeed",
+                )));
+            }
+            Spec::Source(spec) => {
+                let source = spec.plan(ctx).map_err(fail)?;
+                let (watermarks, schema) = match &component.common.event_time {
+                    None => (None, source.schema),
+                    Some(event_time) => {
+                        let (strategy, schema) = event_time.plan(&source.schema).map_err(fail)?;
+                        (Some(strategy), schema)
+                    }
+                };
+                let runnable =
+                    Runnable::Source { factory: source.factory, on_error: component.common.on_error, watermarks };
+                (schema, source.parallelism, runnable)
+            }
+            Spec::Transform(spec) => {
+                if component.common.on_error == ErrorPolicy::Retry && !spec.retries_failures() {
+                    return Err(fail(SpecIssue::new(format!(
+                        "`on_error: retry` is for steps that wait on an external system (lookup_join); a `{}` \
+                         cannot succeed by trying again",
+                        component.kind
+                    ))));
+                }
+                let input = input_schema.expect("transforms have inputs");
+                let transform = spec.plan(&input, ctx).map_err(fail)?;
+                let parallelism = match (&transform.partitioning, parallelism_option) {
+                    (Partitioning::Single, Some(p)) if p.value > 1 => {
+                        return Err(fail(SpecIssue::at(
+                            &p.referenced,
+                            "without `group_by` every row meets in one subtask; parallelism must be 1",
+                        )));
+                    }
+                    (Partitioning::Single, _) => 1,
+                    (_, option) => option.map_or(ctx.default_parallelism, |p| p.value),
+                };
+                let runnable = Runnable::Transform {
+                    factory: transform.factory,
+                    on_error: component.common.on_error,
+                    partitioning: transform.partitioning,
+                };
+                (transform.schema, parallelism, runnable)
+            }
+            Spec::Sink(spec) => {
+                let input = input_schema.expect("sinks have inputs");
+                let factory = spec.plan(&input, ctx).map_err(fail)?;
+                (input, 1, Runnable::Sink { factory, on_error: component.common.on_error })
+            }
+        };
+        planned.push(PlannedComponent {
+            name: component.name.clone(),
+            role: component.role,
+            kind: component.kind.clone(),
+            inputs: edges,
+            parallelism,
+            schema,
+            runnable,
+        });
+    }
+    keep_key_order(&mut planned);
+    Ok(planned)
+}
+
+/// Sinks that need each key's rows in order (upserts, [`SinkFactory::ordered_by`]) get them:
+/// every stateless step with several subtasks upstream of such a sink (up to the sources or a
+/// keyed step) routes its input by a hash of the key when its input has the key columns, and
+/// runs as one subtask otherwise. Round-robin would let two subtasks overtake each other, and an
+/// upsert sink then ended with stale rows (1 run in 8 with default parallelism).
+///
+/// [`SinkFactory::ordered_by`]: weir_engine::component::SinkFactory::ordered_by
+fn keep_key_order(planned: &mut [PlannedComponent]) {
+    for sink in 0..planned.len() {
+        let Runnable::Sink { factory, .. } = &planned[sink].runnable else { continue };
+        let Some(key) = factory.ordered_by() else { continue };
+        let names: Vec<String> = key.iter().map(|&i| planned[sink].schema.field(i).name().clone()).collect();
+        let mut upstream: Vec<usize> =
+            planned[sink].inputs.iter().filter(|edge| edge.port == Port::Main).map(|edge| edge.component).collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(step) = upstream.pop() {
+            if !seen.insert(step) {
+                continue;
+            }
+            let inputs: Vec<usize> =
+                planned[step].inputs.iter().filter(|edge| edge.port == Port::Main).map(|edge| edge.component).collect();
+            let Some(&first) = inputs.first() else { continue };
+            let parallelism = planned[step].parallelism;
+            let input_schema = planned[first].schema.clone();
+            let Runnable::Transform { partitioning, .. } = &mut planned[step].runnable else { continue };
+            if !matches!(partitioning, Partitioning::Any) {
+                continue; // keyed or single: its own partitioning decides, and it keeps order per key
+            }
+            if parallelism > 1 {
+                let columns: Option<Vec<usize>> = names.iter().map(|name| input_schema.index_of(name).ok()).collect();
+                match columns {
+                    Some(columns) => *partitioning = Partitioning::Hash(columns),
+                    None => planned[step].parallelism = 1,
+                }
+                tracing::debug!(step = %planned[step].name, sink = %planned[sink].name, "keeps key order for an upsert sink");
+            }
+            upstream.extend(inputs);
+        }
+    }
+}
+
+fn section_of(role: Role) -> &'static str {
+    match role {
+        Role::Source => "sources",
+        Role::Transform => "transforms",
+        Role::Sink => "sinks",
+    }
+}
+
+fn same_columns(a: &arrow::datatypes::Schema, b: &arrow::datatypes::Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+fn describe(schema: &arrow::datatypes::Schema) -> String {
+    let columns: Vec<String> = schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+    format!("[{}]", columns.join(", "))
+}
+
+/// Kahn's algorithm, stable with respect to declaration order. On a cycle, returns one cycle.
+fn topological_order(inputs: &[Vec<InputRef>]) -> Result<Vec<usize>, Vec<usize>> {
+    let count = inputs.len();
+    let mut pending: Vec<usize> = inputs.iter().map(Vec::len).collect();
+    let mut done = vec![false; count];
+    let mut order = Vec::with_capacity(count);
+    while order.len() < count {
+        let Some(next) = (0..count).find(|&i| !done[i] && pending[i] == 0) else {
+            return Err(find_cycle(inputs, &done));
+        };
+        done[next] = true;
+        order.push(next);
+        for (i, edges) in inputs.iter().enumerate() {
+            pending[i] -= edges.iter().filter(|edge| edge.component == next).count();
+        }
+    }
+    Ok(order)
+}
+
+/// Walks upstream from an unplaced component until a component repeats.
+fn find_cycle(inputs: &[Vec<InputRef>], done: &[bool]) -> Vec<usize> {
+    let start = (0..inputs.len()).find(|&i| !done[i]).expect("a cycle exists");
+    let mut path = vec![start];
+    let mut current = start;
+    loop {
+        let upstream =
+            inputs[current].iter().map(|edge| edge.component).find(|&u| !done[u]).expect("cycle continues upstream");
+        if let Some(at) = path.iter().position(|&p| p == upstream) {
+            let mut cycle = path[at..].to_vec();
+            cycle.reverse();
+            return cycle;
+        }
+        path.push(upstream);
+        current = upstream;
+    }
+}
