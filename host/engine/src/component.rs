@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::delivery::Delivery;
 use super::metrics::ComponentMetrics;
 use super::output::{DownstreamClosed, Output};
-use crate::errors::RecordErrorHandler;
+use crate::errors::{ErrorPolicy, RecordErrorHandler};
 use weir_config::SpecIssue;
 
 /// A boxed, sendable future (sources are trait objects).
@@ -111,6 +111,8 @@ pub struct PlanContext {
     pub default_parallelism: usize,
     /// The component being planned (`transforms.tag`), for what it registers.
     pub component: String,
+    /// Its `on_error` policy (a shared option, read by the pipeline layer).
+    pub on_error: ErrorPolicy,
     /// Job-wide services of the layers above the engine (the plugin registry, the function
     /// catalog, the dimension tables), looked up by type.
     pub resources: Resources,
@@ -244,11 +246,6 @@ pub trait TransformSpec: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// A [`SpecIssue`] pointing at the offending option.
     fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue>;
-
-    /// Whether the step can retry failed rows until they succeed (`on_error: retry`).
-    fn retries_failures(&self) -> bool {
-        false
-    }
 }
 
 /// A validated transform.

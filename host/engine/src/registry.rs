@@ -15,6 +15,73 @@ use super::table::TableSpec;
 /// Reads a component's options into its typed config.
 type Parse<T> = Arc<dyn Fn(&Node) -> Result<Box<T>, SpecIssue> + Send + Sync>;
 
+/// The options every source, transform and sink may have, read once by the pipeline layer: a
+/// kind's typed config never sees them.
+pub const SHARED_OPTIONS: &[&str] = &["type", "inputs", "parallelism", "on_error", "dead_letter", "event_time"];
+
+/// The options every dimension table may have, read by the lookup layer.
+pub const SHARED_TABLE_OPTIONS: &[&str] = &["type", "cache", "lookup"];
+
+/// Which of the shared options a kind takes, besides `type` (and `inputs`, which every transform
+/// and sink needs). The pipeline layer refuses the others with an error naming the option and the
+/// kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Supports {
+    /// `on_error: fail | skip | dead-letter` and `dead_letter:`: the kind reports rows or records
+    /// that fail.
+    pub errors: bool,
+    /// `on_error: retry`: failed rows are tried again until they succeed (a step that waits on an
+    /// external system).
+    pub retry: bool,
+    /// `event_time:`: timestamps and watermarks (sources).
+    pub event_time: bool,
+    /// `parallelism:`: the number of subtasks (transforms).
+    pub parallelism: bool,
+    /// A `<name>.late` output with the rows that arrived too late.
+    pub late_output: bool,
+}
+
+impl Supports {
+    /// What every source takes: `event_time`.
+    pub const SOURCE: Self =
+        Self { errors: false, retry: false, event_time: true, parallelism: false, late_output: false };
+    /// What every transform takes: `parallelism`.
+    pub const TRANSFORM: Self =
+        Self { errors: false, retry: false, event_time: false, parallelism: true, late_output: false };
+    /// What every sink takes: nothing beyond `type` and `inputs`.
+    pub const SINK: Self =
+        Self { errors: false, retry: false, event_time: false, parallelism: false, late_output: false };
+    /// Dimension tables: their shared options are `cache` and `lookup`.
+    pub const TABLE: Self = Self::SINK;
+
+    /// Also `on_error` (fail, skip, dead-letter) and `dead_letter`.
+    #[must_use]
+    pub const fn errors(self) -> Self {
+        Self { errors: true, ..self }
+    }
+
+    /// Also `on_error: retry`.
+    #[must_use]
+    pub const fn retry(self) -> Self {
+        Self { errors: true, retry: true, ..self }
+    }
+
+    /// Also a `.late` output.
+    #[must_use]
+    pub const fn late_output(self) -> Self {
+        Self { late_output: true, ..self }
+    }
+}
+
+/// A kind's typed config and what shared options the kind takes.
+#[derive(Debug)]
+pub struct Parsed<T: ?Sized> {
+    /// The typed config.
+    pub spec: Box<T>,
+    /// The shared options the kind takes.
+    pub supports: Supports,
+}
+
 /// Registering a `type` name twice for the same role.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("a {role} type `{name}` is already registered")]
@@ -28,31 +95,33 @@ pub struct DuplicateKind {
 /// The kinds of one role, in registration order (errors list them in that order).
 struct Kinds<T: ?Sized> {
     role: &'static str,
-    parsers: IndexMap<String, Parse<T>>,
+    shared: &'static [&'static str],
+    parsers: IndexMap<String, (Supports, Parse<T>)>,
 }
 
 impl<T: ?Sized> Kinds<T> {
-    fn new(role: &'static str) -> Self {
-        Self { role, parsers: IndexMap::new() }
+    fn new(role: &'static str, shared: &'static [&'static str]) -> Self {
+        Self { role, shared, parsers: IndexMap::new() }
     }
 
-    fn add(&mut self, name: String, parse: Parse<T>) -> Result<(), DuplicateKind> {
+    fn add(&mut self, name: String, supports: Supports, parse: Parse<T>) -> Result<(), DuplicateKind> {
         if self.parsers.contains_key(&name) {
             return Err(DuplicateKind { role: self.role, name });
         }
-        self.parsers.insert(name, parse);
+        self.parsers.insert(name, (supports, parse));
         Ok(())
     }
 
-    fn parse(&self, kind: &Spanned<String>, node: &Node) -> Result<Box<T>, SpecIssue> {
-        let parse = self.parsers.get(&kind.value).ok_or_else(|| {
+    /// Reads the node's own options (the shared ones removed) with the kind's parser.
+    fn parse(&self, kind: &Spanned<String>, node: &Node) -> Result<Parsed<T>, SpecIssue> {
+        let (supports, parse) = self.parsers.get(&kind.value).ok_or_else(|| {
             let known: Vec<&str> = self.parsers.keys().map(String::as_str).collect();
             SpecIssue::at(
                 &kind.referenced,
                 format!("unknown {} type `{}`; known types: {}", self.role, kind.value, known.join(", ")),
             )
         })?;
-        parse(node)
+        Ok(Parsed { spec: parse(&node.without(self.shared)?)?, supports: *supports })
     }
 }
 
@@ -67,10 +136,10 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Self {
-            sources: Kinds::new("source"),
-            transforms: Kinds::new("transform"),
-            sinks: Kinds::new("sink"),
-            tables: Kinds::new("table"),
+            sources: Kinds::new("source", SHARED_OPTIONS),
+            transforms: Kinds::new("transform", SHARED_OPTIONS),
+            sinks: Kinds::new("sink", SHARED_OPTIONS),
+            tables: Kinds::new("table", SHARED_TABLE_OPTIONS),
         }
     }
 }
@@ -88,38 +157,46 @@ impl std::fmt::Debug for Registry {
 
 macro_rules! kind_methods {
     ($register:ident, $parse:ident, $names:ident, $field:ident, $spec:ident, $what:literal) => {
-        #[doc = concat!("Registers a ", $what, " type: `parse` reads its options into its typed config.")]
+        #[doc = concat!("Registers a ", $what, " type: which shared options it takes, and `parse`, which reads")]
+        /// its own options (the node without the shared ones) into its typed config.
         ///
         /// # Errors
         /// The name is already taken for this role.
-        pub fn $register<S, F>(&mut self, name: impl Into<String>, parse: F) -> Result<(), DuplicateKind>
+        pub fn $register<S, F>(
+            &mut self,
+            name: impl Into<String>,
+            supports: Supports,
+            parse: F,
+        ) -> Result<(), DuplicateKind>
         where
             S: $spec + 'static,
             F: Fn(&Node) -> Result<S, SpecIssue> + Send + Sync + 'static,
         {
-            self.$field.add(name.into(), Arc::new(move |node| parse(node).map(|spec| Box::new(spec) as Box<dyn $spec>)))
+            let parse: Parse<dyn $spec> =
+                Arc::new(move |node| parse(node).map(|spec| Box::new(spec) as Box<dyn $spec>));
+            self.$field.add(name.into(), supports, parse)
         }
 
         #[doc = concat!("Reads the options of a ", $what, " of type `kind`.")]
         ///
         /// # Errors
         /// An unknown type (listing the known ones), or the type's own config errors.
-        pub fn $parse(&self, kind: &Spanned<String>, node: &Node) -> Result<Box<dyn $spec>, SpecIssue> {
+        pub fn $parse(&self, kind: &Spanned<String>, node: &Node) -> Result<Parsed<dyn $spec>, SpecIssue> {
             self.$field.parse(kind, node)
         }
 
-        #[doc = concat!("The registered ", $what, " types, in registration order.")]
-        pub fn $names(&self) -> impl Iterator<Item = &str> {
-            self.$field.parsers.keys().map(String::as_str)
+        #[doc = concat!("The registered ", $what, " types and what they support, in registration order.")]
+        pub fn $names(&self) -> impl Iterator<Item = (&str, Supports)> {
+            self.$field.parsers.iter().map(|(name, (supports, _))| (name.as_str(), *supports))
         }
     };
 }
 
 impl Registry {
-    kind_methods!(register_source, parse_source, source_names, sources, SourceSpec, "source");
-    kind_methods!(register_transform, parse_transform, transform_names, transforms, TransformSpec, "transform");
-    kind_methods!(register_sink, parse_sink, sink_names, sinks, SinkSpec, "sink");
-    kind_methods!(register_table, parse_table, table_names, tables, TableSpec, "dimension-table");
+    kind_methods!(register_source, parse_source, sources, sources, SourceSpec, "source");
+    kind_methods!(register_transform, parse_transform, transforms, transforms, TransformSpec, "transform");
+    kind_methods!(register_sink, parse_sink, sinks, sinks, SinkSpec, "sink");
+    kind_methods!(register_table, parse_table, tables, tables, TableSpec, "dimension-table");
 }
 
 #[cfg(test)]
@@ -128,6 +205,7 @@ mod tests {
     use crate::component::{PlanContext, PlannedSource};
 
     #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Nothing {}
 
     impl SourceSpec for Nothing {
@@ -143,17 +221,20 @@ mod tests {
     #[test]
     fn kinds_register_once_and_unknown_types_list_the_known_ones() {
         let mut registry = Registry::default();
-        registry.register_source("first", |node| node.without(&["type"])?.deserialize::<Nothing>()).unwrap();
-        registry.register_source("second", |node| node.without(&["type"])?.deserialize::<Nothing>()).unwrap();
-        let again = registry.register_source("first", |node| node.deserialize::<Nothing>()).unwrap_err();
+        registry.register_source("first", Supports::SOURCE, |node| node.deserialize::<Nothing>()).unwrap();
+        registry.register_source("second", Supports::SOURCE.errors(), |node| node.deserialize::<Nothing>()).unwrap();
+        let again =
+            registry.register_source("first", Supports::SOURCE, |node| node.deserialize::<Nothing>()).unwrap_err();
         assert_eq!(again.to_string(), "a source type `first` is already registered");
-        assert_eq!(registry.source_names().collect::<Vec<_>>(), ["first", "second"]);
+        let names: Vec<&str> = registry.sources().map(|(name, _)| name).collect();
+        assert_eq!(names, ["first", "second"]);
 
-        let declared = node("sources:\n  a: { type: third }\n");
+        let declared = node("sources:\n  a: { type: third, on_error: skip, event_time: { column: ts } }\n");
         let kind = weir_config::yaml::unspanned("third".to_owned());
         let err = registry.parse_source(&kind, &declared).unwrap_err();
         assert_eq!(err.message, "unknown source type `third`; known types: first, second");
         let kind = weir_config::yaml::unspanned("second".to_owned());
-        assert!(registry.parse_source(&kind, &declared).is_ok());
+        let parsed = registry.parse_source(&kind, &declared).expect("the shared options are not the kind's");
+        assert_eq!(parsed.supports, Supports::SOURCE.errors());
     }
 }

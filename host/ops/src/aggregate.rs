@@ -18,7 +18,6 @@ use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion_common::ScalarValue;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::aggregates::{AggregateSet, RowAccumulator, failed, fold_plugins};
 use super::groups::{GroupTable, KeyEncoder};
@@ -37,17 +36,7 @@ use weir_engine::errors::RecordErrorHandler;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "parallelism")]
-    _parallelism: IgnoredAny,
     // Rows a plugin aggregate's state limit refuses follow the step's error policy.
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Key columns.
     #[serde(default)]
     pub group_by: Vec<Spanned<String>>,

@@ -11,7 +11,6 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use datafusion_physical_expr::PhysicalExpr;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::expr::compile_predicate;
 use weir_config::SpecIssue;
@@ -26,12 +25,6 @@ use weir_engine::errors::RecordErrorHandler;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "parallelism")]
-    _parallelism: IgnoredAny,
     /// The SQL predicate.
     #[serde(rename = "where")]
     pub predicate: Spanned<String>,

@@ -13,7 +13,6 @@ use arrow::compute::take;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion_physical_expr::PhysicalExpr;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::udf::{compile_args, evaluate_args, report_failures, resolve_function};
 use weir_config::SpecIssue;
@@ -32,16 +31,6 @@ use weir_plugin::{Limits, PluginHandle, PluginKind};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlatMapConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "parallelism")]
-    _parallelism: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Declared plugin name or `.wasm` path.
     pub plugin: Spanned<String>,
     /// Table function name.

@@ -19,21 +19,31 @@ pub mod wasm_aggregate;
 pub mod wasm_function;
 pub mod window;
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers every built-in transform.
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_transform("filter", |node| node.deserialize::<filter::FilterConfig>())?;
-    registry.register_transform("select", |node| node.deserialize::<select::SelectConfig>())?;
-    registry.register_transform("union", |node| node.deserialize::<union::UnionConfig>())?;
-    registry.register_transform("udf", |node| node.deserialize::<udf::UdfConfig>())?;
-    registry.register_transform("flat_map", |node| node.deserialize::<flat_map::FlatMapConfig>())?;
-    registry.register_transform("lookup_join", |node| node.deserialize::<lookup_join::LookupJoinConfig>())?;
-    registry.register_transform("window", |node| node.deserialize::<window::WindowConfig>())?;
-    registry.register_transform("top_n", |node| node.deserialize::<top_n::TopNConfig>())?;
-    registry.register_transform("aggregate", |node| node.deserialize::<aggregate::AggregateConfig>())?;
+    registry.register_transform("filter", Supports::TRANSFORM, |node| node.deserialize::<filter::FilterConfig>())?;
+    registry.register_transform("select", Supports::TRANSFORM, |node| node.deserialize::<select::SelectConfig>())?;
+    registry.register_transform("union", Supports::TRANSFORM, |node| node.deserialize::<union::UnionConfig>())?;
+    registry.register_transform("udf", Supports::TRANSFORM.errors(), |node| node.deserialize::<udf::UdfConfig>())?;
+    registry.register_transform("flat_map", Supports::TRANSFORM.errors(), |node| {
+        node.deserialize::<flat_map::FlatMapConfig>()
+    })?;
+    registry.register_transform("lookup_join", Supports::TRANSFORM.retry(), |node| {
+        node.deserialize::<lookup_join::LookupJoinConfig>()
+    })?;
+    registry.register_transform("window", Supports::TRANSFORM.errors().late_output(), |node| {
+        node.deserialize::<window::WindowConfig>()
+    })?;
+    registry.register_transform("top_n", Supports::TRANSFORM.errors().late_output(), |node| {
+        node.deserialize::<top_n::TopNConfig>()
+    })?;
+    registry.register_transform("aggregate", Supports::TRANSFORM.errors(), |node| {
+        node.deserialize::<aggregate::AggregateConfig>()
+    })?;
     Ok(())
 }

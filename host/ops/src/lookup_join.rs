@@ -28,7 +28,6 @@ use arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use indexmap::IndexMap;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tokio_util::sync::CancellationToken;
 
 use weir_config::SpecIssue;
@@ -68,17 +67,6 @@ pub struct RetryOnMissConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LookupJoinConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "parallelism")]
-    _parallelism: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
-    /// What a failed lookup does.
-    #[serde(default)]
-    pub on_error: ErrorPolicy,
     /// The dimension table.
     pub table: Spanned<String>,
     /// Stream column → table key column.
@@ -100,10 +88,6 @@ fn default_in_flight() -> usize {
 }
 
 impl TransformSpec for LookupJoinConfig {
-    fn retries_failures(&self) -> bool {
-        true
-    }
-
     fn plan(&self, input: &SchemaRef, ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {
         let tables = ctx.resource::<weir_lookup::TableCatalog>();
         let table = tables.get(&self.table.value).ok_or_else(|| {
@@ -170,7 +154,7 @@ impl TransformSpec for LookupJoinConfig {
             dimension_columns,
             schema: Arc::clone(&schema),
             kind: self.kind,
-            policy: self.on_error,
+            policy: ctx.on_error,
             retry_on_miss,
             in_flight: self.in_flight,
         };

@@ -11,7 +11,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion_physical_expr::PhysicalExpr;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::expr::compile_select_item;
 use weir_config::SpecIssue;
@@ -26,12 +25,6 @@ use weir_engine::errors::RecordErrorHandler;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "parallelism")]
-    _parallelism: IgnoredAny,
     /// Output columns as SQL select items.
     pub columns: Spanned<Vec<Spanned<String>>>,
 }

@@ -26,7 +26,6 @@ use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::window::assign::{Bounds, WindowKind};
 use super::window::{CumulateConfig, HopConfig, SessionConfig, TimeSource, WINDOW_KEY, key_columns, row_times};
@@ -44,16 +43,6 @@ use weir_engine::errors::RecordErrorHandler;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopNConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "parallelism")]
-    _parallelism: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Tumbling windows over the input's event time.
     #[serde(default, with = "duration_opt")]
     pub tumble: Option<std::time::Duration>,

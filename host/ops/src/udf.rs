@@ -15,7 +15,6 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion_physical_expr::PhysicalExpr;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::expr::compile_select_item;
 use weir_config::SpecIssue;
@@ -36,16 +35,6 @@ use weir_plugin::{Limits, PluginHandle, PluginKind};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UdfConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "parallelism")]
-    _parallelism: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Declared plugin name or `.wasm` path.
     pub plugin: Spanned<String>,
     /// Function name.

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use weir_config::SpecIssue;
 use weir_engine::component::{
@@ -20,14 +19,7 @@ use weir_engine::errors::RecordErrorHandler;
 /// `union` options (only the common ones).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UnionConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "parallelism")]
-    _parallelism: IgnoredAny,
-}
+pub struct UnionConfig {}
 
 impl TransformSpec for UnionConfig {
     fn plan(&self, input: &SchemaRef, _ctx: &PlanContext) -> Result<PlannedTransform, SpecIssue> {

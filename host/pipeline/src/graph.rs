@@ -11,22 +11,93 @@ use weir_engine::component::{Partitioning, PlanContext, SinkSpec, SourceSpec, Tr
 use weir_engine::errors::{ErrorPolicy, dead_letter_schema};
 use weir_engine::graph::{InputRef, PlannedComponent, Port, Runnable};
 use weir_engine::metrics::Role;
-use weir_engine::registry::Registry;
+use weir_engine::registry::{Registry, Supports};
 
-/// The options every component shares. Typed configs list the ones they accept, so an option a
-/// component does not take is still reported as an unknown key.
+/// The options every component may have ([`weir_engine::registry::SHARED_OPTIONS`]), read here once; kinds' typed
+/// configs never see them, and [`Supports`] says which a kind takes.
 #[derive(Debug, Deserialize)]
 struct Common {
     #[serde(rename = "type")]
     kind: Option<Spanned<String>>,
-    #[serde(default)]
-    inputs: Vec<Spanned<String>>,
+    inputs: Option<Spanned<Vec<Spanned<String>>>>,
     parallelism: Option<Spanned<usize>>,
-    #[serde(default)]
-    on_error: ErrorPolicy,
+    on_error: Option<Spanned<ErrorPolicy>>,
     dead_letter: Option<Spanned<String>>,
-    /// Sources only (their typed configs accept the key; transforms and sinks refuse it).
-    event_time: Option<weir_engine::event_time::EventTimeConfig>,
+    event_time: Option<Spanned<weir_engine::event_time::EventTimeConfig>>,
+}
+
+impl Common {
+    /// The `inputs` (none when not given).
+    fn inputs(&self) -> &[Spanned<String>] {
+        self.inputs.as_ref().map_or(&[], |inputs| &inputs.value)
+    }
+
+    /// The `on_error` policy (`fail` when not given).
+    fn on_error(&self) -> ErrorPolicy {
+        self.on_error.as_ref().map_or(ErrorPolicy::Fail, |policy| policy.value)
+    }
+
+    /// Refuses the shared options the kind does not take, naming the option, the kind and why.
+    fn check(&self, role: Role, kind: &str, supports: Supports) -> Result<(), SpecIssue> {
+        let refuse = |at: &weir_config::yaml::Location, option: &str, why: &str| {
+            Err(SpecIssue::at(at, format!("`{option}` is not an option of {} type `{kind}`: {why}", role_name(role))))
+        };
+        if let Some(inputs) = &self.inputs
+            && role == Role::Source
+        {
+            return refuse(&inputs.referenced, "inputs", "sources read from outside the pipeline");
+        }
+        if let Some(parallelism) = &self.parallelism
+            && !supports.parallelism
+        {
+            let why = match role {
+                Role::Source => "a source's subtasks follow its system (partitions, files) or its own options",
+                _ => "it runs as one subtask",
+            };
+            return refuse(&parallelism.referenced, "parallelism", why);
+        }
+        if let Some(event_time) = &self.event_time
+            && !supports.event_time
+        {
+            return refuse(&event_time.referenced, "event_time", "event time is assigned where rows enter, at sources");
+        }
+        if let Some(policy) = &self.on_error {
+            if policy.value == ErrorPolicy::Retry && !supports.retry {
+                let message = match role {
+                    Role::Transform => format!(
+                        "`on_error: retry` is for steps that wait on an external system (lookup_join); a `{kind}` \
+                         cannot succeed by trying again"
+                    ),
+                    _ => "`on_error: retry` is for lookup joins; sources and sinks already retry transient failures \
+                          and apply `on_error` to records that cannot succeed"
+                        .to_owned(),
+                };
+                return Err(SpecIssue::at(&policy.referenced, message));
+            }
+            if !supports.errors {
+                let why = match role {
+                    Role::Source => "it makes every record itself, so none can be bad",
+                    Role::Transform => "it has no rows that fail on their own (an expression error fails the job)",
+                    Role::Sink => "it has no rows its destination can reject",
+                };
+                return refuse(&policy.referenced, "on_error", why);
+            }
+        }
+        if let Some(target) = &self.dead_letter
+            && !supports.errors
+        {
+            return refuse(&target.referenced, "dead_letter", "it has no `on_error` policy");
+        }
+        Ok(())
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Source => "source",
+        Role::Transform => "transform",
+        Role::Sink => "sink",
+    }
 }
 
 /// A component's typed config.
@@ -48,6 +119,7 @@ pub struct Declared {
     kind: String,
     key_at: (u64, u64),
     common: Common,
+    supports: Supports,
     spec: Spec,
 }
 
@@ -56,6 +128,8 @@ pub struct Declared {
 pub struct DeclaredPipeline {
     /// Components in file order.
     pub components: Vec<Declared>,
+    /// The registered transform types with a `.late` output (for the error naming them).
+    pub late_outputs: Vec<String>,
 }
 
 type Located<T> = Result<T, (Option<String>, SpecIssue)>;
@@ -95,37 +169,55 @@ pub fn declare(document: &Document, registry: &Registry) -> Located<DeclaredPipe
             let Some(kind) = &common.kind else {
                 return Err(located(SpecIssue::new("missing `type`")));
             };
-            let spec = parse_spec(registry, role, kind, node).map_err(located)?;
+            let (spec, supports) = parse_spec(registry, role, kind, node).map_err(located)?;
+            common.check(role, &kind.value, supports).map_err(located)?;
             components.push(Declared {
                 name: node.name.clone(),
                 role,
                 kind: kind.value.clone(),
                 key_at: node.key_at,
                 common,
+                supports,
                 spec,
             });
         }
     }
-    Ok(DeclaredPipeline { components })
+    let late_outputs =
+        registry.transforms().filter(|(_, supports)| supports.late_output).map(|(name, _)| name.to_owned()).collect();
+    Ok(DeclaredPipeline { components, late_outputs })
 }
 
-fn parse_spec(registry: &Registry, role: Role, kind: &Spanned<String>, node: &Node) -> Result<Spec, SpecIssue> {
+fn parse_spec(
+    registry: &Registry,
+    role: Role,
+    kind: &Spanned<String>,
+    node: &Node,
+) -> Result<(Spec, Supports), SpecIssue> {
     Ok(match role {
-        Role::Source => Spec::Source(registry.parse_source(kind, node)?),
-        Role::Transform => Spec::Transform(registry.parse_transform(kind, node)?),
-        Role::Sink => Spec::Sink(registry.parse_sink(kind, node)?),
+        Role::Source => {
+            let parsed = registry.parse_source(kind, node)?;
+            (Spec::Source(parsed.spec), parsed.supports)
+        }
+        Role::Transform => {
+            let parsed = registry.parse_transform(kind, node)?;
+            (Spec::Transform(parsed.spec), parsed.supports)
+        }
+        Role::Sink => {
+            let parsed = registry.parse_sink(kind, node)?;
+            (Spec::Sink(parsed.spec), parsed.supports)
+        }
     })
 }
-
-/// Transform types with a `.late` side output.
-const LATE_OUTPUTS: &[&str] = &["window", "top_n"];
 
 /// Resolves inputs, orders the graph and plans every component against its input schema.
 ///
 /// # Errors
 /// Missing or cyclic inputs, dead-letter wiring mistakes, schema mismatches, and every
 /// component's own planning errors (unknown columns, expressions that do not type-check).
-pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedComponent>, (String, SpecIssue)> {
+pub fn plan(
+    DeclaredPipeline { components: declared, late_outputs }: DeclaredPipeline,
+    ctx: &PlanContext,
+) -> Result<Vec<PlannedComponent>, (String, SpecIssue)> {
     let index: HashMap<&str, usize> = declared.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
     let label = |c: &Declared| format!("{}.{}", section_of(c.role), c.name);
 
@@ -135,12 +227,12 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
         let fail = |issue: SpecIssue| (label(component), issue.or_at(component.key_at));
         match component.role {
             Role::Source => {
-                if let Some(first) = component.common.inputs.first() {
+                if let Some(first) = component.common.inputs().first() {
                     return Err(fail(SpecIssue::at(&first.referenced, "sources take no `inputs`")));
                 }
             }
             Role::Transform | Role::Sink => {
-                for input in &component.common.inputs {
+                for input in component.common.inputs() {
                     // `<window>.late`: the rows a window or top_n received too late.
                     let (name, port) = match input.value.rsplit_once('.') {
                         Some((name, "late")) if !index.contains_key(input.value.as_str()) => (name, Port::Late),
@@ -167,13 +259,13 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
                     if upstream == i {
                         return Err(fail(SpecIssue::at(&input.referenced, "a component cannot read its own output")));
                     }
-                    if port == Port::Late && !LATE_OUTPUTS.contains(&declared[upstream].kind.as_str()) {
+                    if port == Port::Late && !declared[upstream].supports.late_output {
                         return Err(fail(SpecIssue::at(
                             &input.referenced,
                             format!(
                                 "`{name}` is a {}; only {} steps have a `.late` output",
                                 declared[upstream].kind,
-                                LATE_OUTPUTS.join(" and ")
+                                late_outputs.join(" and ")
                             ),
                         )));
                     }
@@ -181,7 +273,7 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
                 }
             }
         }
-        match (component.common.on_error, &component.common.dead_letter) {
+        match (component.common.on_error(), &component.common.dead_letter) {
             (ErrorPolicy::DeadLetter, None) => {
                 return Err(fail(SpecIssue::new("`on_error: dead-letter` needs `dead_letter: <sink name>`")));
             }
@@ -229,7 +321,7 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
     for &old in &order {
         let component = declared[old].take().expect("each component is planned once");
         let fail = |issue: SpecIssue| (label(&component), issue.or_at(component.key_at));
-        let ctx = &PlanContext { component: label(&component), ..ctx.clone() };
+        let ctx = &PlanContext { component: label(&component), on_error: component.common.on_error(), ..ctx.clone() };
         let edges: Vec<InputRef> = inputs[old]
             .iter()
             .map(|input| InputRef { component: position[input.component], port: input.port })
@@ -264,33 +356,20 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             return Err(fail(SpecIssue::at(&p.referenced, "parallelism must be at least 1")));
         }
         let (schema, parallelism, runnable) = match &component.spec {
-            Spec::Source(_) | Spec::Sink(_) if component.common.on_error == ErrorPolicy::Retry => {
-                return Err(fail(SpecIssue::new(
-                    "`on_error: retry` is for lookup joins; sources and sinks already retry transient failures \
-                     and apply `on_error` to records that cannot succeed",
-                )));
-            }
             Spec::Source(spec) => {
                 let source = spec.plan(ctx).map_err(fail)?;
                 let (watermarks, schema) = match &component.common.event_time {
                     None => (None, source.schema),
                     Some(event_time) => {
-                        let (strategy, schema) = event_time.plan(&source.schema).map_err(fail)?;
+                        let (strategy, schema) = event_time.value.plan(&source.schema).map_err(fail)?;
                         (Some(strategy), schema)
                     }
                 };
                 let runnable =
-                    Runnable::Source { factory: source.factory, on_error: component.common.on_error, watermarks };
+                    Runnable::Source { factory: source.factory, on_error: component.common.on_error(), watermarks };
                 (schema, source.parallelism, runnable)
             }
             Spec::Transform(spec) => {
-                if component.common.on_error == ErrorPolicy::Retry && !spec.retries_failures() {
-                    return Err(fail(SpecIssue::new(format!(
-                        "`on_error: retry` is for steps that wait on an external system (lookup_join); a `{}` \
-                         cannot succeed by trying again",
-                        component.kind
-                    ))));
-                }
                 let input = input_schema.expect("transforms have inputs");
                 let transform = spec.plan(&input, ctx).map_err(fail)?;
                 let parallelism = match (&transform.partitioning, parallelism_option) {
@@ -305,7 +384,7 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
                 };
                 let runnable = Runnable::Transform {
                     factory: transform.factory,
-                    on_error: component.common.on_error,
+                    on_error: component.common.on_error(),
                     partitioning: transform.partitioning,
                 };
                 (transform.schema, parallelism, runnable)
@@ -313,7 +392,7 @@ pub fn plan(declared: Vec<Declared>, ctx: &PlanContext) -> Result<Vec<PlannedCom
             Spec::Sink(spec) => {
                 let input = input_schema.expect("sinks have inputs");
                 let factory = spec.plan(&input, ctx).map_err(fail)?;
-                (input, 1, Runnable::Sink { factory, on_error: component.common.on_error })
+                (input, 1, Runnable::Sink { factory, on_error: component.common.on_error() })
             }
         };
         planned.push(PlannedComponent {

@@ -98,6 +98,7 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path, registry: &Registry) -> R
         base_dir: base_dir.to_path_buf(),
         batch_size: settings.batch_size,
         default_parallelism: settings.parallelism(),
+        on_error: weir_engine::errors::ErrorPolicy::Fail,
         resources: Resources::default(),
     };
     ctx.resources.insert(Arc::clone(&plugins));
@@ -109,8 +110,7 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path, registry: &Registry) -> R
         );
     }
     ctx.resources.insert(Arc::clone(&tables));
-    let components =
-        graph::plan(declared.components, &ctx).map_err(|(component, issue)| error(Some(component), issue))?;
+    let components = graph::plan(declared, &ctx).map_err(|(component, issue)| error(Some(component), issue))?;
     Ok(Pipeline { graph: JobGraph { file: file.to_path_buf(), settings, components }, plugins, tables })
 }
 

@@ -47,7 +47,6 @@ use lapin::types::FieldTable;
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connect, Connection, ConnectionProperties};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::support::link::{LinkState, connect, reconnect_backoff};
 use super::support::pump::{emit, end_and_drain, sleep_until};
@@ -64,15 +63,15 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageDecoder, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source, sink).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("amqp", |node| node.deserialize::<AmqpSourceConfig>())?;
-    registry.register_sink("amqp", |node| node.deserialize::<AmqpSinkConfig>())?;
+    registry.register_source("amqp", Supports::SOURCE.errors(), |node| node.deserialize::<AmqpSourceConfig>())?;
+    registry.register_sink("amqp", Supports::SINK, |node| node.deserialize::<AmqpSinkConfig>())?;
     Ok(())
 }
 
@@ -89,15 +88,6 @@ const LINGER: Duration = Duration::from_millis(20);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSourceConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// `amqp://user@host:port/vhost` (`amqps://` for TLS).
     pub url: Spanned<String>,
     /// User name, password, TLS.
@@ -389,10 +379,6 @@ async fn acknowledge(channel: &Channel, generation: u64, outcomes: Vec<Outcome<T
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
     /// `amqp://user@host:port/vhost` (`amqps://` for TLS).
     pub url: Spanned<String>,
     /// User name, password, TLS.

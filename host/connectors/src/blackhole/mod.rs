@@ -10,33 +10,27 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use weir_config::SpecIssue;
 use weir_engine::component::{
     BoxFuture, Durability, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec,
 };
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (sink).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("blackhole", |node| node.deserialize::<BlackholeConfig>())?;
+    registry.register_sink("blackhole", Supports::SINK, |node| node.deserialize::<BlackholeConfig>())?;
     Ok(())
 }
 
 /// `blackhole` options (only the common ones).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BlackholeConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-}
+pub struct BlackholeConfig {}
 
 impl SinkSpec for BlackholeConfig {
     fn plan(&self, _input: &SchemaRef, _ctx: &PlanContext) -> Result<Arc<dyn SinkFactory>, SpecIssue> {

@@ -37,7 +37,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytesize::ByteSize;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
@@ -50,10 +49,6 @@ use weir_formats::encode::{OutputFormat, RecordWriter};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
     /// Output path.
     pub path: Spanned<String>,
     /// Output format.

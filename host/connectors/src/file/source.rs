@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use crate::support::pump::end_and_drain;
 use weir_config::SpecIssue;
@@ -50,15 +49,6 @@ use weir_formats::schema::{SchemaSpec, build_schema};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// File path or glob.
     pub path: Spanned<String>,
     /// Record format.

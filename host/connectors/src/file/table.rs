@@ -17,7 +17,6 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::source::infer_schema;
 use crate::support::dimension::plan_columns;
@@ -32,12 +31,6 @@ use weir_formats::schema::SchemaSpec;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTableConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "cache")]
-    _cache: IgnoredAny,
-    #[serde(default, rename = "lookup")]
-    _lookup: IgnoredAny,
     /// The file, relative to the pipeline file.
     pub path: Spanned<String>,
     /// `csv` or `json` (JSON lines).

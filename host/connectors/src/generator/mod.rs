@@ -26,7 +26,6 @@ use indexmap::IndexMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
@@ -34,14 +33,14 @@ use weir_engine::component::{
     BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceSpec,
 };
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("generator", |node| node.deserialize::<GeneratorConfig>())?;
+    registry.register_source("generator", Supports::SOURCE, |node| node.deserialize::<GeneratorConfig>())?;
     Ok(())
 }
 
@@ -49,11 +48,6 @@ pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
     /// Total rows; unbounded when absent.
     pub count: Option<u64>,
     /// Rows per second (all subtasks together); unlimited when absent.

@@ -40,7 +40,6 @@ use axum::response::{IntoResponse, Response};
 use bytesize::ByteSize;
 use futures::StreamExt;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tokio::sync::{mpsc, oneshot};
 
 use super::support::pump::{emit, end_and_drain};
@@ -53,14 +52,14 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_engine::errors::ErrorPolicy;
 use weir_formats::message::{Envelope, MessageFormat, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("http", |node| node.deserialize::<HttpSourceConfig>())?;
+    registry.register_source("http", Supports::SOURCE.errors(), |node| node.deserialize::<HttpSourceConfig>())?;
     Ok(())
 }
 
@@ -73,15 +72,6 @@ const QUEUED_REQUESTS: usize = 4;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSourceConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Address to listen on.
     pub listen: Spanned<String>,
     /// Endpoint path.

@@ -46,7 +46,6 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::support::link::CONNECT_TIMEOUT;
 use super::support::pump::{emit, end_and_drain, sleep_until};
@@ -61,15 +60,15 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageDecoder, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source, sink).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("kafka", |node| node.deserialize::<KafkaSourceConfig>())?;
-    registry.register_sink("kafka", |node| node.deserialize::<KafkaSinkConfig>())?;
+    registry.register_source("kafka", Supports::SOURCE.errors(), |node| node.deserialize::<KafkaSourceConfig>())?;
+    registry.register_sink("kafka", Supports::SINK, |node| node.deserialize::<KafkaSinkConfig>())?;
     Ok(())
 }
 
@@ -118,15 +117,6 @@ pub enum Reset {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSourceConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Bootstrap servers, `host:port[,host:port]`.
     pub brokers: Spanned<String>,
     /// Topic names, or patterns starting with `^`.
@@ -462,10 +452,6 @@ async fn flush(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
     /// Bootstrap servers.
     pub brokers: Spanned<String>,
     /// Topic template.

@@ -50,7 +50,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tokio::sync::{Notify, mpsc};
 
 use super::support::link::{CONNECT_TIMEOUT, LinkState, reconnect_backoff};
@@ -69,15 +68,15 @@ use weir_engine::errors::BadRecord;
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source, sink).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("mqtt", |node| node.deserialize::<MqttSourceConfig>())?;
-    registry.register_sink("mqtt", |node| node.deserialize::<MqttSinkConfig>())?;
+    registry.register_source("mqtt", Supports::SOURCE.errors(), |node| node.deserialize::<MqttSourceConfig>())?;
+    registry.register_sink("mqtt", Supports::SINK, |node| node.deserialize::<MqttSinkConfig>())?;
     Ok(())
 }
 
@@ -93,15 +92,6 @@ const PUBACK_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSourceConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// `mqtt://host:port`.
     pub url: Spanned<String>,
     /// Topic filters (`+` and `#` wildcards).
@@ -560,10 +550,6 @@ async fn acknowledge_all(client: &AsyncClient, outcomes: Vec<Outcome<Vec<(QoS, u
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
     /// `mqtt://host:port`.
     pub url: Spanned<String>,
     /// Topic template (`alerts/{device}`).

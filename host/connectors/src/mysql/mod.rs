@@ -34,7 +34,6 @@ use arrow::datatypes::{DataType, SchemaRef};
 use mysql_async::prelude::Queryable;
 use mysql_async::{ClientIdentity, Conn, Opts, OptsBuilder, Params, Value};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::support::link::{LinkState, connect, reconnect_backoff};
 use super::support::secret::Access;
@@ -50,15 +49,15 @@ use weir_engine::component::{
 use weir_engine::errors::BadRecord;
 use weir_engine::errors::row_as_json;
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (sink, table).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("mysql", |node| node.deserialize::<MysqlSinkConfig>())?;
-    registry.register_table("mysql", |node| Ok(table::MysqlTableConfig(node.deserialize()?)))?;
+    registry.register_sink("mysql", Supports::SINK.errors(), |node| node.deserialize::<MysqlSinkConfig>())?;
+    registry.register_table("mysql", Supports::TABLE, |node| Ok(table::MysqlTableConfig(node.deserialize()?)))?;
     Ok(())
 }
 
@@ -69,14 +68,6 @@ const MAX_PLACEHOLDERS: usize = 65_535;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MysqlSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// `mysql://user@host:port/database` (`?require_ssl=true` for TLS).
     pub url: Spanned<String>,
     /// User name, password, TLS.

@@ -39,7 +39,6 @@ use arrow::datatypes::SchemaRef;
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::support::link::{CONNECT_TIMEOUT, connect};
 use super::support::pump::{emit, end_and_drain, sleep_until};
@@ -56,15 +55,15 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source, sink).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("nats", |node| node.deserialize::<NatsSourceConfig>())?;
-    registry.register_sink("nats", |node| node.deserialize::<NatsSinkConfig>())?;
+    registry.register_source("nats", Supports::SOURCE.errors(), |node| node.deserialize::<NatsSourceConfig>())?;
+    registry.register_sink("nats", Supports::SINK, |node| node.deserialize::<NatsSinkConfig>())?;
     Ok(())
 }
 
@@ -97,15 +96,6 @@ pub enum DeliverFrom {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSourceConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Server URL (`nats://host:4222`; `tls://` for TLS).
     pub url: Spanned<String>,
     /// Authentication and TLS.
@@ -430,10 +420,6 @@ async fn acknowledge(outcomes: Vec<Outcome<Vec<jetstream::message::Acker>>>) {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
     /// Server URL (`nats://host:4222`; `tls://` for TLS).
     pub url: Spanned<String>,
     /// Authentication and TLS.

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 pub use model::{EventKind, Generator, PROPORTION_TOTAL};
 use weir_config::SpecIssue;
@@ -24,14 +23,14 @@ use weir_engine::component::{
     BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceSpec,
 };
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("nexmark", |node| node.deserialize::<NexmarkConfig>())?;
+    registry.register_source("nexmark", Supports::SOURCE, |node| node.deserialize::<NexmarkConfig>())?;
     Ok(())
 }
 
@@ -39,11 +38,6 @@ pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NexmarkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
     /// Which stream.
     pub kind: EventKind,
     /// Total generator events (all kinds); unbounded when absent.

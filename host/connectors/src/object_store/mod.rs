@@ -34,7 +34,6 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytesize::ByteSize;
 use indexmap::IndexMap;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
@@ -43,14 +42,14 @@ use weir_engine::component::{
 };
 use weir_formats::encode::{OutputFormat, RecordWriter};
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (sink).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("object_store", |node| node.deserialize::<ObjectStoreConfig>())?;
+    registry.register_sink("object_store", Supports::SINK, |node| node.deserialize::<ObjectStoreConfig>())?;
     Ok(())
 }
 
@@ -58,10 +57,6 @@ pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectStoreConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
     /// `s3://bucket/prefix`, `file:///dir` or a directory relative to the pipeline file.
     pub url: Spanned<String>,
     /// `json` or `parquet` (CSV is not offered: files have no single header across appends).

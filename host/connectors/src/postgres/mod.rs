@@ -37,7 +37,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
@@ -57,15 +56,15 @@ use weir_engine::component::{
 use weir_engine::errors::BadRecord;
 use weir_engine::errors::row_as_json;
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (sink, table).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("postgres", |node| node.deserialize::<PostgresSinkConfig>())?;
-    registry.register_table("postgres", |node| Ok(table::PostgresTableConfig(node.deserialize()?)))?;
+    registry.register_sink("postgres", Supports::SINK.errors(), |node| node.deserialize::<PostgresSinkConfig>())?;
+    registry.register_table("postgres", Supports::TABLE, |node| Ok(table::PostgresTableConfig(node.deserialize()?)))?;
     Ok(())
 }
 
@@ -73,14 +72,6 @@ pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Connection string: a `postgres://` URL or `key=value` pairs.
     pub url: Spanned<String>,
     /// User name, password, TLS.

@@ -45,7 +45,6 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use tokio::sync::mpsc;
 
 use super::support::link::{CONNECT_TIMEOUT, LinkState, connect, reconnect_backoff};
@@ -63,16 +62,16 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source, sink, table).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("redis", |node| node.deserialize::<RedisSourceConfig>())?;
-    registry.register_sink("redis", |node| node.deserialize::<RedisSinkConfig>())?;
-    registry.register_table("redis", |node| node.deserialize::<table::RedisTableConfig>())?;
+    registry.register_source("redis", Supports::SOURCE.errors(), |node| node.deserialize::<RedisSourceConfig>())?;
+    registry.register_sink("redis", Supports::SINK, |node| node.deserialize::<RedisSinkConfig>())?;
+    registry.register_table("redis", Supports::TABLE, |node| node.deserialize::<table::RedisTableConfig>())?;
     Ok(())
 }
 
@@ -85,15 +84,6 @@ const BLOCK: Duration = Duration::from_millis(500);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSourceConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// `redis://host:port/db` (`rediss://` for TLS).
     pub url: Spanned<String>,
     /// Password (with `username` for an ACL user), TLS.
@@ -373,10 +363,6 @@ pub enum RedisCommand {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
     /// `redis://host:port/db` (`rediss://` for TLS).
     pub url: Spanned<String>,
     /// Password (with `username` for an ACL user), TLS.

@@ -24,7 +24,6 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::{describe_address, open_client};
 use crate::support::dimension::plan_columns;
@@ -44,12 +43,6 @@ const SCAN_CHUNK: usize = 1000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisTableConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "cache")]
-    _cache: IgnoredAny,
-    #[serde(default, rename = "lookup")]
-    _lookup: IgnoredAny,
     /// `redis://host:port/db` (`rediss://` for TLS).
     pub url: Spanned<String>,
     /// Password (and ACL user name), TLS.

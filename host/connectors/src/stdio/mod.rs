@@ -13,7 +13,6 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
@@ -24,15 +23,15 @@ use weir_engine::component::{
 use weir_formats::decode::{ChunkReader, CsvOptions, LineDecoder, LineFormat};
 use weir_formats::schema::{SchemaSpec, build_schema};
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (source, sink).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("stdin", |node| node.deserialize::<StdinConfig>())?;
-    registry.register_sink("stdout", |node| node.deserialize::<StdoutConfig>())?;
+    registry.register_source("stdin", Supports::SOURCE.errors(), |node| node.deserialize::<StdinConfig>())?;
+    registry.register_sink("stdout", Supports::SINK, |node| node.deserialize::<StdoutConfig>())?;
     Ok(())
 }
 
@@ -40,15 +39,6 @@ pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdinConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    /// Read by the pipeline planner (`engine::event_time`).
-    #[serde(default, rename = "event_time")]
-    _event_time: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Record format (CSV input has no header line).
     #[serde(default)]
     pub format: LineFormat,
@@ -132,10 +122,6 @@ pub enum StdoutFormat {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
     /// Output format.
     #[serde(default)]
     pub format: StdoutFormat,

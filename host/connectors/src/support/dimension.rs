@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::sql::quote_identifier;
 use weir_config::SpecIssue;
@@ -37,12 +36,6 @@ pub fn plan_columns(columns: &Spanned<SchemaSpec>, key: &Spanned<Vec<String>>) -
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SqlTableConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "cache")]
-    _cache: IgnoredAny,
-    #[serde(default, rename = "lookup")]
-    _lookup: IgnoredAny,
     /// Connection string.
     pub url: Spanned<String>,
     /// User name, password and TLS.

@@ -32,7 +32,6 @@ use arrow::datatypes::SchemaRef;
 use backon::BackoffBuilder;
 use indexmap::IndexMap;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::support::template::Template;
 use weir_config::SpecIssue;
@@ -43,14 +42,14 @@ use weir_engine::component::{
 use weir_engine::errors::BadRecord;
 use weir_formats::encode::rows_as_json;
 
-use weir_engine::registry::{DuplicateKind, Registry};
+use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers this connector's kinds (sink).
 ///
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("webhook", |node| node.deserialize::<WebhookSinkConfig>())?;
+    registry.register_sink("webhook", Supports::SINK.errors(), |node| node.deserialize::<WebhookSinkConfig>())?;
     Ok(())
 }
 
@@ -58,14 +57,6 @@ pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSinkConfig {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(default, rename = "inputs")]
-    _inputs: IgnoredAny,
-    #[serde(default, rename = "on_error")]
-    _on_error: IgnoredAny,
-    #[serde(default, rename = "dead_letter")]
-    _dead_letter: IgnoredAny,
     /// Endpoint.
     pub url: Spanned<String>,
     /// One POST per batch (a JSON array) instead of per row.
