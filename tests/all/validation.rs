@@ -42,6 +42,19 @@ fn unknown_key() {
 }
 
 #[test]
+fn a_shared_option_the_kind_does_not_take_names_the_option_and_the_kind() {
+    let text = refuse("type: file, inputs: [eur],", "type: blackhole, inputs: [eur], on_error: skip,");
+    assert!(
+        text.contains(":14:52:") && text.contains("`on_error` is not an option of sink type `blackhole`"),
+        "{text}"
+    );
+    let text = refuse("type: select, inputs: [big],", "type: select, inputs: [big], event_time: { column: auction },");
+    assert!(text.contains("`event_time` is not an option of transform type `select`"), "{text}");
+    let text = refuse("type: nexmark, kind: bid,", "type: nexmark, inputs: [eur], kind: bid,");
+    assert!(text.contains(":2:35:") && text.contains("`inputs` is not an option of source type `nexmark`"), "{text}");
+}
+
+#[test]
 fn unknown_type() {
     let text = refuse("type: nexmark", "type: nexmarc");
     assert!(

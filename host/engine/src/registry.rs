@@ -73,13 +73,22 @@ impl Supports {
     }
 }
 
-/// A kind's typed config and what shared options the kind takes.
-#[derive(Debug)]
-pub struct Parsed<T: ?Sized> {
-    /// The typed config.
-    pub spec: Box<T>,
+/// A registered kind, found by its `type` name: what shared options it takes, and its parser.
+pub struct Kind<'a, T: ?Sized> {
     /// The shared options the kind takes.
     pub supports: Supports,
+    shared: &'static [&'static str],
+    parse: &'a Parse<T>,
+}
+
+impl<T: ?Sized> Kind<'_, T> {
+    /// Reads the node's own options (the shared ones removed) into the kind's typed config.
+    ///
+    /// # Errors
+    /// The kind's config errors, with positions in the file.
+    pub fn parse(&self, node: &Node) -> Result<Box<T>, SpecIssue> {
+        (self.parse)(&node.without(self.shared)?)
+    }
 }
 
 /// Registering a `type` name twice for the same role.
@@ -112,8 +121,7 @@ impl<T: ?Sized> Kinds<T> {
         Ok(())
     }
 
-    /// Reads the node's own options (the shared ones removed) with the kind's parser.
-    fn parse(&self, kind: &Spanned<String>, node: &Node) -> Result<Parsed<T>, SpecIssue> {
+    fn find(&self, kind: &Spanned<String>) -> Result<Kind<'_, T>, SpecIssue> {
         let (supports, parse) = self.parsers.get(&kind.value).ok_or_else(|| {
             let known: Vec<&str> = self.parsers.keys().map(String::as_str).collect();
             SpecIssue::at(
@@ -121,7 +129,7 @@ impl<T: ?Sized> Kinds<T> {
                 format!("unknown {} type `{}`; known types: {}", self.role, kind.value, known.join(", ")),
             )
         })?;
-        Ok(Parsed { spec: parse(&node.without(self.shared)?)?, supports: *supports })
+        Ok(Kind { supports: *supports, shared: self.shared, parse })
     }
 }
 
@@ -177,12 +185,12 @@ macro_rules! kind_methods {
             self.$field.add(name.into(), supports, parse)
         }
 
-        #[doc = concat!("Reads the options of a ", $what, " of type `kind`.")]
+        #[doc = concat!("The ", $what, " type named `kind`.")]
         ///
         /// # Errors
-        /// An unknown type (listing the known ones), or the type's own config errors.
-        pub fn $parse(&self, kind: &Spanned<String>, node: &Node) -> Result<Parsed<dyn $spec>, SpecIssue> {
-            self.$field.parse(kind, node)
+        /// An unknown type, listing the known ones.
+        pub fn $parse(&self, kind: &Spanned<String>) -> Result<Kind<'_, dyn $spec>, SpecIssue> {
+            self.$field.find(kind)
         }
 
         #[doc = concat!("The registered ", $what, " types and what they support, in registration order.")]
@@ -193,10 +201,10 @@ macro_rules! kind_methods {
 }
 
 impl Registry {
-    kind_methods!(register_source, parse_source, sources, sources, SourceSpec, "source");
-    kind_methods!(register_transform, parse_transform, transforms, transforms, TransformSpec, "transform");
-    kind_methods!(register_sink, parse_sink, sinks, sinks, SinkSpec, "sink");
-    kind_methods!(register_table, parse_table, tables, tables, TableSpec, "dimension-table");
+    kind_methods!(register_source, source, sources, sources, SourceSpec, "source");
+    kind_methods!(register_transform, transform, transforms, transforms, TransformSpec, "transform");
+    kind_methods!(register_sink, sink, sinks, sinks, SinkSpec, "sink");
+    kind_methods!(register_table, table, tables, tables, TableSpec, "dimension-table");
 }
 
 #[cfg(test)]
@@ -231,10 +239,11 @@ mod tests {
 
         let declared = node("sources:\n  a: { type: third, on_error: skip, event_time: { column: ts } }\n");
         let kind = weir_config::yaml::unspanned("third".to_owned());
-        let err = registry.parse_source(&kind, &declared).unwrap_err();
+        let err = registry.source(&kind).err().unwrap();
         assert_eq!(err.message, "unknown source type `third`; known types: first, second");
         let kind = weir_config::yaml::unspanned("second".to_owned());
-        let parsed = registry.parse_source(&kind, &declared).expect("the shared options are not the kind's");
-        assert_eq!(parsed.supports, Supports::SOURCE.errors());
+        let second = registry.source(&kind).unwrap();
+        assert_eq!(second.supports, Supports::SOURCE.errors());
+        second.parse(&declared).expect("the shared options are not the kind's");
     }
 }

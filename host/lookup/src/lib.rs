@@ -134,7 +134,7 @@ pub fn plan_tables(
         let Some(kind) = &common.kind else {
             return Err(located(SpecIssue::new("missing `type`")));
         };
-        let spec = registry.parse_table(kind, node).map_err(located)?.spec;
+        let spec = registry.table(kind).and_then(|table| table.parse(node)).map_err(located)?;
         let planned = spec.plan(ctx).map_err(located)?;
         let cache = match &common.cache {
             Some(cache) => cache

@@ -169,8 +169,7 @@ pub fn declare(document: &Document, registry: &Registry) -> Located<DeclaredPipe
             let Some(kind) = &common.kind else {
                 return Err(located(SpecIssue::new("missing `type`")));
             };
-            let (spec, supports) = parse_spec(registry, role, kind, node).map_err(located)?;
-            common.check(role, &kind.value, supports).map_err(located)?;
+            let (spec, supports) = parse_spec(registry, role, kind, &common, node).map_err(located)?;
             components.push(Declared {
                 name: node.name.clone(),
                 role,
@@ -187,26 +186,32 @@ pub fn declare(document: &Document, registry: &Registry) -> Located<DeclaredPipe
     Ok(DeclaredPipeline { components, late_outputs })
 }
 
+/// Finds the kind, refuses the shared options it does not take, then reads its own options.
 fn parse_spec(
     registry: &Registry,
     role: Role,
     kind: &Spanned<String>,
+    common: &Common,
     node: &Node,
 ) -> Result<(Spec, Supports), SpecIssue> {
-    Ok(match role {
+    let (spec, supports) = match role {
         Role::Source => {
-            let parsed = registry.parse_source(kind, node)?;
-            (Spec::Source(parsed.spec), parsed.supports)
+            let found = registry.source(kind)?;
+            common.check(role, &kind.value, found.supports)?;
+            (Spec::Source(found.parse(node)?), found.supports)
         }
         Role::Transform => {
-            let parsed = registry.parse_transform(kind, node)?;
-            (Spec::Transform(parsed.spec), parsed.supports)
+            let found = registry.transform(kind)?;
+            common.check(role, &kind.value, found.supports)?;
+            (Spec::Transform(found.parse(node)?), found.supports)
         }
         Role::Sink => {
-            let parsed = registry.parse_sink(kind, node)?;
-            (Spec::Sink(parsed.spec), parsed.supports)
+            let found = registry.sink(kind)?;
+            common.check(role, &kind.value, found.supports)?;
+            (Spec::Sink(found.parse(node)?), found.supports)
         }
-    })
+    };
+    Ok((spec, supports))
 }
 
 /// Resolves inputs, orders the graph and plans every component against its input schema.
