@@ -180,8 +180,16 @@ pub struct PlannedSource {
 
 /// Creates source instances.
 pub trait SourceFactory: Send + Sync + std::fmt::Debug {
-    /// One instance for subtask `subtask` of `parallelism`.
-    fn create(&self, subtask: usize, parallelism: usize) -> Box<dyn Source>;
+    /// One instance (the subtask it runs as is in its [`SourceContext`]).
+    fn create(&self) -> Box<dyn Source>;
+}
+
+/// A planned source is its own factory: every subtask runs a clone of it, and reads which subtask
+/// it is from [`SourceContext::subtask`].
+impl<T: Source + Clone + Sync + std::fmt::Debug + 'static> SourceFactory for T {
+    fn create(&self) -> Box<dyn Source> {
+        Box::new(self.clone())
+    }
 }
 
 /// Everything a running source subtask uses.
@@ -189,6 +197,10 @@ pub trait SourceFactory: Send + Sync + std::fmt::Debug {
 pub struct SourceContext {
     /// Component name.
     pub component: Arc<str>,
+    /// Which subtask this is, from 0.
+    pub subtask: usize,
+    /// How many subtasks the source runs as.
+    pub parallelism: usize,
     /// Where batches go.
     pub output: Output,
     /// Bad-record handling (fail / skip / dead-letter).

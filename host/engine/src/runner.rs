@@ -143,7 +143,7 @@ pub async fn run(job: &JobGraph, metrics: &PipelineMetrics, stop: CancellationTo
                 Runnable::Source { factory, on_error, watermarks } => {
                     let errors =
                         error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
-                    let source = factory.create(subtask, component.parallelism);
+                    let source = factory.create();
                     // With event time, the source's batches pass through a watermark assigner.
                     let output = match watermarks {
                         None => output,
@@ -164,6 +164,8 @@ pub async fn run(job: &JobGraph, metrics: &PipelineMetrics, stop: CancellationTo
                     };
                     let mut ctx = SourceContext {
                         component: Arc::clone(&name),
+                        subtask,
+                        parallelism: component.parallelism,
                         output,
                         errors,
                         stop: stop.clone(),

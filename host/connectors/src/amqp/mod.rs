@@ -57,7 +57,7 @@ use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
 use weir_engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec, Source,
-    SourceContext, SourceFactory, SourceSpec,
+    SourceContext, SourceSpec,
 };
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
@@ -165,7 +165,7 @@ impl SourceSpec for AmqpSourceConfig {
         let broker = Broker::plan(&self.url, &self.access, ctx)?;
         let layout = self.payload.plan(METADATA)?;
         let prefetch = self.prefetch.unwrap_or_else(|| (ctx.batch_size * 4).min(usize::from(u16::MAX)) as u16);
-        let factory = AmqpSourceFactory {
+        let factory = AmqpSource {
             address: broker.address.clone(),
             broker,
             queue: self.queue.clone(),
@@ -179,7 +179,7 @@ impl SourceSpec for AmqpSourceConfig {
 }
 
 #[derive(Debug, Clone)]
-struct AmqpSourceFactory {
+struct AmqpSource {
     broker: Broker,
     address: String,
     queue: String,
@@ -188,14 +188,6 @@ struct AmqpSourceFactory {
     layout: MessageLayout,
     batch_size: usize,
 }
-
-impl SourceFactory for AmqpSourceFactory {
-    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
-        Box::new(AmqpSource(self.clone()))
-    }
-}
-
-struct AmqpSource(AmqpSourceFactory);
 
 /// A delivery as the message decoder reads it.
 struct Received(Delivery);
@@ -226,7 +218,7 @@ struct Tags {
     tags: Vec<u64>,
 }
 
-impl AmqpSourceFactory {
+impl AmqpSource {
     async fn open_consumer(&self) -> Result<(Connection, Channel, lapin::Consumer), RuntimeError> {
         let fail = |err: lapin::Error| RuntimeError::external("amqp", &self.address, err);
         let connection = self.broker.connect().await?;
@@ -253,7 +245,7 @@ impl AmqpSourceFactory {
 impl Source for AmqpSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.0;
+            let config = &*self;
             let (mut connection, mut channel, mut consumer) = config.open_consumer().await?;
             let mut link = LinkState::connected(Arc::clone(&ctx.component), config.address.clone());
             let mut generation = 0u64;

@@ -38,9 +38,7 @@ use serde::Deserialize;
 use crate::support::pump::end_and_drain;
 use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
-use weir_engine::component::{
-    BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceSpec,
-};
+use weir_engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceSpec};
 use weir_engine::delivery::{Delivery, DeliveryTracker, Outcome};
 use weir_formats::decode::{ChunkReader, CsvOptions, LineDecoder, LineFormat};
 use weir_formats::schema::{SchemaSpec, build_schema};
@@ -126,7 +124,7 @@ impl SourceSpec for FileSourceConfig {
         if !self.follow && !pattern_text.contains(['*', '?', '[']) && !Path::new(&pattern_text).exists() {
             return Err(at_path(format!("file not found: {pattern_text}")));
         }
-        let factory = FileSourceFactory {
+        let factory = FileSource {
             pattern: pattern_text,
             schema: schema.clone(),
             format: self.format,
@@ -181,7 +179,7 @@ pub(super) fn infer_schema(path: &Path, format: LineFormat, header: bool, delimi
 }
 
 #[derive(Debug, Clone)]
-struct FileSourceFactory {
+struct FileSource {
     pattern: String,
     schema: SchemaRef,
     format: LineFormat,
@@ -191,16 +189,6 @@ struct FileSourceFactory {
     poll: Duration,
     batch_size: usize,
     positions: PathBuf,
-}
-
-impl SourceFactory for FileSourceFactory {
-    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
-        Box::new(FileSource { config: self.clone() })
-    }
-}
-
-struct FileSource {
-    config: FileSourceFactory,
 }
 
 /// One open file being read (or followed).
@@ -231,7 +219,7 @@ impl FileSource {
         let identity = identity(
             &file.metadata().await.map_err(|err| RuntimeError::io(format!("reading {}", path.display()), err))?,
         );
-        let config = &self.config;
+        let config = self;
         let decoder = LineDecoder::new(
             config.schema.clone(),
             config.format,
@@ -264,7 +252,7 @@ impl FileSource {
             }
             let chunk = file
                 .reader
-                .next_chunk(self.config.batch_size, to_end)
+                .next_chunk(self.batch_size, to_end)
                 .await
                 .map_err(|err| RuntimeError::io(format!("reading {}", file.path.display()), err))?;
             let Some(mut chunk) = chunk else { return Ok(progressed) };
@@ -294,10 +282,10 @@ impl FileSource {
     }
 
     async fn read_once(&self, ctx: &mut SourceContext) -> Result<(), RuntimeError> {
-        let files = matching_files(&self.config.pattern)
+        let files = matching_files(&self.pattern)
             .map_err(|err| RuntimeError::io(err, std::io::ErrorKind::InvalidInput.into()))?;
         if files.is_empty() {
-            tracing::warn!(component = %ctx.component, pattern = %self.config.pattern, "no file matches");
+            tracing::warn!(component = %ctx.component, pattern = %self.pattern, "no file matches");
         }
         for path in files {
             let mut file = self.open(&path).await?;
@@ -310,7 +298,7 @@ impl FileSource {
     }
 
     async fn follow(&self, ctx: &mut SourceContext) -> Result<(), RuntimeError> {
-        let mut positions = Positions::load(&self.config.positions)?;
+        let mut positions = Positions::load(&self.positions)?;
         let mut tracker = DeliveryTracker::new();
         let mut followed: HashMap<Fingerprint, Followed> = HashMap::new();
         while !ctx.stop.is_cancelled() {
@@ -346,7 +334,7 @@ impl FileSource {
             positions.save_if_due()?;
             if !progressed {
                 tokio::select! {
-                    () = tokio::time::sleep(self.config.poll) => {}
+                    () = tokio::time::sleep(self.poll) => {}
                     () = ctx.stop.cancelled() => {}
                 }
             }
@@ -385,7 +373,7 @@ impl FileSource {
     ) -> Result<(), RuntimeError> {
         // Files that are not a followed file going on under some name.
         let mut candidates = Vec::new();
-        for path in matching_files(&self.config.pattern).unwrap_or_default() {
+        for path in matching_files(&self.pattern).unwrap_or_default() {
             let Ok(meta) = tokio::fs::metadata(&path).await else { continue };
             let id = identity(&meta);
             if let Some(entry) = followed.values_mut().find(|entry| entry.file.identity == id)
@@ -395,7 +383,7 @@ impl FileSource {
                 entry.file.path.clone_from(&path);
                 continue;
             }
-            if let Some(fingerprint) = fingerprint(&path, self.config.header).await {
+            if let Some(fingerprint) = fingerprint(&path, self.header).await {
                 candidates.push((path, meta.len(), id, fingerprint));
             }
         }
@@ -604,6 +592,6 @@ fn identity(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
 
 impl Source for FileSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(async move { if self.config.follow { self.follow(ctx).await } else { self.read_once(ctx).await } })
+        Box::pin(async move { if self.follow { self.follow(ctx).await } else { self.read_once(ctx).await } })
     }
 }

@@ -29,9 +29,7 @@ use serde::Deserialize;
 
 use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
-use weir_engine::component::{
-    BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceSpec,
-};
+use weir_engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceSpec};
 
 use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
@@ -260,7 +258,7 @@ impl SourceSpec for GeneratorConfig {
         if let Some(rate) = self.rate.as_ref().filter(|rate| rate.value.is_nan() || rate.value <= 0.0) {
             return Err(SpecIssue::at(&rate.referenced, "`rate` must be above 0"));
         }
-        let factory = GeneratorFactory {
+        let factory = GeneratorSource {
             schema: Arc::new(Schema::new(fields)),
             columns,
             count: self.count,
@@ -277,7 +275,7 @@ impl SourceSpec for GeneratorConfig {
 }
 
 #[derive(Debug, Clone)]
-struct GeneratorFactory {
+struct GeneratorSource {
     schema: SchemaRef,
     columns: Vec<Column>,
     count: Option<u64>,
@@ -286,31 +284,20 @@ struct GeneratorFactory {
     batch_size: usize,
 }
 
-impl SourceFactory for GeneratorFactory {
-    fn create(&self, subtask: usize, parallelism: usize) -> Box<dyn Source> {
-        Box::new(GeneratorSource { config: self.clone(), subtask: subtask as u64, parallelism: parallelism as u64 })
-    }
-}
-
-struct GeneratorSource {
-    config: GeneratorFactory,
-    subtask: u64,
-    parallelism: u64,
-}
-
 impl Source for GeneratorSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.config;
-            let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_add(self.subtask));
+            let config = &*self;
+            let (subtask, parallelism) = (ctx.subtask as u64, ctx.parallelism as u64);
+            let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_add(subtask));
             let count = config.count.unwrap_or(u64::MAX);
-            let per_subtask_rate = config.rate.map(|rate| rate / self.parallelism as f64);
+            let per_subtask_rate = config.rate.map(|rate| rate / parallelism as f64);
             // With a rate, batches are small enough to keep latency near 100 ms.
             let batch_size = per_subtask_rate
                 .map_or(config.batch_size, |rate| ((rate / 10.0).ceil() as usize).clamp(1, config.batch_size));
             let started = Instant::now();
             let mut produced: u64 = 0;
-            let mut next_row = self.subtask;
+            let mut next_row = subtask;
             let mut rows = Vec::with_capacity(batch_size);
             while next_row < count && !ctx.stop.is_cancelled() {
                 if let Some(rate) = per_subtask_rate {
@@ -322,7 +309,7 @@ impl Source for GeneratorSource {
                 rows.clear();
                 while rows.len() < batch_size && next_row < count {
                     rows.push(next_row);
-                    next_row = next_row.saturating_add(self.parallelism);
+                    next_row = next_row.saturating_add(parallelism);
                 }
                 let arrays = config.columns.iter().map(|column| column.build(&rows, &mut rng)).collect();
                 let batch = RecordBatch::try_new(config.schema.clone(), arrays)?;

@@ -45,9 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::support::pump::{emit, end_and_drain};
 use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
-use weir_engine::component::{
-    BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceSpec,
-};
+use weir_engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceSpec};
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_engine::errors::ErrorPolicy;
 use weir_formats::message::{Envelope, MessageFormat, MessageLayout, MetaType, MetaValue, PayloadOptions};
@@ -104,7 +102,7 @@ impl SourceSpec for HttpSourceConfig {
             return Err(SpecIssue::at(&self.listen.referenced, "`path` must start with `/`"));
         }
         let layout = self.payload.plan(METADATA)?;
-        let factory = HttpSourceFactory {
+        let factory = HttpSource {
             listen,
             path: self.path.clone(),
             max_body: self.max_body.as_u64() as usize,
@@ -117,7 +115,7 @@ impl SourceSpec for HttpSourceConfig {
 }
 
 #[derive(Debug, Clone)]
-struct HttpSourceFactory {
+struct HttpSource {
     listen: SocketAddr,
     path: String,
     max_body: usize,
@@ -125,14 +123,6 @@ struct HttpSourceFactory {
     layout: MessageLayout,
     batch_size: usize,
 }
-
-impl SourceFactory for HttpSourceFactory {
-    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
-        Box::new(HttpSource(self.clone()))
-    }
-}
-
-struct HttpSource(HttpSourceFactory);
 
 /// One accepted request: its records and where to report the outcome.
 struct Ingest {
@@ -315,7 +305,7 @@ async fn emit_rejecting_bad_requests(
 impl Source for HttpSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.0;
+            let config = &*self;
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .map_err(|err| RuntimeError::io(format!("listening on {}", config.listen), err))?;

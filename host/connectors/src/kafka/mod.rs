@@ -54,7 +54,7 @@ use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
 use weir_engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec, Source,
-    SourceContext, SourceFactory, SourceSpec,
+    SourceContext, SourceSpec,
 };
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
@@ -164,7 +164,7 @@ impl SourceSpec for KafkaSourceConfig {
             ));
         }
         let layout = self.payload.plan(METADATA)?;
-        let factory = KafkaSourceFactory {
+        let factory = KafkaSource {
             brokers: self.brokers.value.clone(),
             topics: self.topics.clone(),
             group: self.group.clone(),
@@ -189,7 +189,7 @@ fn parse_timestamp(text: &str) -> Result<i64, String> {
 }
 
 #[derive(Debug, Clone)]
-struct KafkaSourceFactory {
+struct KafkaSource {
     brokers: String,
     topics: Vec<String>,
     group: String,
@@ -200,14 +200,6 @@ struct KafkaSourceFactory {
     layout: MessageLayout,
     batch_size: usize,
 }
-
-impl SourceFactory for KafkaSourceFactory {
-    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
-        Box::new(KafkaSource(self.clone()))
-    }
-}
-
-struct KafkaSource(KafkaSourceFactory);
 
 /// Headers as a JSON object (`{"name": "value"}`; binary values lossily as UTF-8).
 fn headers_json(message: &OwnedMessage) -> Option<String> {
@@ -254,7 +246,7 @@ impl Envelope for Received {
 /// Highest offset per (topic, partition) in one batch.
 type Offsets = HashMap<(String, i32), i64>;
 
-impl KafkaSourceFactory {
+impl KafkaSource {
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config
@@ -320,7 +312,7 @@ impl KafkaSourceFactory {
 impl Source for KafkaSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.0;
+            let config = &*self;
             let consumer = config.open().await?;
             let mut decoder = config.layout.decoder(config.batch_size)?;
             let wants_headers = config.layout.uses(HEADERS);

@@ -61,7 +61,7 @@ use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
 use weir_engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec, Source,
-    SourceContext, SourceFactory, SourceSpec,
+    SourceContext, SourceSpec,
 };
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_engine::errors::BadRecord;
@@ -204,7 +204,7 @@ impl SourceSpec for MqttSourceConfig {
             return Err(SpecIssue::at(&self.url.referenced, "`topics` needs at least one topic filter"));
         }
         let layout = self.payload.plan(METADATA)?;
-        let factory = MqttSourceFactory {
+        let factory = MqttSource {
             broker,
             topics: self.topics.clone(),
             qos,
@@ -220,7 +220,7 @@ impl SourceSpec for MqttSourceConfig {
 }
 
 #[derive(Debug, Clone)]
-struct MqttSourceFactory {
+struct MqttSource {
     broker: Broker,
     topics: Vec<String>,
     qos: QoS,
@@ -231,14 +231,6 @@ struct MqttSourceFactory {
     layout: MessageLayout,
     batch_size: usize,
 }
-
-impl SourceFactory for MqttSourceFactory {
-    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
-        Box::new(MqttSource(self.clone()))
-    }
-}
-
-struct MqttSource(MqttSourceFactory);
 
 /// A received message as the message decoder reads it.
 struct Received(Publish);
@@ -351,7 +343,7 @@ fn options(client_id: String, broker: &Broker, clean_session: bool) -> MqttOptio
 impl Source for MqttSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.0;
+            let config = &*self;
             let address = config.broker.address();
             // A broker disconnects a client when another connects with its id, so a clean session
             // gets a unique id; a persistent session needs the same id across runs.

@@ -49,7 +49,7 @@ use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
 use weir_engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec, Source,
-    SourceContext, SourceFactory, SourceSpec,
+    SourceContext, SourceSpec,
 };
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
@@ -129,7 +129,7 @@ impl SourceSpec for NatsSourceConfig {
             return Err(SpecIssue::at(&self.url.referenced, "`create_stream: true` needs `subjects`"));
         }
         let server = Server::plan(&self.url, &self.access, ctx)?;
-        let factory = NatsSourceFactory {
+        let factory = NatsSource {
             url: server.url.clone(),
             server,
             stream: self.stream.clone(),
@@ -146,7 +146,7 @@ impl SourceSpec for NatsSourceConfig {
 }
 
 #[derive(Debug, Clone)]
-struct NatsSourceFactory {
+struct NatsSource {
     /// The server's URL without credentials (in logs and errors).
     url: String,
     server: Server,
@@ -158,12 +158,6 @@ struct NatsSourceFactory {
     ack_wait: Duration,
     layout: MessageLayout,
     batch_size: usize,
-}
-
-impl SourceFactory for NatsSourceFactory {
-    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
-        Box::new(NatsSource(self.clone()))
-    }
 }
 
 /// How a source or sink authenticates: a user name and password, a token, or a credentials
@@ -269,8 +263,6 @@ async fn open(server: &Server, component: &Arc<str>) -> Result<async_nats::Clien
     connect("nats", &server.url, options.connect(server.url.as_str())).await
 }
 
-struct NatsSource(NatsSourceFactory);
-
 /// A message with its ack handle split off.
 struct Received {
     message: async_nats::Message,
@@ -300,7 +292,7 @@ impl Envelope for Received {
 impl Source for NatsSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.0;
+            let config = &*self;
             let address = config.url.as_str();
             let fail = |reason: String| RuntimeError::external("nats", address, reason);
             let client = open(&config.server, &ctx.component).await?;

@@ -19,9 +19,7 @@ use serde::Deserialize;
 pub use model::{EventKind, Generator, PROPORTION_TOTAL};
 use weir_config::SpecIssue;
 use weir_config::yaml::{Spanned, unspanned};
-use weir_engine::component::{
-    BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceFactory, SourceSpec,
-};
+use weir_engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceSpec};
 
 use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
@@ -72,7 +70,7 @@ impl SourceSpec for NexmarkConfig {
                 .map_err(|err| SpecIssue::at(&text.referenced, format!("`base_time` is not an RFC 3339 time: {err}")))?
                 .timestamp_millis(),
         };
-        let factory = NexmarkFactory {
+        let factory = NexmarkSource {
             kind: self.kind,
             events: self.events,
             rate: self.rate.value,
@@ -89,7 +87,7 @@ impl SourceSpec for NexmarkConfig {
 }
 
 #[derive(Debug, Clone)]
-struct NexmarkFactory {
+struct NexmarkSource {
     kind: EventKind,
     events: Option<u64>,
     rate: u64,
@@ -98,24 +96,11 @@ struct NexmarkFactory {
     batch_size: usize,
 }
 
-impl SourceFactory for NexmarkFactory {
-    fn create(&self, subtask: usize, parallelism: usize) -> Box<dyn Source> {
-        Box::new(NexmarkSource { config: self.clone(), subtask: subtask as u64, parallelism: parallelism as u64 })
-    }
-}
-
-struct NexmarkSource {
-    config: NexmarkFactory,
-    subtask: u64,
-    parallelism: u64,
-}
-
 impl NexmarkSource {
     /// Event numbers of this subtask and kind, in order: epochs `subtask, subtask + n, ...`.
-    fn event_numbers(&self) -> impl Iterator<Item = u64> + use<> {
-        let limit = self.config.events.unwrap_or(u64::MAX);
-        let offsets = self.config.kind.offsets();
-        let (subtask, parallelism) = (self.subtask, self.parallelism);
+    fn event_numbers(&self, subtask: u64, parallelism: u64) -> impl Iterator<Item = u64> + use<> {
+        let limit = self.events.unwrap_or(u64::MAX);
+        let offsets = self.kind.offsets();
         (0..)
             .map(move |i| subtask + i * parallelism)
             .flat_map(move |epoch| offsets.clone().map(move |offset| epoch * PROPORTION_TOTAL + offset))
@@ -126,9 +111,9 @@ impl NexmarkSource {
 impl Source for NexmarkSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.config;
+            let config = &*self;
             let generator = Generator::new(config.base_time_ms, config.rate);
-            let mut numbers = self.event_numbers().peekable();
+            let mut numbers = self.event_numbers(ctx.subtask as u64, ctx.parallelism as u64).peekable();
             let started = Instant::now();
             while numbers.peek().is_some() && !ctx.stop.is_cancelled() {
                 if config.throttle {

@@ -56,7 +56,7 @@ use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
 use weir_engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec, Source,
-    SourceContext, SourceFactory, SourceSpec,
+    SourceContext, SourceSpec,
 };
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
@@ -157,7 +157,7 @@ impl SourceSpec for RedisSourceConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedSource, SpecIssue> {
         let client = open_client(&self.url, &self.access, ctx)?;
         let layout = self.payload.plan(METADATA)?;
-        let factory = RedisSourceFactory {
+        let factory = RedisSource {
             address: describe_address(&client),
             client,
             stream: self.stream.clone(),
@@ -172,7 +172,7 @@ impl SourceSpec for RedisSourceConfig {
 }
 
 #[derive(Debug, Clone)]
-struct RedisSourceFactory {
+struct RedisSource {
     client: ::redis::Client,
     address: String,
     stream: String,
@@ -182,14 +182,6 @@ struct RedisSourceFactory {
     layout: MessageLayout,
     batch_size: usize,
 }
-
-impl SourceFactory for RedisSourceFactory {
-    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
-        Box::new(RedisSource(self.clone()))
-    }
-}
-
-struct RedisSource(RedisSourceFactory);
 
 /// One stream entry.
 struct Entry {
@@ -218,7 +210,7 @@ impl Envelope for Entry {
 /// Reads entries in its own task (an XREADGROUP cannot be cancelled halfway without losing its
 /// answer): first this consumer's pending entries, then new ones.
 async fn read_entries(
-    config: RedisSourceFactory,
+    config: RedisSource,
     mut connection: ConnectionManager,
     entries: mpsc::Sender<Vec<Entry>>,
     component: Arc<str>,
@@ -282,7 +274,7 @@ async fn read_entries(
 impl Source for RedisSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.0;
+            let config = &*self;
             let fail = |err: ::redis::RedisError| RuntimeError::external("redis", &config.address, err);
             let mut acks = manager(&config.client, &config.address).await?;
             let created: Result<(), _> = acks.xgroup_create_mkstream(&config.stream, &config.group, "0").await;
@@ -322,7 +314,7 @@ impl Source for RedisSource {
 
 async fn acknowledge(
     connection: &mut ConnectionManager,
-    config: &RedisSourceFactory,
+    config: &RedisSource,
     outcomes: Vec<Outcome<Vec<String>>>,
 ) -> Result<(), RuntimeError> {
     let delivered: Vec<String> = outcomes

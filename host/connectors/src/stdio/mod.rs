@@ -18,7 +18,7 @@ use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
 use weir_engine::component::{
     BoxFuture, Durability, PlanContext, PlannedSource, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec, Source,
-    SourceContext, SourceFactory, SourceSpec,
+    SourceContext, SourceSpec,
 };
 use weir_formats::decode::{ChunkReader, CsvOptions, LineDecoder, LineFormat};
 use weir_formats::schema::{SchemaSpec, build_schema};
@@ -56,30 +56,22 @@ impl SourceSpec for StdinConfig {
             (Some(spec), _) => build_schema(&spec.value)?,
             (None, _) => return Err(SpecIssue::new("`schema` is required for `format: json` and `format: csv`")),
         };
-        let factory = StdinFactory { schema: schema.clone(), format: self.format, batch_size: ctx.batch_size };
+        let factory = StdinSource { schema: schema.clone(), format: self.format, batch_size: ctx.batch_size };
         Ok(PlannedSource { schema, parallelism: 1, factory: Arc::new(factory) })
     }
 }
 
 #[derive(Debug, Clone)]
-struct StdinFactory {
+struct StdinSource {
     schema: SchemaRef,
     format: LineFormat,
     batch_size: usize,
 }
 
-impl SourceFactory for StdinFactory {
-    fn create(&self, _subtask: usize, _parallelism: usize) -> Box<dyn Source> {
-        Box::new(StdinSource(self.clone()))
-    }
-}
-
-struct StdinSource(StdinFactory);
-
 impl Source for StdinSource {
     fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>> {
         Box::pin(async move {
-            let config = &self.0;
+            let config = &*self;
             let mut decoder = LineDecoder::new(
                 config.schema.clone(),
                 config.format,
