@@ -19,6 +19,7 @@ pub mod wasm_aggregate;
 pub mod wasm_function;
 pub mod window;
 
+use weir_config::yaml::Node;
 use weir_engine::registry::{DuplicateKind, Registry, Supports};
 
 /// Registers every built-in transform.
@@ -26,10 +27,10 @@ use weir_engine::registry::{DuplicateKind, Registry, Supports};
 /// # Errors
 /// A kind name already taken.
 pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_transform("filter", Supports::TRANSFORM, |node| node.deserialize::<filter::FilterConfig>())?;
-    registry.register_transform("select", Supports::TRANSFORM, |node| node.deserialize::<select::SelectConfig>())?;
-    registry.register_transform("union", Supports::TRANSFORM, |node| node.deserialize::<union::UnionConfig>())?;
-    registry.register_transform("udf", Supports::TRANSFORM.errors(), |node| node.deserialize::<udf::UdfConfig>())?;
+    registry.register_transform("filter", Supports::TRANSFORM, Node::deserialize::<filter::FilterConfig>)?;
+    registry.register_transform("select", Supports::TRANSFORM, Node::deserialize::<select::SelectConfig>)?;
+    registry.register_transform("union", Supports::TRANSFORM, Node::deserialize::<union::UnionConfig>)?;
+    registry.register_transform("udf", Supports::TRANSFORM.errors(), Node::deserialize::<udf::UdfConfig>)?;
     registry.register_transform("flat_map", Supports::TRANSFORM.errors(), |node| {
         node.deserialize::<flat_map::FlatMapConfig>()
     })?;

@@ -63,18 +63,6 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageDecoder, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source, sink).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("amqp", Supports::SOURCE.errors(), |node| node.deserialize::<AmqpSourceConfig>())?;
-    registry.register_sink("amqp", Supports::SINK, |node| node.deserialize::<AmqpSinkConfig>())?;
-    Ok(())
-}
-
 const METADATA: &[(&str, MetaType)] = &[
     ("routing_key", MetaType::Utf8),
     ("exchange", MetaType::Utf8),

@@ -16,17 +16,6 @@ use weir_engine::component::{
     BoxFuture, Durability, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec,
 };
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (sink).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("blackhole", Supports::SINK, |node| node.deserialize::<BlackholeConfig>())?;
-    Ok(())
-}
-
 /// `blackhole` options (only the common ones).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,17 +12,3 @@ pub mod table;
 
 pub use sink::FileSinkConfig;
 pub use source::FileSourceConfig;
-
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source, sink, table).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry
-        .register_source("file", Supports::SOURCE.errors(), |node| node.deserialize::<source::FileSourceConfig>())?;
-    registry.register_sink("file", Supports::SINK, |node| node.deserialize::<sink::FileSinkConfig>())?;
-    registry.register_table("file", Supports::TABLE, |node| node.deserialize::<table::FileTableConfig>())?;
-    Ok(())
-}

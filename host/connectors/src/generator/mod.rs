@@ -31,17 +31,6 @@ use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
 use weir_engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceSpec};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("generator", Supports::SOURCE, |node| node.deserialize::<GeneratorConfig>())?;
-    Ok(())
-}
-
 /// `generator` options.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

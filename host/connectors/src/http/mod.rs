@@ -50,17 +50,6 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_engine::errors::ErrorPolicy;
 use weir_formats::message::{Envelope, MessageFormat, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("http", Supports::SOURCE.errors(), |node| node.deserialize::<HttpSourceConfig>())?;
-    Ok(())
-}
-
 const METADATA: &[(&str, MetaType)] = &[("received_at", MetaType::TimestampMs), ("remote", MetaType::Utf8)];
 
 /// Requests that may wait for the pipeline before new ones get 429.

@@ -60,18 +60,6 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageDecoder, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source, sink).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("kafka", Supports::SOURCE.errors(), |node| node.deserialize::<KafkaSourceConfig>())?;
-    registry.register_sink("kafka", Supports::SINK, |node| node.deserialize::<KafkaSinkConfig>())?;
-    Ok(())
-}
-
 const METADATA: &[(&str, MetaType)] = &[
     ("key", MetaType::Utf8),
     ("key_bytes", MetaType::Binary),

@@ -68,18 +68,6 @@ use weir_engine::errors::BadRecord;
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source, sink).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("mqtt", Supports::SOURCE.errors(), |node| node.deserialize::<MqttSourceConfig>())?;
-    registry.register_sink("mqtt", Supports::SINK, |node| node.deserialize::<MqttSinkConfig>())?;
-    Ok(())
-}
-
 const METADATA: &[(&str, MetaType)] = &[("topic", MetaType::Utf8), ("retained", MetaType::Int64)];
 
 /// How long a source waits for more messages before it sends a partial batch.

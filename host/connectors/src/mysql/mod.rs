@@ -49,18 +49,6 @@ use weir_engine::component::{
 use weir_engine::errors::BadRecord;
 use weir_engine::errors::row_as_json;
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (sink, table).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("mysql", Supports::SINK.errors(), |node| node.deserialize::<MysqlSinkConfig>())?;
-    registry.register_table("mysql", Supports::TABLE, |node| Ok(table::MysqlTableConfig(node.deserialize()?)))?;
-    Ok(())
-}
-
 /// Placeholders MySQL accepts in one statement.
 const MAX_PLACEHOLDERS: usize = 65_535;
 

@@ -55,18 +55,6 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source, sink).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("nats", Supports::SOURCE.errors(), |node| node.deserialize::<NatsSourceConfig>())?;
-    registry.register_sink("nats", Supports::SINK, |node| node.deserialize::<NatsSinkConfig>())?;
-    Ok(())
-}
-
 /// JetStream publishes awaiting their ack at once, per sink.
 const ACKS_IN_FLIGHT: usize = 1024;
 

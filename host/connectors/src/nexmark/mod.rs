@@ -21,17 +21,6 @@ use weir_config::SpecIssue;
 use weir_config::yaml::{Spanned, unspanned};
 use weir_engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceSpec};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("nexmark", Supports::SOURCE, |node| node.deserialize::<NexmarkConfig>())?;
-    Ok(())
-}
-
 /// `nexmark` options.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

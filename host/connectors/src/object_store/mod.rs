@@ -42,17 +42,6 @@ use weir_engine::component::{
 };
 use weir_formats::encode::{OutputFormat, RecordWriter};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (sink).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("object_store", Supports::SINK, |node| node.deserialize::<ObjectStoreConfig>())?;
-    Ok(())
-}
-
 /// `object_store` sink options.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

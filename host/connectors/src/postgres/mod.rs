@@ -56,18 +56,6 @@ use weir_engine::component::{
 use weir_engine::errors::BadRecord;
 use weir_engine::errors::row_as_json;
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (sink, table).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("postgres", Supports::SINK.errors(), |node| node.deserialize::<PostgresSinkConfig>())?;
-    registry.register_table("postgres", Supports::TABLE, |node| Ok(table::PostgresTableConfig(node.deserialize()?)))?;
-    Ok(())
-}
-
 /// `postgres` sink options.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

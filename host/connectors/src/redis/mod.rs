@@ -62,19 +62,6 @@ use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
 use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source, sink, table).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("redis", Supports::SOURCE.errors(), |node| node.deserialize::<RedisSourceConfig>())?;
-    registry.register_sink("redis", Supports::SINK, |node| node.deserialize::<RedisSinkConfig>())?;
-    registry.register_table("redis", Supports::TABLE, |node| node.deserialize::<table::RedisTableConfig>())?;
-    Ok(())
-}
-
 const METADATA: &[(&str, MetaType)] = &[("id", MetaType::Utf8), ("stream", MetaType::Utf8)];
 
 /// How long one XREADGROUP waits for new entries.

@@ -23,18 +23,6 @@ use weir_engine::component::{
 use weir_formats::decode::{ChunkReader, CsvOptions, LineDecoder, LineFormat};
 use weir_formats::schema::{SchemaSpec, build_schema};
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (source, sink).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_source("stdin", Supports::SOURCE.errors(), |node| node.deserialize::<StdinConfig>())?;
-    registry.register_sink("stdout", Supports::SINK, |node| node.deserialize::<StdoutConfig>())?;
-    Ok(())
-}
-
 /// `stdin` options.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

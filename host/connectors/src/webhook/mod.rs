@@ -42,17 +42,6 @@ use weir_engine::component::{
 use weir_engine::errors::BadRecord;
 use weir_formats::encode::rows_as_json;
 
-use weir_engine::registry::{DuplicateKind, Registry, Supports};
-
-/// Registers this connector's kinds (sink).
-///
-/// # Errors
-/// A kind name already taken.
-pub fn register(registry: &mut Registry) -> Result<(), DuplicateKind> {
-    registry.register_sink("webhook", Supports::SINK.errors(), |node| node.deserialize::<WebhookSinkConfig>())?;
-    Ok(())
-}
-
 /// `webhook` sink options.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
