@@ -20,7 +20,7 @@ use super::component::{
 };
 use super::delivery::Delivery;
 use super::gate::{GateEvent, InputGate};
-use super::graph::{JobGraph, Port, Runnable};
+use super::graph::{JobGraph, PlannedComponent, Port, Runnable};
 use super::metrics::{ComponentMetrics, PipelineMetrics};
 use super::output::{Edge, Output, Route};
 use crate::errors::{ErrorPolicy, RecordErrorHandler};
@@ -85,143 +85,191 @@ pub fn metrics_for(job: &JobGraph) -> PipelineMetrics {
     }
 }
 
-/// Runs the job until every source ends (or `stop` is cancelled) and every sink closed.
+/// Runs the job until every source ends (or `stop` is cancelled) and every sink closed: wires
+/// the channels, spawns one task per subtask, and supervises them.
 ///
 /// # Errors
 /// The first component failure, or a stop that took longer than `settings.shutdown_timeout`.
 pub async fn run(job: &JobGraph, metrics: &PipelineMetrics, stop: CancellationToken) -> Result<(), JobError> {
-    let capacity = job.settings.channel_capacity;
-    let components = &job.components;
-
-    // receivers[c][j]: the input channels of subtask j of component c.
-    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> =
-        components.iter().map(|c| (0..c.parallelism).map(|_| Vec::new()).collect()).collect();
-    // edges[(u, port)][i]: the outgoing edges of subtask i of component u on `port`.
-    let mut edges: HashMap<(usize, Port), Vec<Vec<Edge>>> = HashMap::new();
-    for (c, component) in components.iter().enumerate() {
-        for input in &component.inputs {
-            let upstream = components[input.component].parallelism;
-            let per_upstream = edges.entry((input.component, input.port)).or_insert_with(|| vec![Vec::new(); upstream]);
-            for (i, outgoing) in per_upstream.iter_mut().enumerate() {
-                let mut senders = Vec::with_capacity(component.parallelism);
-                for receivers_of_subtask in receivers[c].iter_mut() {
-                    let (sender, receiver) = mpsc::channel(capacity);
-                    senders.push(sender);
-                    receivers_of_subtask.push(receiver);
-                }
-                let route = match &component.runnable {
-                    Runnable::Transform { partitioning: Partitioning::Hash(key), .. } if component.parallelism > 1 => {
-                        Route::Hash(Arc::from(key.as_slice()))
-                    }
-                    _ if upstream == component.parallelism => Route::Forward(i),
-                    _ => Route::RoundRobin(i % component.parallelism),
-                };
-                outgoing.push(Edge::new(senders, route));
-            }
-        }
-    }
-    let mut take_edges = |c: usize, port: Port, subtask: usize| {
-        edges.get_mut(&(c, port)).map(|per_subtask| std::mem::take(&mut per_subtask[subtask])).unwrap_or_default()
-    };
-
+    let mut wiring = Wiring::new(job);
     let mut tasks = Tasks::default();
-    for (c, component) in components.iter().enumerate() {
+    for (c, component) in job.components.iter().enumerate() {
         let name: Arc<str> = Arc::from(component.name.as_str());
         let component_metrics = Arc::clone(&metrics.components[c].2);
-        for (subtask, inputs) in std::mem::take(&mut receivers[c]).into_iter().enumerate() {
-            let output =
-                Output::new(Arc::clone(&name), take_edges(c, Port::Main, subtask), Arc::clone(&component_metrics));
-            let failed = {
-                let name = component.name.clone();
-                move |source: RuntimeError| RunError {
-                    component: name.clone(),
-                    subtask,
-                    source: TaskFailure::Runtime(source),
-                }
+        for (subtask, inputs) in std::mem::take(&mut wiring.receivers[c]).into_iter().enumerate() {
+            let task = Subtask {
+                name: Arc::clone(&name),
+                subtask,
+                output: Output::new(
+                    Arc::clone(&name),
+                    wiring.take_edges(c, Port::Main, subtask),
+                    Arc::clone(&component_metrics),
+                ),
+                dead_letters: wiring.take_edges(c, Port::DeadLetter, subtask),
+                late: wiring.take_edges(c, Port::Late, subtask),
+                metrics: Arc::clone(&component_metrics),
+                inputs,
             };
-            match &component.runnable {
-                Runnable::Source { factory, on_error, watermarks } => {
-                    let errors =
-                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
-                    let source = factory.create();
-                    // With event time, the source's batches pass through a watermark assigner.
-                    let output = match watermarks {
-                        None => output,
-                        Some(strategy) => {
-                            let (sender, receiver) = mpsc::channel(capacity);
-                            let assigned = Output::new(Arc::clone(&name), output.into_edges(), Arc::default());
-                            let strategy = strategy.clone();
-                            let failed = failed.clone();
-                            tasks.spawn(&component.name, subtask, async move {
-                                super::event_time::assign(strategy, receiver, assigned).await.map_err(failed)
-                            });
-                            Output::new(
-                                Arc::clone(&name),
-                                vec![Edge::new(vec![sender], Route::Forward(0))],
-                                Arc::clone(&component_metrics),
-                            )
+            task.spawn(job, component, &stop, &mut tasks);
+        }
+    }
+    supervise(tasks, &stop, job.settings.shutdown_timeout).await
+}
+
+/// The job's channels: the input channels of every subtask, and the outgoing edges of every
+/// subtask per output port, until the subtask's task takes them.
+struct Wiring {
+    /// `receivers[c][j]`: the input channels of subtask j of component c.
+    receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>>,
+    /// `edges[(u, port)][i]`: the outgoing edges of subtask i of component u on `port`.
+    edges: HashMap<(usize, Port), Vec<Vec<Edge>>>,
+}
+
+impl Wiring {
+    /// One bounded channel per edge and pair of subtasks, routed by each consumer's partitioning.
+    fn new(job: &JobGraph) -> Self {
+        let capacity = job.settings.channel_capacity;
+        let components = &job.components;
+        let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> =
+            components.iter().map(|c| (0..c.parallelism).map(|_| Vec::new()).collect()).collect();
+        let mut edges: HashMap<(usize, Port), Vec<Vec<Edge>>> = HashMap::new();
+        for (c, component) in components.iter().enumerate() {
+            for input in &component.inputs {
+                let upstream = components[input.component].parallelism;
+                let per_upstream =
+                    edges.entry((input.component, input.port)).or_insert_with(|| vec![Vec::new(); upstream]);
+                for (i, outgoing) in per_upstream.iter_mut().enumerate() {
+                    let mut senders = Vec::with_capacity(component.parallelism);
+                    for receivers_of_subtask in receivers[c].iter_mut() {
+                        let (sender, receiver) = mpsc::channel(capacity);
+                        senders.push(sender);
+                        receivers_of_subtask.push(receiver);
+                    }
+                    let route = match &component.runnable {
+                        Runnable::Transform { partitioning: Partitioning::Hash(key), .. }
+                            if component.parallelism > 1 =>
+                        {
+                            Route::Hash(Arc::from(key.as_slice()))
                         }
+                        _ if upstream == component.parallelism => Route::Forward(i),
+                        _ => Route::RoundRobin(i % component.parallelism),
                     };
-                    let mut ctx = SourceContext {
-                        component: Arc::clone(&name),
-                        subtask,
-                        parallelism: component.parallelism,
-                        output,
-                        errors,
-                        stop: stop.clone(),
-                        metrics: component_metrics.clone(),
-                        ended: false,
-                    };
-                    tasks.spawn(&component.name, subtask, async move {
-                        source.run(&mut ctx).await.map_err(&failed)?;
-                        ctx.end().await.map_err(failed)
-                    });
-                }
-                Runnable::Transform { factory, on_error, .. } => {
-                    let errors =
-                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
-                    let metrics = Arc::clone(&component_metrics);
-                    let gate = InputGate::new(inputs);
-                    match factory.create() {
-                        OperatorInstance::Sync(operator) => tasks.spawn(&component.name, subtask, async move {
-                            run_operator(operator, gate, output, errors, &metrics).await.map_err(failed)
-                        }),
-                        OperatorInstance::Async(operator) => {
-                            let stop = stop.clone();
-                            tasks.spawn(&component.name, subtask, async move {
-                                run_async_operator(operator, gate, output, errors, &metrics, stop).await.map_err(failed)
-                            })
-                        }
-                        OperatorInstance::Stateful(operator) => {
-                            let late = take_edges(c, Port::Late, subtask);
-                            let late = (!late.is_empty()).then(|| Output::new(Arc::clone(&name), late, Arc::default()));
-                            let ending = Ending { stop: stop.clone(), drain: job.settings.drain_on_stop };
-                            tasks.spawn(&component.name, subtask, async move {
-                                run_stateful_operator(operator, gate, output, late, errors, &metrics, ending)
-                                    .await
-                                    .map_err(failed)
-                            })
-                        }
-                    };
-                }
-                Runnable::Sink { factory, on_error } => {
-                    let errors =
-                        error_handler(&name, *on_error, &component_metrics, take_edges(c, Port::DeadLetter, subtask));
-                    let mut ctx =
-                        SinkContext { component: Arc::clone(&name), errors, metrics: component_metrics.clone() };
-                    let factory = Arc::clone(factory);
-                    tasks.spawn(&component.name, subtask, async move {
-                        let sink = factory.create().await.map_err(&failed)?;
-                        run_sink(sink, InputGate::new(inputs), &mut ctx).await.map_err(failed)
-                    });
+                    outgoing.push(Edge::new(senders, route));
                 }
             }
         }
+        Self { receivers, edges }
     }
 
+    /// Takes the outgoing edges of `subtask` of component `c` on `port` (none if it has none).
+    fn take_edges(&mut self, c: usize, port: Port, subtask: usize) -> Vec<Edge> {
+        self.edges.get_mut(&(c, port)).map(|per_subtask| std::mem::take(&mut per_subtask[subtask])).unwrap_or_default()
+    }
+}
+
+/// What one subtask's task is given: its channels, outputs and counters.
+struct Subtask {
+    name: Arc<str>,
+    subtask: usize,
+    inputs: Vec<mpsc::Receiver<Message>>,
+    output: Output,
+    dead_letters: Vec<Edge>,
+    late: Vec<Edge>,
+    metrics: Arc<ComponentMetrics>,
+}
+
+impl Subtask {
+    /// Spawns the task that runs this subtask of `component`.
+    fn spawn(self, job: &JobGraph, component: &PlannedComponent, stop: &CancellationToken, tasks: &mut Tasks) {
+        let Subtask { name, subtask, inputs, output, dead_letters, late, metrics } = self;
+        let failed = {
+            let name = component.name.clone();
+            move |source: RuntimeError| RunError {
+                component: name.clone(),
+                subtask,
+                source: TaskFailure::Runtime(source),
+            }
+        };
+        match &component.runnable {
+            Runnable::Source { factory, on_error, watermarks } => {
+                let errors = error_handler(&name, *on_error, &metrics, dead_letters);
+                let source = factory.create();
+                // With event time, the source's batches pass through a watermark assigner.
+                let output = match watermarks {
+                    None => output,
+                    Some(strategy) => {
+                        let (sender, receiver) = mpsc::channel(job.settings.channel_capacity);
+                        let assigned = Output::new(Arc::clone(&name), output.into_edges(), Arc::default());
+                        let strategy = strategy.clone();
+                        let failed = failed.clone();
+                        tasks.spawn(&component.name, subtask, async move {
+                            super::event_time::assign(strategy, receiver, assigned).await.map_err(failed)
+                        });
+                        Output::new(
+                            Arc::clone(&name),
+                            vec![Edge::new(vec![sender], Route::Forward(0))],
+                            Arc::clone(&metrics),
+                        )
+                    }
+                };
+                let mut ctx = SourceContext {
+                    component: Arc::clone(&name),
+                    subtask,
+                    parallelism: component.parallelism,
+                    output,
+                    errors,
+                    stop: stop.clone(),
+                    metrics,
+                    ended: false,
+                };
+                tasks.spawn(&component.name, subtask, async move {
+                    source.run(&mut ctx).await.map_err(&failed)?;
+                    ctx.end().await.map_err(failed)
+                });
+            }
+            Runnable::Transform { factory, on_error, .. } => {
+                let errors = error_handler(&name, *on_error, &metrics, dead_letters);
+                let gate = InputGate::new(inputs);
+                match factory.create() {
+                    OperatorInstance::Sync(operator) => tasks.spawn(&component.name, subtask, async move {
+                        run_operator(operator, gate, output, errors, &metrics).await.map_err(failed)
+                    }),
+                    OperatorInstance::Async(operator) => {
+                        let stop = stop.clone();
+                        tasks.spawn(&component.name, subtask, async move {
+                            run_async_operator(operator, gate, output, errors, &metrics, stop).await.map_err(failed)
+                        })
+                    }
+                    OperatorInstance::Stateful(operator) => {
+                        let late = (!late.is_empty()).then(|| Output::new(Arc::clone(&name), late, Arc::default()));
+                        let ending = Ending { stop: stop.clone(), drain: job.settings.drain_on_stop };
+                        tasks.spawn(&component.name, subtask, async move {
+                            run_stateful_operator(operator, gate, output, late, errors, &metrics, ending)
+                                .await
+                                .map_err(failed)
+                        })
+                    }
+                };
+            }
+            Runnable::Sink { factory, on_error } => {
+                let errors = error_handler(&name, *on_error, &metrics, dead_letters);
+                let mut ctx = SinkContext { component: Arc::clone(&name), errors, metrics };
+                let factory = Arc::clone(factory);
+                tasks.spawn(&component.name, subtask, async move {
+                    let sink = factory.create().await.map_err(&failed)?;
+                    run_sink(sink, InputGate::new(inputs), &mut ctx).await.map_err(failed)
+                });
+            }
+        }
+    }
+}
+
+/// Waits for every task. The first failure stops the job (a failure caused by a downstream task
+/// that went away is only reported when nothing else failed); a stop that takes longer than
+/// `timeout` aborts what is left.
+async fn supervise(mut tasks: Tasks, stop: &CancellationToken, timeout: std::time::Duration) -> Result<(), JobError> {
     let mut root_cause: Option<RunError> = None;
     let mut consequence: Option<RunError> = None;
-    let timeout = job.settings.shutdown_timeout;
     let deadline = async {
         stop.cancelled().await;
         tokio::time::sleep(timeout).await;
