@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use arrow::datatypes::SchemaRef;
 use serde::Deserialize;
 
 use super::SpecIssue;
@@ -219,23 +220,59 @@ fn parse_spec(
 /// # Errors
 /// Missing or cyclic inputs, dead-letter wiring mistakes, schema mismatches, and every
 /// component's own planning errors (unknown columns, expressions that do not type-check).
-pub fn plan(
-    DeclaredPipeline { components: declared, late_outputs }: DeclaredPipeline,
-    ctx: &PlanContext,
-) -> Result<Vec<PlannedComponent>, (String, SpecIssue)> {
-    let index: HashMap<&str, usize> = declared.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
-    let label = |c: &Declared| format!("{}.{}", section_of(c.role), c.name);
+pub fn plan(declared: DeclaredPipeline, ctx: &PlanContext) -> Result<Vec<PlannedComponent>, (String, SpecIssue)> {
+    let inputs = resolve_inputs(&declared)?;
+    let DeclaredPipeline { components: declared, .. } = declared;
+    let order = topological_order(&inputs).map_err(|cycle| {
+        let names: Vec<&str> = cycle.iter().map(|&i| declared[i].name.as_str()).collect();
+        let first = &declared[cycle[0]];
+        (
+            label(first),
+            SpecIssue::new(format!("cyclic inputs: {} -> {}", names.join(" -> "), names[0])).or_at(first.key_at),
+        )
+    })?;
 
-    // Inputs by index, plus dead-letter edges added to the named sinks.
+    // Plan in topological order; remap indices to the new order.
+    let mut position = vec![0; declared.len()];
+    for (new, &old) in order.iter().enumerate() {
+        position[old] = new;
+    }
+    let mut declared: Vec<Option<Declared>> = declared.into_iter().map(Some).collect();
+    let mut planned: Vec<PlannedComponent> = Vec::with_capacity(order.len());
+    for &old in &order {
+        let component = declared[old].take().expect("each component is planned once");
+        let edges: Vec<InputRef> = inputs[old]
+            .iter()
+            .map(|input| InputRef { component: position[input.component], port: input.port })
+            .collect();
+        let (name, key_at) = (label(&component), component.key_at);
+        let located = |issue: SpecIssue| (name.clone(), issue.or_at(key_at));
+        let input = input_schema(&edges, &planned).map_err(located)?;
+        planned.push(plan_component(component, edges, input, ctx).map_err(located)?);
+    }
+    keep_key_order(&mut planned);
+    Ok(planned)
+}
+
+/// A component's label in errors: `transforms.big`.
+fn label(component: &Declared) -> String {
+    format!("{}.{}", section_of(component.role), component.name)
+}
+
+/// Every component's input edges by declaration index: its `inputs` (`<step>.late` for a late
+/// output), plus the dead-letter edges of the components that name it as their `dead_letter`.
+///
+/// # Errors
+/// Unknown inputs, sinks as inputs, self-loops, `.late` of a step without one, dead-letter
+/// wiring mistakes, transforms and sinks without inputs.
+fn resolve_inputs(pipeline: &DeclaredPipeline) -> Result<Vec<Vec<InputRef>>, (String, SpecIssue)> {
+    let DeclaredPipeline { components: declared, late_outputs } = pipeline;
+    let index: HashMap<&str, usize> = declared.iter().enumerate().map(|(i, c)| (c.name.as_str(), i)).collect();
     let mut inputs: Vec<Vec<InputRef>> = vec![Vec::new(); declared.len()];
     for (i, component) in declared.iter().enumerate() {
         let fail = |issue: SpecIssue| (label(component), issue.or_at(component.key_at));
         match component.role {
-            Role::Source => {
-                if let Some(first) = component.common.inputs().first() {
-                    return Err(fail(SpecIssue::at(&first.referenced, "sources take no `inputs`")));
-                }
-            }
+            Role::Source => {} // `inputs` on a source was refused with the shared options
             Role::Transform | Role::Sink => {
                 for input in component.common.inputs() {
                     // `<window>.late`: the rows a window or top_n received too late.
@@ -307,111 +344,107 @@ pub fn plan(
         }
     }
 
-    let order = topological_order(&inputs).map_err(|cycle| {
-        let names: Vec<&str> = cycle.iter().map(|&i| declared[i].name.as_str()).collect();
-        let first = &declared[cycle[0]];
-        (
-            label(first),
-            SpecIssue::new(format!("cyclic inputs: {} -> {}", names.join(" -> "), names[0])).or_at(first.key_at),
-        )
-    })?;
-
-    // Plan in topological order; remap indices to the new order.
-    let mut position = vec![0; declared.len()];
-    for (new, &old) in order.iter().enumerate() {
-        position[old] = new;
-    }
-    let mut declared: Vec<Option<Declared>> = declared.into_iter().map(Some).collect();
-    let mut planned: Vec<PlannedComponent> = Vec::with_capacity(order.len());
-    for &old in &order {
-        let component = declared[old].take().expect("each component is planned once");
-        let fail = |issue: SpecIssue| (label(&component), issue.or_at(component.key_at));
-        let ctx = &PlanContext { component: label(&component), on_error: component.common.on_error(), ..ctx.clone() };
-        let edges: Vec<InputRef> = inputs[old]
-            .iter()
-            .map(|input| InputRef { component: position[input.component], port: input.port })
-            .collect();
-        let input_schema = match edges.first() {
-            None => None,
-            Some(first) => {
-                let schema_of = |edge: &InputRef| match edge.port {
-                    Port::Main => planned[edge.component].schema.clone(),
-                    Port::DeadLetter => dead_letter_schema(),
-                    // Late rows are the window's input rows.
-                    Port::Late => planned[planned[edge.component].inputs[0].component].schema.clone(),
-                };
-                let schema = schema_of(first);
-                for edge in &edges[1..] {
-                    let other = schema_of(edge);
-                    if !same_columns(&schema, &other) {
-                        return Err(fail(SpecIssue::new(format!(
-                            "inputs `{}` and `{}` have different schemas ({} vs {}); a union needs identical columns",
-                            planned[first.component].name,
-                            planned[edge.component].name,
-                            describe(&schema),
-                            describe(&other)
-                        ))));
-                    }
-                }
-                Some(schema)
-            }
-        };
-        let parallelism_option = component.common.parallelism.as_ref();
-        if let Some(p) = parallelism_option.filter(|p| p.value == 0) {
-            return Err(fail(SpecIssue::at(&p.referenced, "parallelism must be at least 1")));
+    for (i, component) in declared.iter().enumerate() {
+        if component.role != Role::Source && inputs[i].is_empty() {
+            return Err((label(component), SpecIssue::new("missing `inputs`").or_at(component.key_at)));
         }
-        let (schema, parallelism, runnable) = match &component.spec {
-            Spec::Source(spec) => {
-                let source = spec.plan(ctx).map_err(fail)?;
-                let (watermarks, schema) = match &component.common.event_time {
-                    None => (None, source.schema),
-                    Some(event_time) => {
-                        let (strategy, schema) = event_time.value.plan(&source.schema).map_err(fail)?;
-                        (Some(strategy), schema)
-                    }
-                };
-                let runnable =
-                    Runnable::Source { factory: source.factory, on_error: component.common.on_error(), watermarks };
-                (schema, source.parallelism, runnable)
-            }
-            Spec::Transform(spec) => {
-                let input = input_schema.expect("transforms have inputs");
-                let transform = spec.plan(&input, ctx).map_err(fail)?;
-                let parallelism = match (&transform.partitioning, parallelism_option) {
-                    (Partitioning::Single, Some(p)) if p.value > 1 => {
-                        return Err(fail(SpecIssue::at(
-                            &p.referenced,
-                            "without `group_by` every row meets in one subtask; parallelism must be 1",
-                        )));
-                    }
-                    (Partitioning::Single, _) => 1,
-                    (_, option) => option.map_or(ctx.default_parallelism, |p| p.value),
-                };
-                let runnable = Runnable::Transform {
-                    factory: transform.factory,
-                    on_error: component.common.on_error(),
-                    partitioning: transform.partitioning,
-                };
-                (transform.schema, parallelism, runnable)
-            }
-            Spec::Sink(spec) => {
-                let input = input_schema.expect("sinks have inputs");
-                let factory = spec.plan(&input, ctx).map_err(fail)?;
-                (input, 1, Runnable::Sink { factory, on_error: component.common.on_error() })
-            }
-        };
-        planned.push(PlannedComponent {
-            name: component.name.clone(),
-            role: component.role,
-            kind: component.kind.clone(),
-            inputs: edges,
-            parallelism,
-            schema,
-            runnable,
-        });
     }
-    keep_key_order(&mut planned);
-    Ok(planned)
+    Ok(inputs)
+}
+
+/// The schema a component reads: its first input's, which every other input must match (a
+/// union); dead letters have the dead-letter schema, late rows their window's input schema.
+///
+/// # Errors
+/// Inputs with different columns.
+fn input_schema(edges: &[InputRef], planned: &[PlannedComponent]) -> Result<Option<SchemaRef>, SpecIssue> {
+    let Some(first) = edges.first() else { return Ok(None) };
+    let schema_of = |edge: &InputRef| match edge.port {
+        Port::Main => planned[edge.component].schema.clone(),
+        Port::DeadLetter => dead_letter_schema(),
+        // Late rows are the window's input rows.
+        Port::Late => planned[planned[edge.component].inputs[0].component].schema.clone(),
+    };
+    let schema = schema_of(first);
+    for edge in &edges[1..] {
+        let other = schema_of(edge);
+        if !same_columns(&schema, &other) {
+            return Err(SpecIssue::new(format!(
+                "inputs `{}` and `{}` have different schemas ({} vs {}); a union needs identical columns",
+                planned[first.component].name,
+                planned[edge.component].name,
+                describe(&schema),
+                describe(&other)
+            )));
+        }
+    }
+    Ok(Some(schema))
+}
+
+/// Plans one component against its input schema: output schema, parallelism, what to run.
+///
+/// # Errors
+/// The component's own planning errors, and parallelism it cannot have.
+fn plan_component(
+    component: Declared,
+    edges: Vec<InputRef>,
+    input_schema: Option<SchemaRef>,
+    ctx: &PlanContext,
+) -> Result<PlannedComponent, SpecIssue> {
+    let ctx = &PlanContext { component: label(&component), on_error: component.common.on_error(), ..ctx.clone() };
+    let parallelism_option = component.common.parallelism.as_ref();
+    if let Some(p) = parallelism_option.filter(|p| p.value == 0) {
+        return Err(SpecIssue::at(&p.referenced, "parallelism must be at least 1"));
+    }
+    let (schema, parallelism, runnable) = match &component.spec {
+        Spec::Source(spec) => {
+            let source = spec.plan(ctx)?;
+            let (watermarks, schema) = match &component.common.event_time {
+                None => (None, source.schema),
+                Some(event_time) => {
+                    let (strategy, schema) = event_time.value.plan(&source.schema)?;
+                    (Some(strategy), schema)
+                }
+            };
+            let runnable =
+                Runnable::Source { factory: source.factory, on_error: component.common.on_error(), watermarks };
+            (schema, source.parallelism, runnable)
+        }
+        Spec::Transform(spec) => {
+            let input = input_schema.expect("transforms have inputs");
+            let transform = spec.plan(&input, ctx)?;
+            let parallelism = match (&transform.partitioning, parallelism_option) {
+                (Partitioning::Single, Some(p)) if p.value > 1 => {
+                    return Err(SpecIssue::at(
+                        &p.referenced,
+                        "without `group_by` every row meets in one subtask; parallelism must be 1",
+                    ));
+                }
+                (Partitioning::Single, _) => 1,
+                (_, option) => option.map_or(ctx.default_parallelism, |p| p.value),
+            };
+            let runnable = Runnable::Transform {
+                factory: transform.factory,
+                on_error: component.common.on_error(),
+                partitioning: transform.partitioning,
+            };
+            (transform.schema, parallelism, runnable)
+        }
+        Spec::Sink(spec) => {
+            let input = input_schema.expect("sinks have inputs");
+            let factory = spec.plan(&input, ctx)?;
+            (input, 1, Runnable::Sink { factory, on_error: component.common.on_error() })
+        }
+    };
+    Ok(PlannedComponent {
+        name: component.name,
+        role: component.role,
+        kind: component.kind,
+        inputs: edges,
+        parallelism,
+        schema,
+        runnable,
+    })
 }
 
 /// Sinks that need each key's rows in order (upserts, [`SinkFactory::ordered_by`]) get them:
