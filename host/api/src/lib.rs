@@ -51,7 +51,8 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use weir_engine::metrics::{MetricsSnapshot, PipelineMetrics, Role};
+use weir_engine::graph::Role;
+use weir_engine::metrics::{MetricsSnapshot, PipelineMetrics};
 use weir_plugin::{PluginHandle, PluginRegistry, SwapError, Version};
 
 /// Default address of the admin API.

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use rdkafka::consumer::Consumer;
 
 use crate::measure::Measurement;
-use weir_engine::metrics::Role;
+use weir_engine::graph::Role;
 use weir_engine::registry::Registry;
 use weir_engine::runner;
 use weir_engine::rusage::cpu_time;

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 
+use weir_plugin::call::{InstanceSlot, ScalarCaller};
 use weir_plugin::runtime::{engine, load_with};
-use weir_plugin::udf::{InstanceSlot, ScalarCaller};
 use weir_plugin::{Instance, Limits, Plugin, load};
 
 const LANGUAGES: [(&str, &str); 4] = [("Rust", "rust"), ("Python", "python"), ("JavaScript", "js"), ("C", "c")];

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use weir_engine::metrics::Role;
+use weir_engine::graph::Role;
 use weir_engine::registry::Registry;
 use weir_engine::runner;
 use weir_engine::rusage::cpu_time;

@@ -15,8 +15,8 @@ use arrow::array::{ArrayRef, Int64Array, StringArray};
 use crate::measure::{Measurement, median_by, run_pipeline};
 use weir_engine::metrics::human;
 use weir_engine::registry::Registry;
+use weir_plugin::call::ScalarCaller;
 use weir_plugin::runtime::{build_engine, load_with};
-use weir_plugin::udf::ScalarCaller;
 use weir_plugin::{Instance, Limits, Plugin, load};
 
 fn function_index(plugin: &Plugin, name: &str) -> anyhow::Result<u32> {

@@ -1,4 +1,5 @@
-//! The `weir` command line: `run`, `validate`, `bench` and `plugin`.
+//! The `weir` command line: `run`, `validate`, `bench`, `plugin` and the admin commands, and
+//! [`registry`], the one place where the built-in component kinds register.
 //!
 //! Exit codes: 0 success (also after Ctrl-C or SIGTERM with a clean drain), 1 the job failed while
 //! running or did not stop within its shutdown timeout, 2 the pipeline file was refused, 130 a
@@ -482,7 +483,7 @@ async fn stop_on_signals(stop: CancellationToken) {
     tracing::info!(signal, "stopping: sources stop, in-flight batches drain, sinks flush (a second signal aborts)");
     stop.cancel();
     // A batch being bisected for trapping rows could hold the stop up for minutes.
-    weir_plugin::udf::abandon_isolation();
+    weir_plugin::call::abandon_isolation();
     if next_signal().await.is_some() {
         eprintln!("aborted");
         std::process::exit(130);

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use weir_engine::metrics::{PipelineMetrics, Role};
+use weir_engine::graph::Role;
+use weir_engine::metrics::PipelineMetrics;
 
 /// Redraws one status line on stderr every second until aborted.
 pub async fn live(metrics: PipelineMetrics, started: Instant) {

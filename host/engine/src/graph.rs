@@ -11,7 +11,6 @@ use weir_config::settings::Settings;
 use super::component::{OperatorFactory, Partitioning, SinkFactory, SourceFactory};
 use super::errors::ErrorPolicy;
 use super::event_time::WatermarkStrategy;
-use super::metrics::Role;
 
 /// Which output of a component an edge reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,4 +90,16 @@ pub struct JobGraph {
     pub settings: Settings,
     /// Components, inputs first.
     pub components: Vec<PlannedComponent>,
+}
+
+/// Which part of the graph a component is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Produces data.
+    Source,
+    /// Transforms data.
+    Transform,
+    /// Writes data out.
+    Sink,
 }

@@ -4,6 +4,7 @@
 //! `component_sent_events_total`, `component_errors_total`, `component_discarded_events_total`)
 //! so dashboards carry over; the admin API exports them at `/metrics`.
 
+use crate::graph::Role;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -128,18 +129,6 @@ impl ComponentMetrics {
             peak_unacknowledged_events: self.peak_unacknowledged_events.load(Ordering::Relaxed),
         }
     }
-}
-
-/// Which part of the graph a component is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Produces data.
-    Source,
-    /// Transforms data.
-    Transform,
-    /// Writes data out.
-    Sink,
 }
 
 /// All components' metrics of one running pipeline, in declaration order.

@@ -1,5 +1,5 @@
-//! Dimension tables for lookup joins: the `tables:` section, the connector contract, caches and
-//! batched fetching.
+//! Dimension tables for lookup joins: the `tables:` section, caches, batched fetching and
+//! retries around the table connectors (whose contract, [`TableConnector`], is the engine's).
 //!
 //! A table is declared once per pipeline and shared by every `lookup_join` that names it (and by
 //! all their subtasks): one cache, one connection pool, one concurrency limit.

@@ -19,7 +19,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use datafusion_common::ScalarValue;
 use serde::Deserialize;
 
-use super::aggregates::{AggregateSet, RowAccumulator, failed, fold_plugins};
+use super::aggregate_calls::{AggregateSet, RowAccumulator, failed, fold_plugins};
 use super::groups::{GroupTable, KeyEncoder};
 use super::window::{compile_aggregates, key_columns};
 use weir_config::SpecIssue;

@@ -22,9 +22,9 @@ use weir_engine::component::{
     TransformSpec,
 };
 use weir_engine::errors::{ErrorPolicy, RecordErrorHandler};
+use weir_plugin::call::TableCaller;
 use weir_plugin::convert::{to_arrow_field, type_list};
 use weir_plugin::sandbox::LimitsConfig;
-use weir_plugin::udf::TableCaller;
 use weir_plugin::{Limits, PluginHandle, PluginKind};
 
 /// `flat_map` options.

@@ -5,7 +5,7 @@
 //! Adding a transform: a module here and one line in [`register`].
 
 pub mod aggregate;
-pub mod aggregates;
+pub mod aggregate_calls;
 pub mod expr;
 pub mod filter;
 pub mod flat_map;

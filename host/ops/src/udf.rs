@@ -25,10 +25,10 @@ use weir_engine::component::{
 };
 use weir_engine::errors::row_as_json;
 use weir_engine::errors::{BadRecord, ErrorPolicy, RecordErrorHandler};
+use weir_plugin::call::{RowFailure, ScalarCaller};
 use weir_plugin::convert::{type_list, type_name};
 use weir_plugin::registry::function_shape;
 use weir_plugin::sandbox::LimitsConfig;
-use weir_plugin::udf::{FailedRow, ScalarCaller};
 use weir_plugin::{Limits, PluginHandle, PluginKind};
 
 /// `udf` options.
@@ -226,7 +226,7 @@ pub fn evaluate_args(args: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Res
 /// # Errors
 /// The first failed row under `fail`.
 pub fn report_failures(
-    failed: &[FailedRow],
+    failed: &[RowFailure],
     batch: &RecordBatch,
     args: &[ArrayRef],
     first_row: u64,

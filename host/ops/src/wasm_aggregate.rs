@@ -23,9 +23,9 @@ use datafusion_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion_expr::{Accumulator, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility};
 
 use weir_plugin::bindings::DataType;
+use weir_plugin::call::FunctionBinding;
 use weir_plugin::convert::{from_column, to_arrow_type, to_column};
 use weir_plugin::registry::FunctionShape;
-use weir_plugin::udf::FunctionBinding;
 use weir_plugin::{Limits, PluginError, PluginHandle};
 
 /// One plugin aggregate as a DataFusion aggregate function.

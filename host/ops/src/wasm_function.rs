@@ -14,9 +14,9 @@ use arrow::datatypes::DataType as ArrowType;
 use datafusion_common::{DataFusionError, Result};
 use datafusion_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
 
+use weir_plugin::call::{FailureKind, ScalarCaller};
 use weir_plugin::convert::to_arrow_type;
 use weir_plugin::registry::FunctionShape;
-use weir_plugin::udf::{FailureKind, ScalarCaller};
 use weir_plugin::{Limits, PluginHandle};
 
 /// One plugin function as a DataFusion scalar function.

@@ -10,8 +10,8 @@ use super::SpecIssue;
 use weir_config::yaml::{Document, Node, Spanned};
 use weir_engine::component::{Partitioning, PlanContext, SinkSpec, SourceSpec, TransformSpec};
 use weir_engine::errors::{ErrorPolicy, dead_letter_schema};
+use weir_engine::graph::Role;
 use weir_engine::graph::{InputRef, PlannedComponent, Port, Runnable};
-use weir_engine::metrics::Role;
 use weir_engine::registry::{Registry, Supports};
 
 /// The options every component may have ([`weir_engine::registry::SHARED_OPTIONS`]), read here once; kinds' typed

@@ -1,4 +1,5 @@
-//! Pipeline files: parsing, validation and planning.
+//! The pipeline front end: pipeline files (YAML) into the engine's job graph, given a registry of
+//! component kinds.
 //!
 //! A pipeline is a YAML file with `sources`, `transforms` and `sinks` sections (plus optional
 //! `tables`, `plugins` and `settings`), each a map of named components with a `type` and, for transforms and sinks,

@@ -19,8 +19,8 @@ use arrow::compute::kernels::cmp::distinct;
 use arrow::datatypes::{Field, Schema};
 use arrow::util::display::array_value_to_string;
 
+use super::call::{RowFailure, ScalarCaller, ScalarResult, TableCaller, TableResult};
 use super::registry::{PluginHandle, Version};
-use super::udf::{FailedRow, ScalarCaller, ScalarResult, TableCaller, TableResult};
 use super::{Limits, Plugin};
 
 /// Differences kept as examples.
@@ -230,7 +230,7 @@ fn args_json(args: &[ArrayRef], row: usize) -> String {
 /// Per input row: the error, or the value(s) as text.
 fn rendered(produced: &Produced, rows: usize) -> Vec<String> {
     let mut out: Vec<String> = vec![String::new(); rows];
-    let failed: &[FailedRow] = match produced {
+    let failed: &[RowFailure] = match produced {
         Produced::Scalar(result) => {
             for (row, text) in out.iter_mut().enumerate() {
                 *text = value_text(&result.values, row);

@@ -10,12 +10,12 @@
 pub mod bindings;
 pub mod buffers;
 pub mod cache;
+pub mod call;
 pub mod canary;
 pub mod convert;
 pub mod registry;
 pub mod runtime;
 pub mod sandbox;
-pub mod udf;
 pub mod watch;
 
 pub use registry::{PluginHandle, PluginRegistry, RollbackPolicy, SwapError, Version};

@@ -61,7 +61,7 @@ use weir_engine::component::{
 };
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
-use weir_formats::message::{Envelope, MessageDecoder, MessageLayout, MetaType, MetaValue, PayloadOptions};
+use weir_formats::payload::{Envelope, MessageDecoder, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
 const METADATA: &[(&str, MetaType)] = &[
     ("routing_key", MetaType::Utf8),

@@ -48,7 +48,7 @@ use weir_config::yaml::Spanned;
 use weir_engine::component::{BoxFuture, PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceSpec};
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_engine::errors::ErrorPolicy;
-use weir_formats::message::{Envelope, MessageFormat, MessageLayout, MetaType, MetaValue, PayloadOptions};
+use weir_formats::payload::{Envelope, MessageFormat, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
 const METADATA: &[(&str, MetaType)] = &[("received_at", MetaType::TimestampMs), ("remote", MetaType::Utf8)];
 
@@ -258,7 +258,7 @@ fn too_large(max_body: usize) -> Response {
 /// `400` (the sender's error, the job goes on), and sends the good requests on as one delivery.
 async fn emit_rejecting_bad_requests(
     ctx: &mut SourceContext,
-    decoder: &mut weir_formats::message::MessageDecoder,
+    decoder: &mut weir_formats::payload::MessageDecoder,
     tracker: &mut DeliveryTracker<Vec<oneshot::Sender<Answer>>>,
     requests: Vec<Ingest>,
 ) -> Result<(), RuntimeError> {

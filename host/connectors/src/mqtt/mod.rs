@@ -66,7 +66,7 @@ use weir_engine::component::{
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_engine::errors::BadRecord;
 use weir_formats::encode::rows_as_json;
-use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
+use weir_formats::payload::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
 const METADATA: &[(&str, MetaType)] = &[("topic", MetaType::Utf8), ("retained", MetaType::Int64)];
 
@@ -424,7 +424,7 @@ impl Source for MqttSource {
 
 async fn flush(
     ctx: &mut SourceContext,
-    decoder: &mut weir_formats::message::MessageDecoder,
+    decoder: &mut weir_formats::payload::MessageDecoder,
     tracker: &mut DeliveryTracker<Vec<(QoS, u16)>>,
     pending: &mut Vec<Received>,
     handled: &mut Vec<Received>,

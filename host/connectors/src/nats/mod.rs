@@ -53,7 +53,7 @@ use weir_engine::component::{
 };
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
-use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
+use weir_formats::payload::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
 /// JetStream publishes awaiting their ack at once, per sink.
 const ACKS_IN_FLIGHT: usize = 1024;

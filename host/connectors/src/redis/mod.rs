@@ -60,7 +60,7 @@ use weir_engine::component::{
 };
 use weir_engine::delivery::{DeliveryTracker, Outcome};
 use weir_formats::encode::rows_as_json;
-use weir_formats::message::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
+use weir_formats::payload::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
 const METADATA: &[(&str, MetaType)] = &[("id", MetaType::Utf8), ("stream", MetaType::Utf8)];
 

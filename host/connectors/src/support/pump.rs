@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use weir_engine::component::{RuntimeError, SourceContext};
 use weir_engine::delivery::{DeliveryTracker, Outcome};
-use weir_formats::message::{Envelope, MessageDecoder};
+use weir_formats::payload::{Envelope, MessageDecoder};
 
 /// How long a stopping source waits for sinks to confirm what is in flight before it gives up
 /// (unacknowledged messages are then redelivered by the broker: at-least-once).

@@ -16,7 +16,7 @@ use arrow::row::Rows;
 
 use super::assign::Bounds;
 use super::{TimeSource, WindowPlan, now_ms, row_times};
-use crate::aggregates::Accumulators;
+use crate::aggregate_calls::Accumulators;
 use crate::groups::GroupTable;
 use weir_engine::EventTime;
 use weir_engine::component::{Emitter, RefusedRow, RuntimeError, StatefulOperator};
@@ -68,7 +68,7 @@ impl AlignedWindows {
         &mut self,
         bounds: Bounds,
         keys: Option<&Rows>,
-        arguments: &crate::aggregates::Arguments,
+        arguments: &crate::aggregate_calls::Arguments,
         selection: Option<&[u32]>,
         row_count: usize,
         delivery: &Delivery,

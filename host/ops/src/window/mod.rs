@@ -49,7 +49,7 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 
-use super::aggregates::AggregateSet;
+use super::aggregate_calls::AggregateSet;
 use super::groups::KeyEncoder;
 use assign::{WindowKind, millis};
 use weir_config::SpecIssue;

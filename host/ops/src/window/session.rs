@@ -13,7 +13,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
 
 use super::{WindowPlan, row_times};
-use crate::aggregates::Arguments;
+use crate::aggregate_calls::Arguments;
 use crate::groups::GroupTable;
 use weir_engine::EventTime;
 use weir_engine::component::{Emitter, RefusedRow, RuntimeError, StatefulOperator};

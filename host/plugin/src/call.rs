@@ -100,7 +100,7 @@ impl std::fmt::Debug for InstanceSlot {
 
 /// A row a function failed on, with why.
 #[derive(Debug, Clone)]
-pub struct FailedRow {
+pub struct RowFailure {
     /// Index within the batch.
     pub row: usize,
     /// The reason (a row error returned by the function, or the trap).
@@ -129,8 +129,8 @@ fn timeout_budget(rows: usize) -> usize {
 }
 
 /// Every row of the slice `start..start + len`, failed for one reason.
-fn failed_slice(start: usize, len: usize, reason: &str, kind: FailureKind) -> impl Iterator<Item = FailedRow> + '_ {
-    (start..start + len).map(move |row| FailedRow { row, reason: reason.to_owned(), kind })
+fn failed_slice(start: usize, len: usize, reason: &str, kind: FailureKind) -> impl Iterator<Item = RowFailure> + '_ {
+    (start..start + len).map(move |row| RowFailure { row, reason: reason.to_owned(), kind })
 }
 
 /// How a trapping batch is isolated: which traps are bisected, and when isolating stops.
@@ -185,7 +185,7 @@ fn checked_row_errors(
     errors: Vec<super::bindings::RowError>,
     start: usize,
     len: usize,
-) -> Result<Vec<FailedRow>, String> {
+) -> Result<Vec<RowFailure>, String> {
     let mut by_row: std::collections::BTreeMap<u32, (String, usize)> = std::collections::BTreeMap::new();
     for error in errors {
         if error.row as usize >= len {
@@ -195,7 +195,7 @@ fn checked_row_errors(
     }
     Ok(by_row
         .into_iter()
-        .map(|(row, (message, more))| FailedRow {
+        .map(|(row, (message, more))| RowFailure {
             row: start + row as usize,
             reason: match more {
                 0 => message,
@@ -212,7 +212,7 @@ pub struct ScalarResult {
     /// One value per input row.
     pub values: ArrayRef,
     /// Rows that failed, in row order.
-    pub failed: Vec<FailedRow>,
+    pub failed: Vec<RowFailure>,
 }
 
 /// Why an attempt on one version ended without a result.
@@ -461,7 +461,7 @@ impl ScalarCaller {
         (start, len): (usize, usize),
         isolation: &mut Isolation,
         pieces: &mut Vec<ArrayRef>,
-        failed: &mut Vec<FailedRow>,
+        failed: &mut Vec<RowFailure>,
     ) -> Result<(), Attempt> {
         let columns = slice_columns(args, start, len).map_err(|reason| self.contract(reason))?;
         let (instance, function) = self.binding.instance(version)?;
@@ -519,7 +519,7 @@ pub struct TableResult {
     /// Output columns.
     pub columns: Vec<ArrayRef>,
     /// Input rows that failed.
-    pub failed: Vec<FailedRow>,
+    pub failed: Vec<RowFailure>,
 }
 
 /// Calls one table function of a plugin.
