@@ -45,7 +45,7 @@ fn unknown_key() {
 fn a_shared_option_the_kind_does_not_take_names_the_option_and_the_kind() {
     let text = refuse("type: file, inputs: [eur],", "type: blackhole, inputs: [eur], on_error: skip,");
     assert!(
-        text.contains(":14:52:") && text.contains("`on_error` is not an option of sink type `blackhole`"),
+        text.contains(":10:52:") && text.contains("`on_error` is not an option of sink type `blackhole`"),
         "{text}"
     );
     let text = refuse("type: select, inputs: [big],", "type: select, inputs: [big], event_time: { column: auction },");

@@ -113,6 +113,8 @@ pub struct PlanContext {
     pub component: String,
     /// Its `on_error` policy (a shared option, read by the pipeline layer).
     pub on_error: ErrorPolicy,
+    /// Its `parallelism` option, when it has one (a shared option; checked to be at least 1).
+    pub parallelism: Option<usize>,
     /// Job-wide services of the layers above the engine (the plugin registry, the function
     /// catalog, the dimension tables), looked up by type.
     pub resources: Resources,

@@ -66,6 +66,12 @@ impl Supports {
         Self { errors: true, retry: true, ..self }
     }
 
+    /// Also `parallelism` (a source that splits its own work, such as a generator).
+    #[must_use]
+    pub const fn parallelism(self) -> Self {
+        Self { parallelism: true, ..self }
+    }
+
     /// Also a `.late` output.
     #[must_use]
     pub const fn late_output(self) -> Self {

@@ -391,7 +391,12 @@ fn plan_component(
     input_schema: Option<SchemaRef>,
     ctx: &PlanContext,
 ) -> Result<PlannedComponent, SpecIssue> {
-    let ctx = &PlanContext { component: label(&component), on_error: component.common.on_error(), ..ctx.clone() };
+    let ctx = &PlanContext {
+        component: label(&component),
+        on_error: component.common.on_error(),
+        parallelism: component.common.parallelism.as_ref().map(|p| p.value),
+        ..ctx.clone()
+    };
     let parallelism_option = component.common.parallelism.as_ref();
     if let Some(p) = parallelism_option.filter(|p| p.value == 0) {
         return Err(SpecIssue::at(&p.referenced, "parallelism must be at least 1"));

@@ -100,6 +100,7 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path, registry: &Registry) -> R
         batch_size: settings.batch_size,
         default_parallelism: settings.parallelism(),
         on_error: weir_engine::errors::ErrorPolicy::Fail,
+        parallelism: None,
         resources: Resources::default(),
     };
     ctx.resources.insert(Arc::clone(&plugins));

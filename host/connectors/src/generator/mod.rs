@@ -42,8 +42,6 @@ pub struct GeneratorConfig {
     /// Seed of the random generators.
     #[serde(default)]
     pub seed: u64,
-    /// Subtasks.
-    pub parallelism: Option<usize>,
     /// Column name → generator, in output order.
     pub columns: Spanned<IndexMap<String, ColumnGenerator>>,
 }
@@ -257,7 +255,7 @@ impl SourceSpec for GeneratorConfig {
         };
         Ok(PlannedSource {
             schema: factory.schema.clone(),
-            parallelism: self.parallelism.unwrap_or(1).max(1),
+            parallelism: ctx.parallelism.unwrap_or(1),
             factory: Arc::new(factory),
         })
     }

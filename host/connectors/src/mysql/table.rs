@@ -30,8 +30,9 @@ use weir_engine::table::{LookupError, PlannedTable, TableConnector, TableSpec};
 use weir_lookup::text::{TextRows, key_text};
 
 /// `mysql` table options.
-#[derive(Debug)]
-pub struct MysqlTableConfig(pub(crate) SqlTableConfig);
+#[derive(Debug, serde::Deserialize)]
+#[serde(transparent)]
+pub struct MysqlTableConfig(SqlTableConfig);
 
 impl TableSpec for MysqlTableConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedTable, SpecIssue> {

@@ -37,8 +37,6 @@ pub struct NexmarkConfig {
     /// Pace emission to `rate` in wall-clock time.
     #[serde(default)]
     pub throttle: bool,
-    /// Subtasks.
-    pub parallelism: Option<usize>,
 }
 
 fn default_rate() -> Spanned<u64> {
@@ -69,7 +67,7 @@ impl SourceSpec for NexmarkConfig {
         };
         Ok(PlannedSource {
             schema: self.kind.schema(),
-            parallelism: self.parallelism.unwrap_or(1).max(1),
+            parallelism: ctx.parallelism.unwrap_or(1),
             factory: Arc::new(factory),
         })
     }

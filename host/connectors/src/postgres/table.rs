@@ -35,8 +35,9 @@ use weir_engine::table::{LookupError, PlannedTable, TableConnector, TableSpec};
 use weir_lookup::text::{TextRows, key_text};
 
 /// `postgres` table options.
-#[derive(Debug)]
-pub struct PostgresTableConfig(pub(crate) SqlTableConfig);
+#[derive(Debug, serde::Deserialize)]
+#[serde(transparent)]
+pub struct PostgresTableConfig(SqlTableConfig);
 
 impl TableSpec for PostgresTableConfig {
     fn plan(&self, ctx: &PlanContext) -> Result<PlannedTable, SpecIssue> {
