@@ -51,7 +51,7 @@ fn a_shared_option_the_kind_does_not_take_names_the_option_and_the_kind() {
     let text = refuse("type: select, inputs: [big],", "type: select, inputs: [big], event_time: { column: auction },");
     assert!(text.contains("`event_time` is not an option of transform type `select`"), "{text}");
     let text = refuse("type: nexmark, kind: bid,", "type: nexmark, inputs: [eur], kind: bid,");
-    assert!(text.contains(":2:35:") && text.contains("`inputs` is not an option of source type `nexmark`"), "{text}");
+    assert!(text.contains(":2:34:") && text.contains("`inputs` is not an option of source type `nexmark`"), "{text}");
 }
 
 #[test]
