@@ -202,7 +202,6 @@ mod tests {
     #[test]
     fn one_query_per_chunk_uses_the_key_index() {
         let yaml = r#"
-type: postgres
 url: postgres://u@h/db
 table: devices
 key: [site, id]
