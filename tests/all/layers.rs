@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-/// Each host crate and its layer, bottom first. A crate may depend only on crates of lower layers.
+/// Each host crate and its layer, bottom first. A crate may depend only on crates of lower layers
+/// (so one connector never depends on another: they share only `weir-connector-support`).
 const LAYERS: &[(&str, u32)] = &[
     ("weir-config", 0),
     ("weir-engine", 1),
@@ -12,8 +13,24 @@ const LAYERS: &[(&str, u32)] = &[
     ("weir-plugin", 2),
     ("weir-lookup", 2),
     ("weir-ops", 3),
-    ("weir-connectors", 3),
+    ("weir-connector-support", 3),
+    ("weir-connector-amqp", 4),
+    ("weir-connector-blackhole", 4),
+    ("weir-connector-file", 4),
+    ("weir-connector-generator", 4),
+    ("weir-connector-http", 4),
+    ("weir-connector-kafka", 4),
+    ("weir-connector-mqtt", 4),
+    ("weir-connector-mysql", 4),
+    ("weir-connector-nats", 4),
+    ("weir-connector-nexmark", 4),
+    ("weir-connector-object-store", 4),
+    ("weir-connector-postgres", 4),
+    ("weir-connector-redis", 4),
+    ("weir-connector-stdio", 4),
+    ("weir-connector-webhook", 4),
     ("weir-pipeline", 4),
+    ("weir-connectors", 5),
     ("weir-api", 5),
     ("weir-guest", 5),
     ("weir-bench", 6),

@@ -80,7 +80,8 @@ fn per_row(rows: usize, budget: Duration, mut call: impl FnMut() -> anyhow::Resu
 
 fn wasm_per_row(plugin: &Arc<Plugin>, function: &str, args: &[ArrayRef], rows: usize) -> anyhow::Result<f64> {
     let index = plugin
-        .scalar
+        .functions
+        .scalar()
         .iter()
         .position(|f| f.name == function)
         .ok_or_else(|| anyhow::anyhow!("{} has no function {function}", plugin.info.name))?;

@@ -19,7 +19,7 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use weir_connectors::nexmark::{EventKind, PROPORTION_TOTAL};
+use weir_connector_nexmark::{EventKind, PROPORTION_TOTAL};
 use weir_formats::schema::type_name;
 
 /// Options of `weir bench nexmark`.

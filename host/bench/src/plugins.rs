@@ -21,7 +21,8 @@ use weir_plugin::{Instance, Limits, Plugin, load};
 
 fn function_index(plugin: &Plugin, name: &str) -> anyhow::Result<u32> {
     plugin
-        .scalar
+        .functions
+        .scalar()
         .iter()
         .position(|f| f.name == name)
         .map(|i| i as u32)

@@ -306,15 +306,17 @@ fn validate(path: &std::path::Path) -> ExitCode {
             let mut owner: std::collections::HashMap<String, String> = std::collections::HashMap::new();
             for handle in pipeline.plugins.handles() {
                 let plugin = std::sync::Arc::clone(&handle.current().plugin);
+                // Table functions are called by `flat_map` steps, not from SQL.
+                let in_sql = plugin.kind() != weir_plugin::PluginKind::Table;
                 let names: Vec<String> = plugin
-                    .scalar
-                    .iter()
-                    .map(|f| &f.name)
-                    .chain(plugin.aggregate.iter().map(|f| &f.name))
-                    .map(|name| match owner.entry(name.clone()) {
+                    .functions
+                    .names()
+                    .into_iter()
+                    .filter(|_| in_sql)
+                    .map(|name| match owner.entry(name.to_owned()) {
                         std::collections::hash_map::Entry::Vacant(entry) => {
                             entry.insert(handle.name().to_owned());
-                            name.clone()
+                            name.to_owned()
                         }
                         std::collections::hash_map::Entry::Occupied(entry) => {
                             format!("{name} (in SQL: plugin {})", entry.get())

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use weir_guest::{Language, World};
-use weir_plugin::PluginKind;
 use weir_plugin::convert::{type_list, type_name};
 
 /// Prints the plugin's description; exit code 2 if it cannot be loaded.
@@ -16,13 +15,7 @@ pub fn inspect(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let buffers = plugin.exports.iter().any(|name| name.starts_with("weir:plugin/scalar-buffers@"));
-    let world = match plugin.kind {
-        PluginKind::Scalar if buffers => "scalar-udf-buffers",
-        PluginKind::Scalar => "scalar-udf",
-        PluginKind::Table => "table-udf",
-        PluginKind::Aggregate => "aggregate-udf",
-    };
+    let world = plugin.world();
     println!("{}", path.display());
     println!("  plugin:   {} {} — {}", plugin.info.name, plugin.info.version, plugin.info.description);
     println!("  world:    weir:plugin/{world}@0.1.0");
@@ -33,7 +26,7 @@ pub fn inspect(path: &Path) -> ExitCode {
         if plugin.cached { "from the cache" } else { "compiled now, cached" }
     );
     println!("  functions:");
-    for function in &plugin.scalar {
+    for function in plugin.functions.scalar() {
         println!(
             "    {}({}) -> {}    {}",
             function.name,
@@ -42,7 +35,7 @@ pub fn inspect(path: &Path) -> ExitCode {
             function.description
         );
     }
-    for function in &plugin.table {
+    for function in plugin.functions.table() {
         let output: Vec<String> =
             function.output.iter().map(|f| format!("{} {}", f.name, type_name(&f.data_type))).collect();
         println!(
@@ -53,7 +46,7 @@ pub fn inspect(path: &Path) -> ExitCode {
             function.description
         );
     }
-    for function in &plugin.aggregate {
+    for function in plugin.functions.aggregate() {
         println!(
             "    {}({}) -> {}    aggregate, state version {}    {}",
             function.name,
@@ -71,11 +64,19 @@ pub fn inspect(path: &Path) -> ExitCode {
     // Names a pipeline would refuse: a plugin may not replace a built-in SQL function.
     let builtin = weir_ops::expr::FunctionCatalog::default();
     let shadowing: Vec<&str> = plugin
-        .scalar
+        .functions
+        .scalar()
         .iter()
         .map(|f| f.name.as_str())
         .filter(|name| builtin.contains(name))
-        .chain(plugin.aggregate.iter().map(|f| f.name.as_str()).filter(|name| builtin.contains_aggregate(name)))
+        .chain(
+            plugin
+                .functions
+                .aggregate()
+                .iter()
+                .map(|f| f.name.as_str())
+                .filter(|name| builtin.contains_aggregate(name)),
+        )
         .collect();
     let mut refused = false;
     if unexpected.is_empty() {
@@ -135,7 +136,7 @@ pub fn build(dir: &Path, force: bool) -> ExitCode {
                 built.plugin.info.name,
                 built.plugin.info.version,
                 built.plugin.size,
-                built.plugin.scalar.len() + built.plugin.table.len()
+                built.plugin.functions.len()
             );
             ExitCode::SUCCESS
         }

@@ -1,23 +1,27 @@
-//! Built-in connectors: one folder per system, source, sink and dimension table side by side.
+//! Built-in connectors: one crate per system (`host/connectors/<system>/`: the config and
+//! registration types in `lib.rs`, then `source.rs`, `sink.rs`, `table.rs`), gathered here into
+//! one [`register`] call. A crate per system keeps a change to one connector from rebuilding the
+//! others, and keeps each client library's dependencies with the connector that uses it.
 //!
-//! Adding a connector: a folder here plus one line per kind in [`register`].
+//! Adding a connector: a crate in `host/connectors/<system>/` (what the network connectors share
+//! is in `weir-connector-support`), one dependency in this crate's manifest and one line per kind
+//! in [`register`].
 
-pub mod amqp;
-pub mod blackhole;
-pub mod file;
-pub mod generator;
-pub mod http;
-pub mod kafka;
-pub mod mqtt;
-pub mod mysql;
-pub mod nats;
-pub mod nexmark;
-pub mod object_store;
-pub mod postgres;
-pub mod redis;
-pub mod stdio;
-pub mod support;
-pub mod webhook;
+pub use weir_connector_amqp as amqp;
+pub use weir_connector_blackhole as blackhole;
+pub use weir_connector_file as file;
+pub use weir_connector_generator as generator;
+pub use weir_connector_http as http;
+pub use weir_connector_kafka as kafka;
+pub use weir_connector_mqtt as mqtt;
+pub use weir_connector_mysql as mysql;
+pub use weir_connector_nats as nats;
+pub use weir_connector_nexmark as nexmark;
+pub use weir_connector_object_store as object_store;
+pub use weir_connector_postgres as postgres;
+pub use weir_connector_redis as redis;
+pub use weir_connector_stdio as stdio;
+pub use weir_connector_webhook as webhook;
 
 use weir_config::yaml::Node;
 use weir_engine::registry::{DuplicateKind, Registry, Supports};

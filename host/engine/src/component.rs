@@ -246,9 +246,10 @@ impl SourceContext {
 
 /// A running source subtask. It returns when its input is exhausted or `stop` is cancelled;
 /// the engine then flushes dead letters and sends `End` downstream.
+#[async_trait::async_trait]
 pub trait Source: Send {
     /// Produces batches into `ctx.output` until done.
-    fn run<'a>(self: Box<Self>, ctx: &'a mut SourceContext) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    async fn run(self: Box<Self>, ctx: &mut SourceContext) -> Result<(), RuntimeError>;
 }
 
 // ---------------------------------------------------------------- transforms
@@ -475,10 +476,11 @@ pub trait SinkSpec: Send + Sync + std::fmt::Debug {
 }
 
 /// Creates sink instances.
+#[async_trait::async_trait]
 pub trait SinkFactory: Send + Sync + std::fmt::Debug {
     /// Opens the sink: files are created and connections made here, when the job starts, not at
     /// validation. Connecting gives up after a bounded time with an error naming the address.
-    fn create(&self) -> BoxFuture<'_, Result<Box<dyn Sink>, RuntimeError>>;
+    async fn create(&self) -> Result<Box<dyn Sink>, RuntimeError>;
 
     /// Input columns whose rows must reach the sink in order per value (an upsert's key: the
     /// last row written per key wins). The planner then keeps each key's rows in one subtask of
@@ -515,10 +517,12 @@ pub enum Durability {
 
 /// A sink, driven batch by batch. Writes are async: network sinks wait on their destination
 /// (and retry transient failures with backoff) without blocking the runtime.
+#[async_trait::async_trait]
 pub trait Sink: Send {
-    /// When writes become durable.
+    /// When writes become durable: by default once `write` returns (a database commit, a
+    /// broker's acknowledgement); buffering sinks say otherwise.
     fn durability(&self) -> Durability {
-        Durability::OnFlush
+        Durability::OnWrite
     }
 
     /// With [`Durability::Deferred`]: every write before this count (the first write is 0) is
@@ -532,24 +536,20 @@ pub trait Sink: Send {
     /// # Errors
     /// I/O or encoding failures, a destination that stays unreachable after retries, or a
     /// rejected row under `on_error: fail`.
-    fn write<'a>(
-        &'a mut self,
-        batch: &'a RecordBatch,
-        ctx: &'a mut SinkContext,
-    ) -> BoxFuture<'a, Result<(), RuntimeError>>;
+    async fn write(&mut self, batch: &RecordBatch, ctx: &mut SinkContext) -> Result<(), RuntimeError>;
 
     /// Makes everything written so far durable or visible (called at barriers, periodically
     /// while writes wait for it, and before close).
     ///
     /// # Errors
     /// I/O failures.
-    fn flush(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>> {
-        Box::pin(async { Ok(()) })
+    async fn flush(&mut self) -> Result<(), RuntimeError> {
+        Ok(())
     }
 
     /// Flushes and completes the output (files are complete when this returns).
     ///
     /// # Errors
     /// I/O failures.
-    fn close(&mut self) -> BoxFuture<'_, Result<(), RuntimeError>>;
+    async fn close(&mut self) -> Result<(), RuntimeError>;
 }

@@ -266,7 +266,7 @@ pub fn build_with(dir: &Path, force: bool) -> Result<Built, GuestError> {
 fn check(path: &Path, manifest: &Manifest) -> Result<Plugin, GuestError> {
     let refused = |reason: String| GuestError::Check { path: path.to_path_buf(), reason };
     let plugin = weir_plugin::load(path, weir_plugin::Limits::default()).map_err(|err| refused(err.to_string()))?;
-    let world = match plugin.kind {
+    let world = match plugin.kind() {
         weir_plugin::PluginKind::Scalar => World::Scalar,
         weir_plugin::PluginKind::Table => World::Table,
         weir_plugin::PluginKind::Aggregate => World::Aggregate,

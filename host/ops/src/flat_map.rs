@@ -47,7 +47,7 @@ impl TransformSpec for FlatMapConfig {
         let (handle, limits, function) =
             resolve_function(&self.plugin, &self.function, self.limits.as_ref(), PluginKind::Table, ctx)?;
         let plugin = Arc::clone(&handle.current().plugin);
-        let signature = &plugin.table[function as usize];
+        let signature = &plugin.functions.table()[function as usize];
         let described = format!("{}.{}({})", plugin.info.name, signature.name, type_list(&signature.args));
         let args = compile_args(&self.args, &signature.args, &described, input, ctx, &self.function)?;
         let mut fields: Vec<_> = input.fields().iter().map(|f| f.as_ref().clone()).collect();

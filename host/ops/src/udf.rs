@@ -66,27 +66,26 @@ pub fn resolve_function(
         .resolve(&plugin.value, &ctx.base_dir, step_limits.unwrap_or_default())
         .map_err(|message| SpecIssue::at(&plugin.referenced, message))?;
     let loaded = handle.current().plugin.clone();
-    if loaded.kind != kind {
-        let world = |kind: PluginKind| match kind {
-            PluginKind::Scalar => "a scalar-udf",
-            PluginKind::Table => "a table-udf",
-            PluginKind::Aggregate => "an aggregate-udf",
-        };
-        let (wanted, found) = (world(kind), world(loaded.kind));
+    if loaded.kind() != kind {
         return Err(SpecIssue::at(
             &plugin.referenced,
-            format!("plugin `{}` is {found} plugin; this step needs {wanted} plugin", loaded.info.name),
+            format!(
+                "plugin `{}` is {} plugin; this step needs {} plugin",
+                loaded.info.name,
+                loaded.kind().described(),
+                kind.described()
+            ),
         ));
     }
     let Some((index, shape)) = function_shape(&loaded, &function.value) else {
-        let names: Vec<&str> = match kind {
-            PluginKind::Scalar => loaded.scalar.iter().map(|f| f.name.as_str()).collect(),
-            PluginKind::Table => loaded.table.iter().map(|f| f.name.as_str()).collect(),
-            PluginKind::Aggregate => loaded.aggregate.iter().map(|f| f.name.as_str()).collect(),
-        };
         return Err(SpecIssue::at(
             &function.referenced,
-            format!("plugin `{}` has no function `{}`; it has: {}", loaded.info.name, function.value, names.join(", ")),
+            format!(
+                "plugin `{}` has no function `{}`; it has: {}",
+                loaded.info.name,
+                function.value,
+                loaded.functions.names().join(", ")
+            ),
         ));
     };
     let limits = step_limits.unwrap_or(handle.limits);
@@ -140,7 +139,7 @@ impl TransformSpec for UdfConfig {
         let (handle, limits, function) =
             resolve_function(&self.plugin, &self.function, self.limits.as_ref(), PluginKind::Scalar, ctx)?;
         let plugin = Arc::clone(&handle.current().plugin);
-        let signature = &plugin.scalar[function as usize];
+        let signature = &plugin.functions.scalar()[function as usize];
         let described = format!(
             "{}.{}({}) -> {}",
             plugin.info.name,

@@ -49,7 +49,7 @@ impl WasmAggregate {
     /// the handle as a use that becomes live when an expression calls it.
     pub fn new(handle: Arc<PluginHandle>, limits: Limits, function: u32) -> Self {
         let current = handle.current();
-        let signature = &current.plugin.aggregate[function as usize];
+        let signature = &current.plugin.functions.aggregate()[function as usize];
         let args: Vec<ArrowType> = signature.args.iter().map(to_arrow_type).collect();
         let return_type = to_arrow_type(&signature.returns);
         let shape = FunctionShape::Aggregate {

@@ -175,11 +175,14 @@ fn load_plugins(
         // A plugin function may not take over a built-in's name (`upper`): listing a plugin once
         // replaced built-ins in every step, silently.
         let taken = plugin
-            .scalar
+            .functions
+            .scalar()
             .iter()
             .map(|f| f.name.as_str())
             .find(|function| builtin.contains(function))
-            .or_else(|| plugin.aggregate.iter().map(|f| f.name.as_str()).find(|f| builtin.contains_aggregate(f)));
+            .or_else(|| {
+                plugin.functions.aggregate().iter().map(|f| f.name.as_str()).find(|f| builtin.contains_aggregate(f))
+            });
         if let Some(function) = taken {
             return Err(fail(format!(
                 "plugin function `{function}` has the name of a built-in SQL function; a plugin may not replace \
@@ -192,14 +195,14 @@ fn load_plugins(
         // Two plugins with a function of the same name (the same function in two languages): in
         // expressions the name stays with the plugin listed first (`weir validate` says so); `udf`
         // and `flat_map` steps name their plugin and reach both.
-        for (index, signature) in plugin.scalar.iter().enumerate() {
+        for (index, signature) in plugin.functions.scalar().iter().enumerate() {
             if functions.contains(&signature.name) {
                 continue;
             }
             let function = weir_ops::wasm_function::WasmFunction::new(Arc::clone(&handle), limits, index as u32);
             functions.register(Arc::new(datafusion_expr::ScalarUDF::new_from_impl(function)));
         }
-        for (index, signature) in plugin.aggregate.iter().enumerate() {
+        for (index, signature) in plugin.functions.aggregate().iter().enumerate() {
             if functions.contains_aggregate(&signature.name) {
                 continue;
             }

@@ -388,7 +388,8 @@ impl ScalarCaller {
         let current = handle.current();
         let returns = current
             .plugin
-            .scalar
+            .functions
+            .scalar()
             .iter()
             .find(|f| f.name == function)
             .map(|f| f.returns)
@@ -409,7 +410,7 @@ impl ScalarCaller {
 
     /// A caller over one fixed plugin (benchmarks, tools).
     pub fn fixed(plugin: Arc<Plugin>, limits: Limits, function: u32) -> Self {
-        let name = plugin.scalar[function as usize].name.clone();
+        let name = plugin.functions.scalar()[function as usize].name.clone();
         Self::new(PluginHandle::fixed(plugin, limits), limits, &name)
     }
 
@@ -562,7 +563,8 @@ impl TableCaller {
         // Every version has the same output columns (the registry checks), so this is a lookup.
         let fields = version
             .plugin
-            .table
+            .functions
+            .table()
             .iter()
             .find(|f| f.name == self.binding.name)
             .map(|f| f.output.clone())

@@ -26,7 +26,6 @@ use arrow::datatypes::{DataType as ArrowType, Field};
 use indexmap::IndexMap;
 
 use super::canary::Canary;
-use super::convert::{to_arrow_field, to_arrow_type};
 use super::{Instance, Limits, Plugin, PluginError, PluginKind};
 use weir_engine::metrics::LatencyHistogram;
 
@@ -137,27 +136,7 @@ impl std::fmt::Display for FunctionShape {
 
 /// Function `name` of `plugin`: its index and shape, if the plugin has it.
 pub fn function_shape(plugin: &Plugin, name: &str) -> Option<(u32, FunctionShape)> {
-    let types = |args: &[super::bindings::DataType]| args.iter().map(to_arrow_type).collect::<Vec<_>>();
-    let found = match plugin.kind {
-        PluginKind::Scalar => plugin.scalar.iter().position(|f| f.name == name).map(|i| {
-            let f = &plugin.scalar[i];
-            (i, FunctionShape::Scalar { args: types(&f.args), returns: to_arrow_type(&f.returns) })
-        }),
-        PluginKind::Table => plugin.table.iter().position(|f| f.name == name).map(|i| {
-            let f = &plugin.table[i];
-            (i, FunctionShape::Table { args: types(&f.args), output: f.output.iter().map(to_arrow_field).collect() })
-        }),
-        PluginKind::Aggregate => plugin.aggregate.iter().position(|f| f.name == name).map(|i| {
-            let f = &plugin.aggregate[i];
-            let shape = FunctionShape::Aggregate {
-                args: types(&f.args),
-                returns: to_arrow_type(&f.returns),
-                state_version: f.state_version,
-            };
-            (i, shape)
-        }),
-    };
-    found.map(|(index, shape)| (index as u32, shape))
+    plugin.functions.shape(name)
 }
 
 /// One way the job uses a plugin: a step calling a function (or SQL that may call it).
@@ -308,7 +287,7 @@ impl PluginHandle {
         policy: RollbackPolicy,
     ) -> Self {
         let path = plugin.path.clone();
-        let kind = plugin.kind;
+        let kind = plugin.kind();
         let first = Arc::new(Version::new(plugin, 1, "pipeline".into(), None));
         Self {
             name,
@@ -424,8 +403,12 @@ impl PluginHandle {
             version: format!("{}+{}", candidate.info.version, &candidate.hash[..12]),
             reason,
         };
-        if candidate.kind != self.kind {
-            return Err(refuse(format!("it implements the {:?} world, the job uses {:?}", candidate.kind, self.kind)));
+        if candidate.kind() != self.kind {
+            return Err(refuse(format!(
+                "it implements the {:?} world, the job uses {:?}",
+                candidate.kind(),
+                self.kind
+            )));
         }
         let uses = self.uses();
         for used in uses.iter().filter(|u| u.active.load(Ordering::Relaxed)) {

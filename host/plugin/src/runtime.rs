@@ -12,15 +12,12 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use super::bindings::aggregate::{AggregateUdf, AggregateUdfPre};
-use super::bindings::scalar::{ScalarUdf, ScalarUdfPre};
-use super::bindings::scalar_buffers::{ScalarUdfBuffers, ScalarUdfBuffersPre};
-use super::bindings::table::{TableUdf, TableUdfPre};
-use super::bindings::{AggregateSignature, PluginInfo, ScalarSignature, TableSignature};
+use super::bindings::PluginInfo;
 use super::sandbox::{CAPTURE_CAPACITY, Limits, PluginMetrics, StoreState};
+use super::world::{self, Bindings, Functions, PluginKind, Pre};
 
 /// How often the epoch advances; call time limits are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -49,11 +46,13 @@ pub enum PluginError {
     },
     /// A component that does not implement a weir world.
     #[error(
-        "{path} does not implement a weir plugin world (it should export weir:plugin/scalar@0.1.0, weir:plugin/scalar-buffers@0.1.0, weir:plugin/table@0.1.0 or weir:plugin/aggregate@0.1.0); it exports [{exports}] and imports [{imports}]"
+        "{path} does not implement a weir plugin world (it should export one of {worlds}); it exports [{exports}] and imports [{imports}]"
     )]
     UnknownWorld {
         /// The file.
         path: PathBuf,
+        /// The interfaces that make a world.
+        worlds: String,
         /// What it exports.
         exports: String,
         /// What it imports.
@@ -154,25 +153,6 @@ pub fn engine() -> &'static Engine {
 use super::cache;
 pub use super::cache::cache_dir;
 
-/// Which world a plugin implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PluginKind {
-    /// `scalar-udf`.
-    Scalar,
-    /// `table-udf`.
-    Table,
-    /// `aggregate-udf`.
-    Aggregate,
-}
-
-#[derive(Clone)]
-enum Pre {
-    Scalar(ScalarUdfPre<StoreState>),
-    ScalarBuffers(ScalarUdfBuffersPre<StoreState>),
-    Table(TableUdfPre<StoreState>),
-    Aggregate(AggregateUdfPre<StoreState>),
-}
-
 /// A loaded, described plugin, ready to instantiate.
 #[derive(Clone)]
 pub struct Plugin {
@@ -184,14 +164,8 @@ pub struct Plugin {
     pub size: u64,
     /// Its self-description.
     pub info: PluginInfo,
-    /// Its world.
-    pub kind: PluginKind,
-    /// Scalar functions (scalar world).
-    pub scalar: Vec<ScalarSignature>,
-    /// Table functions (table world).
-    pub table: Vec<TableSignature>,
-    /// Aggregate functions (aggregate world).
-    pub aggregate: Vec<AggregateSignature>,
+    /// Its functions, by world.
+    pub functions: Functions,
     /// What it imports (for `weir plugin inspect`).
     pub imports: Vec<String>,
     /// What it exports.
@@ -207,6 +181,18 @@ pub struct Plugin {
     pub metrics: Arc<PluginMetrics>,
     engine: Engine,
     epochs: bool,
+}
+
+impl Plugin {
+    /// How its functions are called.
+    pub fn kind(&self) -> PluginKind {
+        self.functions.kind()
+    }
+
+    /// The world it implements (`scalar-udf`), as named in `wit/plugin.wit`.
+    pub fn world(&self) -> &'static str {
+        self.pre.world()
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -283,16 +269,10 @@ pub fn load_with(
     let component_type = component.component_type();
     let exports: Vec<String> = component_type.exports(engine).map(|(name, _)| name.to_string()).collect();
     let imports: Vec<String> = component_type.imports(engine).map(|(name, _)| name.to_string()).collect();
-    let buffers = exports.iter().any(|e| e == "weir:plugin/scalar-buffers@0.1.0");
-    let kind = if buffers || exports.iter().any(|e| e == "weir:plugin/scalar@0.1.0") {
-        PluginKind::Scalar
-    } else if exports.iter().any(|e| e == "weir:plugin/table@0.1.0") {
-        PluginKind::Table
-    } else if exports.iter().any(|e| e == "weir:plugin/aggregate@0.1.0") {
-        PluginKind::Aggregate
-    } else {
+    let Some(&(_, link)) = world::WORLDS.iter().find(|(export, _)| exports.iter().any(|e| e == export)) else {
         return Err(PluginError::UnknownWorld {
             path: path.to_path_buf(),
+            worlds: world::exports(),
             exports: exports.join(", "),
             imports: imports.join(", "),
         });
@@ -303,42 +283,14 @@ pub fn load_with(
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| instantiate_error(format!("{err:#}")))?;
     forbid_blocking(&mut linker).map_err(|err| instantiate_error(format!("{err:#}")))?;
     deny_http(&mut linker, &component, engine).map_err(|err| instantiate_error(format!("{err:#}")))?;
-    let pre = match kind {
-        PluginKind::Scalar if buffers => {
-            ScalarUdfBuffers::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
-                .map_err(|err| instantiate_error(format!("{err:#}")))?;
-            let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
-            Pre::ScalarBuffers(ScalarUdfBuffersPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
-        }
-        PluginKind::Scalar => {
-            ScalarUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
-                .map_err(|err| instantiate_error(format!("{err:#}")))?;
-            let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
-            Pre::Scalar(ScalarUdfPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
-        }
-        PluginKind::Table => {
-            TableUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
-                .map_err(|err| instantiate_error(format!("{err:#}")))?;
-            let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
-            Pre::Table(TableUdfPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
-        }
-        PluginKind::Aggregate => {
-            AggregateUdf::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |state| state)
-                .map_err(|err| instantiate_error(format!("{err:#}")))?;
-            let pre = linker.instantiate_pre(&component).map_err(|err| instantiate_error(format!("{err:#}")))?;
-            Pre::Aggregate(AggregateUdfPre::new(pre).map_err(|err| instantiate_error(format!("{err:#}")))?)
-        }
-    };
+    let pre = link(&mut linker, &component).map_err(|err| instantiate_error(format!("{err:#}")))?;
     let metrics = Arc::new(PluginMetrics::default());
     let mut plugin = Plugin {
         path: path.to_path_buf(),
         hash,
         size: bytes.len() as u64,
         info: PluginInfo { name: String::new(), version: String::new(), description: String::new() },
-        kind,
-        scalar: Vec::new(),
-        table: Vec::new(),
-        aggregate: Vec::new(),
+        functions: Functions::Scalar(Vec::new()),
         imports,
         exports,
         load_time,
@@ -360,32 +312,10 @@ pub fn load_with(
         let reason = if printed.is_empty() { format!("{err:#}") } else { format!("{printed} ({err:#})") };
         instantiate_error(format!("describe failed: {reason}"))
     };
-    match &instance.bindings {
-        Bindings::Scalar(bindings) => {
-            let described = bindings.weir_plugin_scalar().call_describe(&mut instance.store);
-            let (info, functions) = described.map_err(|err| describe_error(&instance, err))?;
-            plugin.info = info;
-            plugin.scalar = functions;
-        }
-        Bindings::ScalarBuffers(bindings) => {
-            let described = bindings.weir_plugin_scalar_buffers().call_describe(&mut instance.store);
-            let (info, functions) = described.map_err(|err| describe_error(&instance, err))?;
-            plugin.info = info;
-            plugin.scalar = functions;
-        }
-        Bindings::Table(bindings) => {
-            let described = bindings.weir_plugin_table().call_describe(&mut instance.store);
-            let (info, functions) = described.map_err(|err| describe_error(&instance, err))?;
-            plugin.info = info;
-            plugin.table = functions;
-        }
-        Bindings::Aggregate(bindings) => {
-            let described = bindings.weir_plugin_aggregate().call_describe(&mut instance.store);
-            let (info, functions) = described.map_err(|err| describe_error(&instance, err))?;
-            plugin.info = info;
-            plugin.aggregate = functions;
-        }
-    }
+    let (info, functions) =
+        instance.bindings.describe(&mut instance.store).map_err(|err| describe_error(&instance, err))?;
+    plugin.info = info;
+    plugin.functions = functions;
     // Only components that loaded are cached: a refused one would stay on disk for nothing.
     if let Some(artifact) = to_cache {
         cache::store(&component, &artifact);
@@ -522,13 +452,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-enum Bindings {
-    Scalar(ScalarUdf),
-    ScalarBuffers(ScalarUdfBuffers),
-    Table(TableUdf),
-    Aggregate(AggregateUdf),
-}
-
 /// One live instance of a plugin, with its own store and limits.
 pub struct Instance {
     plugin: Arc<Plugin>,
@@ -554,12 +477,7 @@ impl Instance {
             plugin: plugin.path.display().to_string(),
             reason: format!("{err:#}"),
         };
-        let bindings = match &plugin.pre {
-            Pre::Scalar(pre) => Bindings::Scalar(pre.instantiate(&mut store).map_err(failed)?),
-            Pre::ScalarBuffers(pre) => Bindings::ScalarBuffers(pre.instantiate(&mut store).map_err(failed)?),
-            Pre::Table(pre) => Bindings::Table(pre.instantiate(&mut store).map_err(failed)?),
-            Pre::Aggregate(pre) => Bindings::Aggregate(pre.instantiate(&mut store).map_err(failed)?),
-        };
+        let bindings = plugin.pre.instantiate(&mut store).map_err(failed)?;
         Ok(Self { plugin, limits, store, bindings, logged: (0, 0) })
     }
 
@@ -573,132 +491,9 @@ impl Instance {
         &self.plugin
     }
 
-    /// Calls a scalar function.
-    ///
-    /// # Errors
-    /// Traps (the caller must replace this instance) and contract violations.
-    pub fn call_scalar(
-        &mut self,
-        function: u32,
-        rows: u32,
-        args: &[super::bindings::Column],
-    ) -> Result<
-        Result<super::bindings::scalar::exports::weir::plugin::scalar::ScalarOutput, super::bindings::CallError>,
-        PluginError,
-    > {
-        use super::bindings::scalar::exports::weir::plugin::scalar::ScalarOutput;
-        let plugin = Arc::clone(&self.plugin);
-        let output = self.guarded(function, |bindings, store| match bindings {
-            Bindings::Scalar(bindings) => {
-                bindings.weir_plugin_scalar().call_call(store, function, rows, args).map(|result| result.map(Ok))
-            }
-            Bindings::ScalarBuffers(bindings) => {
-                // The declared types carry what typed columns do not (timestamp units).
-                let signature = plugin.scalar.get(function as usize).map_or(&[][..], |f| &f.args[..]);
-                let buffers: Vec<_> = args
-                    .iter()
-                    .zip(signature)
-                    .map(|(column, data_type)| super::buffers::to_buffer(column, data_type))
-                    .collect();
-                bindings.weir_plugin_scalar_buffers().call_call(store, function, rows, &buffers).map(|result| {
-                    result.map(|output| {
-                        super::buffers::from_buffer(output.values)
-                            .map(|values| ScalarOutput { values, errors: output.errors })
-                    })
-                })
-            }
-            Bindings::Table(_) | Bindings::Aggregate(_) => {
-                unreachable!("only scalar plugins are called as scalar (checked at load)")
-            }
-        })?;
-        match output {
-            Ok(Ok(output)) => Ok(Ok(output)),
-            Ok(Err(reason)) => Err(PluginError::Contract {
-                plugin: self.plugin.info.name.clone(),
-                function: self.function_name(function),
-                reason,
-            }),
-            Err(error) => Ok(Err(error)),
-        }
-    }
-
-    /// Calls a table function.
-    ///
-    /// # Errors
-    /// Traps (the caller must replace this instance) and contract violations.
-    pub fn call_table(
-        &mut self,
-        function: u32,
-        rows: u32,
-        args: &[super::bindings::Column],
-    ) -> Result<
-        Result<super::bindings::table::exports::weir::plugin::table::TableOutput, super::bindings::CallError>,
-        PluginError,
-    > {
-        self.guarded(function, |bindings, store| match bindings {
-            Bindings::Table(bindings) => bindings.weir_plugin_table().call_call(store, function, rows, args),
-            Bindings::Scalar(_) | Bindings::ScalarBuffers(_) | Bindings::Aggregate(_) => {
-                unreachable!("only table plugins are called as table (checked at load)")
-            }
-        })
-    }
-
-    fn aggregate_bindings(bindings: &Bindings) -> &super::bindings::aggregate::exports::weir::plugin::aggregate::Guest {
-        match bindings {
-            Bindings::Aggregate(bindings) => bindings.weir_plugin_aggregate(),
-            _ => unreachable!("only aggregate plugins are called as aggregates (checked at load)"),
-        }
-    }
-
-    /// Folds rows into accumulator states: `states[g]` is group g's state (empty = fresh),
-    /// `groups[r]` the group of row r; returns every group's new state.
-    ///
-    /// # Errors
-    /// Traps (the caller must replace this instance).
-    pub fn call_accumulate(
-        &mut self,
-        function: u32,
-        states: &[Vec<u8>],
-        groups: &[u32],
-        args: &[super::bindings::Column],
-    ) -> Result<Result<Vec<Vec<u8>>, super::bindings::CallError>, PluginError> {
-        self.guarded(function, |bindings, store| {
-            Self::aggregate_bindings(bindings).call_accumulate(store, function, states, groups, args)
-        })
-    }
-
-    /// Combines two states of one group.
-    ///
-    /// # Errors
-    /// Traps (the caller must replace this instance).
-    pub fn call_merge(
-        &mut self,
-        function: u32,
-        left: &[u8],
-        right: &[u8],
-    ) -> Result<Result<Vec<u8>, super::bindings::CallError>, PluginError> {
-        self.guarded(function, |bindings, store| {
-            Self::aggregate_bindings(bindings).call_merge(store, function, left, right)
-        })
-    }
-
-    /// Final values, one per state.
-    ///
-    /// # Errors
-    /// Traps (the caller must replace this instance).
-    pub fn call_finish(
-        &mut self,
-        function: u32,
-        states: &[Vec<u8>],
-    ) -> Result<Result<super::bindings::Column, super::bindings::CallError>, PluginError> {
-        self.guarded(function, |bindings, store| {
-            Self::aggregate_bindings(bindings).call_finish(store, function, states)
-        })
-    }
-
     /// Runs one export call under the time limit, forwards what the guest printed, and turns
     /// a trap into a [`PluginError::Trap`].
-    fn guarded<R>(
+    pub(crate) fn guarded<R>(
         &mut self,
         function: u32,
         call: impl FnOnce(&Bindings, &mut Store<StoreState>) -> wasmtime::Result<R>,
@@ -729,13 +524,9 @@ impl Instance {
         self.logged.0.max(self.logged.1) > CAPTURE_CAPACITY / 2
     }
 
-    fn function_name(&self, function: u32) -> String {
-        let name = match self.plugin.kind {
-            PluginKind::Scalar => self.plugin.scalar.get(function as usize).map(|f| f.name.clone()),
-            PluginKind::Table => self.plugin.table.get(function as usize).map(|f| f.name.clone()),
-            PluginKind::Aggregate => self.plugin.aggregate.get(function as usize).map(|f| f.name.clone()),
-        };
-        name.unwrap_or_else(|| format!("#{function}"))
+    pub(crate) fn function_name(&self, function: u32) -> String {
+        let names = self.plugin.functions.names();
+        names.get(function as usize).map_or_else(|| format!("#{function}"), |name| (*name).to_owned())
     }
 
     /// What the guest printed on stderr since `before` (bytes), as one line without Rust's
