@@ -7,7 +7,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use weir_config::SpecIssue;
 
-use super::component::{BoxFuture, PlanContext};
+use super::component::PlanContext;
 
 /// Why a lookup failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,6 +32,7 @@ impl LookupError {
 ///
 /// Rows come back with the table's declared schema (key columns included); keys that have no
 /// row are simply absent.
+#[async_trait::async_trait]
 pub trait TableConnector: Send + Sync + std::fmt::Debug {
     /// `postgres`, `mysql`, `redis`, `file`.
     fn system(&self) -> &'static str;
@@ -41,10 +42,10 @@ pub trait TableConnector: Send + Sync + std::fmt::Debug {
 
     /// The rows whose key is one of `keys` (the key columns, with the table's key types, no
     /// NULLs, no duplicates).
-    fn fetch<'a>(&'a self, keys: &'a RecordBatch) -> BoxFuture<'a, Result<Vec<RecordBatch>, LookupError>>;
+    async fn fetch(&self, keys: &RecordBatch) -> Result<Vec<RecordBatch>, LookupError>;
 
     /// Every row of the table (for `cache: { mode: full }`).
-    fn scan(&self) -> BoxFuture<'_, Result<Vec<RecordBatch>, LookupError>>;
+    async fn scan(&self) -> Result<Vec<RecordBatch>, LookupError>;
 }
 
 /// A validated table declaration, before the cache and pool exist.

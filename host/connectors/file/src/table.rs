@@ -11,6 +11,8 @@
 //!     cache: { mode: full, reload_every: 1m }    # the only mode (default reload: 1h)
 //! ```
 
+use async_trait::async_trait;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ use super::source::infer_schema;
 use weir_config::SpecIssue;
 use weir_config::yaml::{Spanned, unspanned};
 use weir_connector_support::dimension::plan_columns;
-use weir_engine::component::{BoxFuture, PlanContext};
+use weir_engine::component::PlanContext;
 use weir_engine::table::{LookupError, PlannedTable, TableConnector, TableSpec};
 use weir_formats::decode::LineFormat;
 use weir_formats::schema::SchemaSpec;
@@ -134,6 +136,7 @@ impl FileTable {
     }
 }
 
+#[async_trait]
 impl TableConnector for FileTable {
     fn system(&self) -> &'static str {
         "file"
@@ -143,16 +146,14 @@ impl TableConnector for FileTable {
         self.path.display().to_string()
     }
 
-    fn fetch<'a>(&'a self, _keys: &'a RecordBatch) -> BoxFuture<'a, Result<Vec<RecordBatch>, LookupError>> {
-        Box::pin(async { Err(LookupError::Invalid("a file table is loaded whole; it has no point lookups".into())) })
+    async fn fetch(&self, _keys: &RecordBatch) -> Result<Vec<RecordBatch>, LookupError> {
+        Err(LookupError::Invalid("a file table is loaded whole; it has no point lookups".into()))
     }
 
-    fn scan(&self) -> BoxFuture<'_, Result<Vec<RecordBatch>, LookupError>> {
-        Box::pin(async move {
-            let this = self.clone();
-            tokio::task::spawn_blocking(move || this.read())
-                .await
-                .map_err(|err| LookupError::Invalid(format!("reading the file panicked: {err}")))?
-        })
+    async fn scan(&self) -> Result<Vec<RecordBatch>, LookupError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read())
+            .await
+            .map_err(|err| LookupError::Invalid(format!("reading the file panicked: {err}")))?
     }
 }

@@ -14,6 +14,8 @@
 //! One query per chunk of keys: `WHERE t.id IN (?, ?, ...)`, or `WHERE (t.a, t.b) IN ((?, ?), ...)`
 //! for composite keys. Values come back as `CAST(... AS CHAR)` and are cast to the declared types.
 
+use async_trait::async_trait;
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -25,7 +27,7 @@ use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, Value
 use super::describe_address;
 use weir_config::SpecIssue;
 use weir_connector_support::dimension::{SqlTableConfig, SqlTablePlan};
-use weir_engine::component::{BoxFuture, PlanContext};
+use weir_engine::component::PlanContext;
 use weir_engine::table::{LookupError, PlannedTable, TableConnector, TableSpec};
 use weir_lookup::text::{TextRows, key_text};
 
@@ -103,6 +105,7 @@ impl MysqlTable {
     }
 }
 
+#[async_trait]
 impl TableConnector for MysqlTable {
     fn system(&self) -> &'static str {
         "mysql"
@@ -112,41 +115,36 @@ impl TableConnector for MysqlTable {
         self.address.clone()
     }
 
-    fn fetch<'a>(&'a self, keys: &'a RecordBatch) -> BoxFuture<'a, Result<Vec<RecordBatch>, LookupError>> {
-        Box::pin(async move {
-            let columns: Vec<Vec<String>> =
-                keys.columns().iter().map(|column| key_text(column)).collect::<Result<_, _>>()?;
-            let tuple = match self.key_columns {
-                1 => "?".to_owned(),
-                n => format!("({})", vec!["?"; n].join(", ")),
-            };
-            let sql =
-                format!("{} WHERE {} IN ({})", self.select, self.key_filter, vec![tuple; keys.num_rows()].join(", "));
-            let mut params = Vec::with_capacity(keys.num_rows() * self.key_columns);
-            for row in 0..keys.num_rows() {
-                params.extend(columns.iter().map(|column| Value::from(column[row].as_str())));
-            }
-            let mut conn = self.connection().await?;
-            let rows: Vec<Row> = conn.exec(sql, params).await.map_err(|err| classify(&err))?;
-            let mut text = TextRows::new(Arc::clone(&self.schema));
-            for row in rows {
-                self.push_row(&mut text, row)?;
-            }
-            text.finish()
-        })
+    async fn fetch(&self, keys: &RecordBatch) -> Result<Vec<RecordBatch>, LookupError> {
+        let columns: Vec<Vec<String>> =
+            keys.columns().iter().map(|column| key_text(column)).collect::<Result<_, _>>()?;
+        let tuple = match self.key_columns {
+            1 => "?".to_owned(),
+            n => format!("({})", vec!["?"; n].join(", ")),
+        };
+        let sql = format!("{} WHERE {} IN ({})", self.select, self.key_filter, vec![tuple; keys.num_rows()].join(", "));
+        let mut params = Vec::with_capacity(keys.num_rows() * self.key_columns);
+        for row in 0..keys.num_rows() {
+            params.extend(columns.iter().map(|column| Value::from(column[row].as_str())));
+        }
+        let mut conn = self.connection().await?;
+        let rows: Vec<Row> = conn.exec(sql, params).await.map_err(|err| classify(&err))?;
+        let mut text = TextRows::new(Arc::clone(&self.schema));
+        for row in rows {
+            self.push_row(&mut text, row)?;
+        }
+        text.finish()
     }
 
-    fn scan(&self) -> BoxFuture<'_, Result<Vec<RecordBatch>, LookupError>> {
-        Box::pin(async move {
-            let mut conn = self.connection().await?;
-            let mut rows = conn.query_stream::<Row, _>(self.select.as_str()).await.map_err(|err| classify(&err))?;
-            let mut text = TextRows::new(Arc::clone(&self.schema));
-            while let Some(row) = rows.try_next().await.map_err(|err| classify(&err))? {
-                self.push_row(&mut text, row)?;
-                text.cut_if_full()?;
-            }
-            text.finish()
-        })
+    async fn scan(&self) -> Result<Vec<RecordBatch>, LookupError> {
+        let mut conn = self.connection().await?;
+        let mut rows = conn.query_stream::<Row, _>(self.select.as_str()).await.map_err(|err| classify(&err))?;
+        let mut text = TextRows::new(Arc::clone(&self.schema));
+        while let Some(row) = rows.try_next().await.map_err(|err| classify(&err))? {
+            self.push_row(&mut text, row)?;
+            text.cut_if_full()?;
+        }
+        text.finish()
     }
 }
 

@@ -17,6 +17,8 @@
 //! so the key index is used whatever the key types. A lost connection is dropped from the pool
 //! and the query retried on a fresh one.
 
+use async_trait::async_trait;
+
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
@@ -30,7 +32,7 @@ use super::{describe_address, plan_connection};
 use weir_config::SpecIssue;
 use weir_connector_support::dimension::{SqlTableConfig, SqlTablePlan};
 use weir_connector_support::link::CONNECT_TIMEOUT;
-use weir_engine::component::{BoxFuture, PlanContext};
+use weir_engine::component::PlanContext;
 use weir_engine::table::{LookupError, PlannedTable, TableConnector, TableSpec};
 use weir_lookup::text::{TextRows, key_text};
 
@@ -127,6 +129,7 @@ impl std::fmt::Debug for PostgresTable {
     }
 }
 
+#[async_trait]
 impl TableConnector for PostgresTable {
     fn system(&self) -> &'static str {
         "postgres"
@@ -136,42 +139,38 @@ impl TableConnector for PostgresTable {
         self.address.clone()
     }
 
-    fn fetch<'a>(&'a self, keys: &'a RecordBatch) -> BoxFuture<'a, Result<Vec<RecordBatch>, LookupError>> {
-        Box::pin(async move {
-            let params: Vec<Vec<String>> =
-                keys.columns().iter().map(|column| key_text(column)).collect::<Result<_, _>>()?;
-            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-            let client = self.pool.get().await.map_err(pool_error)?;
-            let statement = client.prepare_cached(&self.fetch_sql).await.map_err(|err| classify(&err))?;
-            let rows = client.query(&statement, &params).await.map_err(|err| classify(&err))?;
-            let mut text = TextRows::new(Arc::clone(&self.schema));
-            for row in &rows {
-                for column in 0..self.schema.fields().len() {
-                    let value: Option<&str> = row.try_get(column).map_err(|err| classify(&err))?;
-                    text.push(column, value);
-                }
+    async fn fetch(&self, keys: &RecordBatch) -> Result<Vec<RecordBatch>, LookupError> {
+        let params: Vec<Vec<String>> =
+            keys.columns().iter().map(|column| key_text(column)).collect::<Result<_, _>>()?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(&self.fetch_sql).await.map_err(|err| classify(&err))?;
+        let rows = client.query(&statement, &params).await.map_err(|err| classify(&err))?;
+        let mut text = TextRows::new(Arc::clone(&self.schema));
+        for row in &rows {
+            for column in 0..self.schema.fields().len() {
+                let value: Option<&str> = row.try_get(column).map_err(|err| classify(&err))?;
+                text.push(column, value);
             }
-            text.finish()
-        })
+        }
+        text.finish()
     }
 
-    fn scan(&self) -> BoxFuture<'_, Result<Vec<RecordBatch>, LookupError>> {
-        Box::pin(async move {
-            let client = self.pool.get().await.map_err(pool_error)?;
-            let statement = client.prepare_cached(&self.scan_sql).await.map_err(|err| classify(&err))?;
-            let rows = client.query_raw(&statement, Vec::<String>::new()).await.map_err(|err| classify(&err))?;
-            futures::pin_mut!(rows);
-            let mut text = TextRows::new(Arc::clone(&self.schema));
-            while let Some(row) = rows.try_next().await.map_err(|err| classify(&err))? {
-                for column in 0..self.schema.fields().len() {
-                    let value: Option<&str> = row.try_get(column).map_err(|err| classify(&err))?;
-                    text.push(column, value);
-                }
-                text.cut_if_full()?;
+    async fn scan(&self) -> Result<Vec<RecordBatch>, LookupError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let statement = client.prepare_cached(&self.scan_sql).await.map_err(|err| classify(&err))?;
+        let rows = client.query_raw(&statement, Vec::<String>::new()).await.map_err(|err| classify(&err))?;
+        futures::pin_mut!(rows);
+        let mut text = TextRows::new(Arc::clone(&self.schema));
+        while let Some(row) = rows.try_next().await.map_err(|err| classify(&err))? {
+            for column in 0..self.schema.fields().len() {
+                let value: Option<&str> = row.try_get(column).map_err(|err| classify(&err))?;
+                text.push(column, value);
             }
-            text.finish()
-        })
+            text.cut_if_full()?;
+        }
+        text.finish()
     }
 }
 

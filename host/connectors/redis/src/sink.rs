@@ -75,7 +75,7 @@ impl SinkSpec for RedisSinkConfig {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct RedisSinkFactory {
     client: ::redis::Client,
     address: String,
@@ -89,32 +89,22 @@ struct RedisSinkFactory {
 impl SinkFactory for RedisSinkFactory {
     async fn create(&self) -> Result<Box<dyn Sink>, RuntimeError> {
         let connection = manager(&self.client, &self.address).await?;
-        Ok(Box::new(RedisSink {
-            connection,
-            address: self.address.clone(),
-            command: self.command,
-            key: self.key.clone(),
-            ttl: self.ttl,
-            columns: self.columns.clone(),
-        }) as Box<dyn Sink>)
+        Ok(Box::new(RedisSink { connection, plan: self.clone() }) as Box<dyn Sink>)
     }
 }
 
+/// A connected sink: its connection and what was planned.
 struct RedisSink {
     connection: ConnectionManager,
-    address: String,
-    command: RedisCommand,
-    key: Template,
-    ttl: Option<Duration>,
-    columns: Vec<String>,
+    plan: RedisSinkFactory,
 }
 
 #[async_trait]
 impl Sink for RedisSink {
     async fn write(&mut self, batch: &RecordBatch, _ctx: &mut SinkContext) -> Result<(), RuntimeError> {
-        let keys = self.key.render(batch)?;
+        let keys = self.plan.key.render(batch)?;
         let mut pipe = ::redis::pipe();
-        match self.command {
+        match self.plan.command {
             RedisCommand::Hset => {
                 let options = FormatOptions::default().with_null("");
                 let formatters = batch
@@ -124,6 +114,7 @@ impl Sink for RedisSink {
                     .collect::<Result<Vec<_>, _>>()?;
                 for (row, key) in keys.iter().enumerate() {
                     let fields: Vec<(&str, String)> = self
+                        .plan
                         .columns
                         .iter()
                         .zip(&formatters)
@@ -132,7 +123,7 @@ impl Sink for RedisSink {
                         .map(|(_, (name, formatter))| (name.as_str(), formatter.value(row).to_string()))
                         .collect();
                     pipe.hset_multiple(key, &fields).ignore();
-                    if let Some(ttl) = self.ttl {
+                    if let Some(ttl) = self.plan.ttl {
                         pipe.expire(key, ttl.as_secs() as i64).ignore();
                     }
                 }
@@ -142,7 +133,7 @@ impl Sink for RedisSink {
                 for (row, key) in keys.iter().enumerate() {
                     let value = rows.row(row);
                     match command {
-                        RedisCommand::Set => match self.ttl {
+                        RedisCommand::Set => match self.plan.ttl {
                             Some(ttl) => pipe.set_ex(key, value, ttl.as_secs()).ignore(),
                             None => pipe.set(key, value).ignore(),
                         },
@@ -162,10 +153,10 @@ impl Sink for RedisSink {
                 Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => {
                     match delays.next() {
                         Some(delay) => tokio::time::sleep(delay).await,
-                        None => return Err(RuntimeError::external("redis", &self.address, err)),
+                        None => return Err(RuntimeError::external("redis", &self.plan.address, err)),
                     }
                 }
-                Err(err) => return Err(RuntimeError::external("redis", &self.address, err)),
+                Err(err) => return Err(RuntimeError::external("redis", &self.plan.address, err)),
             }
         }
     }

@@ -17,6 +17,8 @@
 //! not parse as the declared types fails the load with the column named. One multiplexed
 //! connection (redis-rs `ConnectionManager`, which reconnects) carries every query.
 
+use async_trait::async_trait;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -31,7 +33,7 @@ use weir_config::yaml::{Spanned, unspanned};
 use weir_connector_support::dimension::plan_columns;
 use weir_connector_support::link::CONNECT_TIMEOUT;
 use weir_connector_support::template::Template;
-use weir_engine::component::{BoxFuture, PlanContext};
+use weir_engine::component::PlanContext;
 use weir_engine::table::{LookupError, PlannedTable, TableConnector, TableSpec};
 use weir_formats::schema::SchemaSpec;
 use weir_lookup::text::TextRows;
@@ -148,6 +150,7 @@ impl RedisTable {
     }
 }
 
+#[async_trait]
 impl TableConnector for RedisTable {
     fn system(&self) -> &'static str {
         "redis"
@@ -157,52 +160,48 @@ impl TableConnector for RedisTable {
         self.address.clone()
     }
 
-    fn fetch<'a>(&'a self, keys: &'a RecordBatch) -> BoxFuture<'a, Result<Vec<RecordBatch>, LookupError>> {
-        Box::pin(async move {
-            let names = self.pattern.render(keys).map_err(|err| LookupError::Invalid(err.to_string()))?;
-            let columns: Vec<Vec<String>> =
-                keys.columns().iter().map(|column| weir_lookup::text::key_text(column)).collect::<Result<_, _>>()?;
-            let key_values: Vec<Vec<&str>> =
-                (0..keys.num_rows()).map(|row| columns.iter().map(|column| column[row].as_str()).collect()).collect();
-            let mut connection = self.connection().await?;
-            let mut text = TextRows::new(Arc::clone(&self.schema));
-            self.read_hashes(&mut connection, &names, &key_values, &mut text).await?;
-            text.finish()
-        })
+    async fn fetch(&self, keys: &RecordBatch) -> Result<Vec<RecordBatch>, LookupError> {
+        let names = self.pattern.render(keys).map_err(|err| LookupError::Invalid(err.to_string()))?;
+        let columns: Vec<Vec<String>> =
+            keys.columns().iter().map(|column| weir_lookup::text::key_text(column)).collect::<Result<_, _>>()?;
+        let key_values: Vec<Vec<&str>> =
+            (0..keys.num_rows()).map(|row| columns.iter().map(|column| column[row].as_str()).collect()).collect();
+        let mut connection = self.connection().await?;
+        let mut text = TextRows::new(Arc::clone(&self.schema));
+        self.read_hashes(&mut connection, &names, &key_values, &mut text).await?;
+        text.finish()
     }
 
-    fn scan(&self) -> BoxFuture<'_, Result<Vec<RecordBatch>, LookupError>> {
-        Box::pin(async move {
-            let mut connection = self.connection().await?;
-            let glob = self.pattern.glob();
-            let mut names = std::collections::BTreeSet::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, found): (u64, Vec<String>) = ::redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&glob)
-                    .arg("COUNT")
-                    .arg(SCAN_CHUNK)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|err| classify(&err))?;
-                names.extend(found);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
+    async fn scan(&self) -> Result<Vec<RecordBatch>, LookupError> {
+        let mut connection = self.connection().await?;
+        let glob = self.pattern.glob();
+        let mut names = std::collections::BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&glob)
+                .arg("COUNT")
+                .arg(SCAN_CHUNK)
+                .query_async(&mut connection)
+                .await
+                .map_err(|err| classify(&err))?;
+            names.extend(found);
+            if next == 0 {
+                break;
             }
-            let names: Vec<String> = names.into_iter().filter(|name| self.pattern.extract(name).is_some()).collect();
-            let mut text = TextRows::new(Arc::clone(&self.schema));
-            for chunk in names.chunks(SCAN_CHUNK) {
-                let key_values: Vec<Vec<&str>> =
-                    chunk.iter().map(|name| self.pattern.extract(name).expect("filtered")).collect();
-                self.read_hashes(&mut connection, chunk, &key_values, &mut text).await?;
-                text.cut_if_full()?;
-            }
-            text.finish()
-        })
+            cursor = next;
+        }
+        let names: Vec<String> = names.into_iter().filter(|name| self.pattern.extract(name).is_some()).collect();
+        let mut text = TextRows::new(Arc::clone(&self.schema));
+        for chunk in names.chunks(SCAN_CHUNK) {
+            let key_values: Vec<Vec<&str>> =
+                chunk.iter().map(|name| self.pattern.extract(name).expect("filtered")).collect();
+            self.read_hashes(&mut connection, chunk, &key_values, &mut text).await?;
+            text.cut_if_full()?;
+        }
+        text.finish()
     }
 }
 

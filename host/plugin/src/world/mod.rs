@@ -158,9 +158,12 @@ impl Functions {
     }
 }
 
+/// Links a component for one world.
+pub(crate) type Link = fn(&mut Linker<StoreState>, &Component) -> wasmtime::Result<Pre>;
+
 /// Which world a component implements, by what it exports, in this order (a component that
 /// exports both scalar interfaces is called through column buffers).
-pub(crate) const WORLDS: &[(&str, fn(&mut Linker<StoreState>, &Component) -> wasmtime::Result<Pre>)] = &[
+pub(crate) const WORLDS: &[(&str, Link)] = &[
     (ScalarBuffersWorld::EXPORT, |linker, component| {
         Ok(Pre::ScalarBuffers(ScalarBuffersWorld::pre(linker, component)?))
     }),
