@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("weir-formats", 2),
     ("weir-plugin", 2),
     ("weir-lookup", 2),
+    ("weir-state", 2),
     ("weir-ops", 3),
     ("weir-connector-support", 3),
     ("weir-connector-amqp", 4),

@@ -28,6 +28,12 @@ pub struct Settings {
     /// ended (Flink's `stop --drain`). Default false: a stopped job does not publish partial
     /// windows as final results; `weir run --drain` sets it.
     pub drain_on_stop: bool,
+    /// The job's identity across runs: where its checkpoints are kept. Default: the pipeline
+    /// file's name without its extension.
+    pub job_id: Option<String>,
+    /// Periodic checkpoints (`checkpoint: { interval: 10s }`). Default: none, state lives only
+    /// in memory.
+    pub checkpoint: Option<CheckpointSettings>,
 }
 
 impl Default for Settings {
@@ -39,6 +45,8 @@ impl Default for Settings {
             plugins_dir: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             drain_on_stop: false,
+            job_id: None,
+            checkpoint: None,
         }
     }
 }
@@ -49,5 +57,57 @@ impl Settings {
         self.parallelism
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
             .max(1)
+    }
+}
+
+/// `settings.checkpoint`, with Flink's names and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointSettings {
+    /// Time between the start of one checkpoint and the next. Default 10s.
+    #[serde(with = "crate::yaml::duration")]
+    pub interval: std::time::Duration,
+    /// Where checkpoints go: an `object_store` URL (`file:///var/lib/weir/checkpoints`,
+    /// `s3://bucket/prefix`) or a directory. Each job keeps its checkpoints under its `job_id`.
+    /// Default: `$WEIR_STATE_DIR`, else `$XDG_DATA_HOME/weir/checkpoints`, else
+    /// `~/.local/share/weir/checkpoints`.
+    pub storage: Option<String>,
+    /// Options of the storage URL (`endpoint`, `region`, `allow_http`, credentials), as for the
+    /// `object_store` sink.
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Complete checkpoints kept; older ones are deleted. Default 1 (Flink's
+    /// `state.checkpoints.num-retained`).
+    pub retain: usize,
+    /// A checkpoint not complete after this long is aborted. Default 10m.
+    #[serde(with = "crate::yaml::duration")]
+    pub timeout: std::time::Duration,
+    /// Least time between the end of one checkpoint and the start of the next. Default 0s.
+    #[serde(with = "crate::yaml::duration")]
+    pub min_pause: std::time::Duration,
+}
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        Self {
+            interval: std::time::Duration::from_secs(10),
+            storage: None,
+            options: std::collections::BTreeMap::new(),
+            retain: 1,
+            timeout: std::time::Duration::from_secs(600),
+            min_pause: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl CheckpointSettings {
+    /// The storage location when `storage` is not given: `$WEIR_STATE_DIR`, else
+    /// `$XDG_DATA_HOME/weir/checkpoints`, else `$HOME/.local/share/weir/checkpoints`, else
+    /// `./.weir/checkpoints`.
+    pub fn default_storage() -> std::path::PathBuf {
+        let var = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty()).map(std::path::PathBuf::from);
+        var("WEIR_STATE_DIR")
+            .or_else(|| var("XDG_DATA_HOME").map(|dir| dir.join("weir/checkpoints")))
+            .or_else(|| var("HOME").map(|home| home.join(".local/share/weir/checkpoints")))
+            .unwrap_or_else(|| std::path::PathBuf::from(".weir/checkpoints"))
     }
 }

@@ -12,6 +12,7 @@
 //! It depends only on `weir-config`: formats, plugins, operators, connectors and the pipeline
 //! front end all sit above it.
 
+pub mod checkpoint;
 pub mod component;
 pub mod delivery;
 pub mod errors;
