@@ -6,6 +6,7 @@
 //! change (and review the diff).
 
 mod bad_input;
+mod checkpoints;
 mod cli;
 mod connectors;
 mod files;

@@ -470,6 +470,12 @@ fn window_mistakes_are_refused_with_the_reason() {
             r#"{ type: window, inputs: [bids], hop: { size: 2s, slide: 10s }, aggregates: { n: "count(*)" } }"#,
             "longer than `hop.size`",
         ),
+        // Issue 22: keyed state lives in 128 key groups, one subtask at least each.
+        (
+            true,
+            r#"{ type: window, inputs: [bids], tumble: 10s, group_by: [auction], aggregates: { n: "count(*)" }, parallelism: 129 }"#,
+            "at most 128 subtasks",
+        ),
         (
             true,
             r#"{ type: window, inputs: [bids], session: { gap: 5s }, allowed_lateness: 1s, aggregates: { n: "count(*)" } }"#,

@@ -52,6 +52,13 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The job's id: `job_id`, else the pipeline file's name without its extension.
+    pub fn job_id(&self, pipeline_file: &std::path::Path) -> String {
+        self.job_id.clone().unwrap_or_else(|| {
+            pipeline_file.file_stem().map_or_else(|| "job".to_owned(), |stem| stem.to_string_lossy().into_owned())
+        })
+    }
+
     /// The effective default parallelism.
     pub fn parallelism(&self) -> usize {
         self.parallelism
@@ -109,5 +116,29 @@ impl CheckpointSettings {
             .or_else(|| var("XDG_DATA_HOME").map(|dir| dir.join("weir/checkpoints")))
             .or_else(|| var("HOME").map(|home| home.join(".local/share/weir/checkpoints")))
             .unwrap_or_else(|| std::path::PathBuf::from(".weir/checkpoints"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_job_id_defaults_to_the_pipeline_files_name() {
+        let settings = Settings::default();
+        assert_eq!(settings.job_id(std::path::Path::new("/etc/weir/q5-revenue.yaml")), "q5-revenue");
+        let named = Settings { job_id: Some("revenue".into()), ..Settings::default() };
+        assert_eq!(named.job_id(std::path::Path::new("q5.yaml")), "revenue");
+    }
+
+    #[test]
+    fn checkpoint_settings_take_flinks_defaults() {
+        let settings: Settings = crate::yaml::deserialize("checkpoint: { interval: 1s, retain: 3 }").unwrap();
+        let checkpoint = settings.checkpoint.unwrap();
+        assert_eq!(checkpoint.interval, std::time::Duration::from_secs(1));
+        assert_eq!(checkpoint.retain, 3);
+        assert_eq!(checkpoint.timeout, std::time::Duration::from_secs(600));
+        assert_eq!(checkpoint.min_pause, std::time::Duration::ZERO);
+        assert!(crate::yaml::deserialize::<Settings>("checkpoint: { intervall: 1s }").is_err());
     }
 }

@@ -19,6 +19,7 @@ pub mod errors;
 pub mod event_time;
 pub mod gate;
 pub mod graph;
+pub mod key_group;
 pub mod metrics;
 pub mod output;
 pub mod registry;

@@ -17,6 +17,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use super::Message;
 use super::delivery::Delivery;
 use super::metrics::ComponentMetrics;
+use crate::key_group::{key_group, key_hashes, subtask_of};
 
 /// A downstream task went away (it failed or the job is shutting down).
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +38,9 @@ pub enum Route {
     Hash(Arc<[usize]>),
 }
 
-/// The hash that places keys on subtasks: fixed seeds, so every upstream subtask (and every run)
-/// sends a key to the same place.
-const PARTITION_HASH: datafusion_common::hash_utils::RandomState =
-    datafusion_common::hash_utils::RandomState::with_seed(0x5745_4952); // "WEIR"
-
-/// Splits `batch` into one batch per subtask by the hash of the `key` columns (empty batches
-/// for subtasks that get no rows).
+/// Splits `batch` into one batch per subtask by the key group of the `key` columns (empty
+/// batches for subtasks that get no rows): each subtask receives the keys of the key groups it
+/// owns ([`crate::key_group`]), so state checkpointed by key group restores at any parallelism.
 ///
 /// # Errors
 /// Hashing or `take` failures (unsupported key types are refused at planning).
@@ -53,15 +50,11 @@ pub fn partition_by_hash(
     subtasks: usize,
 ) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     let rows = batch.num_rows();
-    let mut hashes = vec![0u64; rows];
     let columns: Vec<&arrow::array::ArrayRef> = key.iter().map(|&k| batch.column(k)).collect();
-    datafusion_common::hash_utils::create_hashes(columns, &PARTITION_HASH, &mut hashes)
-        .map_err(|err| arrow::error::ArrowError::ComputeError(err.to_string()))?;
+    let hashes = key_hashes(&columns, rows)?;
     let mut indices: Vec<Vec<u32>> = (0..subtasks).map(|_| Vec::with_capacity(rows / subtasks + 1)).collect();
     for (row, hash) in hashes.iter().enumerate() {
-        // Multiply-shift instead of `%`: uniform over subtasks without a division per row.
-        let subtask = ((u128::from(*hash) * subtasks as u128) >> 64) as usize;
-        indices[subtask].push(row as u32);
+        indices[subtask_of(key_group(*hash), subtasks)].push(row as u32);
     }
     indices
         .into_iter()

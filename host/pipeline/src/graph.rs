@@ -12,6 +12,7 @@ use weir_engine::component::{Partitioning, PlanContext, SinkSpec, SourceSpec, Tr
 use weir_engine::errors::{ErrorPolicy, dead_letter_schema};
 use weir_engine::graph::Role;
 use weir_engine::graph::{InputRef, PlannedComponent, Port, Runnable};
+use weir_engine::key_group::KEY_GROUPS;
 use weir_engine::registry::{Registry, Supports};
 
 /// The options every component may have ([`weir_engine::registry::SHARED_OPTIONS`]), read here once; kinds' typed
@@ -426,6 +427,15 @@ fn plan_component(
                     ));
                 }
                 (Partitioning::Single, _) => 1,
+                (Partitioning::Hash(_), Some(p)) if p.value > usize::from(KEY_GROUPS) => {
+                    return Err(SpecIssue::at(
+                        &p.referenced,
+                        format!(
+                            "a keyed step runs at most {KEY_GROUPS} subtasks (its state is kept in {KEY_GROUPS} key groups)"
+                        ),
+                    ));
+                }
+                (Partitioning::Hash(_), None) => ctx.default_parallelism.min(usize::from(KEY_GROUPS)),
                 (_, option) => option.map_or(ctx.default_parallelism, |p| p.value),
             };
             let runnable = Runnable::Transform {
