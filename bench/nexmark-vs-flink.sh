@@ -4,7 +4,7 @@
 # (bench/nexmark/nexmark-vs-flink.png). Run by hand, not by CI: with the defaults it takes about
 # half an hour on 2 cores. Options go to bench/nexmark/compare.py, e.g.
 #   bench/nexmark-vs-flink.sh --events 1000000 --runs 1 --parallelism 1 --queries q0,q1
-# Installs Flink from PyPI into bench/.venv (about 850 MB, once); needs a JDK 11+ on PATH.
+# Installs Flink from the Python package index into bench/.venv (about 850 MB, once); needs a JDK 11+ on PATH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

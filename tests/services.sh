@@ -2,8 +2,8 @@
 # Everything the connector tests talk to, on loopback, started if it is not already up:
 # - the machine's services (PostgreSQL, MariaDB, Redis, RabbitMQ, Mosquitto, NATS with JetStream),
 #   started with the machine's own commands when a port does not answer;
-# - a Kafka-protocol broker (tansu, from crates.io: ~15 min to build) on 9092;
-# - an S3-compatible server (s3s-fs, from crates.io: ~5 min to build) on 9000, serving a fresh
+# - a Kafka-protocol broker (tansu, from the crate registry: ~15 min to build) on 9092;
+# - an S3-compatible server (s3s-fs, from the crate registry: ~5 min to build) on 9000, serving a fresh
 #   directory under target/.
 # Both binaries are built once per machine into a cache outside the checkout
 # ($WEIR_SERVICE_TOOLS, default ~/.cache/weir/service-tools), so a fresh clone (CI) reuses them

@@ -1,7 +1,7 @@
 """Nexmark in weir and in Apache Flink, same machine, same JSON-lines input, same run.
 
 Run it through bench/nexmark-vs-flink.sh, which builds weir and the plugins and installs Flink from
-PyPI into bench/.venv first. Steps:
+the Python package index into bench/.venv first. Steps:
 
 1. Generate N Nexmark bids into a JSON-lines file with weir's generator (reused when present).
 2. Equal outputs: every query once in each system with a file sink, on the first --check-events
