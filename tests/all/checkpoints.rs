@@ -8,7 +8,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use weir_engine::checkpoint::{
     CHECKPOINT_FORMAT, CheckpointMetadata, CheckpointStorage, ComponentState, StorageError, SubtaskState,
 };
-use weir_state::{Location, ObjectStoreCheckpoints};
+use weir_state::{Location, ObjectStoreCheckpoints, StorageUrl};
 
 use crate::support::{Workspace, unique};
 
@@ -61,8 +61,8 @@ fn metadata(job: &str, id: u64, state: Option<weir_engine::checkpoint::StateHand
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_in_s3_compatible_storage_are_committed_last_and_verified() {
     let prefix = unique("checkpoints");
-    let location = Location::open(&format!("s3://weir-test/{prefix}"), &s3_options(), std::path::Path::new("."))
-        .expect("an s3 location");
+    let url = StorageUrl::parse(&format!("s3://weir-test/{prefix}"), std::path::Path::new(".")).unwrap();
+    let location = Location::open(&url, &s3_options()).expect("an s3 location");
     let store = location.store.clone();
     let checkpoints = ObjectStoreCheckpoints::new(location, "job");
 

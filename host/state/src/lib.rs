@@ -16,5 +16,5 @@
 pub mod location;
 pub mod store;
 
-pub use location::{Location, LocationError};
+pub use location::{Location, LocationError, StorageUrl};
 pub use store::ObjectStoreCheckpoints;

@@ -224,7 +224,8 @@ mod tests {
     use weir_engine::checkpoint::{ComponentState, SubtaskState};
 
     fn storage(dir: &std::path::Path, job: &str) -> ObjectStoreCheckpoints {
-        let location = Location::open(dir.to_str().unwrap(), &Default::default(), dir).unwrap();
+        let url = crate::StorageUrl::parse(dir.to_str().unwrap(), dir).unwrap();
+        let location = Location::open(&url, std::iter::empty()).unwrap();
         ObjectStoreCheckpoints::new(location, job)
     }
 

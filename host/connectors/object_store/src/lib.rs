@@ -40,6 +40,7 @@ use weir_config::SpecIssue;
 use weir_config::yaml::Spanned;
 use weir_engine::component::{Durability, PlanContext, RuntimeError, Sink, SinkContext, SinkFactory, SinkSpec};
 use weir_formats::encode::{OutputFormat, RecordWriter};
+use weir_state::{Location, StorageUrl};
 
 /// `object_store` sink options.
 #[derive(Debug, Deserialize)]
@@ -146,8 +147,8 @@ impl SinkSpec for ObjectStoreConfig {
         };
         let max_age = humantime::parse_duration(&self.roll.max_age)
             .map_err(|err| SpecIssue::at(&self.url.referenced, format!("`roll.max_age`: {err}")))?;
-        let target =
-            Target::parse(&self.url.value, ctx).map_err(|reason| SpecIssue::at(&self.url.referenced, reason))?;
+        let target = StorageUrl::parse(&self.url.value, &ctx.base_dir)
+            .map_err(|err| SpecIssue::at(&self.url.referenced, err.reason))?;
         Ok(Arc::new(ObjectStoreFactory {
             target,
             options: self.options.clone(),
@@ -160,41 +161,9 @@ impl SinkSpec for ObjectStoreConfig {
     }
 }
 
-/// Where files go.
-#[derive(Debug, Clone)]
-enum Target {
-    /// A local directory.
-    Local(std::path::PathBuf),
-    /// An `s3://bucket/prefix` URL.
-    S3 { url: String, bucket: String, prefix: String },
-}
-
-impl Target {
-    fn parse(text: &str, ctx: &PlanContext) -> Result<Self, String> {
-        match url::Url::parse(text) {
-            Ok(url) if url.scheme() == "s3" => {
-                let bucket = url.host_str().ok_or("an s3 URL needs a bucket: s3://bucket/prefix")?.to_owned();
-                Ok(Self::S3 { url: text.to_owned(), bucket, prefix: url.path().trim_matches('/').to_owned() })
-            }
-            Ok(url) if url.scheme() == "file" => {
-                Ok(Self::Local(url.to_file_path().map_err(|()| format!("`{text}` is not a local path"))?))
-            }
-            Ok(url) if url.scheme().len() > 1 => Err(format!("unsupported scheme `{}` (s3, file)", url.scheme())),
-            _ => Ok(Self::Local(ctx.resolve(text))),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Self::Local(path) => path.display().to_string(),
-            Self::S3 { url, .. } => url.clone(),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct ObjectStoreFactory {
-    target: Target,
+    target: StorageUrl,
     options: IndexMap<String, String>,
     format: OutputFormat,
     schema: SchemaRef,
@@ -205,28 +174,9 @@ struct ObjectStoreFactory {
 
 impl ObjectStoreFactory {
     fn open_store(&self) -> Result<(Arc<dyn ObjectStore>, String), RuntimeError> {
-        let fail = |err: &dyn std::fmt::Display| RuntimeError::external("object_store", self.target.describe(), err);
-        match &self.target {
-            Target::Local(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|err| RuntimeError::io(format!("creating {}", dir.display()), err))?;
-                let store = ::object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|err| fail(&err))?;
-                Ok((Arc::new(store), String::new()))
-            }
-            Target::S3 { url, bucket, prefix } => {
-                let mut builder =
-                    ::object_store::aws::AmazonS3Builder::from_env().with_url(url).with_bucket_name(bucket);
-                for (key, value) in &self.options {
-                    if key == "allow_http" {
-                        builder = builder.with_allow_http(value == "true");
-                        continue;
-                    }
-                    let key = key.parse().map_err(|err| fail(&err))?;
-                    builder = builder.with_config(key, value);
-                }
-                Ok((Arc::new(builder.build().map_err(|err| fail(&err))?), prefix.clone()))
-            }
-        }
+        let location = Location::open(&self.target, &self.options)
+            .map_err(|err| RuntimeError::external("object_store", self.target.describe(), err.reason))?;
+        Ok((location.store, location.root.to_string()))
     }
 }
 
