@@ -67,7 +67,7 @@ struct MysqlSinkFactory {
 #[async_trait]
 impl SinkFactory for MysqlSinkFactory {
     fn ordered_by(&self) -> Option<Vec<usize>> {
-        (self.plan.mode == WriteMode::Upsert).then(|| self.plan.key.clone())
+        self.plan.ordered_by()
     }
 
     async fn create(&self) -> Result<Box<dyn Sink>, RuntimeError> {

@@ -69,7 +69,7 @@ struct PostgresSinkFactory {
 #[async_trait]
 impl SinkFactory for PostgresSinkFactory {
     fn ordered_by(&self) -> Option<Vec<usize>> {
-        (self.plan.mode == WriteMode::Upsert).then(|| self.plan.key.clone())
+        self.plan.ordered_by()
     }
 
     /// The first connection must succeed (a wrong address fails the job at once); a connection

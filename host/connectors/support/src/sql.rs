@@ -54,6 +54,14 @@ pub struct TablePlan {
     pub key: Vec<usize>,
 }
 
+impl TablePlan {
+    /// The columns whose rows must reach the table in order per value: an upsert's key (the
+    /// last row written per key wins); none for appends.
+    pub fn ordered_by(&self) -> Option<Vec<usize>> {
+        (self.mode == WriteMode::Upsert).then(|| self.key.clone())
+    }
+}
+
 impl TableOptions {
     /// Checks the key against the input schema.
     ///
