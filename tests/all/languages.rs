@@ -177,6 +177,18 @@ fn scaffolds_in_every_language_build_and_pass_their_tests() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(output.status.success(), "{name}: {stdout}{stderr}");
             assert!(stdout.contains("built first"), "{name}: a fresh scaffold is built by `plugin test`: {stdout}");
+            if kind == "aggregate" {
+                // `weir plugin build` counted only scalar and table functions: an aggregate
+                // plugin was reported with 0 function(s).
+                let built = weir()
+                    .args(["plugin", "build", "--force"])
+                    .arg(&dir)
+                    .env("CARGO_TARGET_DIR", ws.path("cargo-target"))
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&built.stdout);
+                assert!(built.status.success() && stdout.contains(", 1 function(s)"), "{name}: {stdout}");
+            }
         }
     }
     // Creating over an existing folder is refused.
