@@ -272,3 +272,128 @@ impl Proxy {
         self.up.send_replace(true);
     }
 }
+
+/// The windowed job of issue 22's `kill -9` tests over a broker: message `id` has key `id % 5`
+/// and event time `WINDOWED_BASE + 2 * id` ms, and a last message far ahead in event time (key
+/// 99) makes every window fire. [`windowed_steps`] are the steps after the source `events`.
+pub mod windowed {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// Event time of message 0 (a whole second).
+    pub const BASE: i64 = 1_700_000_000_000;
+
+    /// The payload of message `id`.
+    pub fn payload(id: i64) -> String {
+        format!(r#"{{"id": {id}, "k": {}, "ts": {}}}"#, id % 5, BASE + id * 2)
+    }
+
+    /// The message that ends event time for the test.
+    pub fn last() -> String {
+        format!(r#"{{"id": -1, "k": 99, "ts": {}}}"#, BASE + 7_200_000)
+    }
+
+    /// Source options (schema, event time) and the steps after it: 1-second tumbling windows per
+    /// key with count and sum, written to `out/windows.jsonl`. Event time may be out of order by
+    /// 30 minutes, so no row is late when a restarted job catches up one partition after another
+    /// (watermarks are per source subtask, not per partition): every window fires at the last
+    /// message.
+    pub const STEPS: &str = r#"
+    schema: { id: int64, k: int64, ts: int64 }
+    event_time: { column: ts, max_out_of_orderness: 30m }
+transforms:
+  per_second: { type: window, inputs: [events], tumble: 1s, group_by: [k], aggregates: { n: "count(*)", total: "sum(id)" } }
+sinks:
+  out: { type: file, inputs: [per_second], path: out/windows.jsonl }
+"#;
+
+    /// (window start, key) → the distinct (count, sum) rows written for it, in complete files and
+    /// in the whole lines of a file still being written (`.windows.jsonl.inprogress`).
+    pub fn written(dir: &Path) -> BTreeMap<(i64, i64), BTreeSet<(i64, i64)>> {
+        let out = dir.join("out");
+        let mut rows = super::json_rows_of_files(&out, "windows");
+        for entry in std::fs::read_dir(&out).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".windows") && name.ends_with(".inprogress") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+                rows.extend(super::json_lines(complete));
+            }
+        }
+        let mut windows: BTreeMap<(i64, i64), BTreeSet<(i64, i64)>> = BTreeMap::new();
+        for row in rows {
+            if row["k"] == 99 {
+                continue;
+            }
+            let key = (row["window_start"].as_i64().unwrap(), row["k"].as_i64().unwrap());
+            windows.entry(key).or_default().insert((row["n"].as_i64().unwrap(), row["total"].as_i64().unwrap()));
+        }
+        windows
+    }
+
+    /// How many (window, key) pairs `messages` messages make.
+    pub fn expected_windows(messages: i64) -> usize {
+        ((messages * 2 + 999) / 1000 * 5) as usize
+    }
+
+    /// Every window of messages `0..messages` was written, and only with the count and sum a
+    /// recomputation from the input gives (a window written twice has the same values both times).
+    pub fn assert_recomputed(dir: &Path, messages: i64) {
+        let mut expected: BTreeMap<(i64, i64), (i64, i64)> = BTreeMap::new();
+        for id in 0..messages {
+            let ts = BASE + id * 2;
+            let entry = expected.entry((ts - ts.rem_euclid(1000), id % 5)).or_default();
+            entry.0 += 1;
+            entry.1 += id;
+        }
+        let written = written(dir);
+        assert_eq!(written.len(), expected.len(), "every window and key fired");
+        for (key, values) in &written {
+            let values: Vec<(i64, i64)> = values.iter().copied().collect();
+            assert_eq!(values, vec![expected[key]], "window {key:?}: lost or doubled rows");
+        }
+    }
+
+    /// Whether checkpoint `at_least` or a newer one of `job` is complete in `storage`.
+    pub fn checkpoint_complete(storage: &Path, job: &str, at_least: u64) -> bool {
+        std::fs::read_dir(storage.join(job)).into_iter().flatten().flatten().any(|entry| {
+            let id = entry.file_name().to_str().and_then(|name| name.strip_prefix("chk-")?.parse::<u64>().ok());
+            id.is_some_and(|id| id >= at_least) && entry.path().join("_metadata").exists()
+        })
+    }
+}
+
+/// A `weir` child process that is killed if the test fails before waiting for it, so a failing
+/// test leaves no job running.
+pub struct Job(Option<std::process::Child>);
+
+impl Job {
+    /// Starts `command`.
+    pub fn spawn(command: &mut std::process::Command) -> Self {
+        Self(Some(command.spawn().expect("the weir binary starts")))
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.0.as_mut().expect("running").kill().expect("SIGKILL");
+    }
+
+    /// Waits for it to end, with what it printed.
+    pub fn wait_with_output(mut self) -> std::process::Output {
+        self.0.take().expect("running").wait_with_output().expect("waiting for weir")
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -13,6 +13,8 @@
 //! | GET, DELETE | `/plugins/{name}/canary` | its report; stop it |
 //! | POST | `/plugins/{name}/promote` | the canary becomes the current version |
 //! | GET | `/metrics` | Prometheus text format |
+//! | POST | `/savepoints?stop=true` | take a savepoint now (and stop the job after it); answers its id and path |
+//! | GET | `/checkpoints` | checkpoint history (id, trigger time, duration, alignment, size per step, status), counters, the restored checkpoint |
 //!
 //! Security, checked in this order before a handler runs or a body is read (`guard`):
 //! - Browsers are refused: a request with an `Origin` or `Sec-Fetch-*` header is a web page's
@@ -97,6 +99,10 @@ pub struct AdminContext {
     pub tables: Arc<weir_lookup::TableCatalog>,
     /// The watched plugins directory, if any (versions named by path may come from there).
     pub plugins_dir: Option<PathBuf>,
+    /// `settings.checkpoint.timeout` when the job takes checkpoints (bounds a savepoint's wait).
+    pub checkpoint_timeout: Option<Duration>,
+    /// Cancelled to stop the job (stop-with-savepoint), when the runner gave it.
+    pub stop: Option<CancellationToken>,
 }
 
 impl AdminContext {
@@ -114,6 +120,8 @@ impl AdminContext {
             plugins: Arc::clone(&pipeline.plugins),
             tables: Arc::clone(&pipeline.tables),
             plugins_dir: None,
+            checkpoint_timeout: pipeline.graph.settings.checkpoint.as_ref().map(|checkpoint| checkpoint.timeout),
+            stop: None,
         }
     }
 
@@ -121,6 +129,12 @@ impl AdminContext {
     #[must_use]
     pub fn with_plugins_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.plugins_dir = dir;
+        self
+    }
+
+    /// The job's stop token, for stop-with-savepoint.
+    pub fn with_stop(mut self, stop: CancellationToken) -> Self {
+        self.stop = Some(stop);
         self
     }
 }
@@ -181,6 +195,8 @@ pub async fn serve(
         )
         .route("/plugins/{name}/promote", post(promote))
         .route("/metrics", get(metrics))
+        .route("/checkpoints", get(checkpoints))
+        .route("/savepoints", post(savepoint))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state);
@@ -265,8 +281,9 @@ fn authorize(state: &AppState, headers: &HeaderMap, changes_the_job: bool) -> Re
         return if changes_the_job {
             Err(error(
                 StatusCode::FORBIDDEN,
-                "changing plugins through the admin API needs a bearer token: start weir with --admin-token \
-                 (or WEIR_ADMIN_TOKEN), or publish the new version into the watched plugins directory",
+                "changing the job through the admin API (plugins, savepoints) needs a bearer token: start weir \
+                 with --admin-token (or WEIR_ADMIN_TOKEN); new plugin versions can also be published into the \
+                 watched plugins directory",
             ))
         } else {
             Ok(())
@@ -658,6 +675,53 @@ async fn promote(State(state): State<AppState>, UrlPath(name): UrlPath<String>) 
     let report = handle.canary().map(|c| c.report());
     let promoted = tokio::task::spawn_blocking(move || handle.promote()).await;
     blocking_answer(promoted, |version| json!({ "plugin": name, "serving": version_json(&version), "canary": report }))
+}
+
+/// Checkpoint history (newest last), counters and the checkpoint the job restored.
+async fn checkpoints(State(state): State<AppState>) -> Response {
+    let stats = &state.context.metrics.checkpoints;
+    let restored = stats.restored().map(|(id, completed_at_ms)| {
+        json!({ "id": id, "age_seconds": weir_engine::coordinator::age(completed_at_ms).as_secs() })
+    });
+    axum::Json(json!({
+        "enabled": state.context.checkpoint_timeout.is_some(),
+        "completed": stats.completed.load(std::sync::atomic::Ordering::Relaxed),
+        "failed": stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+        "restored": restored,
+        "history": stats.history(),
+    }))
+    .into_response()
+}
+
+/// `?stop=true`: stop the job once the savepoint is complete (Flink's stop-with-savepoint).
+#[derive(Debug, serde::Deserialize)]
+struct SavepointQuery {
+    #[serde(default)]
+    stop: bool,
+}
+
+/// Takes a savepoint now and answers with its id and path once it is complete.
+async fn savepoint(State(state): State<AppState>, Query(query): Query<SavepointQuery>) -> Response {
+    let context = &state.context;
+    let Some(timeout) = context.checkpoint_timeout else {
+        return error(StatusCode::CONFLICT, "the job takes no checkpoints (add `settings.checkpoint`)");
+    };
+    let answer = context.metrics.checkpoints.request_savepoint();
+    let record = match tokio::time::timeout(timeout, answer).await {
+        Ok(Ok(Ok(record))) => record,
+        Ok(Ok(Err(reason))) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("savepoint failed: {reason}")),
+        Ok(Err(_)) => return error(StatusCode::SERVICE_UNAVAILABLE, "the job ended before the savepoint completed"),
+        Err(_) => {
+            return error(StatusCode::GATEWAY_TIMEOUT, "the savepoint did not complete within the checkpoint timeout");
+        }
+    };
+    let stopping = query.stop
+        && context.stop.as_ref().is_some_and(|stop| {
+            stop.cancel();
+            true
+        });
+    axum::Json(json!({ "id": record.id, "path": record.path, "bytes": record.size_bytes, "stopping": stopping }))
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

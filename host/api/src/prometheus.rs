@@ -2,7 +2,8 @@
 //!
 //! Component counters use Vector's names and labels (`component_id`, `component_kind`,
 //! `component_type`); plugins are labelled by registry name and version
-//! (`<declared version>+<hash prefix>`); dimension tables by name.
+//! (`<declared version>+<hash prefix>`); dimension tables by name; checkpoints have counters
+//! and gauges of the last completed one.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,5 +212,44 @@ pub fn render(context: &AdminContext) -> String {
     for (name, table) in context.tables.iter() {
         histogram(&mut out, "lookup_query_seconds", &[("table", name)], &table.metrics.latency);
     }
+    checkpoints(&mut out, &context.metrics.checkpoints);
     out
+}
+
+/// Checkpoint counters, and gauges of the last completed checkpoint (Flink's
+/// `lastCheckpointDuration`, `lastCheckpointSize`).
+fn checkpoints(out: &mut String, stats: &weir_engine::coordinator::CheckpointStats) {
+    let counters: [CounterFamily<weir_engine::coordinator::CheckpointStats>; 3] = [
+        ("checkpoints_completed_total", "Checkpoints completed (metadata written).", |s| &s.completed),
+        ("checkpoints_failed_total", "Checkpoints aborted (timeout, storage failure, a source finished).", |s| {
+            &s.failed
+        }),
+        ("job_restarts_total", "Times the job was started again from its last checkpoint after a task failed.", |s| {
+            &s.restarts
+        }),
+    ];
+    for (name, help, counter) in counters {
+        let mut family = Family::new(out, name, "counter", help);
+        family.sample(name, "", counter(stats).load(Ordering::Relaxed));
+        family.finish(out);
+    }
+    let Some(last) = stats.history().into_iter().rev().find(|record| record.failure.is_none()) else { return };
+    let gauges = [
+        (
+            "checkpoint_duration_seconds",
+            "The last completed checkpoint: trigger to commit.",
+            last.duration_ms as f64 / 1e3,
+        ),
+        (
+            "checkpoint_alignment_seconds",
+            "The last completed checkpoint: trigger until every task reported (barrier travel and alignment).",
+            last.alignment_ms as f64 / 1e3,
+        ),
+        ("checkpoint_size_bytes", "The last completed checkpoint: bytes of state written.", last.size_bytes as f64),
+    ];
+    for (name, help, value) in gauges {
+        let mut family = Family::new(out, name, "gauge", help);
+        family.sample(name, "", value);
+        family.finish(out);
+    }
 }

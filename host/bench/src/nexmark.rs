@@ -55,6 +55,12 @@ pub struct NexmarkArgs {
     /// Print one JSON object per query and input instead of a Markdown table.
     #[arg(long)]
     json: bool,
+    /// Checkpoint intervals to compare, comma-separated (`none,10s,1s`): every query runs once
+    /// per interval in each round, so the ratios come from the same stretch of machine time.
+    /// Checkpoints go to a temporary directory. The file input has no checkpoint position yet,
+    /// so only the in-memory input runs with checkpoints.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    checkpoints: Vec<String>,
 }
 
 /// Which inputs `weir bench nexmark` runs.
@@ -102,6 +108,8 @@ struct JobSummary {
     events_in: u64,
     events_out: u64,
     components: Vec<ComponentState>,
+    #[serde(default)]
+    checkpoints_completed: u64,
 }
 
 /// A component's operator state in a job summary.
@@ -173,21 +181,56 @@ pub fn bench(args: &NexmarkArgs) -> anyhow::Result<()> {
         );
         println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     }
+    let intervals: Vec<Option<std::time::Duration>> = args
+        .checkpoints
+        .iter()
+        .map(|text| match text.trim() {
+            "none" => Ok(None),
+            interval => humantime::parse_duration(interval)
+                .map(Some)
+                .with_context(|| format!("--checkpoints: `{interval}` is neither `none` nor a duration")),
+        })
+        .collect::<anyhow::Result<_>>()?;
     for input in &inputs {
         for query in &queries {
             let sink_dir = args.output_dir.as_deref();
-            let pipeline = variant(query, input, sink_dir, args.parallelism)?;
-            let pipeline_file = work.path().join(format!("{}-{}.yaml", query.name, input.label()));
-            // JSON is YAML: the rewritten pipeline is written as JSON.
-            std::fs::write(&pipeline_file, serde_json::to_string_pretty(&pipeline)?)?;
-            let mut runs = Vec::new();
-            for run in 0..args.runs.max(1) {
-                let summary_file = work.path().join(format!("{}-{}-{run}.json", query.name, input.label()));
-                runs.push(run_job(&weir, &pipeline_file, &summary_file).with_context(|| {
-                    format!("query {} on the {} input ({})", query.name, input.label(), query.file.display())
-                })?);
+            let mut variants = Vec::new();
+            for (index, interval) in intervals.iter().enumerate() {
+                if interval.is_some() && matches!(input, Input::File { .. }) {
+                    continue;
+                }
+                let mut pipeline = variant(query, input, sink_dir, args.parallelism)?;
+                let name = match interval {
+                    None => query.name.clone(),
+                    Some(interval) => {
+                        let settings = pipeline.as_object_mut().context("a pipeline is a map")?;
+                        let settings = settings.entry("settings").or_insert_with(|| json!({}));
+                        settings["job_id"] = json!(format!("{}-{index}", query.name));
+                        settings["checkpoint"] = json!({
+                            "interval": humantime::format_duration(*interval).to_string(),
+                            "storage": work.path().join("checkpoints").display().to_string(),
+                        });
+                        format!("{} (checkpoint every {})", query.name, humantime::format_duration(*interval))
+                    }
+                };
+                let pipeline_file = work.path().join(format!("{}-{}-{index}.yaml", query.name, input.label()));
+                // JSON is YAML: the rewritten pipeline is written as JSON.
+                std::fs::write(&pipeline_file, serde_json::to_string_pretty(&pipeline)?)?;
+                variants.push((Query { name, file: query.file.clone() }, pipeline_file, Vec::new()));
             }
-            report(args.json, query, input, &mut runs);
+            for run in 0..args.runs.max(1) {
+                for (index, (variant, pipeline_file, runs)) in variants.iter_mut().enumerate() {
+                    let summary_file = work.path().join(format!("{}-{}-{index}-{run}.json", query.name, input.label()));
+                    // Each run starts without checkpoints of the previous one.
+                    let _ = std::fs::remove_dir_all(work.path().join("checkpoints"));
+                    runs.push(run_job(&weir, pipeline_file, &summary_file).with_context(|| {
+                        format!("query {} on the {} input ({})", variant.name, input.label(), query.file.display())
+                    })?);
+                }
+            }
+            for (variant, _, runs) in &mut variants {
+                report(args.json, variant, input, runs);
+            }
         }
     }
     Ok(())
@@ -217,6 +260,7 @@ fn report(json: bool, query: &Query, input: &Input, runs: &mut [JobSummary]) {
     if json {
         let line = json!({
             "query": query.name,
+            "checkpoints_completed": median.checkpoints_completed,
             "input": input.label(),
             "events": median.events_in,
             "events_out": median.events_out,
@@ -232,8 +276,12 @@ fn report(json: bool, query: &Query, input: &Input, runs: &mut [JobSummary]) {
         });
         println!("{line}");
     } else {
+        let checkpoints = match median.checkpoints_completed {
+            0 => String::new(),
+            taken => format!(", {taken} checkpoints"),
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {state} |",
+            "| {}{checkpoints} | {} | {} | {} | {} | {} | {:.0} | {} | {state} |",
             query.name,
             input.label(),
             median.events_in,

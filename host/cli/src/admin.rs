@@ -1,5 +1,5 @@
-//! `weir plugin list | reload | rollback | canary | promote`: clients of a running job's admin
-//! API (`crate::api`).
+//! `weir plugin list | reload | rollback | canary | promote` and `weir savepoint`: clients of a
+//! running job's admin API (`crate::api`).
 //!
 //! Every request that changes the job needs the API's token (`--token` / `WEIR_ADMIN_TOKEN`).
 //! A new version's file is sent as a path when the API is on this machine (a loopback address;
@@ -39,6 +39,11 @@ pub enum Request<'a> {
     Canary { name: &'a str, file: Option<&'a Path>, sample: f64, watch: Option<Duration>, stop: bool },
     /// POST /plugins/{name}/promote.
     Promote(&'a str),
+    /// POST /savepoints (`?stop=true`).
+    Savepoint {
+        /// Stop the job after it.
+        stop: bool,
+    },
 }
 
 struct Client {
@@ -129,6 +134,9 @@ async fn run(args: &AdminArgs, request: &Request<'_>) -> anyhow::Result<()> {
         Request::Promote(name) => {
             client.send(client.request(Method::POST, &format!("/plugins/{name}/promote"))).await?
         }
+        Request::Savepoint { stop } => {
+            client.send(client.request(Method::POST, &format!("/savepoints?stop={stop}"))).await?
+        }
         Request::Canary { name, file, sample, watch, stop } => {
             let path = format!("/plugins/{name}/canary");
             if let Some(file) = file {
@@ -155,6 +163,7 @@ fn request_name(request: &Request<'_>) -> &'static str {
         Request::List => "list",
         Request::Reload(..) | Request::Rollback(_) | Request::Promote(_) => "swap",
         Request::Canary { .. } => "canary",
+        Request::Savepoint { .. } => "savepoint",
     }
 }
 
@@ -172,6 +181,14 @@ fn print_answer(args: &AdminArgs, kind: &str, answer: &Value) {
         return;
     }
     match kind {
+        "savepoint" => {
+            println!(
+                "savepoint {} at {}{}",
+                text(answer, "id"),
+                text(answer, "path"),
+                if answer.get("stopping") == Some(&Value::Bool(true)) { " (the job is stopping)" } else { "" }
+            );
+        }
         "list" => {
             for plugin in answer.as_array().into_iter().flatten() {
                 let current = plugin.get("current").cloned().unwrap_or(Value::Null);

@@ -6,6 +6,7 @@
 //! second stop signal aborted it.
 
 mod admin;
+mod checkpoints;
 mod plugin;
 mod progress;
 
@@ -76,6 +77,25 @@ enum Command {
         /// (Flink's `stop --drain`); without it a stopped job publishes no partial windows.
         #[arg(long)]
         drain: bool,
+        /// With `settings.checkpoint`: start from this checkpoint or savepoint,
+        /// `<storage>/<job_id>/chk-<id>`, instead of the job's latest complete checkpoint.
+        #[arg(long, value_name = "PATH", conflicts_with = "fresh")]
+        restore: Option<String>,
+        /// With `settings.checkpoint`: ignore the job's checkpoints and start with empty state.
+        #[arg(long)]
+        fresh: bool,
+        /// Start even if the checkpoint holds state of a component the pipeline no longer has.
+        #[arg(long)]
+        allow_non_restored_state: bool,
+    },
+    /// Take a savepoint of a running job (through its admin API) and print where it is; `weir
+    /// run --restore <path>` starts from it.
+    Savepoint {
+        /// Stop the job once the savepoint is complete (Flink's stop-with-savepoint).
+        #[arg(long)]
+        stop: bool,
+        #[command(flatten)]
+        admin: admin::AdminArgs,
     },
     /// Check a pipeline file without running it.
     Validate {
@@ -228,6 +248,9 @@ pub fn main() -> ExitCode {
             plugins_dir,
             shutdown_timeout,
             drain,
+            restore,
+            fresh,
+            allow_non_restored_state,
         } => {
             let options = RunOptions {
                 quiet,
@@ -237,10 +260,12 @@ pub fn main() -> ExitCode {
                 plugins_dir,
                 shutdown_timeout,
                 drain,
+                restore: checkpoints::RestoreChoice { from: restore, fresh, allow_non_restored_state },
             };
             run(&pipeline, &options)
         }
         Command::Bench(args) => weir_bench::main(&args, &registry()),
+        Command::Savepoint { stop, admin } => admin::main(&admin, &admin::Request::Savepoint { stop }),
         Command::Plugin(PluginCommand::Inspect { file }) => plugin::inspect(&file),
         Command::Plugin(PluginCommand::New { name, lang, kind, dir }) => {
             plugin::new(&name, lang, kind, dir.unwrap_or_else(|| PathBuf::from(&name)))
@@ -356,6 +381,7 @@ struct RunOptions {
     plugins_dir: Option<PathBuf>,
     shutdown_timeout: Option<std::time::Duration>,
     drain: bool,
+    restore: checkpoints::RestoreChoice,
 }
 
 /// Starts the admin API and the plugin directory watch of a run.
@@ -364,6 +390,7 @@ async fn start_services(
     metrics: &weir_engine::metrics::PipelineMetrics,
     options: &RunOptions,
     stop: &CancellationToken,
+    job_stop: &CancellationToken,
 ) -> Result<Option<weir_plugin::watch::PluginWatcher>, String> {
     let base_dir = pipeline.graph.file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
     let plugins_dir = options
@@ -381,7 +408,8 @@ async fn start_services(
         AdminBind::Default => weir_api::DEFAULT_ADDRESS.parse().expect("a valid default address"),
         AdminBind::Explicit(address) => address,
     };
-    let context = weir_api::AdminContext::new(pipeline, metrics).with_plugins_dir(plugins_dir);
+    let context =
+        weir_api::AdminContext::new(pipeline, metrics).with_plugins_dir(plugins_dir).with_stop(job_stop.clone());
     match weir_api::serve(address, options.admin_token.clone(), context, stop.child_token()).await {
         Ok(_) => Ok(watcher),
         Err(err @ weir_api::AdminError::Bind { .. }) if matches!(options.admin, AdminBind::Default) => {
@@ -417,11 +445,12 @@ fn run(path: &std::path::Path, options: &RunOptions) -> ExitCode {
     let (started, cpu_at_start) = (Instant::now(), weir_engine::rusage::cpu_time());
     let outcome = runtime.block_on(async {
         // A refused admin address or plugins directory stops the run before it starts.
-        let watcher = start_services(&pipeline, &metrics, options, &services).await?;
+        let watcher = start_services(&pipeline, &metrics, options, &services, &stop).await?;
         tokio::spawn(stop_on_signals(stop.clone()));
         let progress = (!options.quiet && std::io::stderr().is_terminal())
             .then(|| tokio::spawn(progress::live(metrics.clone(), started)));
-        let result = runner::run(&pipeline.graph, &metrics, stop.clone()).await;
+        let checkpointing = checkpoints::prepare(&pipeline.graph, &options.restore).await?;
+        let result = runner::run_with(&pipeline.graph, &metrics, stop.clone(), checkpointing).await;
         if let Some(progress) = progress {
             progress.abort();
             progress::clear_line();

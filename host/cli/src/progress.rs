@@ -97,6 +97,7 @@ impl Write for LogLine {
 
 /// The end-of-run summary.
 pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let total_in = metrics.total(Role::Source, |m| m.received_events);
     let mut text = format!(
@@ -135,6 +136,18 @@ pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
             text.push_str(&format!("\n  {role_name} {name}: {}", parts.join(", ")));
         }
     }
+    let checkpoints = &metrics.checkpoints;
+    let (completed, failed) = (checkpoints.completed.load(Relaxed), checkpoints.failed.load(Relaxed));
+    if completed + failed > 0 || checkpoints.restored().is_some() {
+        let mut line = format!("\n  checkpoints: {completed} completed, {failed} failed");
+        if let Some(last) = checkpoints.history().into_iter().rev().find(|record| record.failure.is_none()) {
+            line.push_str(&format!("; last {} took {} ms ({} bytes)", last.id, last.duration_ms, last.size_bytes));
+        }
+        if let Some((id, _)) = checkpoints.restored() {
+            line.push_str(&format!("; restored from {id}"));
+        }
+        text.push_str(&line);
+    }
     text
 }
 
@@ -160,6 +173,10 @@ pub struct RunReport {
     pub events_out: u64,
     /// Per component, in declaration order.
     pub components: Vec<ComponentReport>,
+    /// Checkpoints completed during the run.
+    pub checkpoints_completed: u64,
+    /// Checkpoints aborted during the run.
+    pub checkpoints_failed: u64,
 }
 
 /// One component's counters in a [`RunReport`].
@@ -201,6 +218,8 @@ impl RunReport {
                     counters: counters.snapshot(),
                 })
                 .collect(),
+            checkpoints_completed: metrics.checkpoints.completed.load(std::sync::atomic::Ordering::Relaxed),
+            checkpoints_failed: metrics.checkpoints.failed.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct Settings {
     /// Periodic checkpoints (`checkpoint: { interval: 10s }`). Default: none, state lives only
     /// in memory.
     pub checkpoint: Option<CheckpointSettings>,
+    /// What happens when a task fails: restart the job from its last complete checkpoint, within
+    /// the process (`restart: { strategy: fixed-delay, attempts: 3, delay: 10s }`). Default: with
+    /// checkpoints `exponential-delay` with Flink's defaults, without them `none` (the job fails).
+    pub restart: Option<RestartStrategy>,
 }
 
 impl Default for Settings {
@@ -47,6 +51,7 @@ impl Default for Settings {
             drain_on_stop: false,
             job_id: None,
             checkpoint: None,
+            restart: None,
         }
     }
 }
@@ -56,6 +61,16 @@ impl Settings {
     pub fn job_id(&self, pipeline_file: &std::path::Path) -> String {
         self.job_id.clone().unwrap_or_else(|| {
             pipeline_file.file_stem().map_or_else(|| "job".to_owned(), |stem| stem.to_string_lossy().into_owned())
+        })
+    }
+
+    /// The effective restart strategy: `restart`, else `exponential-delay` with checkpoints and
+    /// `none` without.
+    pub fn restart_strategy(&self) -> RestartStrategy {
+        self.restart.clone().unwrap_or(if self.checkpoint.is_some() {
+            RestartStrategy::ExponentialDelay(ExponentialDelay::default())
+        } else {
+            RestartStrategy::None
         })
     }
 
@@ -119,6 +134,89 @@ impl CheckpointSettings {
     }
 }
 
+/// `settings.restart`: Flink's restart strategies, with Flink's names and defaults (1.19 on).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "strategy", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum RestartStrategy {
+    /// A failed task fails the job.
+    None,
+    /// Restart after `delay`, at most `attempts` times over the life of the process.
+    FixedDelay(FixedDelay),
+    /// Restart after a delay that grows by `multiplier` per failure up to `max_backoff`, and
+    /// falls back to `initial_backoff` once the job ran `reset_after` without failing.
+    ExponentialDelay(ExponentialDelay),
+    /// Restart after `delay` unless more than `max_failures` failures happened within `interval`.
+    FailureRate(FailureRate),
+}
+
+/// `strategy: fixed-delay`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FixedDelay {
+    /// Restarts allowed. Default 2147483647 (Flink's `Integer.MAX_VALUE`).
+    pub attempts: u32,
+    /// Wait before each restart. Default 1s.
+    #[serde(with = "crate::yaml::duration")]
+    pub delay: std::time::Duration,
+}
+
+impl Default for FixedDelay {
+    fn default() -> Self {
+        Self { attempts: i32::MAX as u32, delay: std::time::Duration::from_secs(1) }
+    }
+}
+
+/// `strategy: exponential-delay`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExponentialDelay {
+    /// The first delay. Default 1s.
+    #[serde(with = "crate::yaml::duration")]
+    pub initial_backoff: std::time::Duration,
+    /// The longest delay. Default 1m.
+    #[serde(with = "crate::yaml::duration")]
+    pub max_backoff: std::time::Duration,
+    /// Growth per failure. Default 1.5.
+    pub multiplier: f64,
+    /// A run this long without failure resets the delay. Default 1h.
+    #[serde(with = "crate::yaml::duration")]
+    pub reset_after: std::time::Duration,
+    /// Random spread of each delay, as a fraction of it. Default 0.1.
+    pub jitter: f64,
+}
+
+impl Default for ExponentialDelay {
+    fn default() -> Self {
+        Self {
+            initial_backoff: std::time::Duration::from_secs(1),
+            max_backoff: std::time::Duration::from_secs(60),
+            multiplier: 1.5,
+            reset_after: std::time::Duration::from_secs(3600),
+            jitter: 0.1,
+        }
+    }
+}
+
+/// `strategy: failure-rate`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureRate {
+    /// Failures allowed within `interval`. Default 1.
+    pub max_failures: u32,
+    /// The window failures are counted in. Default 1m.
+    #[serde(with = "crate::yaml::duration")]
+    pub interval: std::time::Duration,
+    /// Wait before each restart. Default 1s.
+    #[serde(with = "crate::yaml::duration")]
+    pub delay: std::time::Duration,
+}
+
+impl Default for FailureRate {
+    fn default() -> Self {
+        Self { max_failures: 1, interval: std::time::Duration::from_secs(60), delay: std::time::Duration::from_secs(1) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +238,19 @@ mod tests {
         assert_eq!(checkpoint.timeout, std::time::Duration::from_secs(600));
         assert_eq!(checkpoint.min_pause, std::time::Duration::ZERO);
         assert!(crate::yaml::deserialize::<Settings>("checkpoint: { intervall: 1s }").is_err());
+    }
+
+    #[test]
+    fn restart_strategies_take_flinks_names_and_defaults() {
+        let settings: Settings = crate::yaml::deserialize("restart: { strategy: fixed-delay, attempts: 3 }").unwrap();
+        assert_eq!(
+            settings.restart_strategy(),
+            RestartStrategy::FixedDelay(FixedDelay { attempts: 3, delay: std::time::Duration::from_secs(1) })
+        );
+        let settings: Settings = crate::yaml::deserialize("checkpoint: {}").unwrap();
+        assert_eq!(settings.restart_strategy(), RestartStrategy::ExponentialDelay(ExponentialDelay::default()));
+        assert_eq!(Settings::default().restart_strategy(), RestartStrategy::None);
+        assert!(crate::yaml::deserialize::<Settings>("restart: { strategy: fixed-delay, atempts: 3 }").is_err());
+        assert!(crate::yaml::deserialize::<Settings>("restart: { strategy: sometimes }").is_err());
     }
 }

@@ -19,6 +19,8 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint::KeyedState;
+use super::coordinator::SourceCheckpoints;
 use super::delivery::Delivery;
 use super::metrics::ComponentMetrics;
 use super::output::{DownstreamClosed, Output};
@@ -80,6 +82,10 @@ pub enum RuntimeError {
     /// error, converted where it is defined).
     #[error(transparent)]
     Plugin(Box<dyn std::error::Error + Send + Sync>),
+    /// Taking or restoring a checkpoint of this component failed (state that does not decode,
+    /// a component that cannot be checkpointed).
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 impl RuntimeError {
@@ -213,6 +219,9 @@ pub struct SourceContext {
     pub metrics: Arc<ComponentMetrics>,
     /// Whether [`SourceContext::end`] already ended the output.
     pub ended: bool,
+    /// The barriers this subtask is asked for and the position it restores, when the job
+    /// takes checkpoints.
+    pub checkpoints: Option<SourceCheckpoints>,
 }
 
 impl SourceContext {
@@ -230,6 +239,39 @@ impl SourceContext {
             self.output.broadcast(super::Message::End).await?;
         }
         Ok(())
+    }
+
+    /// The position this subtask starts from, when the job restored a checkpoint.
+    pub fn restored_position(&self) -> Option<&str> {
+        self.checkpoints.as_ref().and_then(SourceCheckpoints::restored)
+    }
+
+    /// Between two batches: if a checkpoint is asked for, reports `position()` (everything this
+    /// subtask emitted so far) and sends the barrier downstream. Sources that can be checkpointed
+    /// call it after every batch, and when [`SourceContext::barrier_requested`] wakes them.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Downstream`] if a downstream task has gone.
+    pub async fn offer_barrier(&mut self, position: impl FnOnce() -> Option<String>) -> Result<(), RuntimeError> {
+        let Some(epoch) = self.checkpoints.as_mut().and_then(SourceCheckpoints::due) else { return Ok(()) };
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.report_position(epoch, position());
+        }
+        self.errors.barrier(epoch).await?;
+        self.output.broadcast(super::Message::Barrier(epoch)).await?;
+        Ok(())
+    }
+
+    /// Waits until a checkpoint is asked for (never, without checkpoints): a source that waits
+    /// for input selects on it, so an idle source does not hold a checkpoint up.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn barrier_requested(&mut self) {
+        match &mut self.checkpoints {
+            Some(checkpoints) => checkpoints.requested().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// Waits until `deadline` (rate limiting). Returns `false`, early, if the job is stopping.
@@ -250,6 +292,13 @@ impl SourceContext {
 pub trait Source: Send {
     /// Produces batches into `ctx.output` until done.
     async fn run(self: Box<Self>, ctx: &mut SourceContext) -> Result<(), RuntimeError>;
+
+    /// Whether the source takes part in checkpoints: it calls [`SourceContext::offer_barrier`]
+    /// between batches with a position it resumes from ([`SourceContext::restored_position`]).
+    /// A job that takes checkpoints refuses a source that does not.
+    fn checkpointable(&self) -> bool {
+        false
+    }
 }
 
 // ---------------------------------------------------------------- transforms
@@ -461,6 +510,30 @@ pub trait StatefulOperator: Send {
     /// async workers.
     fn runs_plugins(&self) -> bool {
         false
+    }
+
+    /// Whether [`StatefulOperator::snapshot`] and [`StatefulOperator::restore`] work; a job that
+    /// takes checkpoints refuses a step that cannot.
+    fn checkpointable(&self) -> bool {
+        false
+    }
+
+    /// Its state at a checkpoint barrier, by key group ([`KeyedState`]), copied so that
+    /// processing goes on while it is uploaded.
+    ///
+    /// # Errors
+    /// State that cannot be encoded.
+    fn snapshot(&mut self) -> Result<KeyedState, RuntimeError> {
+        Err(RuntimeError::Checkpoint("this step cannot be checkpointed".into()))
+    }
+
+    /// Starts from checkpointed state: the key groups this subtask owns now, whichever subtasks
+    /// wrote them. Called once, before the first batch.
+    ///
+    /// # Errors
+    /// State that does not decode or does not fit the step (a changed key or aggregate list).
+    fn restore(&mut self, _state: KeyedState) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Checkpoint("this step cannot be checkpointed".into()))
     }
 }
 

@@ -192,7 +192,20 @@ impl RecordErrorHandler {
 }
 
 impl RecordErrorHandler {
-    /// Flushes pending dead letters and ends the dead-letter stream.
+    /// Flushes pending dead letters and passes a checkpoint barrier to the dead-letter sink, so
+    /// that a checkpoint covers the dead letters of the rows before it.
+    ///
+    /// # Errors
+    /// [`DownstreamClosed`] if the dead-letter sink has gone.
+    pub async fn barrier(&mut self, epoch: u64) -> Result<(), DownstreamClosed> {
+        self.flush().await?;
+        match &mut self.dead_letter {
+            Some(output) => output.broadcast(crate::Message::Barrier(epoch)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends pending dead letters, then `End`, to the dead-letter sink.
     ///
     /// # Errors
     /// [`DownstreamClosed`] if the dead-letter sink has gone.

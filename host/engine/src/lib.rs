@@ -4,9 +4,10 @@
 //! fan-in, watermark minimum, barrier alignment, end detection), the output side
 //! ([`output::Output`]: fan-out and partitioning across subtasks), acknowledgements from sinks back
 //! to sources ([`delivery`]), the contracts that sources, operators, sinks ([`component`]) and
-//! dimension tables ([`table`]) implement, error policies and dead letters ([`errors`]),
+//! dimension tables ([`table`]) implement, checkpoints ([`checkpoint`]: what is stored;
+//! [`coordinator`]: triggering, collecting, committing and restoring them), error policies and dead letters ([`errors`]),
 //! per-component metrics ([`metrics`]), event time at the sources ([`event_time`]: timestamps,
-//! watermarks, idleness), the registry of component kinds ([`registry`]), the runnable job graph
+//! watermarks, idleness), the registry of component kinds ([`registry`]), restart strategies ([`restart`]), the runnable job graph
 //! ([`graph`]) and the runner that turns it into running tasks ([`runner`]).
 //!
 //! It depends only on `weir-config`: formats, plugins, operators, connectors and the pipeline
@@ -14,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod component;
+pub mod coordinator;
 pub mod delivery;
 pub mod errors;
 pub mod event_time;
@@ -23,6 +25,7 @@ pub mod key_group;
 pub mod metrics;
 pub mod output;
 pub mod registry;
+pub mod restart;
 pub mod runner;
 pub mod rusage;
 pub mod table;

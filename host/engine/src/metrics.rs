@@ -136,6 +136,8 @@ impl ComponentMetrics {
 pub struct PipelineMetrics {
     /// `(component name, role, counters)`.
     pub components: Vec<(String, Role, Arc<ComponentMetrics>)>,
+    /// Checkpoint counters and history (empty without checkpoints).
+    pub checkpoints: Arc<crate::coordinator::CheckpointStats>,
 }
 
 impl PipelineMetrics {

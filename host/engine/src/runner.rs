@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -18,11 +19,13 @@ use super::component::{
     AsyncOperator, AsyncOutput, Durability, Emitter, Operator, OperatorInstance, Partitioning, RuntimeError, Sink,
     SinkContext, SourceContext, StatefulOperator,
 };
+use super::coordinator::{Checkpointing, Coordinator, Report, Reporter, Restore, RestoreError, RestorePoint, age};
 use super::delivery::Delivery;
 use super::gate::{GateEvent, InputGate};
 use super::graph::{JobGraph, PlannedComponent, Port, Runnable};
 use super::metrics::{ComponentMetrics, PipelineMetrics};
 use super::output::{Edge, Output, Route};
+use super::restart::Restarts;
 use crate::errors::{ErrorPolicy, RecordErrorHandler};
 
 /// A task failed; names the component and subtask.
@@ -44,6 +47,9 @@ pub enum JobError {
     /// A task failed.
     #[error(transparent)]
     Task(#[from] RunError),
+    /// The checkpoint to start from does not fit the job.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
     /// A stop did not finish within the shutdown timeout; the remaining tasks were aborted
     /// without acknowledging what they had not written.
     #[error(
@@ -82,6 +88,7 @@ pub fn metrics_for(job: &JobGraph) -> PipelineMetrics {
             .iter()
             .map(|c| (c.name.clone(), c.role, Arc::new(ComponentMetrics::default())))
             .collect(),
+        checkpoints: Arc::default(),
     }
 }
 
@@ -91,6 +98,103 @@ pub fn metrics_for(job: &JobGraph) -> PipelineMetrics {
 /// # Errors
 /// The first component failure, or a stop that took longer than `settings.shutdown_timeout`.
 pub async fn run(job: &JobGraph, metrics: &PipelineMetrics, stop: CancellationToken) -> Result<(), JobError> {
+    run_with(job, metrics, stop, None).await
+}
+
+/// [`run`], taking checkpoints (and starting from one) when `checkpointing` is given, and
+/// starting the job again from its latest complete checkpoint when a task fails, as
+/// `settings.restart` allows ([`Restarts`]).
+///
+/// # Errors
+/// As [`run`] once the restart strategy gives up, and a checkpoint to restore that does not fit
+/// the job ([`RestoreError`]).
+pub async fn run_with(
+    job: &JobGraph,
+    metrics: &PipelineMetrics,
+    stop: CancellationToken,
+    mut checkpointing: Option<Checkpointing>,
+) -> Result<(), JobError> {
+    let mut restarts = Restarts::new(job.settings.restart_strategy());
+    loop {
+        let started = std::time::Instant::now();
+        // A failing task cancels its run's token to stop the others; the caller's stop ends all.
+        let attempt = stop.child_token();
+        let err = match run_once(job, metrics, attempt, checkpointing.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err) => err,
+        };
+        let JobError::Task(failure) = &err else { return Err(err) };
+        // A checkpoint that does not fit the job (or a step that cannot be checkpointed) fails
+        // the same way every time: not worth a restart.
+        if stop.is_cancelled() || matches!(failure.source, TaskFailure::Runtime(RuntimeError::Checkpoint(_))) {
+            return Err(err);
+        }
+        let Some(delay) = restarts.on_failure(started, std::time::Instant::now()) else {
+            if restarts.count() > 0 {
+                tracing::error!(restarts = restarts.count(), "the restart strategy gives up");
+            }
+            return Err(err);
+        };
+        metrics.checkpoints.restarts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            restart = restarts.count(),
+            delay = %humantime::format_duration(delay),
+            error = %failure,
+            "a task failed; restarting the job from its last complete checkpoint"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return Err(err),
+        }
+        if let Some(checkpointing) = &mut checkpointing {
+            // The newest complete checkpoint; the one the run started from if none completed since.
+            match checkpointing.storage.latest().await {
+                Ok(Some(metadata)) => {
+                    checkpointing.restore =
+                        Some(RestorePoint { storage: Arc::clone(&checkpointing.storage), metadata });
+                }
+                Ok(None) => {}
+                Err(storage) => {
+                    tracing::error!(error = %storage, "checkpoint storage unreachable; cannot restart");
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+/// One run of the job, until it ends, is stopped or a task fails.
+async fn run_once(
+    job: &JobGraph,
+    metrics: &PipelineMetrics,
+    stop: CancellationToken,
+    checkpointing: Option<Checkpointing>,
+) -> Result<(), JobError> {
+    let mut checkpoints = match checkpointing {
+        None => None,
+        Some(checkpointing) => {
+            let restore = match &checkpointing.restore {
+                Some(point) => {
+                    let metadata = &point.metadata;
+                    let restore =
+                        Restore::load(job, point.storage.as_ref(), metadata, checkpointing.allow_non_restored_state)
+                            .await?;
+                    tracing::info!(
+                        checkpoint = metadata.id,
+                        age = %humantime::format_duration(Duration::from_secs(age(metadata.completed_at_ms).as_secs())),
+                        storage = %point.storage.location(),
+                        "restoring from checkpoint"
+                    );
+                    restore
+                }
+                None => Restore::default(),
+            };
+            Some(Checkpoints {
+                coordinator: Coordinator::new(job, checkpointing, Arc::clone(&metrics.checkpoints)),
+                restore,
+            })
+        }
+    };
     let mut wiring = Wiring::new(job);
     let mut tasks = Tasks::default();
     for (c, component) in job.components.iter().enumerate() {
@@ -109,11 +213,24 @@ pub async fn run(job: &JobGraph, metrics: &PipelineMetrics, stop: CancellationTo
                 late: wiring.take_edges(c, Port::Late, subtask),
                 metrics: Arc::clone(&component_metrics),
                 inputs,
+                index: c,
             };
-            task.spawn(job, component, &stop, &mut tasks);
+            task.spawn(job, component, &stop, &mut tasks, checkpoints.as_mut());
         }
     }
-    supervise(tasks, &stop, job.settings.shutdown_timeout).await
+    let coordinator = checkpoints.map(|checkpoints| tokio::spawn(checkpoints.coordinator.run(stop.clone())));
+    let result = supervise(tasks, &stop, job.settings.shutdown_timeout).await;
+    if let Some(coordinator) = coordinator {
+        // Every participant is gone, so the coordinator returns once a commit in flight is done.
+        let _ = coordinator.await;
+    }
+    result
+}
+
+/// The coordinator while tasks are being spawned, and what they restore.
+struct Checkpoints {
+    coordinator: Coordinator,
+    restore: Restore,
 }
 
 /// The job's channels: the input channels of every subtask, and the outgoing edges of every
@@ -176,12 +293,27 @@ struct Subtask {
     dead_letters: Vec<Edge>,
     late: Vec<Edge>,
     metrics: Arc<ComponentMetrics>,
+    /// The component's index in the job graph.
+    index: usize,
 }
 
 impl Subtask {
     /// Spawns the task that runs this subtask of `component`.
-    fn spawn(self, job: &JobGraph, component: &PlannedComponent, stop: &CancellationToken, tasks: &mut Tasks) {
-        let Subtask { name, subtask, inputs, output, dead_letters, late, metrics } = self;
+    fn spawn(
+        self,
+        job: &JobGraph,
+        component: &PlannedComponent,
+        stop: &CancellationToken,
+        tasks: &mut Tasks,
+        mut checkpoints: Option<&mut Checkpoints>,
+    ) {
+        let Subtask { name, subtask, inputs, output, dead_letters, late, metrics, index } = self;
+        let cannot_checkpoint = |what: &str| {
+            RuntimeError::Checkpoint(format!(
+                "a `{}` {what} cannot be checkpointed yet; remove `settings.checkpoint` to run it without",
+                component.kind
+            ))
+        };
         let failed = {
             let name = component.name.clone();
             move |source: RuntimeError| RunError {
@@ -221,9 +353,21 @@ impl Subtask {
                     stop: stop.clone(),
                     metrics,
                     ended: false,
+                    checkpoints: checkpoints.as_mut().map(|checkpoints| {
+                        let restored = checkpoints.restore.take_position(index, subtask);
+                        checkpoints.coordinator.source(index, subtask, restored)
+                    }),
                 };
+                let refused =
+                    (ctx.checkpoints.is_some() && !source.checkpointable()).then(|| cannot_checkpoint("source"));
                 tasks.spawn(&component.name, subtask, async move {
+                    if let Some(err) = refused {
+                        return Err(failed(err));
+                    }
                     source.run(&mut ctx).await.map_err(&failed)?;
+                    if let Some(checkpoints) = &ctx.checkpoints {
+                        checkpoints.finished();
+                    }
                     ctx.end().await.map_err(failed)
                 });
             }
@@ -240,11 +384,26 @@ impl Subtask {
                             run_async_operator(operator, gate, output, errors, &metrics, stop).await.map_err(failed)
                         })
                     }
-                    OperatorInstance::Stateful(operator) => {
+                    OperatorInstance::Stateful(mut operator) => {
                         let late = (!late.is_empty()).then(|| Output::new(Arc::clone(&name), late, Arc::default()));
                         let ending = Ending { stop: stop.clone(), drain: job.settings.drain_on_stop };
+                        let (reporter, restored) = match checkpoints.as_mut() {
+                            Some(checkpoints) => (
+                                Some(checkpoints.coordinator.expect(index, subtask)),
+                                checkpoints.restore.take_state(index, subtask),
+                            ),
+                            None => (None, None),
+                        };
+                        let refused =
+                            (reporter.is_some() && !operator.checkpointable()).then(|| cannot_checkpoint("step"));
                         tasks.spawn(&component.name, subtask, async move {
-                            run_stateful_operator(operator, gate, output, late, errors, &metrics, ending)
+                            if let Some(err) = refused {
+                                return Err(failed(err));
+                            }
+                            if let Some(state) = restored {
+                                operator.restore(state).map_err(&failed)?;
+                            }
+                            run_stateful_operator(operator, gate, output, late, errors, &metrics, ending, reporter)
                                 .await
                                 .map_err(failed)
                         })
@@ -255,9 +414,10 @@ impl Subtask {
                 let errors = error_handler(&name, *on_error, &metrics, dead_letters);
                 let mut ctx = SinkContext { component: Arc::clone(&name), errors, metrics };
                 let factory = Arc::clone(factory);
+                let reporter = checkpoints.as_mut().map(|checkpoints| checkpoints.coordinator.expect(index, subtask));
                 tasks.spawn(&component.name, subtask, async move {
                     let sink = factory.create().await.map_err(&failed)?;
-                    run_sink(sink, InputGate::new(inputs), &mut ctx).await.map_err(failed)
+                    run_sink(sink, InputGate::new(inputs), &mut ctx, reporter).await.map_err(failed)
                 });
             }
         }
@@ -370,7 +530,10 @@ async fn run_operator(
             }
             GateEvent::Watermark(time) => output.broadcast(Message::Watermark(time)).await?,
             GateEvent::Idle => output.broadcast(Message::Idle).await?,
-            GateEvent::Barrier(epoch) => output.broadcast(Message::Barrier(epoch)).await?,
+            GateEvent::Barrier(epoch) => {
+                errors.barrier(epoch).await?;
+                output.broadcast(Message::Barrier(epoch)).await?;
+            }
             GateEvent::End => {
                 operator.finish(&mut results)?;
                 for batch in results.drain(..) {
@@ -394,6 +557,7 @@ struct Ending {
     drain: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_stateful_operator(
     mut operator: Box<dyn StatefulOperator>,
     mut gate: InputGate,
@@ -402,6 +566,7 @@ async fn run_stateful_operator(
     mut errors: RecordErrorHandler,
     metrics: &ComponentMetrics,
     ending: Ending,
+    checkpoints: Option<Reporter>,
 ) -> Result<(), RuntimeError> {
     let off_workers = operator.runs_plugins();
     let run = |work: &mut dyn FnMut() -> Result<(), RuntimeError>| {
@@ -442,7 +607,19 @@ async fn run_stateful_operator(
                 Some(Message::Watermark(time))
             }
             Some(GateEvent::Idle) => Some(Message::Idle),
-            Some(GateEvent::Barrier(epoch)) => Some(Message::Barrier(epoch)),
+            Some(GateEvent::Barrier(epoch)) => {
+                // Everything before the barrier is in the state: copy it, and let the
+                // coordinator upload the bytes while this task goes on.
+                if let Some(reporter) = &checkpoints {
+                    let mut snapshot = None;
+                    run(&mut || {
+                        snapshot = Some(operator.snapshot()?.encode());
+                        Ok(())
+                    })?;
+                    reporter.report(epoch, Report::State(snapshot.expect("taken")));
+                }
+                Some(Message::Barrier(epoch))
+            }
             Some(GateEvent::End) if ending.stop.is_cancelled() && !ending.drain => {
                 // A stopped job's input did not end: what is open is not complete, and firing it
                 // would publish partial results as final (Flink's stop without --drain). Held
@@ -489,6 +666,12 @@ async fn run_stateful_operator(
                 errors.finish().await?;
                 if let Some(late) = &mut late {
                     late.broadcast(Message::End).await?;
+                }
+            }
+            if let Message::Barrier(epoch) = control {
+                errors.barrier(epoch).await?;
+                if let Some(late) = &mut late {
+                    late.broadcast(Message::Barrier(epoch)).await?;
                 }
             }
             output.broadcast(control).await?;
@@ -541,6 +724,9 @@ async fn run_async_operator(
                 if end {
                     errors.finish().await?;
                 }
+                if let Message::Barrier(epoch) = control {
+                    errors.barrier(epoch).await?;
+                }
                 output.broadcast(control).await?;
                 if end {
                     return Ok(());
@@ -582,7 +768,12 @@ async fn emit_async(
 /// each flush (an fsync for files) releases the acknowledgements it waited for.
 const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
-async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkContext) -> Result<(), RuntimeError> {
+async fn run_sink(
+    mut sink: Box<dyn Sink>,
+    mut gate: InputGate,
+    ctx: &mut SinkContext,
+    checkpoints: Option<Reporter>,
+) -> Result<(), RuntimeError> {
     let durability = sink.durability();
     // Deliveries of batches written but not yet durable, with the number of their write.
     let mut waiting = Waiting::default();
@@ -625,9 +816,13 @@ async fn run_sink(mut sink: Box<dyn Sink>, mut gate: InputGate, ctx: &mut SinkCo
                 }
             }
             GateEvent::Watermark(_) | GateEvent::Idle => {}
-            GateEvent::Barrier(_) => {
+            GateEvent::Barrier(epoch) => {
                 sink.flush().await?;
                 waiting.settle(durability, sink.as_ref(), true);
+                ctx.errors.barrier(epoch).await?;
+                if let Some(reporter) = &checkpoints {
+                    reporter.report(epoch, Report::Flushed);
+                }
             }
             GateEvent::End => {
                 sink.close().await?;

@@ -21,10 +21,12 @@ use serde::Deserialize;
 
 use super::aggregate_calls::{AggregateSet, RowAccumulator, failed, fold_plugins};
 use super::groups::{GroupTable, KeyEncoder};
+use super::snapshot;
 use super::window::{compile_aggregates, key_columns};
 use weir_config::SpecIssue;
 use weir_config::yaml::{Spanned, SpannedMap};
 use weir_engine::EventTime;
+use weir_engine::checkpoint::KeyedState;
 use weir_engine::component::{
     Emitter, OperatorFactory, OperatorInstance, Partitioning, PlanContext, PlannedTransform, RefusedRow, RuntimeError,
     StatefulOperator, TransformSpec,
@@ -96,6 +98,30 @@ struct RunningAggregate {
     scratch: Vec<usize>,
 }
 
+impl RunningAggregate {
+    /// Fresh accumulators for the groups that have none yet.
+    fn add_accumulators(&mut self) -> Result<(), RuntimeError> {
+        while self.accumulators.len() < self.groups.len() {
+            let fresh = self
+                .plan
+                .aggregates
+                .calls
+                .iter()
+                .map(|call| {
+                    call.row_accumulator()
+                        .map_err(|err| RuntimeError::Expression { expression: call.sql.clone(), reason: err.message })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.accumulators.push(fresh);
+        }
+        Ok(())
+    }
+
+    fn state_shape(&self) -> String {
+        format!("aggregate, {}, {}", self.plan.keys.state_shape(), self.plan.aggregates.state_shape())
+    }
+}
+
 impl StatefulOperator for RunningAggregate {
     fn process(
         &mut self,
@@ -110,18 +136,7 @@ impl StatefulOperator for RunningAggregate {
         let arguments = plan.aggregates.arguments(&batch)?;
         let mut groups = std::mem::take(&mut self.scratch);
         self.groups.intern(keys.as_ref(), None, rows, &mut groups);
-        while self.accumulators.len() < self.groups.len() {
-            let fresh = plan
-                .aggregates
-                .calls
-                .iter()
-                .map(|call| {
-                    call.row_accumulator()
-                        .map_err(|err| RuntimeError::Expression { expression: call.sql.clone(), reason: err.message })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            self.accumulators.push(fresh);
-        }
+        self.add_accumulators()?;
         // Rows by group, groups in order of first appearance.
         let mut touched: Vec<usize> = Vec::new();
         let mut rows_of: std::collections::HashMap<usize, Vec<u32>> = std::collections::HashMap::new();
@@ -213,5 +228,65 @@ impl StatefulOperator for RunningAggregate {
 
     fn runs_plugins(&self) -> bool {
         self.plan.aggregates.runs_plugins()
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// One row per key: the key, then each aggregate's partial state (`state <aggregate>`).
+    fn snapshot(&mut self) -> Result<KeyedState, RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        let count = self.groups.len();
+        let mut columns = snapshot::key_columns(plan.keys.decode(&self.groups)?);
+        if count > 0 {
+            for (index, call) in plan.aggregates.calls.iter().enumerate() {
+                let mut per_group = Vec::with_capacity(count);
+                for group in &mut self.accumulators {
+                    per_group.push(group[index].state(call).map_err(|err| failed(&plan.aggregates, index, err))?);
+                }
+                for column in 0..per_group[0].len() {
+                    let pieces: Vec<&dyn Array> = per_group.iter().map(|state| state[column].as_ref()).collect();
+                    columns.push((format!("state {index}"), arrow::compute::concat(&pieces)?));
+                }
+            }
+        }
+        let rows = if count == 0 { snapshot::concat(&[])? } else { snapshot::rows(columns)? };
+        snapshot::write(&self.state_shape(), EventTime::MIN, &rows, &snapshot::leading(plan.keys.columns.len()))
+    }
+
+    fn restore(&mut self, state: KeyedState) -> Result<(), RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        let restored = snapshot::read(&self.state_shape(), state)?;
+        let key_count = plan.keys.columns.len();
+        for batch in restored.batches.iter().filter(|batch| batch.num_rows() > 0) {
+            let mut states: Vec<Vec<&ArrayRef>> = vec![Vec::new(); plan.aggregates.calls.len()];
+            for (field, column) in batch.schema().fields().iter().zip(batch.columns()).skip(key_count) {
+                let index = field.name().strip_prefix("state ").and_then(|index| index.parse::<usize>().ok());
+                match index.and_then(|index| states.get_mut(index)) {
+                    Some(state) => state.push(column),
+                    None => {
+                        return Err(RuntimeError::Checkpoint(format!(
+                            "unexpected aggregate state column `{}`",
+                            field.name()
+                        )));
+                    }
+                }
+            }
+            let keys = plan.keys.encode_columns(&batch.columns()[..key_count])?;
+            let mut groups = std::mem::take(&mut self.scratch);
+            self.groups.intern(keys.as_ref(), None, batch.num_rows(), &mut groups);
+            self.add_accumulators()?;
+            for (row, &group) in groups.iter().enumerate() {
+                for (index, state) in states.iter().enumerate() {
+                    let state: Vec<ArrayRef> = state.iter().map(|column| column.slice(row, 1)).collect();
+                    self.accumulators[group][index]
+                        .merge(&state)
+                        .map_err(|err| failed(&plan.aggregates, index, err))?;
+                }
+            }
+            self.scratch = groups;
+        }
+        Ok(())
     }
 }

@@ -88,6 +88,21 @@ impl AggregateCall {
     }
 
     /// The plugin aggregate's host-held states, if this call is a plugin's.
+    /// How many columns this call's partial state has, with their types (what a checkpoint
+    /// stores per group).
+    pub fn state_width(&self) -> usize {
+        self.accumulator().ok().and_then(|mut empty| empty.state(EmitTo::All).ok()).map_or(0, |state| state.len())
+    }
+
+    /// What a checkpoint of this call's state depends on: its SQL, and a plugin aggregate's
+    /// declared `state-version`.
+    pub fn state_shape(&self) -> String {
+        match super::wasm_aggregate::as_wasm(self.function.fun()) {
+            Some(plugin) => format!("{} (state-version {})", self.sql, plugin.state_version),
+            None => self.sql.clone(),
+        }
+    }
+
     fn plugin_groups(&self) -> Option<WasmGroups> {
         super::wasm_aggregate::as_wasm(self.function.fun()).map(super::wasm_aggregate::WasmAggregate::groups)
     }
@@ -129,6 +144,44 @@ pub enum RowAccumulator {
 }
 
 impl RowAccumulator {
+    /// The partial state (one row per state column), keeping the accumulator as it was: what a
+    /// checkpoint stores. DataFusion may leave an accumulator unusable after `state`, so the
+    /// state is merged into a fresh one that takes its place.
+    ///
+    /// # Errors
+    /// Accumulator failures.
+    pub fn state(&mut self, call: &AggregateCall) -> datafusion_common::Result<Vec<ArrayRef>> {
+        match self {
+            Self::Native(accumulator) => {
+                let state = accumulator
+                    .state()?
+                    .iter()
+                    .map(datafusion_common::ScalarValue::to_array)
+                    .collect::<datafusion_common::Result<Vec<_>>>()?;
+                let mut fresh = call.function.create_accumulator()?;
+                fresh.merge_batch(&state)?;
+                *accumulator = fresh;
+                Ok(state)
+            }
+            Self::Plugin(groups) => {
+                let state = groups.state(EmitTo::All)?;
+                groups.merge_batch(&state, &[0], 1)?;
+                Ok(state)
+            }
+        }
+    }
+
+    /// Merges a partial state (as [`RowAccumulator::state`] returned it) into this one.
+    ///
+    /// # Errors
+    /// State columns that do not fit (another aggregate's).
+    pub fn merge(&mut self, state: &[ArrayRef]) -> datafusion_common::Result<()> {
+        match self {
+            Self::Native(accumulator) => accumulator.merge_batch(state),
+            Self::Plugin(groups) => groups.merge_batch(state, &vec![0; state.first().map_or(0, |s| s.len())], 1),
+        }
+    }
+
     /// The current value, keeping the state.
     ///
     /// # Errors
@@ -272,6 +325,14 @@ impl AggregateSet {
             calls.push(call);
         }
         Ok(Self { calls })
+    }
+
+    /// What a checkpoint of these aggregates' states depends on: each output name, its SQL and
+    /// a plugin's `state-version`.
+    pub fn state_shape(&self) -> String {
+        let calls: Vec<String> =
+            self.calls.iter().map(|call| format!("{}: {}", call.field.name(), call.state_shape())).collect();
+        format!("aggregates {{{}}}", calls.join(", "))
     }
 
     /// Whether any aggregate is a plugin's (its calls must run off the async workers).
@@ -424,16 +485,59 @@ impl Accumulators {
     pub fn evaluate_keeping(&mut self, set: &AggregateSet, group_count: usize) -> Result<Vec<ArrayRef>, RuntimeError> {
         let groups: Vec<usize> = (0..group_count).collect();
         let mut values = Vec::with_capacity(self.states.len());
+        for (index, partial) in self.states(set, group_count)?.into_iter().enumerate() {
+            let fail = |err| failed(set, index, err);
+            let mut copy = set.calls[index].accumulator().expect("checked at planning");
+            copy.merge_batch(&partial, &groups, group_count).map_err(fail)?;
+            values.push(copy.evaluate(EmitTo::All).map_err(fail)?);
+        }
+        Ok(values)
+    }
+
+    /// Every aggregate's partial state of every group (DataFusion's `state` columns, one row per
+    /// group), keeping the state in place: what a checkpoint stores.
+    ///
+    /// # Errors
+    /// Accumulator failures, naming the aggregate.
+    pub fn states(&mut self, set: &AggregateSet, group_count: usize) -> Result<Vec<Vec<ArrayRef>>, RuntimeError> {
+        let groups: Vec<usize> = (0..group_count).collect();
+        let mut states = Vec::with_capacity(self.states.len());
         for (index, state) in self.states.iter_mut().enumerate() {
             let fail = |err| failed(set, index, err);
             let state = state.groups();
             let partial = state.state(EmitTo::All).map_err(fail)?;
-            let mut copy = set.calls[index].accumulator().expect("checked at planning");
-            copy.merge_batch(&partial, &groups, group_count).map_err(fail)?;
-            values.push(copy.evaluate(EmitTo::All).map_err(fail)?);
             state.merge_batch(&partial, &groups, group_count).map_err(fail)?;
+            states.push(partial);
         }
-        Ok(values)
+        Ok(states)
+    }
+
+    /// Merges partial states (as [`Accumulators::states`] returned them, flattened: each
+    /// aggregate's columns in turn) into groups: row r goes into group `groups[r]`.
+    ///
+    /// # Errors
+    /// Columns that do not fit the aggregates (a checkpoint of another step), naming the
+    /// aggregate.
+    pub fn merge_states(
+        &mut self,
+        set: &AggregateSet,
+        columns: &[ArrayRef],
+        groups: &[usize],
+        group_count: usize,
+    ) -> Result<(), RuntimeError> {
+        let mut at = 0;
+        for (index, state) in self.states.iter_mut().enumerate() {
+            let width = set.calls[index].state_width();
+            let Some(partial) = columns.get(at..at + width) else {
+                return Err(RuntimeError::Checkpoint(format!(
+                    "the checkpoint has no state for `{}`",
+                    set.calls[index].sql
+                )));
+            };
+            at += width;
+            state.groups().merge_batch(partial, groups, group_count).map_err(|err| failed(set, index, err))?;
+        }
+        Ok(())
     }
 
     /// Bytes held.

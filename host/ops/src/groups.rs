@@ -46,6 +46,24 @@ impl KeyEncoder {
         self.converter.convert_columns(&columns).map(Some)
     }
 
+    /// Encodes key columns given directly (restored from a checkpoint) rather than taken from
+    /// an input batch; `None` without key columns.
+    ///
+    /// # Errors
+    /// Columns of other types than the key's.
+    pub fn encode_columns(&self, columns: &[ArrayRef]) -> Result<Option<Rows>, arrow::error::ArrowError> {
+        if self.columns.is_empty() {
+            return Ok(None);
+        }
+        self.converter.convert_columns(columns).map(Some)
+    }
+
+    /// What a checkpoint of state keyed by this key depends on: the key's columns and types.
+    pub fn state_shape(&self) -> String {
+        let fields: Vec<String> = self.fields.iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        format!("key [{}]", fields.join(", "))
+    }
+
     /// A table for groups of this key.
     pub fn table(&self) -> GroupTable {
         GroupTable {

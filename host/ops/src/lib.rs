@@ -1,6 +1,6 @@
 //! Transforms: `filter`, `select`, `union`, `lookup_join`, `window`, `top_n`, `aggregate`, and the plugin steps `udf`
 //! and `flat_map`, plus what they share: the SQL expression compiler (which also calls plugin
-//! functions), aggregate calls and their accumulators, and group-key tables.
+//! functions), aggregate calls and their accumulators, group-key tables, and operator state in checkpoints.
 //!
 //! Adding a transform: a module here and one line in [`register`].
 
@@ -12,6 +12,7 @@ pub mod flat_map;
 pub mod groups;
 pub mod lookup_join;
 pub mod select;
+pub mod snapshot;
 pub mod top_n;
 pub mod udf;
 pub mod union;

@@ -27,11 +27,13 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use serde::Deserialize;
 
+use super::snapshot;
 use super::window::assign::{Bounds, WindowKind};
 use super::window::{CumulateConfig, HopConfig, SessionConfig, TimeSource, WINDOW_KEY, key_columns, row_times};
 use weir_config::SpecIssue;
 use weir_config::yaml::{Spanned, duration_opt};
 use weir_engine::EventTime;
+use weir_engine::checkpoint::KeyedState;
 use weir_engine::component::{
     Emitter, OperatorFactory, OperatorInstance, Partitioning, PlanContext, PlannedTransform, RuntimeError,
     StatefulOperator, TransformSpec,
@@ -223,6 +225,33 @@ struct TopN {
 }
 
 impl TopN {
+    /// Columns of the kept rows (the output schema) that the input is partitioned by.
+    fn key_columns(&self) -> Vec<usize> {
+        match &self.plan.windows {
+            Windows::Assigned { .. } => self.plan.partition.iter().map(|&c| c + 2).collect(),
+            Windows::Columns { start, end } => {
+                [*start, *end].into_iter().chain(self.plan.partition.iter().copied()).collect()
+            }
+        }
+    }
+
+    /// What a checkpoint of this step depends on: its output rows, order, partition and limit.
+    fn state_shape(&self) -> String {
+        let fields: Vec<String> =
+            self.plan.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+        let windows = match &self.plan.windows {
+            Windows::Assigned { kind, .. } => format!("{kind:?}"),
+            Windows::Columns { .. } => "input windows".to_owned(),
+        };
+        format!(
+            "top_n {windows}, rows [{}], order {:?}, partition {:?}, limit {}",
+            fields.join(", "),
+            self.plan.order,
+            self.plan.partition,
+            self.plan.limit
+        )
+    }
+
     /// Emits the windows complete at the watermark (all when `all`).
     fn fire(&mut self, all: bool, out: &mut Emitter) -> Result<(), RuntimeError> {
         let watermark = if all { EventTime::MAX } else { self.watermark };
@@ -341,6 +370,52 @@ impl StatefulOperator for TopN {
 
     fn state_bytes(&self) -> usize {
         self.windows.values().flat_map(HashMap::values).map(|c| c.rows.get_array_memory_size()).sum()
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// The kept rows of every open window and partition, as output rows.
+    fn snapshot(&mut self) -> Result<KeyedState, RuntimeError> {
+        let kept: Vec<&RecordBatch> = self.windows.values().flat_map(HashMap::values).map(|c| &c.rows).collect();
+        let rows = arrow::compute::concat_batches(&self.plan.schema, kept)?;
+        snapshot::write(&self.state_shape(), self.watermark, &rows, &self.key_columns())
+    }
+
+    fn restore(&mut self, state: KeyedState) -> Result<(), RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        let restored = snapshot::read(&self.state_shape(), state)?;
+        if let Some(watermark) = restored.watermark {
+            self.watermark = self.watermark.max(watermark);
+        }
+        let (start, end, offset) = match &plan.windows {
+            Windows::Assigned { .. } => (0, 1, 2),
+            Windows::Columns { start, end } => (*start, *end, 0),
+        };
+        for batch in restored.batches.iter().filter(|batch| batch.num_rows() > 0) {
+            let rows = RecordBatch::try_new(Arc::clone(&plan.schema), batch.columns().to_vec())?;
+            let starts = weir_engine::event_time::millis(rows.column(start))?;
+            let ends = weir_engine::event_time::millis(rows.column(end))?;
+            let partition: Vec<ArrayRef> =
+                plan.partition.iter().map(|&c| Arc::clone(rows.column(c + offset))).collect();
+            let keys = (!partition.is_empty()).then(|| self.partition.convert_columns(&partition)).transpose()?;
+            let mut parts: BTreeMap<((i64, i64), Box<[u8]>), Vec<u32>> = BTreeMap::new();
+            for row in 0..rows.num_rows() {
+                let key: Box<[u8]> =
+                    keys.as_ref().map_or_else(|| Box::from([]), |keys| Box::from(keys.row(row).as_ref()));
+                parts.entry(((ends.value(row), starts.value(row)), key)).or_default().push(row as u32);
+            }
+            for ((window, key), selection) in parts {
+                let taken = arrow::compute::take_record_batch(&rows, &UInt32Array::from(selection))?;
+                let candidates = self.windows.entry(window).or_default().entry(key).or_insert_with(|| Candidates {
+                    rows: RecordBatch::new_empty(Arc::clone(&plan.schema)),
+                    deliveries: Vec::new(),
+                });
+                candidates.rows = arrow::compute::concat_batches(&plan.schema, [&candidates.rows, &taken])?;
+            }
+        }
+        Ok(())
     }
 }
 

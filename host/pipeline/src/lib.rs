@@ -90,17 +90,6 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path, registry: &Registry) -> R
     let document = yaml::split(text).map_err(|issue| error(None, issue))?;
     let top = yaml::deserialize::<SettingsSection>(text).map_err(|issue| error(Some("settings".into()), issue))?;
     let settings = top.settings;
-    if settings.checkpoint.is_some() {
-        // Read (so its vocabulary is checked) but refused until checkpoints are taken: a job
-        // that asked for durable state must not run believing it has it.
-        return Err(error(
-            Some("settings".into()),
-            SpecIssue::new(
-                "`checkpoint` is not available yet: this weir keeps state in memory only (checkpoint \
-                 storage exists; barriers, snapshots and restore are being built)",
-            ),
-        ));
-    }
     let (plugins, functions) =
         load_plugins(&top.plugins, base_dir).map_err(|(name, issue)| error(Some(format!("plugins.{name}")), issue))?;
     let declared = graph::declare(&document, registry).map_err(|(component, issue)| error(component, issue))?;

@@ -12,7 +12,11 @@ use weir_engine::checkpoint::{
     CHECKPOINT_FORMAT, CheckpointId, CheckpointMetadata, CheckpointStorage, StateHandle, StorageError,
 };
 
-use crate::location::Location;
+use std::path::Path;
+
+use weir_config::settings::CheckpointSettings;
+
+use crate::location::{Location, LocationError, StorageUrl};
 
 /// The metadata object's name inside a checkpoint's directory.
 pub const METADATA: &str = "_metadata";
@@ -29,6 +33,40 @@ pub struct ObjectStoreCheckpoints {
 }
 
 impl ObjectStoreCheckpoints {
+    /// The checkpoints of `job_id` where `settings.checkpoint` keeps them (relative directories
+    /// resolve against `base_dir`, the pipeline's directory).
+    ///
+    /// # Errors
+    /// A storage URL or option that is not usable.
+    pub fn for_job(settings: &CheckpointSettings, job_id: &str, base_dir: &Path) -> Result<Self, LocationError> {
+        let url = match &settings.storage {
+            Some(text) => StorageUrl::parse(text, base_dir)?,
+            None => StorageUrl::Local(CheckpointSettings::default_storage()),
+        };
+        Ok(Self::new(Location::open(&url, &settings.options)?, job_id))
+    }
+
+    /// The checkpoint at `path`, `<root>/<job_id>/chk-<id>` (a directory or an `s3://` URL, as
+    /// `weir run --restore` takes it), with the storage holding it; `options` as for the job's
+    /// own storage.
+    ///
+    /// # Errors
+    /// A path not of that form, or storage that is not usable.
+    pub fn at_path(
+        path: &str,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(Self, CheckpointId), LocationError> {
+        let fail = |reason: &str| LocationError { location: path.to_owned(), reason: reason.to_owned() };
+        let shape = "expected <storage>/<job_id>/chk-<id>";
+        let trimmed = path.trim_end_matches('/');
+        let (rest, checkpoint) = trimmed.rsplit_once('/').ok_or_else(|| fail(shape))?;
+        let id = checkpoint.strip_prefix("chk-").and_then(|id| id.parse().ok()).ok_or_else(|| fail(shape))?;
+        let (root, job_id) = rest.rsplit_once('/').ok_or_else(|| fail(shape))?;
+        let root = if root.is_empty() { "/" } else { root };
+        let url = StorageUrl::parse(root, &std::env::current_dir().unwrap_or_default())?;
+        Ok((Self::new(Location::open(&url, options)?, job_id), id))
+    }
+
     /// The checkpoints of `job_id` at `location`.
     pub fn new(location: Location, job_id: &str) -> Self {
         let job_root = location.root.clone().join(job_id);

@@ -151,3 +151,95 @@ sinks:
     eprintln!("failed after {:?}: {err}", started.elapsed());
     assert!(err.contains(&format!("topic `{topic}` does not exist")), "{err}");
 }
+
+/// Issue 22: a windowed job fed from Kafka is killed with SIGKILL after a checkpoint while the
+/// topic is still being written, and restarted: it resumes from the offsets in its checkpoint
+/// (not the group's committed ones, which run ahead of the window state) with the window state
+/// of that checkpoint, so every window's count and sum equal a recomputation from the input.
+/// Windows fired after the checkpoint are fired again, identically (the file sink is
+/// at-least-once until issue 23).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_job_resumes_from_checkpointed_offsets_after_kill_9() {
+    use crate::support::windowed;
+    const MESSAGES: i64 = 6000;
+    let seed: u64 = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    let kill_delay_ms = seed % 300;
+    eprintln!(
+        "seed {seed} (WEIR_TEST_SEED): fault schedule: SIGKILL {kill_delay_ms} ms after checkpoint 2, one restart"
+    );
+    let topic = unique("windowed");
+    create_topic(&topic, 3).await;
+    // The topic is written while the job runs, 100 messages every 40 ms.
+    let producer = tokio::spawn({
+        let topic = topic.clone();
+        async move {
+            let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", BROKERS).create().unwrap();
+            let send = |payload: String| {
+                let (producer, topic) = (producer.clone(), topic.clone());
+                async move {
+                    producer
+                        .send(FutureRecord::<(), _>::to(&topic).payload(&payload), Duration::from_secs(10))
+                        .await
+                        .unwrap_or_else(|(err, _)| panic!("producing: {err}"));
+                }
+            };
+            for chunk in 0..MESSAGES / 100 {
+                futures::future::join_all((chunk * 100..(chunk + 1) * 100).map(|id| send(windowed::payload(id)))).await;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        }
+    });
+    let ws = Workspace::new();
+    let pipeline = ws.write(
+        "pipeline.yaml",
+        format!(
+            r#"
+settings: {{ batch_size: 100, job_id: {topic}, checkpoint: {{ interval: 200ms, storage: checkpoints }} }}
+sources:
+  events:
+    type: kafka
+    brokers: {BROKERS}
+    topics: [{topic}]
+    group: {topic}
+    start: earliest{steps}"#,
+            steps = windowed::STEPS
+        ),
+    );
+    let start = || {
+        crate::support::Job::spawn(crate::support::weir().args(["run", "--quiet", "--no-admin"]).arg(&pipeline).stderr(
+            if std::env::var_os("WEIR_DEBUG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::piped()
+            },
+        ))
+    };
+    let storage = ws.path("checkpoints");
+
+    let mut first = start();
+    eventually(60, "checkpoint 2", async || windowed::checkpoint_complete(&storage, &topic, 2)).await;
+    tokio::time::sleep(Duration::from_millis(kill_delay_ms)).await;
+    first.kill(); // SIGKILL
+    let killed = first.wait_with_output();
+    assert!(!killed.status.success(), "killed, not finished: {:?}", killed.status);
+    eprintln!("killed with {} windows written", windowed::written(ws.dir.path()).len());
+
+    let second = start();
+    producer.await.unwrap();
+    // The last message only once every other one is in the window state (the group's committed
+    // offsets follow it): read earlier from another partition, it would make rows late.
+    eventually(60, "every message read", async || committed_total(&topic, &topic, 3) >= MESSAGES).await;
+    produce(&topic, [windowed::last()]).await;
+    eventually(120, "every window", async || {
+        windowed::written(ws.dir.path()).len() >= windowed::expected_windows(MESSAGES)
+    })
+    .await;
+    crate::support::signal(second.id(), libc::SIGTERM);
+    let output = second.wait_with_output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(stderr.contains("restoring from checkpoint"), "the restart restored a checkpoint: {stderr}");
+    windowed::assert_recomputed(ws.dir.path(), MESSAGES);
+}

@@ -451,3 +451,87 @@ sinks:
     ids.sort_unstable();
     assert_eq!(ids, (1..=100).collect::<Vec<_>>());
 }
+
+/// Issue 22: a windowed job fed from JetStream is killed with SIGKILL after a checkpoint while
+/// the stream is still being written, and restarted: it resumes at the stream sequence in its
+/// checkpoint (the durable consumer, whose acknowledgement floor ran ahead of the checkpointed
+/// window state, is recreated there), so every window's count and sum equal a recomputation
+/// from the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_job_resumes_from_its_checkpointed_stream_sequence_after_kill_9() {
+    use crate::support::windowed;
+    const MESSAGES: i64 = 6000;
+    let seed: u64 = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    let kill_delay_ms = seed % 300;
+    eprintln!(
+        "seed {seed} (WEIR_TEST_SEED): fault schedule: SIGKILL {kill_delay_ms} ms after checkpoint 2, one restart"
+    );
+    let name = unique("WINDOWED");
+    let js = context().await;
+    stream_with(&js, &name, std::iter::empty()).await;
+    // The stream is written while the job runs, 100 messages every 40 ms, then the last message.
+    let publisher = tokio::spawn({
+        let (js, name) = (js.clone(), name.clone());
+        async move {
+            for chunk in 0..MESSAGES / 100 {
+                let mut acks = Vec::new();
+                for id in chunk * 100..(chunk + 1) * 100 {
+                    acks.push(js.publish(format!("{name}.dev0"), windowed::payload(id).into()).await.unwrap());
+                }
+                for ack in acks {
+                    ack.await.unwrap();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+            }
+            js.publish(format!("{name}.dev0"), windowed::last().into()).await.unwrap().await.unwrap();
+        }
+    });
+    let ws = Workspace::new();
+    let pipeline = ws.write(
+        "pipeline.yaml",
+        format!(
+            r#"
+settings: {{ batch_size: 100, job_id: {name}, checkpoint: {{ interval: 200ms, storage: checkpoints }} }}
+sources:
+  events:
+    type: nats
+    url: {URL}
+    stream: {name}
+    consumer: weir{steps}"#,
+            steps = windowed::STEPS
+        ),
+    );
+    let start = || {
+        crate::support::Job::spawn(
+            crate::support::weir()
+                .args(["run", "--quiet", "--no-admin"])
+                .arg(&pipeline)
+                .stderr(std::process::Stdio::piped()),
+        )
+    };
+    let storage = ws.path("checkpoints");
+
+    let mut first = start();
+    eventually(60, "checkpoint 2", async || windowed::checkpoint_complete(&storage, &name, 2)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(kill_delay_ms)).await;
+    first.kill(); // SIGKILL
+    let killed = first.wait_with_output();
+    assert!(!killed.status.success(), "killed, not finished: {:?}", killed.status);
+    let floor = consumer_info(&js, &name).await.ack_floor.stream_sequence;
+    eprintln!("killed with {} windows written, acknowledgement floor {floor}", windowed::written(ws.dir.path()).len());
+
+    let second = start();
+    publisher.await.unwrap();
+    eventually(120, "every window", async || {
+        windowed::written(ws.dir.path()).len() >= windowed::expected_windows(MESSAGES)
+    })
+    .await;
+    crate::support::signal(second.id(), libc::SIGTERM);
+    let output = second.wait_with_output();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(stderr.contains("restoring from checkpoint"), "the restart restored a checkpoint: {stderr}");
+    windowed::assert_recomputed(ws.dir.path(), MESSAGES);
+}

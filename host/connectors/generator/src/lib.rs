@@ -162,6 +162,11 @@ impl Column {
         })
     }
 
+    /// Whether the column draws from the random generator.
+    fn is_random(&self) -> bool {
+        matches!(self, Self::IntRange { .. } | Self::FloatRange { .. } | Self::Choice(..))
+    }
+
     fn build(&self, rows: &[u64], rng: &mut SmallRng) -> ArrayRef {
         match self {
             Self::Sequence { start, step } => Arc::new(
@@ -287,6 +292,24 @@ impl Source for GeneratorSource {
         let mut produced: u64 = 0;
         let mut next_row = subtask;
         let mut rows = Vec::with_capacity(batch_size);
+        // The position is the next row number. Random columns draw from one generator per
+        // subtask, so resuming replays the draws of the rows before it (in the same batches).
+        if let Some(position) = ctx.restored_position() {
+            let resume = position.parse::<u64>().map_err(|_| {
+                RuntimeError::Checkpoint(format!("generator position `{position}` is not a row number"))
+            })?;
+            let draws = config.columns.iter().any(Column::is_random);
+            while next_row < resume.min(count) {
+                rows.clear();
+                while rows.len() < batch_size && next_row < count {
+                    rows.push(next_row);
+                    next_row = next_row.saturating_add(parallelism);
+                }
+                if draws {
+                    config.columns.iter().for_each(|column| drop(column.build(&rows, &mut rng)));
+                }
+            }
+        }
         while next_row < count && !ctx.stop.is_cancelled() {
             if let Some(rate) = per_subtask_rate {
                 let due = started + Duration::from_secs_f64(produced as f64 / rate);
@@ -304,7 +327,12 @@ impl Source for GeneratorSource {
             produced += rows.len() as u64;
             ctx.metrics.record_received(batch.num_rows());
             ctx.output.send(batch).await?;
+            ctx.offer_barrier(|| Some(next_row.to_string())).await?;
         }
         Ok(())
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
     }
 }

@@ -1,6 +1,13 @@
 //! The `kafka` source: a consumer group member whose offsets are committed once the rows they cover are delivered.
+//!
+//! With checkpoints its position is the next offset of every partition it read
+//! (`{"topic": {"0": 42}}`), and that, not the group's committed offset, is where a restored job
+//! resumes: the consumer is then assigned every partition of its topics at the checkpoint's
+//! offsets (partitions the checkpoint does not list start as `start` says). Committed offsets are
+//! still kept up to date, for monitoring. Topic patterns cannot be restored (they follow the
+//! group's subscription), which is said when such a job restores.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,6 +201,9 @@ impl Envelope for Received {
 /// Highest offset per (topic, partition) in one batch.
 type Offsets = HashMap<(String, i32), i64>;
 
+/// A checkpointed position: the next offset to read per topic and partition.
+type Positions = BTreeMap<String, BTreeMap<i32, i64>>;
+
 impl KafkaSource {
     fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -216,9 +226,9 @@ impl KafkaSource {
         config
     }
 
-    /// Creates the consumer and subscribes or assigns; fails within a bounded time if the
-    /// brokers cannot be reached.
-    async fn open(&self) -> Result<StreamConsumer, RuntimeError> {
+    /// Creates the consumer and subscribes or assigns (at `restored` offsets, when the job
+    /// restored a checkpoint); fails within a bounded time if the brokers cannot be reached.
+    async fn open(&self, restored: Option<&Positions>) -> Result<StreamConsumer, RuntimeError> {
         let fail = |reason: String| RuntimeError::external("kafka", &self.brokers, reason);
         let consumer: StreamConsumer = self.client_config().create().map_err(|err| fail(err.to_string()))?;
         let consumer = tokio::task::spawn_blocking(move || {
@@ -228,10 +238,15 @@ impl KafkaSource {
         .await
         .map_err(|err| fail(err.to_string()))?;
         let (consumer, metadata) = consumer.map_err(|err| fail(format!("cannot connect: {err}")))?;
-        if self.start == StartFrom::Committed {
+        if self.start == StartFrom::Committed && restored.is_none() {
             let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
             consumer.subscribe(&topics).map_err(|err| fail(err.to_string()))?;
             return Ok(consumer);
+        }
+        if let Some(pattern) = self.topics.iter().find(|topic| topic.starts_with('^')).filter(|_| restored.is_some()) {
+            return Err(RuntimeError::Checkpoint(format!(
+                "the topic pattern `{pattern}` cannot be restored from a checkpoint (name the topics)"
+            )));
         }
         let mut assignment = TopicPartitionList::new();
         for topic in &self.topics {
@@ -240,9 +255,10 @@ impl KafkaSource {
             };
             for partition in found.partitions() {
                 let offset = match self.start {
+                    StartFrom::Committed => Offset::Stored,
                     StartFrom::Earliest => Offset::Beginning,
                     StartFrom::Latest => Offset::End,
-                    _ => Offset::Offset(self.timestamp.unwrap_or_default()),
+                    StartFrom::Timestamp => Offset::Offset(self.timestamp.unwrap_or_default()),
                 };
                 assignment.add_partition_offset(topic, partition.id(), offset).map_err(|err| fail(err.to_string()))?;
             }
@@ -252,6 +268,13 @@ impl KafkaSource {
                 consumer.offsets_for_times(assignment, CONNECT_TIMEOUT).map_err(|err| fail(err.to_string()))?;
             assignment = lookup;
         }
+        for (topic, partitions) in restored.into_iter().flatten() {
+            for (partition, next) in partitions {
+                assignment
+                    .set_partition_offset(topic, *partition, Offset::Offset(*next))
+                    .map_err(|err| fail(err.to_string()))?;
+            }
+        }
         consumer.assign(&assignment).map_err(|err| fail(err.to_string()))?;
         Ok(consumer)
     }
@@ -259,9 +282,23 @@ impl KafkaSource {
 
 #[async_trait]
 impl Source for KafkaSource {
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
     async fn run(self: Box<Self>, ctx: &mut SourceContext) -> Result<(), RuntimeError> {
         let config = &*self;
-        let consumer = config.open().await?;
+        let restored: Option<Positions> = ctx
+            .restored_position()
+            .map(|text| {
+                serde_json::from_str(text)
+                    .map_err(|err| RuntimeError::Checkpoint(format!("kafka position `{text}` does not parse: {err}")))
+            })
+            .transpose()?;
+        let consumer = config.open(restored.as_ref()).await?;
+        // The next offset per partition of everything emitted: the checkpointed position.
+        let mut positions = restored.unwrap_or_default();
+        let stop = ctx.stop.clone();
         let mut decoder = config.layout.decoder(config.batch_size)?;
         let wants_headers = config.layout.uses(HEADERS);
         let mut tracker: DeliveryTracker<Offsets> = DeliveryTracker::new();
@@ -272,10 +309,14 @@ impl Source for KafkaSource {
         loop {
             tokio::select! {
                 biased;
-                () = ctx.stop.cancelled() => break,
+                () = stop.cancelled() => break,
                 outcomes = tracker.next_settled(), if tracker.in_flight() > 0 => committer.commit(&consumer, outcomes),
                 () = sleep_until(linger), if linger.is_some() => {
-                    flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+                    flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut positions).await?;
+                    linger = None;
+                }
+                () = ctx.barrier_requested() => {
+                    flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut positions).await?;
                     linger = None;
                 }
                 received = consumer.recv() => match received {
@@ -288,7 +329,7 @@ impl Source for KafkaSource {
                         pending.push(Received { message, headers });
                         linger.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                         if pending.len() >= config.batch_size {
-                            flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+                            flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut positions).await?;
                             linger = None;
                         }
                     }
@@ -303,7 +344,7 @@ impl Source for KafkaSource {
                 }
             }
         }
-        flush(ctx, &mut decoder, &mut tracker, &mut pending).await?;
+        flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut positions).await?;
         end_and_drain(ctx, &mut tracker, |outcomes| {
             committer.commit(&consumer, outcomes);
             std::future::ready(Ok(()))
@@ -366,22 +407,27 @@ impl Committer {
     }
 }
 
+/// Emits what is pending, then offers a checkpoint barrier at the position after it.
 async fn flush(
     ctx: &mut SourceContext,
     decoder: &mut MessageDecoder,
     tracker: &mut DeliveryTracker<Offsets>,
     pending: &mut Vec<Received>,
+    positions: &mut Positions,
 ) -> Result<(), RuntimeError> {
-    if pending.is_empty() {
-        return Ok(());
+    if !pending.is_empty() {
+        let mut offsets: Offsets = HashMap::new();
+        for received in pending.iter() {
+            let message = &received.message;
+            let entry = offsets.entry((message.topic().to_owned(), message.partition())).or_insert(message.offset());
+            *entry = (*entry).max(message.offset());
+        }
+        for ((topic, partition), offset) in &offsets {
+            let next = positions.entry(topic.clone()).or_default().entry(*partition).or_insert(0);
+            *next = (*next).max(offset + 1);
+        }
+        emit(ctx, decoder, tracker, pending, offsets).await?;
+        pending.clear();
     }
-    let mut offsets: Offsets = HashMap::new();
-    for received in pending.iter() {
-        let message = &received.message;
-        let entry = offsets.entry((message.topic().to_owned(), message.partition())).or_insert(message.offset());
-        *entry = (*entry).max(message.offset());
-    }
-    emit(ctx, decoder, tracker, pending, offsets).await?;
-    pending.clear();
-    Ok(())
+    ctx.offer_barrier(|| serde_json::to_string(positions).ok()).await
 }

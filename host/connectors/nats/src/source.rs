@@ -1,4 +1,8 @@
 //! The `nats` source: a JetStream durable pull consumer, messages acknowledged once their rows are delivered.
+//!
+//! With checkpoints its position is the next stream sequence after what it emitted. A restored
+//! job resumes there, not at the consumer's acknowledgement floor (which runs ahead of the
+//! checkpointed state): the durable consumer is recreated to deliver from that sequence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +17,7 @@ use weir_config::yaml::Spanned;
 use weir_connector_support::pump::{emit, end_and_drain, sleep_until};
 use weir_engine::component::{PlanContext, PlannedSource, RuntimeError, Source, SourceContext, SourceSpec};
 use weir_engine::delivery::{DeliveryTracker, Outcome};
-use weir_formats::payload::{Envelope, MessageLayout, MetaType, MetaValue, PayloadOptions};
+use weir_formats::payload::{Envelope, MessageDecoder, MessageLayout, MetaType, MetaValue, PayloadOptions};
 
 use crate::{NatsAccess, Server, confirm_processed, open};
 
@@ -135,6 +139,10 @@ impl Envelope for Received {
 
 #[async_trait]
 impl Source for NatsSource {
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
     async fn run(self: Box<Self>, ctx: &mut SourceContext) -> Result<(), RuntimeError> {
         let config = &*self;
         let address = config.url.as_str();
@@ -156,6 +164,20 @@ impl Source for NatsSource {
                 .await
                 .map_err(|err| fail(format!("stream `{}`: {err}", config.stream)))?
         };
+        let restored: Option<u64> = ctx
+            .restored_position()
+            .map(|text| {
+                text.parse()
+                    .map_err(|_| RuntimeError::Checkpoint(format!("nats position `{text}` is not a stream sequence")))
+            })
+            .transpose()?;
+        if restored.is_some() {
+            // Recreated below at the checkpoint's sequence; a missing consumer is fine.
+            if let Err(err) = stream.delete_consumer(&config.consumer).await {
+                tracing::debug!(consumer = %config.consumer, error = %err, "no consumer to reset");
+            }
+        }
+        let mut next_sequence = restored;
         let consumer = stream
             .get_or_create_consumer(
                 &config.consumer,
@@ -164,9 +186,10 @@ impl Source for NatsSource {
                     filter_subjects: config.subjects.clone(),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: config.ack_wait,
-                    deliver_policy: match config.deliver {
-                        DeliverFrom::All => consumer::DeliverPolicy::All,
-                        DeliverFrom::New => consumer::DeliverPolicy::New,
+                    deliver_policy: match (restored, config.deliver) {
+                        (Some(start_sequence), _) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                        (None, DeliverFrom::All) => consumer::DeliverPolicy::All,
+                        (None, DeliverFrom::New) => consumer::DeliverPolicy::New,
                     },
                     max_ack_pending: (config.batch_size * 16) as i64,
                     ..Default::default()
@@ -180,15 +203,18 @@ impl Source for NatsSource {
         let mut pending: Vec<Received> = Vec::with_capacity(config.batch_size);
         let mut ackers = Vec::with_capacity(config.batch_size);
         let mut linger: Option<tokio::time::Instant> = None;
+        let stop = ctx.stop.clone();
         loop {
             tokio::select! {
                 biased;
-                () = ctx.stop.cancelled() => break,
+                () = stop.cancelled() => break,
                 outcomes = tracker.next_settled(), if tracker.in_flight() > 0 => acknowledge(outcomes).await,
                 () = sleep_until(linger), if linger.is_some() => {
-                    let acks = std::mem::take(&mut ackers);
-                    emit(ctx, &mut decoder, &mut tracker, &pending, acks).await?;
-                    pending.clear();
+                    flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut ackers, &mut next_sequence).await?;
+                    linger = None;
+                }
+                () = ctx.barrier_requested() => {
+                    flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut ackers, &mut next_sequence).await?;
                     linger = None;
                 }
                 next = messages.next() => {
@@ -210,18 +236,13 @@ impl Source for NatsSource {
                     ackers.push(acker);
                     linger.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
                     if pending.len() >= config.batch_size {
-                        let acks = std::mem::take(&mut ackers);
-                        emit(ctx, &mut decoder, &mut tracker, &pending, acks).await?;
-                        pending.clear();
+                        flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut ackers, &mut next_sequence).await?;
                         linger = None;
                     }
                 }
             }
         }
-        if !pending.is_empty() {
-            let acks = std::mem::take(&mut ackers);
-            emit(ctx, &mut decoder, &mut tracker, &pending, acks).await?;
-        }
+        flush(ctx, &mut decoder, &mut tracker, &mut pending, &mut ackers, &mut next_sequence).await?;
         end_and_drain(ctx, &mut tracker, |outcomes| async move {
             acknowledge(outcomes).await;
             Ok(())
@@ -234,6 +255,26 @@ impl Source for NatsSource {
         }
         Ok(())
     }
+}
+
+/// Emits what is pending, then offers a checkpoint barrier at the next stream sequence.
+async fn flush(
+    ctx: &mut SourceContext,
+    decoder: &mut MessageDecoder,
+    tracker: &mut DeliveryTracker<Vec<jetstream::message::Acker>>,
+    pending: &mut Vec<Received>,
+    ackers: &mut Vec<jetstream::message::Acker>,
+    next_sequence: &mut Option<u64>,
+) -> Result<(), RuntimeError> {
+    if !pending.is_empty() {
+        if let Some(last) = pending.iter().map(|received| received.sequence).max() {
+            *next_sequence = Some(next_sequence.unwrap_or(0).max(last + 1));
+        }
+        emit(ctx, decoder, tracker, pending, std::mem::take(ackers)).await?;
+        pending.clear();
+    }
+    let position = *next_sequence;
+    ctx.offer_barrier(|| position.map(|next| next.to_string())).await
 }
 
 async fn acknowledge(outcomes: Vec<Outcome<Vec<jetstream::message::Acker>>>) {

@@ -85,13 +85,16 @@ struct NexmarkSource {
 }
 
 impl NexmarkSource {
-    /// Event numbers of this subtask and kind, in order: epochs `subtask, subtask + n, ...`.
-    fn event_numbers(&self, subtask: u64, parallelism: u64) -> impl Iterator<Item = u64> + use<> {
+    /// Event numbers of this subtask and kind from `from` on, in order: epochs `subtask,
+    /// subtask + n, ...`.
+    fn event_numbers(&self, subtask: u64, parallelism: u64, from: u64) -> impl Iterator<Item = u64> + use<> {
         let limit = self.events.unwrap_or(u64::MAX);
         let offsets = self.kind.offsets();
-        (0..)
+        let first = (from / PROPORTION_TOTAL).saturating_sub(subtask) / parallelism;
+        (first..)
             .map(move |i| subtask + i * parallelism)
             .flat_map(move |epoch| offsets.clone().map(move |offset| epoch * PROPORTION_TOTAL + offset))
+            .skip_while(move |&number| number < from)
             .take_while(move |&number| number < limit)
     }
 }
@@ -101,19 +104,26 @@ impl Source for NexmarkSource {
     async fn run(self: Box<Self>, ctx: &mut SourceContext) -> Result<(), RuntimeError> {
         let config = &*self;
         let generator = Generator::new(config.base_time_ms, config.rate);
-        let mut numbers = self.event_numbers(ctx.subtask as u64, ctx.parallelism as u64).peekable();
+        // The position is the next event number (events are a function of their number).
+        let from = match ctx.restored_position() {
+            Some(position) => position.parse::<u64>().map_err(|_| {
+                RuntimeError::Checkpoint(format!("nexmark position `{position}` is not an event number"))
+            })?,
+            None => 0,
+        };
+        let mut numbers = self.event_numbers(ctx.subtask as u64, ctx.parallelism as u64, from).peekable();
         let started = Instant::now();
         while numbers.peek().is_some() && !ctx.stop.is_cancelled() {
             if config.throttle {
                 let next = *numbers.peek().expect("peeked");
-                let due = started + Duration::from_micros(next.saturating_mul(1_000_000) / config.rate);
+                let due = started + Duration::from_micros((next - from).saturating_mul(1_000_000) / config.rate);
                 if !ctx.wait_until(due).await {
                     break;
                 }
             }
             let batch = if config.throttle {
                 // In real time a batch holds only what is due now, so latency stays low.
-                let due_until = started.elapsed().as_micros() as u64 * config.rate / 1_000_000;
+                let due_until = from + started.elapsed().as_micros() as u64 * config.rate / 1_000_000;
                 let mut due = Vec::with_capacity(config.batch_size);
                 while due.len() < config.batch_size {
                     match numbers.next_if(|&number| number <= due_until) {
@@ -127,7 +137,13 @@ impl Source for NexmarkSource {
             };
             ctx.metrics.record_received(batch.num_rows());
             ctx.output.send(batch).await?;
+            let next = numbers.peek().copied().unwrap_or(config.events.unwrap_or(u64::MAX));
+            ctx.offer_barrier(|| Some(next.to_string())).await?;
         }
         Ok(())
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
     }
 }

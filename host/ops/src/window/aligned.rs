@@ -11,14 +11,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, Int64Array, RecordBatch, UInt32Array};
+use arrow::array::{Array, AsArray, BooleanArray, Int64Array, RecordBatch, UInt32Array};
 use arrow::row::Rows;
 
 use super::assign::Bounds;
 use super::{TimeSource, WindowPlan, now_ms, row_times};
 use crate::aggregate_calls::Accumulators;
 use crate::groups::GroupTable;
+use crate::snapshot;
 use weir_engine::EventTime;
+use weir_engine::checkpoint::KeyedState;
 use weir_engine::component::{Emitter, RefusedRow, RuntimeError, StatefulOperator};
 use weir_engine::delivery::Delivery;
 use weir_engine::errors::RecordErrorHandler;
@@ -271,5 +273,83 @@ impl StatefulOperator for AlignedWindows {
 
     fn state_bytes(&self) -> usize {
         self.windows.values().map(|window| window.groups.size() + window.accumulators.size()).sum()
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    /// One row per open (window, key): the key, `start`, `end`, `fired`, `changed`, then the
+    /// accumulators' partial states. Deliveries are not part of it: with checkpoints the
+    /// checkpoint, not the window, stands for the rows' acknowledgement.
+    fn snapshot(&mut self) -> Result<KeyedState, RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        let mut batches = Vec::with_capacity(self.windows.len());
+        for (&(end, start), window) in &mut self.windows {
+            let count = window.groups.len();
+            let mut columns = snapshot::key_columns(plan.keys.decode(&window.groups)?);
+            let mut changed = window.changed.clone();
+            changed.resize(count, false);
+            columns.push(("start".into(), Arc::new(Int64Array::from_value(start, count))));
+            columns.push(("end".into(), Arc::new(Int64Array::from_value(end, count))));
+            columns.push(("fired".into(), Arc::new(BooleanArray::from(vec![window.fired; count]))));
+            columns.push(("changed".into(), Arc::new(BooleanArray::from(changed))));
+            let states = window.accumulators.states(&plan.aggregates, count)?;
+            columns.extend(states.into_iter().flatten().map(|state| ("state".to_owned(), state)));
+            batches.push(snapshot::rows(columns)?);
+        }
+        snapshot::write(
+            &plan.state_shape(),
+            self.watermark,
+            &snapshot::concat(&batches)?,
+            &snapshot::leading(plan.keys.columns.len()),
+        )
+    }
+
+    fn restore(&mut self, state: KeyedState) -> Result<(), RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        let restored = snapshot::read(&plan.state_shape(), state)?;
+        if let Some(watermark) = restored.watermark {
+            self.watermark = self.watermark.max(watermark);
+        }
+        let keys = plan.keys.columns.len();
+        for batch in restored.batches.iter().filter(|batch| batch.num_rows() > 0) {
+            let starts = snapshot::column::<Int64Array>(batch, keys)?;
+            let ends = snapshot::column::<Int64Array>(batch, keys + 1)?;
+            snapshot::column::<BooleanArray>(batch, keys + 2)?;
+            snapshot::column::<BooleanArray>(batch, keys + 3)?;
+            let mut rows_of: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
+            for row in 0..batch.num_rows() {
+                rows_of.entry((ends.value(row), starts.value(row))).or_default().push(row as u32);
+            }
+            for (bounds, selection) in rows_of {
+                let taken = arrow::compute::take_record_batch(batch, &UInt32Array::from(selection))?;
+                let key_rows = plan.keys.encode_columns(&taken.columns()[..keys])?;
+                let window = self.windows.entry(bounds).or_insert_with(|| OpenWindow {
+                    groups: plan.keys.table(),
+                    accumulators: plan.aggregates.accumulators(),
+                    deliveries: Vec::new(),
+                    fired: false,
+                    changed: Vec::new(),
+                });
+                let groups = &mut self.scratch_groups;
+                window.groups.intern(key_rows.as_ref(), None, taken.num_rows(), groups);
+                window.accumulators.merge_states(
+                    &plan.aggregates,
+                    &taken.columns()[keys + 4..],
+                    groups,
+                    window.groups.len(),
+                )?;
+                let (fired, changed) = (taken.column(keys + 2).as_boolean(), taken.column(keys + 3).as_boolean());
+                window.fired |= fired.value(0);
+                if window.fired {
+                    window.changed.resize(window.groups.len(), false);
+                    for (row, &group) in groups.iter().enumerate() {
+                        window.changed[group] |= changed.value(row);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -333,6 +333,12 @@ impl WindowPlan {
         columns.extend(values);
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
+
+    /// What this window's checkpointed state depends on ([`crate::snapshot`]): the windows, the
+    /// key and the aggregates. A change in any of them makes a checkpoint unrestorable.
+    pub fn state_shape(&self) -> String {
+        format!("window {:?}, {}, {}", self.kind, self.keys.state_shape(), self.aggregates.state_shape())
+    }
 }
 
 /// The output schema of a windowed aggregate.

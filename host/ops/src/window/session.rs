@@ -15,7 +15,9 @@ use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
 use super::{WindowPlan, row_times};
 use crate::aggregate_calls::Arguments;
 use crate::groups::GroupTable;
+use crate::snapshot;
 use weir_engine::EventTime;
+use weir_engine::checkpoint::KeyedState;
 use weir_engine::component::{Emitter, RefusedRow, RuntimeError, StatefulOperator};
 use weir_engine::delivery::Delivery;
 use weir_engine::errors::RecordErrorHandler;
@@ -132,31 +134,7 @@ impl SessionWindows {
         }
         let aggregates = &self.plan.aggregates;
         let stored: Vec<&Arguments> = batches.iter().map(|b| &self.stored[b].arguments).collect();
-        let gather = |pick: &dyn Fn(&Arguments) -> &ArrayRef| -> Result<ArrayRef, RuntimeError> {
-            let arrays: Vec<&dyn Array> = stored.iter().map(|arguments| pick(arguments).as_ref()).collect();
-            Ok(arrow::compute::interleave(&arrays, &picks)?)
-        };
-        let mut arguments = Arguments { values: Vec::new(), filters: Vec::new() };
-        for (call, values) in stored[0].values.iter().enumerate() {
-            let mut gathered = Vec::with_capacity(values.len());
-            for arg in 0..values.len() {
-                gathered.push(gather(&|arguments: &Arguments| &arguments.values[call][arg])?);
-            }
-            arguments.values.push(gathered);
-            let filter = match &stored[0].filters[call] {
-                None => None,
-                Some(_) => {
-                    let arrays: Vec<ArrayRef> = stored
-                        .iter()
-                        .map(|arguments| Arc::new(arguments.filters[call].clone().expect("same plan")) as ArrayRef)
-                        .collect();
-                    let arrays: Vec<&dyn Array> = arrays.iter().map(AsRef::as_ref).collect();
-                    let mask = arrow::compute::interleave(&arrays, &picks)?;
-                    Some(arrow::array::AsArray::as_boolean(&mask).clone())
-                }
-            };
-            arguments.filters.push(filter);
-        }
+        let arguments = gather(&stored, &picks)?;
         let mut accumulators = aggregates.accumulators();
         let refused = accumulators.update(aggregates, &arguments, &groups, fired.len())?;
         let values = accumulators.evaluate(aggregates)?;
@@ -190,6 +168,42 @@ impl SessionWindows {
         Ok(())
     }
 
+    /// Every open session's rows as state rows: the key, the session's `start` and `end`, then
+    /// the row's evaluated aggregate arguments (`value <call> <arg>`, `filter <call>`).
+    fn state_rows(&self) -> Result<RecordBatch, RuntimeError> {
+        let mut batches: Vec<u32> = self.stored.keys().copied().collect();
+        batches.sort_unstable();
+        let slot: HashMap<u32, usize> = batches.iter().enumerate().map(|(i, &b)| (b, i)).collect();
+        let (mut picks, mut keys, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (key, sessions) in self.sessions.iter().enumerate() {
+            for session in sessions {
+                for &(batch, row) in &session.rows {
+                    picks.push((slot[&batch], row as usize));
+                    keys.push(key);
+                    starts.push(session.start);
+                    ends.push(session.end);
+                }
+            }
+        }
+        if picks.is_empty() {
+            return snapshot::concat(&[]);
+        }
+        let stored: Vec<&Arguments> = batches.iter().map(|b| &self.stored[b].arguments).collect();
+        let mut arguments = gather(&stored, &picks)?;
+        let mut columns = snapshot::key_columns(self.plan.keys.decode_groups(&self.keys, &keys)?);
+        columns.push(("start".into(), Arc::new(Int64Array::from(starts))));
+        columns.push(("end".into(), Arc::new(Int64Array::from(ends))));
+        for (call, values) in arguments.values.into_iter().enumerate() {
+            for (arg, value) in values.into_iter().enumerate() {
+                columns.push((format!("value {call} {arg}"), value));
+            }
+            if let Some(filter) = arguments.filters[call].take() {
+                columns.push((format!("filter {call}"), Arc::new(filter)));
+            }
+        }
+        snapshot::rows(columns)
+    }
+
     /// Rebuilds the key table without keys that have no open session, when those are most.
     fn compact_keys(&mut self) {
         let live: Vec<usize> = (0..self.sessions.len()).filter(|&k| !self.sessions[k].is_empty()).collect();
@@ -209,6 +223,31 @@ impl SessionWindows {
         }
         self.sessions = sessions;
     }
+}
+
+/// The arguments of the rows at `picks` (stored batch, row), gathered into one batch.
+fn gather(stored: &[&Arguments], picks: &[(usize, usize)]) -> Result<Arguments, RuntimeError> {
+    let interleave = |pick: &dyn Fn(&Arguments) -> &dyn Array| -> Result<ArrayRef, RuntimeError> {
+        let arrays: Vec<&dyn Array> = stored.iter().map(|arguments| pick(arguments)).collect();
+        Ok(arrow::compute::interleave(&arrays, picks)?)
+    };
+    let mut arguments = Arguments { values: Vec::new(), filters: Vec::new() };
+    for (call, values) in stored[0].values.iter().enumerate() {
+        let mut gathered = Vec::with_capacity(values.len());
+        for arg in 0..values.len() {
+            gathered.push(interleave(&|arguments: &Arguments| arguments.values[call][arg].as_ref())?);
+        }
+        arguments.values.push(gathered);
+        let filter = match &stored[0].filters[call] {
+            None => None,
+            Some(_) => {
+                let mask = interleave(&|arguments: &Arguments| arguments.filters[call].as_ref().expect("same plan"))?;
+                Some(arrow::array::AsArray::as_boolean(&mask).clone())
+            }
+        };
+        arguments.filters.push(filter);
+    }
+    Ok(arguments)
 }
 
 impl StatefulOperator for SessionWindows {
@@ -311,5 +350,82 @@ impl StatefulOperator for SessionWindows {
         }
         let rows: usize = self.sessions.iter().flatten().map(|s| s.rows.capacity() * 8 + 64).sum();
         arguments + rows + self.keys.size() + self.ends.len() * 40
+    }
+
+    fn checkpointable(&self) -> bool {
+        true
+    }
+
+    fn snapshot(&mut self) -> Result<KeyedState, RuntimeError> {
+        let rows = self.state_rows()?;
+        snapshot::write(
+            &self.plan.state_shape(),
+            self.watermark,
+            &rows,
+            &snapshot::leading(self.plan.keys.columns.len()),
+        )
+    }
+
+    fn restore(&mut self, state: KeyedState) -> Result<(), RuntimeError> {
+        let plan = Arc::clone(&self.plan);
+        let restored = snapshot::read(&plan.state_shape(), state)?;
+        if let Some(watermark) = restored.watermark {
+            self.watermark = self.watermark.max(watermark);
+        }
+        let key_count = plan.keys.columns.len();
+        for batch in restored.batches.iter().filter(|batch| batch.num_rows() > 0) {
+            let starts = snapshot::column::<Int64Array>(batch, key_count)?;
+            let ends = snapshot::column::<Int64Array>(batch, key_count + 1)?;
+            let mut arguments = Arguments {
+                values: vec![Vec::new(); plan.aggregates.calls.len()],
+                filters: vec![None; plan.aggregates.calls.len()],
+            };
+            for (field, column) in batch.schema().fields().iter().zip(batch.columns()).skip(key_count + 2) {
+                let words: Vec<&str> = field.name().split(' ').collect();
+                let call = words
+                    .get(1)
+                    .and_then(|call| call.parse::<usize>().ok())
+                    .filter(|&call| call < arguments.values.len());
+                match (words.first(), call) {
+                    (Some(&"value"), Some(call)) => arguments.values[call].push(Arc::clone(column)),
+                    (Some(&"filter"), Some(call)) => {
+                        arguments.filters[call] =
+                            Some(arrow::array::AsArray::as_boolean_opt(column.as_ref()).cloned().ok_or_else(|| {
+                                RuntimeError::Checkpoint(format!(
+                                    "session state column `{}` is not boolean",
+                                    field.name()
+                                ))
+                            })?);
+                    }
+                    _ => {
+                        return Err(RuntimeError::Checkpoint(format!(
+                            "unexpected session state column `{}`",
+                            field.name()
+                        )));
+                    }
+                }
+            }
+            let key_rows = plan.keys.encode_columns(&batch.columns()[..key_count])?;
+            let mut groups = std::mem::take(&mut self.scratch);
+            self.keys.intern(key_rows.as_ref(), None, batch.num_rows(), &mut groups);
+            if self.sessions.len() < self.keys.len() {
+                self.sessions.resize_with(self.keys.len(), Vec::new);
+            }
+            let id = self.next_batch;
+            self.next_batch = self.next_batch.wrapping_add(1);
+            let mut restored: std::collections::BTreeMap<(usize, i64, i64), Vec<(u32, u32)>> = Default::default();
+            for (row, &key) in groups.iter().enumerate() {
+                restored.entry((key, starts.value(row), ends.value(row))).or_default().push((id, row as u32));
+            }
+            self.scratch = groups;
+            for ((key, start, end), rows) in restored {
+                let sessions = &mut self.sessions[key];
+                let at = sessions.partition_point(|s| s.start < start);
+                sessions.insert(at, Session { start, end, rows, deliveries: Vec::new() });
+                self.ends.insert((end, key, start));
+            }
+            self.stored.insert(id, Stored { arguments, users: batch.num_rows() });
+        }
+        Ok(())
     }
 }
