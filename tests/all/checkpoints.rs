@@ -169,19 +169,7 @@ fn windows_top_n_and_aggregates_restore_after_kill_9_and_at_another_parallelism(
     assert!(stderr.contains("restoring from checkpoint"), "the third run restored: {stderr}");
     assert_eq!(signals, 2, "one SIGKILL and one SIGTERM were sent");
 
-    for sink in STATEFUL_SINKS {
-        let expected = distinct_rows(&reference.path("out"), sink);
-        let actual = distinct_rows(&ws.path("out"), sink);
-        assert!(!expected.is_empty(), "{sink}: the reference run wrote rows");
-        let missing: Vec<&String> = expected.iter().filter(|row| actual.binary_search(row).is_err()).take(5).collect();
-        let wrong: Vec<&String> = actual.iter().filter(|row| expected.binary_search(row).is_err()).take(5).collect();
-        assert!(
-            missing.is_empty() && wrong.is_empty(),
-            "{sink}: {} rows expected, {} written; missing {missing:?}; not in the uninterrupted run {wrong:?}",
-            expected.len(),
-            actual.len()
-        );
-    }
+    assert_same_rows(&reference, &ws, &stderr);
 }
 
 fn s3_options() -> BTreeMap<String, String> {
@@ -246,6 +234,64 @@ async fn checkpoints_in_s3_compatible_storage_are_committed_last_and_verified() 
     checkpoints.commit(&metadata("job", 3, Some(state))).await.unwrap();
     assert_eq!(checkpoints.retain(1).await.unwrap(), vec![1, 2]);
     assert_eq!(checkpoints.ids().await.unwrap(), vec![3]);
+}
+
+/// Issue 22: a task that fails while processing, while snapshotting, while restoring or while
+/// closing restarts the job within the process from its last complete checkpoint (fixed-delay
+/// strategy); every step's output still equals an uninterrupted run's, and the restarts counted
+/// equal the faults injected (`WEIR_FAULTS`), so a green run proves the faults happened.
+#[test]
+fn failures_at_each_lifecycle_point_restart_the_job_from_its_last_checkpoint() {
+    // Far enough apart that each fails its own run: a snapshot early, the restore after it, a
+    // batch two seconds in, a sink closing at the end (its 4th close: the three failed runs
+    // closed it when they stopped).
+    let faults = "snapshot@sessions#3,restore@hopping#1,process@tumbling#250,close@top_out#4";
+    eprintln!("fault schedule (WEIR_FAULTS): {faults}; restart: fixed-delay, 100 ms");
+    let reference = Workspace::new();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(reference.run(&stateful_pipeline(None, 1, None))).expect("the uninterrupted run");
+
+    let ws = Workspace::new();
+    let yaml = stateful_pipeline(Some("{ interval: 150ms, storage: checkpoints }"), 2, Some(3000)).replace(
+        "job_id: stateful,",
+        "job_id: stateful, restart: { strategy: fixed-delay, attempts: 10, delay: 100ms },",
+    );
+    let pipeline = ws.write("stateful.yaml", yaml);
+    let output = crate::support::weir()
+        .env("WEIR_FAULTS", faults)
+        .args(["run", "--quiet", "--no-admin", "--summary-json"])
+        .arg(ws.path("summary.json"))
+        .arg(&pipeline)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the job recovered from every fault: {stderr}");
+    assert_eq!(
+        stderr.matches("weir_engine::faults: injected fault").count(),
+        4,
+        "each fault was injected once: {stderr}"
+    );
+    let summary: serde_json::Value = serde_json::from_str(&ws.read("summary.json")).unwrap();
+    assert_eq!(summary["restarts"], 4, "one restart per injected fault: {stderr}");
+    assert_eq!(stderr.matches("restoring from checkpoint").count(), 4, "each restart restored: {stderr}");
+    assert_same_rows(&reference, &ws, &stderr);
+}
+
+/// Every stateful sink wrote the same distinct rows in `ws` as in `reference`.
+fn assert_same_rows(reference: &Workspace, ws: &Workspace, log: &str) {
+    for sink in STATEFUL_SINKS {
+        let expected = distinct_rows(&reference.path("out"), sink);
+        let actual = distinct_rows(&ws.path("out"), sink);
+        assert!(!expected.is_empty(), "{sink}: the reference run wrote rows");
+        let missing: Vec<&String> = expected.iter().filter(|row| actual.binary_search(row).is_err()).take(5).collect();
+        let wrong: Vec<&String> = actual.iter().filter(|row| expected.binary_search(row).is_err()).take(5).collect();
+        assert!(
+            missing.is_empty() && wrong.is_empty(),
+            "{sink}: {} rows expected, {} written; missing {missing:?}; not in the uninterrupted run {wrong:?}\n{log}",
+            expected.len(),
+            actual.len()
+        );
+    }
 }
 
 /// Storage faults for the checkpoint tests: an `ObjectStore` that passes everything to a real

@@ -146,6 +146,10 @@ pub fn summary(metrics: &PipelineMetrics, elapsed: Duration) -> String {
         if let Some((id, _)) = checkpoints.restored() {
             line.push_str(&format!("; restored from {id}"));
         }
+        let restarts = checkpoints.restarts.load(Relaxed);
+        if restarts > 0 {
+            line.push_str(&format!("; {restarts} restarts after task failures"));
+        }
         text.push_str(&line);
     }
     text
@@ -177,6 +181,8 @@ pub struct RunReport {
     pub checkpoints_completed: u64,
     /// Checkpoints aborted during the run.
     pub checkpoints_failed: u64,
+    /// Times the job was started again from its last checkpoint after a task failed.
+    pub restarts: u64,
 }
 
 /// One component's counters in a [`RunReport`].
@@ -220,6 +226,7 @@ impl RunReport {
                 .collect(),
             checkpoints_completed: metrics.checkpoints.completed.load(std::sync::atomic::Ordering::Relaxed),
             checkpoints_failed: metrics.checkpoints.failed.load(std::sync::atomic::Ordering::Relaxed),
+            restarts: metrics.checkpoints.restarts.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 }

@@ -86,6 +86,9 @@ pub enum RuntimeError {
     /// a component that cannot be checkpointed).
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// A fault injected on purpose (`WEIR_FAULTS`, [`crate::faults`]).
+    #[error("injected fault: {0}")]
+    Injected(String),
 }
 
 impl RuntimeError {

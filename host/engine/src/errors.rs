@@ -103,6 +103,11 @@ impl RecordErrorHandler {
         }
     }
 
+    /// The component whose records these are.
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
     /// Records handed to this handler so far, whatever the policy did with them (a sink uses the
     /// difference around a write to count only the rows that reached the destination).
     pub fn handled(&self) -> u64 {

@@ -6,7 +6,9 @@
 //!   again, and when every live input is idle the task reports itself idle downstream;
 //! - a barrier is emitted once every live input has delivered it; an input that delivered the
 //!   barrier is not read again until alignment completes (Chandy-Lamport / Flink aligned checkpoints);
-//! - `End` is emitted once, after every input ended (a closed channel counts as ended).
+//! - `End` is emitted once, after every input ended (a closed channel counts as ended, and is
+//!   remembered: [`InputGate::lost_input`] tells a natural end from an upstream task that died,
+//!   after which a window must not fire what it holds as if its input were complete).
 //!
 //! Inputs are polled round-robin so one busy input cannot starve the others.
 
@@ -51,6 +53,8 @@ pub struct InputGate {
     end_sent: bool,
     /// Whether `Idle` was reported and no input became active since.
     idle_sent: bool,
+    /// Whether an input channel closed without `End` (its task failed or was aborted).
+    lost: bool,
 }
 
 impl InputGate {
@@ -60,7 +64,13 @@ impl InputGate {
             .into_iter()
             .map(|receiver| GateInput { receiver, ended: false, watermark: EventTime::MIN, barrier: None, idle: false })
             .collect();
-        Self { inputs, next_input: 0, watermark: EventTime::MIN, end_sent: false, idle_sent: false }
+        Self { inputs, next_input: 0, watermark: EventTime::MIN, end_sent: false, idle_sent: false, lost: false }
+    }
+
+    /// Whether an input channel closed without sending `End`: its upstream task failed, so the
+    /// `End` this gate reports is not the end of the data.
+    pub fn lost_input(&self) -> bool {
+        self.lost
     }
 
     /// The current (minimum) watermark.
@@ -89,7 +99,11 @@ impl InputGate {
                     }
                     let message = match input.receiver.poll_recv(cx) {
                         Poll::Pending => continue,
-                        Poll::Ready(message) => message.unwrap_or(Message::End),
+                        Poll::Ready(Some(message)) => message,
+                        Poll::Ready(None) => {
+                            self.lost = true;
+                            Message::End
+                        }
                     };
                     self.next_input = (index + 1) % count;
                     progressed = true;
@@ -262,5 +276,22 @@ mod tests {
         drop(a_tx);
         assert_eq!(value(&gate.next().await), 7);
         assert!(matches!(gate.next().await, GateEvent::End));
+    }
+
+    #[tokio::test]
+    async fn an_input_closed_without_end_is_reported_as_lost() {
+        let (ended, ended_rx) = mpsc::channel(4);
+        let (dying, dying_rx) = mpsc::channel(4);
+        let mut gate = InputGate::new(vec![ended_rx, dying_rx]);
+        ended.send(Message::End).await.unwrap();
+        drop(dying); // the upstream task failed: its channel closes without End
+        assert!(matches!(gate.next().await, GateEvent::End));
+        assert!(gate.lost_input(), "a closed channel is not the end of the data");
+
+        let (clean, clean_rx) = mpsc::channel(4);
+        let mut gate = InputGate::new(vec![clean_rx]);
+        clean.send(Message::End).await.unwrap();
+        assert!(matches!(gate.next().await, GateEvent::End));
+        assert!(!gate.lost_input());
     }
 }

@@ -7,7 +7,7 @@
 //! dimension tables ([`table`]) implement, checkpoints ([`checkpoint`]: what is stored;
 //! [`coordinator`]: triggering, collecting, committing and restoring them), error policies and dead letters ([`errors`]),
 //! per-component metrics ([`metrics`]), event time at the sources ([`event_time`]: timestamps,
-//! watermarks, idleness), the registry of component kinds ([`registry`]), restart strategies ([`restart`]), the runnable job graph
+//! watermarks, idleness), the registry of component kinds ([`registry`]), restart strategies ([`restart`]), faults injected for recovery tests ([`faults`]), the runnable job graph
 //! ([`graph`]) and the runner that turns it into running tasks ([`runner`]).
 //!
 //! It depends only on `weir-config`: formats, plugins, operators, connectors and the pipeline
@@ -19,6 +19,7 @@ pub mod coordinator;
 pub mod delivery;
 pub mod errors;
 pub mod event_time;
+pub mod faults;
 pub mod gate;
 pub mod graph;
 pub mod key_group;

@@ -401,6 +401,7 @@ impl Subtask {
                                 return Err(failed(err));
                             }
                             if let Some(state) = restored {
+                                crate::faults::check("restore", &name).map_err(&failed)?;
                                 operator.restore(state).map_err(&failed)?;
                             }
                             run_stateful_operator(operator, gate, output, late, errors, &metrics, ending, reporter)
@@ -594,6 +595,7 @@ async fn run_stateful_operator(
             }
             Some(GateEvent::Batch(_, batch, delivery)) => {
                 metrics.record_received(batch.num_rows());
+                crate::faults::check("process", errors.component())?;
                 let mut input = Some((batch, delivery));
                 run(&mut || {
                     let (batch, delivery) = input.take().expect("runs once");
@@ -611,6 +613,7 @@ async fn run_stateful_operator(
                 // Everything before the barrier is in the state: copy it, and let the
                 // coordinator upload the bytes while this task goes on.
                 if let Some(reporter) = &checkpoints {
+                    crate::faults::check("snapshot", errors.component())?;
                     let mut snapshot = None;
                     run(&mut || {
                         snapshot = Some(operator.snapshot()?.encode());
@@ -619,6 +622,14 @@ async fn run_stateful_operator(
                     reporter.report(epoch, Report::State(snapshot.expect("taken")));
                 }
                 Some(Message::Barrier(epoch))
+            }
+            Some(GateEvent::End) if gate.lost_input() => {
+                // An upstream task failed: the input did not end, and what is open is partial.
+                tracing::info!(
+                    open_groups = operator.state_groups(),
+                    "an upstream task failed: open windows are not fired"
+                );
+                Some(Message::End)
             }
             Some(GateEvent::End) if ending.stop.is_cancelled() && !ending.drain => {
                 // A stopped job's input did not end: what is open is not complete, and firing it
@@ -825,6 +836,7 @@ async fn run_sink(
                 }
             }
             GateEvent::End => {
+                crate::faults::check("close", &ctx.component)?;
                 sink.close().await?;
                 waiting.deliveries.drain(..).for_each(|(_, delivery)| delivery.settle());
                 return ctx.errors.finish().await.map_err(Into::into);

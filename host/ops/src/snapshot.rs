@@ -147,10 +147,7 @@ pub fn concat(batches: &[RecordBatch]) -> Result<RecordBatch, RuntimeError> {
 ///
 /// # Errors
 /// A missing column or another type (state of another layout).
-pub fn column<'a, T: arrow::array::Array + 'static>(
-    batch: &'a RecordBatch,
-    index: usize,
-) -> Result<&'a T, RuntimeError> {
+pub fn column<T: arrow::array::Array + 'static>(batch: &RecordBatch, index: usize) -> Result<&T, RuntimeError> {
     batch
         .columns()
         .get(index)

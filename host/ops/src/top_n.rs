@@ -206,6 +206,9 @@ struct Candidates {
     deliveries: Vec<Delivery>,
 }
 
+/// An open window: (end, start).
+type WindowKey = (i64, i64);
+
 /// One window's candidates by partition key (row-format bytes; empty without `partition_by`).
 type Partitions = HashMap<Box<[u8]>, Candidates>;
 
@@ -400,7 +403,7 @@ impl StatefulOperator for TopN {
             let partition: Vec<ArrayRef> =
                 plan.partition.iter().map(|&c| Arc::clone(rows.column(c + offset))).collect();
             let keys = (!partition.is_empty()).then(|| self.partition.convert_columns(&partition)).transpose()?;
-            let mut parts: BTreeMap<((i64, i64), Box<[u8]>), Vec<u32>> = BTreeMap::new();
+            let mut parts: BTreeMap<(WindowKey, Box<[u8]>), Vec<u32>> = BTreeMap::new();
             for row in 0..rows.num_rows() {
                 let key: Box<[u8]> =
                     keys.as_ref().map_or_else(|| Box::from([]), |keys| Box::from(keys.row(row).as_ref()));
