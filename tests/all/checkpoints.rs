@@ -628,3 +628,59 @@ fn wait_until_answered(mut ask: impl FnMut() -> std::process::Output) -> std::pr
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Issue 22: a sink held up by its database (the table locked for 2 s) backs the whole job up;
+/// the checkpoints taken meanwhile wait for the barrier to get through, and complete within their
+/// timeout once the lock is gone: none is aborted, and the longest alignment shows the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_complete_behind_a_sink_held_up_by_its_database() {
+    use crate::connectors::postgres::{URL, client};
+    eprintln!("fault schedule: the sink's table locked from 1 s to 3 s");
+    let table = unique("held_up");
+    let ws = Workspace::new();
+    let loaded = ws
+        .load(&format!(
+            r#"
+settings: {{ batch_size: 50, job_id: held_up, checkpoint: {{ interval: 200ms, timeout: 10s, storage: checkpoints }} }}
+sources:
+  events: {{ type: generator, count: 10000, rate: 2000, columns: {{ id: {{ sequence: {{ start: 0 }} }} }} }}
+sinks:
+  db: {{ type: postgres, inputs: [events], url: "{URL}", table: {table}, create_table: true }}
+"#
+        ))
+        .expect("pipeline");
+    let storage =
+        ObjectStoreCheckpoints::for_job(loaded.graph.settings.checkpoint.as_ref().unwrap(), "held_up", ws.dir.path())
+            .unwrap();
+    let checkpointing = weir_engine::coordinator::Checkpointing {
+        storage: std::sync::Arc::new(storage),
+        settings: loaded.graph.settings.checkpoint.clone().unwrap(),
+        job_id: "held_up".into(),
+        restore: None,
+        allow_non_restored_state: false,
+    };
+    let metrics = weir_engine::runner::metrics_for(&loaded.graph);
+    let lock = async {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let db = client().await;
+        db.batch_execute(&format!("BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        db.batch_execute("COMMIT").await.unwrap();
+    };
+    let run = weir_engine::runner::run_with(
+        &loaded.graph,
+        &metrics,
+        tokio_util::sync::CancellationToken::new(),
+        Some(checkpointing),
+    );
+    let (result, ()) = tokio::join!(run, lock);
+    result.expect("the job ran to the end");
+    let history = metrics.checkpoints.history();
+    let longest = history.iter().map(|record| record.alignment_ms).max().unwrap_or(0);
+    let aborted: Vec<_> = history.iter().filter_map(|record| record.failure.clone()).collect();
+    eprintln!("{} checkpoints, longest alignment {longest} ms, aborted: {aborted:?}", history.len());
+    assert!(aborted.iter().all(|reason| reason.contains("a source finished")), "none aborted by the wait: {aborted:?}");
+    assert!(longest >= 1000, "a checkpoint waited behind the held-up sink ({longest} ms)");
+    let rows: i64 = client().await.query_one(&format!("SELECT count(*) FROM {table}"), &[]).await.unwrap().get(0);
+    assert_eq!(rows, 10_000, "every row written");
+}
