@@ -30,9 +30,13 @@ fn checkpoint_settings_are_checked() {
 }
 
 /// The stateful steps of the checkpoint tests, each writing to its own file: keyed tumble, hop,
-/// session and cumulate windows, a keyed Top-N and a running aggregate, over a generator whose
-/// key column is random (so a resumed generator must replay its random draws exactly).
+/// session and cumulate windows, a keyed Top-N, a running aggregate and a window of Wasm
+/// aggregates (the `sketches` plugin's percentile and HyperLogLog, whose states are plugin bytes),
+/// over a generator whose key column is random (so a resumed generator must replay its random
+/// draws exactly).
 fn stateful_pipeline(checkpoint: Option<&str>, parallelism: usize, rate: Option<u32>) -> String {
+    let sketches = crate::support::repo().join("plugins/target/wasm32-wasip2/release/sketches.wasm");
+    assert!(sketches.exists(), "{} is missing: run ./tests/run.sh, which builds the plugins", sketches.display());
     let settings = match checkpoint {
         Some(checkpoint) => format!("settings: {{ batch_size: 50, job_id: stateful, checkpoint: {checkpoint} }}"),
         None => "settings: { batch_size: 50 }".to_owned(),
@@ -42,6 +46,8 @@ fn stateful_pipeline(checkpoint: Option<&str>, parallelism: usize, rate: Option<
     format!(
         r#"
 {settings}
+plugins:
+  sketches: {{ path: {sketches} }}
 sources:
   events:
     type: generator
@@ -60,6 +66,7 @@ transforms:
   cumulative: {{ type: window, inputs: [events], parallelism: {p}, cumulate: {{ step: 500ms, max: 2s }}, group_by: [k], aggregates: {{ n: "count(*)", distinct_k: "count(DISTINCT k)" }} }}
   highest: {{ type: top_n, inputs: [events], parallelism: {p}, tumble: 1s, partition_by: [k], order_by: ["id DESC"], limit: 2 }}
   running: {{ type: aggregate, inputs: [events], parallelism: {p}, group_by: [k], aggregates: {{ n: "count(*)", total: "sum(id)" }} }}
+  sketched: {{ type: window, inputs: [events], parallelism: {p}, tumble: 1s, group_by: [k], aggregates: {{ p90: "percentile(id, 0.9)", distinct_ids: "approx_distinct_hll(id)" }} }}
 sinks:
   tumble_out: {{ type: file, inputs: [tumbling], path: out/tumble.jsonl }}
   hop_out: {{ type: file, inputs: [hopping], path: out/hop.jsonl }}
@@ -67,11 +74,13 @@ sinks:
   cumulate_out: {{ type: file, inputs: [cumulative], path: out/cumulate.jsonl }}
   top_out: {{ type: file, inputs: [highest], path: out/top.jsonl }}
   running_out: {{ type: file, inputs: [running], path: out/running.jsonl }}
-"#
+  sketch_out: {{ type: file, inputs: [sketched], path: out/sketch.jsonl }}
+"#,
+        sketches = sketches.display()
     )
 }
 
-const STATEFUL_SINKS: [&str; 6] = ["tumble", "hop", "session", "cumulate", "top", "running"];
+const STATEFUL_SINKS: [&str; 7] = ["tumble", "hop", "session", "cumulate", "top", "running", "sketch"];
 
 /// The distinct rows a sink wrote over all runs, as sorted JSON text.
 fn distinct_rows(dir: &std::path::Path, sink: &str) -> Vec<String> {
