@@ -402,7 +402,16 @@ impl Subtask {
                             }
                             if let Some(state) = restored {
                                 crate::faults::check("restore", &name).map_err(&failed)?;
+                                let (started, groups) = (std::time::Instant::now(), state.groups.len());
                                 operator.restore(state).map_err(&failed)?;
+                                tracing::info!(
+                                    component = %name,
+                                    subtask,
+                                    key_groups = groups,
+                                    state_bytes = operator.state_bytes(),
+                                    ms = started.elapsed().as_millis() as u64,
+                                    "state restored"
+                                );
                             }
                             run_stateful_operator(operator, gate, output, late, errors, &metrics, ending, reporter)
                                 .await
