@@ -125,9 +125,7 @@ fn wait_for(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
 /// other random draws.
 #[test]
 fn windows_top_n_and_aggregates_restore_after_kill_9_and_at_another_parallelism() {
-    let seed: u64 = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = crate::support::test_seed();
     let kill_delay_ms = seed % 400;
     eprintln!(
         "seed {seed} (WEIR_TEST_SEED): fault schedule: parallelism 2, SIGKILL {kill_delay_ms} ms after checkpoint 2; \

@@ -397,3 +397,10 @@ impl Drop for Job {
         }
     }
 }
+
+/// The seed of a randomized or fault test: `WEIR_TEST_SEED`, else the clock (print it).
+pub fn test_seed() -> u64 {
+    std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    })
+}

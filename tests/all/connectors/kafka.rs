@@ -162,9 +162,7 @@ sinks:
 async fn a_windowed_job_resumes_from_checkpointed_offsets_after_kill_9() {
     use crate::support::windowed;
     const MESSAGES: i64 = 6000;
-    let seed: u64 = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = crate::support::test_seed();
     let kill_delay_ms = seed % 300;
     eprintln!(
         "seed {seed} (WEIR_TEST_SEED): fault schedule: SIGKILL {kill_delay_ms} ms after checkpoint 2, one restart"

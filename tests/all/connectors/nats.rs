@@ -255,9 +255,7 @@ fn parquet_ids_of_files(dir: &std::path::Path, prefix: &str) -> Vec<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_sinks_keep_every_acknowledged_row_across_kill_9() {
     const MESSAGES: i64 = 30_000;
-    let seed: u64 = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = crate::support::test_seed();
     let kill_after_ms = 300 + seed % 900;
     eprintln!(
         "seed {seed} (WEIR_TEST_SEED): fault schedule: SIGKILL {kill_after_ms} ms after the first acknowledgement, then one restart and SIGTERM"
@@ -461,9 +459,7 @@ sinks:
 async fn a_windowed_job_resumes_from_its_checkpointed_stream_sequence_after_kill_9() {
     use crate::support::windowed;
     const MESSAGES: i64 = 6000;
-    let seed: u64 = std::env::var("WEIR_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = crate::support::test_seed();
     let kill_delay_ms = seed % 300;
     eprintln!(
         "seed {seed} (WEIR_TEST_SEED): fault schedule: SIGKILL {kill_delay_ms} ms after checkpoint 2, one restart"

@@ -37,6 +37,19 @@ struct OpenWindow {
     changed: Vec<bool>,
 }
 
+impl OpenWindow {
+    /// A window with no groups yet.
+    fn new(plan: &WindowPlan) -> Self {
+        Self {
+            groups: plan.keys.table(),
+            accumulators: plan.aggregates.accumulators(),
+            deliveries: Vec::new(),
+            fired: false,
+            changed: Vec::new(),
+        }
+    }
+}
+
 /// The operator of one subtask.
 pub struct AlignedWindows {
     plan: Arc<WindowPlan>,
@@ -76,13 +89,7 @@ impl AlignedWindows {
         delivery: &Delivery,
     ) -> Result<Vec<(usize, String)>, RuntimeError> {
         let plan = Arc::clone(&self.plan);
-        let window = self.windows.entry((bounds.end, bounds.start)).or_insert_with(|| OpenWindow {
-            groups: plan.keys.table(),
-            accumulators: plan.aggregates.accumulators(),
-            deliveries: Vec::new(),
-            fired: false,
-            changed: Vec::new(),
-        });
+        let window = self.windows.entry((bounds.end, bounds.start)).or_insert_with(|| OpenWindow::new(&plan));
         let groups = &mut self.scratch_groups;
         window.groups.intern(keys, selection, row_count, groups);
         let taken;
@@ -325,13 +332,7 @@ impl StatefulOperator for AlignedWindows {
             for (bounds, selection) in rows_of {
                 let taken = arrow::compute::take_record_batch(batch, &UInt32Array::from(selection))?;
                 let key_rows = plan.keys.encode_columns(&taken.columns()[..keys])?;
-                let window = self.windows.entry(bounds).or_insert_with(|| OpenWindow {
-                    groups: plan.keys.table(),
-                    accumulators: plan.aggregates.accumulators(),
-                    deliveries: Vec::new(),
-                    fired: false,
-                    changed: Vec::new(),
-                });
+                let window = self.windows.entry(bounds).or_insert_with(|| OpenWindow::new(&plan));
                 let groups = &mut self.scratch_groups;
                 window.groups.intern(key_rows.as_ref(), None, taken.num_rows(), groups);
                 window.accumulators.merge_states(
